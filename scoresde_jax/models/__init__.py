@@ -1,0 +1,5 @@
+"""Score networks (Flax Linen)."""
+
+from scoresde_jax.models.mlp import MLPScore
+
+__all__ = ["MLPScore"]
