@@ -1,0 +1,63 @@
+"""The training state: a pytree of step, parameters, EMA parameters and optimizer state."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+__all__ = ["TrainState", "make_optimizer", "ema_update"]
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array
+    params: Any
+    ema_params: Any
+    opt_state: Any
+
+
+def make_optimizer(
+    *,
+    lr: float = 2e-4,
+    beta1: float = 0.9,
+    eps: float = 1e-8,
+    warmup: int = 5000,
+    grad_clip: float = 1.0,
+    weight_decay: float = 0.0,
+    optimizer: str = "adam",
+) -> optax.GradientTransformation:
+    """Adam(W) with linear warm-up and global-norm gradient clipping, as in the paper's configs.
+
+    ``grad_clip < 0`` disables clipping; ``warmup = 0`` disables the warm-up.
+    """
+    schedule = optax.linear_schedule(0.0, lr, warmup) if warmup > 0 else lr
+    name = optimizer.lower()
+    if name == "adam":
+        opt = optax.adam(schedule, b1=beta1, eps=eps)
+        if weight_decay:
+            opt = optax.chain(optax.add_decayed_weights(weight_decay), opt)
+    elif name == "adamw":
+        opt = optax.adamw(schedule, b1=beta1, eps=eps, weight_decay=weight_decay)
+    else:
+        raise ValueError(f"Unknown optimizer {optimizer!r}; use 'adam' or 'adamw'.")
+    if grad_clip >= 0:
+        opt = optax.chain(optax.clip_by_global_norm(grad_clip), opt)
+    return opt
+
+
+def ema_update(ema_params, params, rate: float):
+    """``ema <- rate * ema + (1 - rate) * params``."""
+    return jax.tree.map(lambda e, p: rate * e + (1.0 - rate) * p, ema_params, params)
+
+
+def init_state(params, optimizer: optax.GradientTransformation) -> TrainState:
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        ema_params=params,
+        opt_state=optimizer.init(params),
+    )

@@ -1,0 +1,56 @@
+"""The pure training step: ``step(state, batches) -> (state, metrics)``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from scoresde_jax.state import TrainState, ema_update
+
+__all__ = ["make_train_step"]
+
+
+def make_train_step(
+    *,
+    model: nn.Module,
+    loss_fn: Callable,
+    optimizer: optax.GradientTransformation,
+    ema_rate: float,
+    seed_key: jax.Array,
+) -> Callable:
+    """Builds ``step(state, batches)`` running ``len(batches)`` optimizer steps in one ``lax.scan``.
+
+    ``batches`` has a leading axis of length ``n_jitted_steps``. Random numbers for step ``s`` come
+    from ``fold_in(seed_key, s)``, so resuming from a checkpoint needs nothing but ``state.step``.
+    """
+
+    def one_step(state: TrainState, batch: jax.Array):
+        key = jax.random.fold_in(seed_key, state.step)
+
+        def objective(params):
+            model_fn = lambda x, labels: model.apply(params, x, labels)
+            loss, _ = loss_fn(model_fn, batch, key)
+            return loss
+
+        loss, grads = jax.value_and_grad(objective)(state.params)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        new_state = TrainState(
+            step=state.step + 1,
+            params=params,
+            ema_params=ema_update(state.ema_params, params, ema_rate),
+            opt_state=opt_state,
+        )
+        return new_state, {"loss": loss, "grad_norm": optax.global_norm(grads)}
+
+    def step(state: TrainState, batches: jax.Array):
+        state, metrics = jax.lax.scan(one_step, state, batches)
+        # Report the mean over the scanned steps, and whether any of them was not finite.
+        finite = jnp.all(jnp.isfinite(metrics["loss"]))
+        return state, {k: jnp.mean(v) for k, v in metrics.items()} | {"all_finite": finite}
+
+    return step
