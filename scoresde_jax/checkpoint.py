@@ -15,9 +15,14 @@ class Checkpointer:
 
     def __init__(self, workdir: str, *, max_to_keep: int | None = 3, read_only: bool = False):
         self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
-        options = ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep, create=not read_only, read_only=read_only
-        )
+        if read_only and not os.path.isdir(self.directory):
+            raise FileNotFoundError(
+                f"No checkpoint directory {self.directory}. Train first with --mode train and the "
+                "same --workdir, or point --workdir at a directory that holds checkpoints/."
+            )
+        # Readers open the manager without creating anything; Orbax's own read_only mode only
+        # adds log noise.
+        options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=not read_only)
         self._manager = ocp.CheckpointManager(self.directory, options=options)
 
     def latest_step(self) -> int | None:

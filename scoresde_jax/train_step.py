@@ -45,7 +45,7 @@ def make_train_step(
             ema_params=ema_update(state.ema_params, params, ema_rate),
             opt_state=opt_state,
         )
-        return new_state, {"loss": loss, "grad_norm": optax.global_norm(grads)}
+        return new_state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
 
     def step(state: TrainState, batches: jax.Array):
         state, metrics = jax.lax.scan(one_step, state, batches)
