@@ -37,11 +37,11 @@ def time_labels(sde: SDE, t: jax.Array, *, continuous: bool) -> jax.Array:
     if isinstance(sde, VESDE):
         if continuous:
             return sde.marginal_coeffs(t)[1]
-        return jnp.round((sde.T - t) * (sde.N - 1)).astype(jnp.int32)
+        return jnp.round((sde.T - t) / sde.T * (sde.N - 1)).astype(jnp.int32)
     if isinstance(sde, (VPSDE, SubVPSDE)):
         if continuous or isinstance(sde, SubVPSDE):
             return t * 999
-        return t * (sde.N - 1)
+        return t / sde.T * (sde.N - 1)
     raise TypeError(f"Unsupported SDE {type(sde).__name__}")
 
 

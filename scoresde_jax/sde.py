@@ -49,7 +49,9 @@ def batch_mul(v: jax.Array, x: jax.Array) -> jax.Array:
 
 
 def _time_index(t: jax.Array, N: int, T: float) -> jax.Array:
-    # Same convention as the original code: t in [0, T] maps to floor(t (N - 1) / T).
+    # Same convention as the original code: t in [0, T] maps to floor(t (N - 1) / T). Samplers use
+    # the grid linspace(T, eps, N), whose i-th point is (N - 1 - i) + i eps away from the grid of
+    # integers, so the floor is robust there; times exactly on i / (N - 1) may round down.
     return jnp.clip((t * (N - 1) / T).astype(jnp.int32), 0, N - 1)
 
 
@@ -100,7 +102,13 @@ class _SDEBase:
 
 @dataclasses.dataclass(frozen=True)
 class VESDE(_SDEBase):
-    """Variance-exploding SDE (the continuous limit of SMLD / NCSN)."""
+    """Variance-exploding SDE (the continuous limit of SMLD / NCSN).
+
+    As in the paper (Appendix B), the perturbation kernel is taken to be ``N(x_0, sigma(t)^2 I)``;
+    started from clean data the SDE's exact kernel variance is ``sigma(t)^2 - sigma_min^2``. The two
+    agree for data already perturbed by ``sigma_min`` (the smallest noise level), and the
+    difference is what ``sigma_min`` is chosen small enough to make negligible.
+    """
 
     sigma_min: float = 0.01
     sigma_max: float = 50.0
