@@ -27,7 +27,7 @@ def main(argv):
         tf.config.set_visible_devices([], "GPU")
     except ImportError:
         pass
-    # Our own progress at INFO; library chatter (Orbax logs every save at INFO) only when it matters.
+    # Our own progress at INFO; library chatter (Orbax logs every save) only when it matters.
     logging.getLogger().setLevel(logging.WARNING)
     logging.getLogger("scoresde_jax").setLevel(logging.INFO)
 

@@ -34,7 +34,7 @@ def gaussian_nll(train: np.ndarray, test: np.ndarray) -> float:
 
 
 def evaluate(config, workdir: str) -> dict:
-    """Evaluates the latest checkpoint in ``workdir``; writes ``workdir/eval/`` and returns the report.
+    """Evaluates the latest checkpoint in ``workdir``, writes ``workdir/eval/``, returns a report.
 
     For the toy configs: the test NLL (nats per example, exact-trace probability-flow likelihood of
     the EMA model), the NLL of a single fitted Gaussian and of the true density where known, and a

@@ -25,7 +25,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from scoresde_jax.sde import SDE, ScoreFn, SubVPSDE, VESDE, VPSDE, batch_mul
+from scoresde_jax.sde import SDE, VESDE, VPSDE, ScoreFn, SubVPSDE, batch_mul
 
 ModelFn = Callable[[jax.Array, jax.Array], jax.Array]
 
@@ -51,7 +51,7 @@ def get_score_fn(sde: SDE, model_fn: ModelFn, *, continuous: bool) -> ScoreFn:
     Args:
       sde: the forward SDE the model was trained for.
       model_fn: ``model_fn(x, labels) -> output``.
-      continuous: whether the model was trained with continuous time (``config.training.continuous``).
+      continuous: whether the model was trained in continuous time (``training.continuous``).
     """
     if isinstance(sde, VESDE):
 

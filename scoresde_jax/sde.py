@@ -6,7 +6,7 @@ pure functions of ``(x, t)``, so an SDE can be closed over or passed as a static
 
 The three SDEs (paper, Section 3.4 and Appendix B):
 
-* VE (SMLD):   ``dx = sqrt(d[sigma^2(t)]/dt) dw``,  ``sigma(t) = sigma_min (sigma_max/sigma_min)^t``.
+* VE (SMLD):   ``dx = sqrt(d[sigma^2(t)]/dt) dw``, ``sigma(t) = sigma_min (sigma_max/sigma_min)^t``.
 * VP (DDPM):   ``dx = -1/2 beta(t) x dt + sqrt(beta(t)) dw``, ``beta(t) = b0 + t (b1 - b0)``.
 * sub-VP:      ``dx = -1/2 beta(t) x dt + sqrt(beta(t) (1 - exp(-2 int_0^t beta(s) ds))) dw``.
 
@@ -74,7 +74,7 @@ class _SDEBase:
         raise NotImplementedError
 
     def marginal_prob(self, x: jax.Array, t: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """Mean ``[B, ...]`` and std ``[B]`` of the perturbation kernel ``p_{0t}(x_t | x_0 = x)``."""
+        """Mean ``[B, ...]`` and std ``[B]`` of the perturbation kernel ``p_0t(x_t | x_0 = x)``."""
         alpha, sigma = self.marginal_coeffs(t)
         return batch_mul(alpha, x), sigma
 

@@ -120,9 +120,7 @@ def train(config, workdir: str):
         ema_rate=config.model.ema_rate,
         seed_key=exp.train_key,
     )
-    batch_sharding = jax.sharding.NamedSharding(
-        exp.mesh, jax.sharding.PartitionSpec(None, "data")
-    )
+    batch_sharding = jax.sharding.NamedSharding(exp.mesh, jax.sharding.PartitionSpec(None, "data"))
     p_step = jax.jit(
         step_fn,
         in_shardings=(exp.state_sharding, batch_sharding),
@@ -153,7 +151,8 @@ def train(config, workdir: str):
             ckpt.wait()
             raise NonFiniteLossError(
                 f"Training loss became {metrics['loss']} between steps {step} and {step + n_jit}. "
-                f"The last good checkpoint (step {ckpt.latest_step()}) in {ckpt.directory} is kept. "
+                f"The last good checkpoint (step {ckpt.latest_step()}) in {ckpt.directory} "
+                "is kept. "
                 "Lower optim.lr, check the data scaling, or enable optim.grad_clip."
             )
         state = new_state

@@ -1,7 +1,7 @@
 """2-D gmm with the VP SDE and an MLP score network.
 
-    python main.py --config configs/toy/gmm.py --mode train --workdir runs/toy_gmm
-    python main.py --config configs/toy/gmm.py --mode eval --workdir runs/toy_gmm
+python main.py --config configs/toy/gmm.py --mode train --workdir runs/toy_gmm
+python main.py --config configs/toy/gmm.py --mode eval --workdir runs/toy_gmm
 """
 
 from configs.toy.default import get_default_config

@@ -1,7 +1,7 @@
 """2-D Gaussian mixture with the sub-VP SDE.
 
-    python main.py --config configs/toy/gmm_subvp.py --mode train --workdir runs/toy_gmm_subvp
-    python main.py --config configs/toy/gmm_subvp.py --mode eval --workdir runs/toy_gmm_subvp
+python main.py --config configs/toy/gmm_subvp.py --mode train --workdir runs/toy_gmm_subvp
+python main.py --config configs/toy/gmm_subvp.py --mode eval --workdir runs/toy_gmm_subvp
 """
 
 from configs.toy.default import get_default_config

@@ -1,7 +1,7 @@
 """2-D Gaussian mixture with the VE SDE (SMLD family): NCSN-style sigma-scaled MLP, PC sampler.
 
-    python main.py --config configs/toy/gmm_ve.py --mode train --workdir runs/toy_gmm_ve
-    python main.py --config configs/toy/gmm_ve.py --mode eval --workdir runs/toy_gmm_ve
+python main.py --config configs/toy/gmm_ve.py --mode train --workdir runs/toy_gmm_ve
+python main.py --config configs/toy/gmm_ve.py --mode eval --workdir runs/toy_gmm_ve
 """
 
 from configs.toy.default import get_default_config

@@ -13,7 +13,7 @@ __all__ = ["MLPScore", "fourier_embedding", "positional_embedding"]
 
 
 def positional_embedding(labels: jax.Array, dim: int, max_positions: int = 10_000) -> jax.Array:
-    """Sinusoidal embedding of (possibly fractional) time labels, as in DDPM: ``[B] -> [B, dim]``."""
+    """Sinusoidal embedding of (fractional) time labels, as in DDPM: ``[B] -> [B, dim]``."""
     half = dim // 2
     freqs = jnp.exp(-math.log(max_positions) * jnp.arange(half, dtype=jnp.float32) / (half - 1))
     args = labels.astype(jnp.float32)[:, None] * freqs[None, :]
@@ -65,7 +65,9 @@ class MLPScore(nn.Module):
         elif self.embedding == "positional":
             temb = positional_embedding(labels, self.embed_dim)
         else:
-            raise ValueError(f"Unknown embedding {self.embedding!r}; use 'positional' or 'fourier'.")
+            raise ValueError(
+                f"Unknown embedding {self.embedding!r}; use 'positional' or 'fourier'."
+            )
         temb = nn.Dense(self.embed_dim)(temb)
         temb = nn.Dense(self.embed_dim)(nn.silu(temb))
         h = x
