@@ -30,10 +30,11 @@ import math
 import numbers
 from typing import NamedTuple
 
-import diffrax
 import jax
 import jax.numpy as jnp
 
+from scoresde_jax import odeint
+from scoresde_jax.odeint import SOLVERS
 from scoresde_jax.sde import SDE, ScoreFn, probability_flow_drift
 
 __all__ = [
@@ -48,15 +49,6 @@ __all__ = [
     "logp_to_bpd",
     "sample_probes",
 ]
-
-# Explicit adaptive Runge--Kutta solvers with an embedded error estimate. Their Butcher tableaus
-# give the number of drift evaluations per step (see ``_count_drift_evaluations``).
-SOLVERS: dict[str, type[diffrax.AbstractERK]] = {
-    "tsit5": diffrax.Tsit5,
-    "dopri5": diffrax.Dopri5,
-    "dopri8": diffrax.Dopri8,
-    "bosh3": diffrax.Bosh3,
-}
 
 NOISES = ("rademacher", "gaussian")
 
@@ -99,8 +91,9 @@ class BPDResult(NamedTuple):
 def _check_options(*, noise: str, solver: str, num_probes: int, eps: float, T: float) -> None:
     if noise not in NOISES:
         raise ValueError(f"Unknown Hutchinson noise {noise!r}; choose one of {list(NOISES)}.")
-    if solver not in SOLVERS:
-        raise ValueError(f"Unknown ODE solver {solver!r}; choose one of {sorted(SOLVERS)}.")
+    if solver not in SOLVERS or solver == "euler":
+        adaptive = sorted(set(SOLVERS) - {"euler"})
+        raise ValueError(f"Unknown likelihood ODE solver {solver!r}; choose one of {adaptive}.")
     if (
         isinstance(num_probes, bool)
         or not isinstance(num_probes, numbers.Integral)
@@ -192,22 +185,6 @@ def drift_and_divergence(
     return drift, divergence
 
 
-def _count_drift_evaluations(solver: diffrax.AbstractERK, num_steps: jax.Array) -> jax.Array:
-    """Drift evaluations of one ``diffeqsolve`` call with an explicit ``dt0``, from its steps.
-
-    * An FSAL tableau (Tsit5, Dopri5, Bosh3) evaluates its first stage once, on the first step,
-      and afterwards reuses the last stage of the previous accepted step; a rejected step keeps
-      the stored first stage. So every attempted step costs ``num_stages - 1`` evaluations.
-    * A non-FSAL tableau (Dopri8) evaluates all of its stages on every attempted step.
-
-    ``num_steps`` counts attempted steps (accepted plus rejected), as diffrax reports it. The
-    formula is checked against a counter in the tests.
-    """
-    tableau = solver.tableau
-    fsal = int(tableau.fsal)
-    return fsal + (tableau.num_stages - fsal) * num_steps
-
-
 def log_likelihood(
     sde: SDE,
     score_fn: ScoreFn,
@@ -246,7 +223,8 @@ def log_likelihood(
       eps: start time; ``eps > 0`` avoids the singular score at ``t = 0``.
       rtol: relative tolerance of the step-size controller.
       atol: absolute tolerance of the step-size controller.
-      solver: one of :data:`SOLVERS` (``"tsit5"``, ``"dopri5"``, ``"dopri8"``, ``"bosh3"``).
+      solver: an adaptive solver of :data:`scoresde_jax.odeint.SOLVERS` (``"tsit5"``,
+        ``"dopri5"``, ``"dopri8"``, ``"bosh3"``, ``"heun"``); ``nfe`` is exact (see there).
       max_steps: cap on attempted steps; examples get ``logp = NaN`` if it is reached.
 
     Returns:
@@ -272,32 +250,19 @@ def log_likelihood(
         t_vec = jnp.full((batch,), t, dtype=x.dtype)
         return drift_and_divergence(sde, score_fn, x_t, t_vec, probes)
 
-    ode_solver = SOLVERS[solver]()
-    sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(vector_field),
-        ode_solver,
-        t0=eps,
-        t1=sde.T,
-        # An explicit first step keeps the evaluation count a function of the step count alone:
-        # with dt0=None diffrax 0.7 happens to fall back to a fixed 0.01 for our (internally
-        # wrapped) term, but its heuristic proper spends extra evaluations. The controller
-        # adapts the step within one or two steps either way.
-        dt0=0.01 * (sde.T - eps),
-        y0=(x, jnp.zeros((batch,), x.dtype)),
+    (z, delta_logp), nfe, ok = odeint.solve(
+        vector_field,
+        (x, jnp.zeros((batch,), x.dtype)),
+        eps,
+        sde.T,
         # Probes travel as an argument rather than a closure so diffrax sees them as data.
         args=probes,
-        stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
-        saveat=diffrax.SaveAt(t1=True),
+        rtol=rtol,
+        atol=atol,
+        solver=solver,
         max_steps=max_steps,
-        # throw=True would compile a host callback into the program; report failure as NaN.
-        throw=False,
     )
-    z = sol.ys[0][-1]
-    delta_logp = sol.ys[1][-1]
-    logp = sde.prior_logp(z) + delta_logp
-    ok = sol.result == diffrax.RESULTS.successful
-    logp = jnp.where(ok, logp, jnp.nan)
-    nfe = _count_drift_evaluations(ode_solver, sol.stats["num_steps"])
+    logp = jnp.where(ok, sde.prior_logp(z) + delta_logp, jnp.nan)
     return LikelihoodResult(logp=logp, z=z, nfe=nfe)
 
 

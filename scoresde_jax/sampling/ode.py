@@ -6,53 +6,21 @@ integrating a data point from ``eps`` up to ``T`` gives its (deterministic, inve
 code. The integration is diffrax's adaptive Runge--Kutta inside one XLA while loop, so all of it
 traces under ``jax.jit``.
 
-Evaluation count (``nfe``). An explicit Runge--Kutta solver spends ``stages`` evaluations per
-attempted step, accepted or rejected. First-same-as-last solvers (Tsit5, Dopri5) reuse the last
-stage of an accepted step as the first stage of the next one, and keep it across rejections, so
-once the very first stage ``f(t0, y0)`` is known they need ``stages - 1`` new evaluations per
-attempt. Diffrax would compute that first stage inside the first step, and again each time the
-first step is rejected, which none of its statistics reports; we compute it once ourselves and
-hand it to the solver as its initial state. We also give the first trial step size ourselves
-(1% of the time interval; the PID controller grows or shrinks it from there) instead of leaving
-it to diffrax, whose choice, and the evaluations it spends on it, differ between versions. The
-count is then an exact function of ``sol.stats["num_steps"]``:
-
-* FSAL (tsit5, dopri5): ``nfe = 1 + (stages - 1) * num_steps``,
-* other adaptive RK (heun): ``nfe = stages * num_steps``,
-* fixed-step Euler: ``nfe = num_steps``,
-
-plus one for the optional denoising step. The test suite checks these against a counter in the
-score function.
+The number of score evaluations (``nfe``) is exact; :mod:`scoresde_jax.odeint` explains how it
+is counted. ``denoise=True`` adds one.
 """
 
 from __future__ import annotations
 
-import diffrax
 import jax
 import jax.numpy as jnp
 
+from scoresde_jax import odeint
+from scoresde_jax.odeint import SOLVERS
 from scoresde_jax.sampling._common import SampleResult, check_shape
 from scoresde_jax.sde import SDE, ScoreFn, probability_flow_drift, reverse_discretize
 
 __all__ = ["SOLVERS", "decode", "encode", "ode_sample"]
-
-SOLVERS = {
-    "tsit5": diffrax.Tsit5,
-    "dopri5": diffrax.Dopri5,
-    "heun": diffrax.Heun,
-    "euler": diffrax.Euler,
-}
-"""Solver name -> diffrax solver class. ``"euler"`` takes ``sde.N`` fixed steps and ignores the
-tolerances; the others are adaptive with ``diffrax.PIDController(rtol, atol)``."""
-
-# First trial step of the adaptive solvers, as a fraction of the integration interval.
-_FIRST_STEP_FRACTION = 0.01
-
-
-def _make_solver(name: str):
-    if name not in SOLVERS:
-        raise ValueError(f"Unknown ODE solver {name!r}; choose one of {sorted(SOLVERS)}.")
-    return SOLVERS[name]()
 
 
 def _check_eps(sde: SDE, eps: float) -> None:
@@ -72,66 +40,28 @@ def _solve(
     solver: str,
     max_steps: int,
 ) -> tuple[jax.Array, jax.Array]:
-    """Integrates the probability-flow ODE from ``t0`` to ``t1``; returns ``(y1, nfe)``."""
-    solver_obj = _make_solver(solver)
+    """Integrates the probability-flow ODE from ``t0`` to ``t1``; returns ``(y1, nfe)``.
+
+    A failed solve (out of ``max_steps``) returns NaN states rather than plausible-looking data.
+    """
     batch = y0.shape[0]
 
     def vector_field(t, y, args):
         del args
         return probability_flow_drift(sde, score_fn, y, jnp.full((batch,), t, y.dtype))
 
-    term = diffrax.ODETerm(vector_field)
-    solver_state = None
-    if isinstance(solver_obj, diffrax.AbstractERK):
-        controller = diffrax.PIDController(rtol=rtol, atol=atol)
-        dt0 = _FIRST_STEP_FRACTION * (t1 - t0)
-        stages = solver_obj.tableau.num_stages
-        if solver_obj.tableau.fsal:
-            solver_state = _fsal_state(solver_obj, term, t0, t1, y0, vector_field(t0, y0, None))
-            evals_at_start, evals_per_step = 1, stages - 1
-        else:
-            evals_at_start, evals_per_step = 0, stages
-    else:
-        controller = diffrax.ConstantStepSize()
-        dt0 = (t1 - t0) / sde.N
-        evals_at_start, evals_per_step = 0, 1
-
-    sol = diffrax.diffeqsolve(
-        term,
-        solver_obj,
+    y1, nfe, ok = odeint.solve(
+        vector_field,
+        y0,
         t0,
         t1,
-        dt0,
-        y0,
-        saveat=diffrax.SaveAt(t1=True),
-        stepsize_controller=controller,
+        rtol=rtol,
+        atol=atol,
+        solver=solver,
         max_steps=max_steps,
-        solver_state=solver_state,
+        fixed_steps=sde.N,
     )
-    nfe = evals_at_start + evals_per_step * sol.stats["num_steps"]
-    return sol.ys[0], nfe
-
-
-def _fsal_state(solver_obj, term, t0, t1, y0, f0):
-    """The state of an FSAL Runge--Kutta solver whose first stage ``f0 = f(t0, y0)`` is known.
-
-    Diffrax keeps ``(first_step, f0)``; ``first_step=False`` tells it to reuse ``f0``. The
-    structure is checked against the solver's own ``init`` so a change in diffrax fails loudly
-    rather than silently miscounting. ``f0`` is treated as a constant, as diffrax does with any
-    initial solver state.
-    """
-    reference = jax.eval_shape(lambda y: solver_obj.init(term, t0, t1, y, None), y0)
-    state = (jnp.array(False), jax.lax.stop_gradient(f0))
-    signature = lambda tree: (
-        jax.tree.structure(tree),
-        [(a.shape, a.dtype) for a in jax.tree.leaves(tree)],
-    )
-    if signature(reference) != signature(state):
-        raise NotImplementedError(
-            f"unexpected {type(solver_obj).__name__} solver state {reference}; this diffrax "
-            "version is not supported by scoresde_jax.sampling.ode"
-        )
-    return state
+    return jnp.where(ok, y1, jnp.nan), nfe
 
 
 def ode_sample(
@@ -158,11 +88,12 @@ def ode_sample(
       eps: the final time.
       rtol: relative tolerance of the step-size controller.
       atol: absolute tolerance of the step-size controller.
-      solver: one of :data:`SOLVERS` (``"tsit5"``, ``"dopri5"``, ``"heun"``, ``"euler"``).
+      solver: one of :data:`scoresde_jax.odeint.SOLVERS` (``"tsit5"``, ``"dopri5"``, ``"dopri8"``,
+        ``"bosh3"``, ``"heun"``; ``"euler"`` takes ``sde.N`` fixed steps).
       denoise: finish with the noise-free mean of one reverse-diffusion predictor step at ``eps``
         (one more score evaluation).
       z: latent codes ``shape`` to decode instead of prior samples.
-      max_steps: the most solver steps (accepted and rejected) before diffrax raises.
+      max_steps: the most solver steps (accepted and rejected); past it the result is NaN.
 
     Returns:
       ``SampleResult(x, nfe)`` with ``nfe`` the exact number of score evaluations (an int32
@@ -173,7 +104,7 @@ def ode_sample(
     """
     shape = check_shape(shape)
     _check_eps(sde, eps)
-    _make_solver(solver)
+    odeint.check_solver(solver)
     if z is None:
         if key is None:
             raise ValueError("ode_sample needs a key when no latent z is given")
