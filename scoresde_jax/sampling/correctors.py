@@ -29,6 +29,23 @@ def _per_example_norm(v: jax.Array) -> jax.Array:
     return jnp.sqrt(jnp.sum(jnp.square(v.reshape(v.shape[0], -1)), axis=-1))
 
 
+def _langevin_steps(score_fn, x, t, key, n_steps, step_size):
+    """``n_steps`` of ``x <- x + step score + sqrt(2 step) z``; returns ``(x, x_mean)``.
+
+    ``step_size(score, noise)`` gives the step (a scalar or one per example).
+    """
+
+    def body(i, carry):
+        x, _ = carry
+        score = score_fn(x, t)
+        noise = jax.random.normal(jax.random.fold_in(key, i), x.shape, x.dtype)
+        step = step_size(score, noise)
+        x_mean = x + batch_mul(step, score)
+        return x_mean + batch_mul(jnp.sqrt(2.0 * step), noise), x_mean
+
+    return jax.lax.fori_loop(0, n_steps, body, (x, x))
+
+
 def langevin(
     sde: SDE,
     score_fn: ScoreFn,
@@ -48,17 +65,12 @@ def langevin(
     """
     alpha = _langevin_alpha(sde, t)
 
-    def body(i, carry):
-        x, _ = carry
-        score = score_fn(x, t)
-        noise = jax.random.normal(jax.random.fold_in(key, i), x.shape, x.dtype)
+    def step_size(score, noise):
         score_norm = jnp.mean(_per_example_norm(score))
         noise_norm = jnp.mean(_per_example_norm(noise))
-        step = 2.0 * alpha * (snr * noise_norm / score_norm) ** 2
-        x_mean = x + batch_mul(step, score)
-        return x_mean + batch_mul(jnp.sqrt(2.0 * step), noise), x_mean
+        return 2.0 * alpha * (snr * noise_norm / score_norm) ** 2
 
-    return jax.lax.fori_loop(0, n_steps, body, (x, x))
+    return _langevin_steps(score_fn, x, t, key, n_steps, step_size)
 
 
 def annealed_langevin(
@@ -80,15 +92,7 @@ def annealed_langevin(
     alpha = _langevin_alpha(sde, t)
     sigma = sde.marginal_coeffs(t)[1]
     step = 2.0 * alpha * (snr * sigma) ** 2
-
-    def body(i, carry):
-        x, _ = carry
-        score = score_fn(x, t)
-        noise = jax.random.normal(jax.random.fold_in(key, i), x.shape, x.dtype)
-        x_mean = x + batch_mul(step, score)
-        return x_mean + batch_mul(jnp.sqrt(2.0 * step), noise), x_mean
-
-    return jax.lax.fori_loop(0, n_steps, body, (x, x))
+    return _langevin_steps(score_fn, x, t, key, n_steps, lambda score, noise: step)
 
 
 def none_corrector(
