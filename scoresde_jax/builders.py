@@ -104,6 +104,7 @@ def sampler_from_config(sampling_config, sde: SDE):
                 denoise=s.noise_removal,
                 eps=s.get("eps", 1e-3),
                 num_steps=s.get("num_steps", None),
+                probability_flow=s.get("probability_flow", False),
             )
 
     elif method == "ode":

@@ -34,6 +34,7 @@ def get_default_config() -> ml_collections.ConfigDict:
     sampling.snr = 0.16
     sampling.n_steps_each = 1
     sampling.noise_removal = True
+    sampling.probability_flow = False  # PC predictor steps along the probability-flow ODE
     sampling.eps = 1e-3
     sampling.num_steps = None  # None: the SDE's N
     sampling.ode_solver = "tsit5"

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
 
 from scoresde_jax.sampling._common import SampleResult, check_shape
 from scoresde_jax.sampling.correctors import CORRECTORS
-from scoresde_jax.sampling.predictors import PREDICTORS
+from scoresde_jax.sampling.predictors import FLOW_PREDICTORS, PREDICTORS
 from scoresde_jax.sde import SDE, ScoreFn
 
 __all__ = ["pc_sample"]
@@ -34,6 +35,7 @@ def pc_sample(
     denoise: bool = True,
     eps: float = 1e-3,
     num_steps: int | None = None,
+    probability_flow: bool = False,
 ) -> SampleResult:
     """Samples from the model by alternating corrector and predictor steps from ``T`` to ``eps``.
 
@@ -58,6 +60,9 @@ def pc_sample(
       eps: the last (smallest) time, to avoid the singular score at ``t = 0``.
       num_steps: number of time steps; ``sde.N`` if None. Otherwise the SDE is rebuilt with
         ``N = num_steps`` so its discretization matches the grid.
+      probability_flow: make the predictor a deterministic step of the probability-flow ODE
+        (``euler_maruyama`` and ``reverse_diffusion`` only, as in the paper's code); correctors
+        still add noise.
 
     Returns:
       ``SampleResult(x, nfe)`` with ``nfe = num_steps * (p + c * n_steps)``, where ``p`` and ``c``
@@ -68,6 +73,14 @@ def pc_sample(
     """
     predictor_fn = _lookup(PREDICTORS, predictor, "predictor")
     corrector_fn = _lookup(CORRECTORS, corrector, "corrector")
+    if probability_flow:
+        if predictor not in FLOW_PREDICTORS:
+            raise ValueError(
+                f"predictor {predictor!r} has no probability-flow form; use one of "
+                f"{list(FLOW_PREDICTORS)} or probability_flow=False."
+            )
+        if predictor != "none":
+            predictor_fn = functools.partial(predictor_fn, probability_flow=True)
     shape = check_shape(shape)
     if num_steps is None:
         num_steps = sde.N

@@ -26,6 +26,7 @@ from scoresde_jax.sde import (
 )
 
 __all__ = [
+    "FLOW_PREDICTORS",
     "PREDICTORS",
     "ancestral_sampling",
     "euler_maruyama",
@@ -36,28 +37,41 @@ __all__ = [
 
 
 def euler_maruyama(
-    sde: SDE, score_fn: ScoreFn, x: jax.Array, t: jax.Array, key: jax.Array
+    sde: SDE,
+    score_fn: ScoreFn,
+    x: jax.Array,
+    t: jax.Array,
+    key: jax.Array,
+    probability_flow: bool = False,
 ) -> tuple[jax.Array, jax.Array]:
     """Euler--Maruyama step of the reverse SDE with ``dt = -T / N``.
 
-    ``x_mean = x + (f - g^2 score) dt`` and ``x = x_mean + g sqrt(-dt) z``.
+    ``x_mean = x + (f - g^2 score) dt`` and ``x = x_mean + g sqrt(-dt) z``. With
+    ``probability_flow`` it is an Euler step of the probability-flow ODE instead
+    (``f - g^2 score / 2``, no noise).
     """
     dt = -sde.T / sde.N
-    drift, diffusion = reverse_drift_diffusion(sde, score_fn, x, t)
+    drift, diffusion = reverse_drift_diffusion(sde, score_fn, x, t, probability_flow)
     x_mean = x + drift * dt
     noise = jax.random.normal(key, x.shape, x.dtype)
     return x_mean + batch_mul(diffusion * math.sqrt(-dt), noise), x_mean
 
 
 def reverse_diffusion(
-    sde: SDE, score_fn: ScoreFn, x: jax.Array, t: jax.Array, key: jax.Array
+    sde: SDE,
+    score_fn: ScoreFn,
+    x: jax.Array,
+    t: jax.Array,
+    key: jax.Array,
+    probability_flow: bool = False,
 ) -> tuple[jax.Array, jax.Array]:
     """The "reverse diffusion" predictor (paper, Eq. 46): the SDE's own discretization, reversed.
 
     With the forward step ``x_{i+1} = x_i + f_i + G_i z``, the reverse step is
-    ``x_i = x_{i+1} - f_{i+1} + G_{i+1}^2 score + G_{i+1} z``.
+    ``x_i = x_{i+1} - f_{i+1} + G_{i+1}^2 score + G_{i+1} z``; with ``probability_flow`` the
+    score term is halved and no noise is added (the discretized probability-flow ODE).
     """
-    rev_f, rev_g = reverse_discretize(sde, score_fn, x, t)
+    rev_f, rev_g = reverse_discretize(sde, score_fn, x, t, probability_flow)
     x_mean = x - rev_f
     noise = jax.random.normal(key, x.shape, x.dtype)
     return x_mean + batch_mul(rev_g, noise), x_mean
@@ -153,3 +167,6 @@ PREDICTORS = {
     "none": none_predictor,
 }
 """Predictor name -> ``predictor(sde, score_fn, x, t, key) -> (x, x_mean)``."""
+
+FLOW_PREDICTORS = ("euler_maruyama", "reverse_diffusion", "none")
+"""Predictors that accept ``probability_flow=True`` (a deterministic step of the ODE)."""
