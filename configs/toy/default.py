@@ -4,12 +4,13 @@ Each file beside this one imports :func:`get_default_config` and changes a few f
 """
 
 import ml_collections
+from ml_collections.config_dict import placeholder
 
 
 def get_default_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.seed = 42
-    config.num_devices = None  # all visible devices
+    config.num_devices = placeholder(int)  # None: all visible devices
 
     config.training = training = ml_collections.ConfigDict()
     training.sde = "vpsde"
@@ -36,7 +37,7 @@ def get_default_config() -> ml_collections.ConfigDict:
     sampling.noise_removal = True
     sampling.probability_flow = False  # PC predictor steps along the probability-flow ODE
     sampling.eps = 1e-3
-    sampling.num_steps = None  # None: the SDE's N
+    sampling.num_steps = placeholder(int)  # None: the SDE's N
     sampling.ode_solver = "tsit5"
     sampling.rtol = 1e-5
     sampling.atol = 1e-5
