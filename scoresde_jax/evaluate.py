@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from scoresde_jax import builders, plotting
 from scoresde_jax.checkpoint import Checkpointer
-from scoresde_jax.data import make_toy_dataset, toy_density
+from scoresde_jax.data import TOY_GMM, make_toy_dataset, toy_density
 from scoresde_jax.likelihood import log_likelihood
 from scoresde_jax.train import build_experiment
 
@@ -109,6 +109,13 @@ def evaluate(config, workdir: str) -> dict:
         "num_samples": int(samples.shape[0]),
         "samples_png": png,
     }
+    if name == "gmm":
+        # The mixture is known: how often samples land in each component, against the weights.
+        comp = np.asarray(TOY_GMM.responsibilities(samples)).argmax(-1)
+        freq = np.bincount(comp, minlength=TOY_GMM.num_components) / len(comp)
+        report["sample_component_freqs"] = [round(float(f), 4) for f in freq]
+        report["true_component_weights"] = [float(w) for w in TOY_GMM.weights]
+        report["max_component_weight_error"] = float(np.max(np.abs(freq - TOY_GMM.weights)))
     path = os.path.join(out_dir, f"report_step_{step}.json")
     with open(path, "w") as f:
         json.dump(report, f, indent=2)

@@ -1,0 +1,29 @@
+"""The benchmark scripts keep running and keep printing the JSON they document."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_likelihood_bench_smoke():
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench/likelihood.py"), "--dim", "2", "--batch", "8"]
+        + ["--repeats", "1", "--hidden", "32", "32", "--rtol", "1e-3"],
+        cwd=ROOT,
+        env=dict(os.environ, XLA_FLAGS=""),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["device"]["nfe"] > 0 and row["host"]["nfe"] > 0
+    # Two independent solvers of the same ODE at rtol 1e-3 agree on bits/dim.
+    assert abs(row["device"]["bpd_mean"] - row["host"]["bpd_mean"]) < 1e-2, row
+    assert row["bpd_diff_max_abs"] < 1e-2, row
