@@ -10,26 +10,16 @@ import flax.linen as nn
 import optax
 
 from scoresde_jax import losses
-from scoresde_jax.models import MLPScore
+from scoresde_jax.models import get_model
 from scoresde_jax.sde import SDE, get_sde
 from scoresde_jax.state import make_optimizer
 
 __all__ = [
-    "MODELS",
     "sde_from_config",
     "model_from_config",
     "optimizer_from_config",
     "loss_from_config",
 ]
-
-# name -> (constructor, the model-config fields it takes)
-MODELS = {
-    "mlp": (
-        MLPScore,
-        ("hidden", "embedding", "embed_dim", "fourier_scale", "scale_by_sigma"),
-    ),
-}
-
 
 def sde_from_config(config) -> SDE:
     """``config.training.sde`` names the SDE; its parameters live in ``config.model``."""
@@ -44,15 +34,9 @@ def sde_from_config(config) -> SDE:
     )
 
 
-def model_from_config(model_config) -> nn.Module:
-    name = model_config.name
-    if name not in MODELS:
-        raise ValueError(f"Unknown config.model.name={name!r}; choose one of {sorted(MODELS)}.")
-    ctor, fields = MODELS[name]
-    kwargs = {f: model_config[f] for f in fields if f in model_config}
-    if "hidden" in kwargs:
-        kwargs["hidden"] = tuple(kwargs["hidden"])
-    return ctor(**kwargs)
+def model_from_config(config) -> nn.Module:
+    """The network of ``config.model.name`` (see :data:`scoresde_jax.models.MODELS`)."""
+    return get_model(config)
 
 
 def optimizer_from_config(optim_config) -> optax.GradientTransformation:

@@ -36,11 +36,11 @@ class Experiment:
     def __init__(self, config):
         self.config = config
         self.sde = builders.sde_from_config(config)
-        self.model = builders.model_from_config(config.model)
+        self.model = builders.model_from_config(config)
         self.optimizer = builders.optimizer_from_config(config.optim)
         self.loss_fn = builders.loss_from_config(config, self.sde)
         self.mesh = make_data_mesh(config.get("num_devices", None))
-        self.data_shape = (config.data.dim,)
+        self.data_shape = data_shape(config)
         self.continuous = config.training.continuous
         key = jax.random.PRNGKey(config.seed)
         self.init_key, self.train_key, self.eval_key = jax.random.split(key, 3)
@@ -67,8 +67,15 @@ class Experiment:
         )
 
     def score_fn(self, params):
-        model_fn = lambda x, labels: self.model.apply(params, x, labels)
+        model_fn = lambda x, labels: self.model.apply(params, x, labels, train=False)
         return get_score_fn(self.sde, model_fn, continuous=self.continuous)
+
+
+def data_shape(config) -> tuple[int, ...]:
+    """Shape of one example: ``(dim,)`` for vector data, ``(H, W, C)`` (NHWC) for images."""
+    if config.data.get("dim", None):
+        return (config.data.dim,)
+    return (config.data.image_size, config.data.image_size, config.data.num_channels)
 
 
 def build_experiment(config) -> Experiment:

@@ -30,10 +30,13 @@ def make_train_step(
 
     def one_step(state: TrainState, batch: jax.Array):
         key = jax.random.fold_in(seed_key, state.step)
+        loss_key, dropout_key = jax.random.split(key)
 
         def objective(params):
-            model_fn = lambda x, labels: model.apply(params, x, labels)
-            loss, _ = loss_fn(model_fn, batch, key)
+            model_fn = lambda x, labels: model.apply(
+                params, x, labels, train=True, rngs={"dropout": dropout_key}
+            )
+            loss, _ = loss_fn(model_fn, batch, loss_key)
             return loss
 
         loss, grads = jax.value_and_grad(objective)(state.params)

@@ -49,7 +49,8 @@ class MLPScore(nn.Module):
     scale_by_sigma: bool = False
 
     @nn.compact
-    def __call__(self, x: jax.Array, labels: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, labels: jax.Array, train: bool = False) -> jax.Array:
+        del train  # no dropout or batch statistics
         if x.ndim != 2:
             raise ValueError(f"MLPScore expects x of shape [B, D], got {x.shape}")
         labels = jnp.broadcast_to(labels, (x.shape[0],))
@@ -78,3 +79,16 @@ class MLPScore(nn.Module):
         if self.scale_by_sigma:
             out = out / labels[:, None]
         return out
+
+
+def from_config(config) -> MLPScore:
+    """``config.model`` fields ``hidden``, ``embedding``, ``embed_dim``, ``fourier_scale``,
+    ``scale_by_sigma``."""
+    m = config.model
+    return MLPScore(
+        hidden=tuple(m.hidden),
+        embedding=m.embedding,
+        embed_dim=m.embed_dim,
+        fourier_scale=m.fourier_scale,
+        scale_by_sigma=m.scale_by_sigma,
+    )
