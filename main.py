@@ -1,4 +1,4 @@
-"""Command line: ``python main.py --config CONFIG --workdir DIR --mode {train,eval}``.
+"""Command line: ``python main.py --config CONFIG --workdir DIR --mode {train,eval,sample}``.
 
 Any config field can be overridden, e.g. ``--config.training.n_iters=2000``.
 """
@@ -14,7 +14,7 @@ from ml_collections import config_flags  # noqa: E402
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs, samples and reports.")
-flags.DEFINE_enum("mode", "train", ["train", "eval"], "What to run.")
+flags.DEFINE_enum("mode", "train", ["train", "eval", "sample"], "What to run.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -43,6 +43,12 @@ def main(argv):
 
         report = evaluate(FLAGS.config, FLAGS.workdir)
         print(json.dumps(report, indent=2))
+    elif FLAGS.mode == "sample":
+        import json
+
+        from scoresde_jax.evaluate import sample
+
+        print(json.dumps(sample(FLAGS.config, FLAGS.workdir), indent=2))
 
 
 if __name__ == "__main__":

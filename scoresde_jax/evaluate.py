@@ -18,7 +18,7 @@ from scoresde_jax.data import TOY_GMM, make_toy_dataset, toy_density
 from scoresde_jax.likelihood import log_likelihood
 from scoresde_jax.train import build_experiment
 
-__all__ = ["evaluate", "gaussian_nll"]
+__all__ = ["evaluate", "gaussian_nll", "sample", "to_uint8"]
 
 log = logging.getLogger(__name__)
 
@@ -121,3 +121,40 @@ def evaluate(config, workdir: str) -> dict:
         json.dump(report, f, indent=2)
     report["report_path"] = path
     return report
+
+
+def to_uint8(x: np.ndarray, *, centered: bool) -> np.ndarray:
+    """Model-space images (``[-1, 1]`` if ``centered`` else ``[0, 1]``) -> uint8 ``[0, 255]``."""
+    x = (np.asarray(x, np.float32) + 1) / 2 if centered else np.asarray(x, np.float32)
+    return np.clip(np.rint(x * 255), 0, 255).astype(np.uint8)
+
+
+def sample(config, workdir: str) -> dict:
+    """Draws ``config.sampling.batch_size`` samples from the latest checkpoint's EMA parameters.
+
+    Uses the sampler of ``config.sampling`` (any PC predictor/corrector or the ODE). Writes
+    ``workdir/samples/sample_step_<step>.{png,npz}``: a PNG grid (images) or a scatter plot next
+    to data (2-D toy sets), and the raw samples (uint8 for images).
+    """
+    exp = build_experiment(config)
+    ckpt = Checkpointer(workdir, read_only=True)
+    state = ckpt.restore(exp.abstract_target())
+    step = int(jax.device_get(state.step))
+    n = config.sampling.get("batch_size", 64)
+    sample_fn = builders.sampler_from_config(config.sampling, exp.sde)
+    run = jax.jit(lambda params, key: sample_fn(exp.score_fn(params), key, (n, *exp.data_shape)))
+    res = run(state.ema_params, jax.random.fold_in(exp.eval_key, 2 * 10**6 + step))
+    x = np.asarray(res.x)
+    out_dir = os.path.join(workdir, "samples")
+    os.makedirs(out_dir, exist_ok=True)
+    stem = os.path.join(out_dir, f"sample_step_{step}")
+    if len(exp.data_shape) == 3:
+        images = to_uint8(x, centered=config.data.centered)
+        png = plotting.save_image_grid(stem + ".png", images)
+        np.savez(stem + ".npz", samples=images)
+    else:
+        data = make_toy_dataset(config.data.dataset, n, config.data.seed + 1)
+        title = f"{config.data.dataset}: {config.sampling.method} sampler, step {step}"
+        png = plotting.scatter_samples(stem + ".png", data=data, samples=x, title=title)
+        np.savez(stem + ".npz", samples=x)
+    return {"step": step, "num_samples": n, "nfe": int(res.nfe), "png": png, "npz": stem + ".npz"}

@@ -9,7 +9,7 @@ matplotlib.use("Agg")  # no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["scatter_samples"]
+__all__ = ["image_grid", "save_image_grid", "scatter_samples"]
 
 
 def scatter_samples(
@@ -31,4 +31,27 @@ def scatter_samples(
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return path
+
+
+def image_grid(images: np.ndarray, ncol: int | None = None, pad: int = 2) -> np.ndarray:
+    """Tiles ``[N, H, W, C]`` uint8 images into one ``[H', W', C]`` image with ``pad`` pixels."""
+    images = np.asarray(images)
+    if images.ndim != 4 or images.dtype != np.uint8:
+        raise ValueError(f"image_grid needs uint8 [N, H, W, C], got {images.dtype} {images.shape}")
+    n, h, w, c = images.shape
+    ncol = ncol or int(np.ceil(np.sqrt(n)))
+    nrow = int(np.ceil(n / ncol))
+    grid = np.full((nrow * (h + pad) + pad, ncol * (w + pad) + pad, c), 255, np.uint8)
+    for i in range(n):
+        r, col = divmod(i, ncol)
+        y, x = pad + r * (h + pad), pad + col * (w + pad)
+        grid[y : y + h, x : x + w] = images[i]
+    return grid
+
+
+def save_image_grid(path: str, images: np.ndarray, ncol: int | None = None) -> str:
+    """Writes ``[N, H, W, C]`` uint8 images as one PNG grid."""
+    grid = image_grid(images, ncol)
+    plt.imsave(path, grid[..., 0] if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0, vmax=255)
     return path

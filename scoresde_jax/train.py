@@ -108,7 +108,9 @@ def train(config, workdir: str):
         )
     if config.data.dataset_kind != "toy":
         raise NotImplementedError(
-            f"data.dataset_kind={config.data.dataset_kind!r} is not supported yet; use a toy config"
+            f"Training on data.dataset_kind={config.data.dataset_kind!r} is not available yet: "
+            "the image input pipeline is still to come. Image configs already build their "
+            "networks, convert weights and sample (--mode sample); train a toy config meanwhile."
         )
     train_data = make_toy_dataset(config.data.dataset, config.data.n_train, config.data.seed)
 

@@ -6,6 +6,7 @@ import pathlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from configs.toy.gmm import get_config
@@ -57,6 +58,7 @@ def test_cli_train_then_eval(tmp_path):
         "--config.data.n_test=200",
         "--config.eval.batch_size=200",
         "--config.eval.num_samples=200",
+        "--config.sampling.batch_size=100",
     ]
     env = dict(os.environ, XLA_FLAGS="")
     run = lambda mode: subprocess.run(
@@ -72,6 +74,19 @@ def test_cli_train_then_eval(tmp_path):
     assert report["step"] == 200 and report["num_samples"] == 200
     assert pathlib.Path(report["samples_png"]).exists()
     assert pathlib.Path(report["report_path"]).exists()
+    # --mode sample with another sampler, chosen from the command line.
+    proc = subprocess.run(
+        [*common, "--mode=sample", "--config.sampling.method=ode"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout[proc.stdout.index("{") :])
+    assert out["num_samples"] == 100 and out["nfe"] > 10
+    assert np.load(out["npz"])["samples"].shape == (100, 2)
+    assert pathlib.Path(out["png"]).exists()
 
 
 def test_eval_without_checkpoint_says_how_to_fix(tmp_path):

@@ -41,6 +41,7 @@ def get_default_config() -> ml_collections.ConfigDict:
     sampling.ode_solver = "tsit5"
     sampling.rtol = 1e-5
     sampling.atol = 1e-5
+    sampling.batch_size = 2_000  # --mode sample: number of points in the scatter plot
 
     config.eval = evaluate = ml_collections.ConfigDict()
     evaluate.batch_size = 1_000
