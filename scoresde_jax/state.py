@@ -55,9 +55,14 @@ def ema_update(ema_params, params, rate: float):
 
 
 def init_state(params, optimizer: optax.GradientTransformation) -> TrainState:
+    """A fresh state at step 0 whose EMA starts at ``params``.
+
+    The EMA gets its own copy of every array, so the state can be donated to a jitted step (a
+    buffer shared by two leaves cannot be donated).
+    """
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,
-        ema_params=params,
+        ema_params=jax.tree.map(jnp.copy, params),
         opt_state=optimizer.init(params),
     )

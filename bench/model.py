@@ -1,0 +1,164 @@
+"""Network speed and memory: one forward pass and one full training step of a config's network.
+
+    python bench/model.py                                    # NCSN++ and DDPM++ cont., batch 8
+    python bench/model.py --config configs/vp/cifar10_ddpm.py --batch 8 --repeats 5
+
+Prints one JSON object per config: median wall times (after a warm-up that compiles), the
+parameter count, XLA's memory estimate of each compiled program and the process's peak RSS (on
+a GPU also the device's peak bytes in use). The training step is the library's own: the
+continuous DSM loss of the config, its gradient, Adam with clipping and the EMA update, under
+one ``jax.jit`` with the state donated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, os.getcwd())
+
+from scoresde_jax import builders  # noqa: E402
+from scoresde_jax.models.summary import load_config  # noqa: E402
+from scoresde_jax.score import time_labels  # noqa: E402
+from scoresde_jax.state import init_state  # noqa: E402
+from scoresde_jax.train import data_shape  # noqa: E402
+from scoresde_jax.train_step import make_train_step  # noqa: E402
+
+DEFAULT_CONFIGS = (
+    "configs/ve/cifar10_ncsnpp_continuous.py",
+    "configs/vp/cifar10_ddpmpp_continuous.py",
+)
+
+
+def _time(fn, repeats: int) -> tuple[float, list[float]]:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), times
+
+
+def _memory(compiled) -> dict:
+    try:
+        m = compiled.memory_analysis()
+        return {
+            "argument_bytes": int(m.argument_size_in_bytes),
+            "output_bytes": int(m.output_size_in_bytes),
+            "temp_bytes": int(m.temp_size_in_bytes),
+        }
+    except Exception as e:  # backends differ in what they report
+        return {"unavailable": repr(e)}
+
+
+def bench_config(path: str, batch: int, repeats: int, warmup: int) -> dict:
+    config = load_config(path)
+    sde = builders.sde_from_config(config)
+    model = builders.model_from_config(config)
+    optimizer = builders.optimizer_from_config(config.optim)
+    loss_fn = builders.loss_from_config(config, sde)
+    shape = (batch, *data_shape(config))
+    key = jax.random.key(0)
+    x = jax.random.normal(key, shape)
+    t = jnp.linspace(0.1, 0.9, batch)
+    labels = time_labels(sde, t, continuous=config.training.continuous)
+
+    params = jax.jit(lambda k: model.init(k, x[:1], labels[:1]))(key)
+    n_params = sum(math.prod(p.shape) for p in jax.tree.leaves(params))
+
+    forward = jax.jit(lambda p, x, y: model.apply(p, x, y, train=False))
+    fwd_compiled = forward.lower(params, x, labels).compile()
+    t0 = time.perf_counter()
+    jax.block_until_ready(forward(params, x, labels))
+    fwd_first = time.perf_counter() - t0
+    for _ in range(warmup):
+        jax.block_until_ready(forward(params, x, labels))
+    fwd_median, fwd_all = _time(lambda: forward(params, x, labels), repeats)
+
+    step = jax.jit(
+        make_train_step(
+            model=model,
+            loss_fn=loss_fn,
+            optimizer=optimizer,
+            ema_rate=config.model.ema_rate,
+            seed_key=key,
+        ),
+        donate_argnums=0,
+    )
+    state = init_state(params, optimizer)
+    batches = x[None]
+    step_compiled = step.lower(state, batches).compile()
+    t0 = time.perf_counter()
+    state, _ = step(state, batches)
+    jax.block_until_ready(state)
+    step_first = time.perf_counter() - t0
+    for _ in range(warmup):
+        state, _ = step(state, batches)
+    jax.block_until_ready(state)
+
+    step_times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        state, metrics = step(state, batches)
+        jax.block_until_ready(state)
+        step_times.append(time.perf_counter() - start)
+    row = {
+        "bench": "model",
+        "config": path,
+        "model": config.model.name,
+        "parameters": n_params,
+        "batch": batch,
+        "repeats": repeats,
+        "forward_s": fwd_median,
+        "forward_all_s": fwd_all,
+        "forward_first_call_s": fwd_first,
+        "train_step_s": statistics.median(step_times),
+        "train_step_all_s": step_times,
+        "train_step_first_call_s": step_first,
+        "loss_finite": bool(np.isfinite(float(metrics["loss"]))),
+        "forward_memory": _memory(fwd_compiled),
+        "train_step_memory": _memory(step_compiled),
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    device = jax.devices()[0]
+    stats = getattr(device, "memory_stats", lambda: None)()
+    if stats and "peak_bytes_in_use" in stats:
+        row["device_peak_mib"] = stats["peak_bytes_in_use"] / 2**20
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", nargs="*", default=list(DEFAULT_CONFIGS))
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=2)
+    args = parser.parse_args()
+    for path in args.config:
+        row = bench_config(path, args.batch, args.repeats, args.warmup)
+        row.update(
+            jax=jax.__version__,
+            backend=jax.default_backend(),
+            device=str(jax.devices()[0].device_kind),
+            num_devices=jax.device_count(),
+            cpu_count=os.cpu_count(),
+            machine=platform.machine(),
+            xla_flags=os.environ.get("XLA_FLAGS", ""),
+            load_avg_1m=os.getloadavg()[0],
+        )
+        print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()

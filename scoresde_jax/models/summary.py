@@ -1,0 +1,74 @@
+"""Parameter counts of the networks of experiment configs, without allocating any weights.
+
+    python -m scoresde_jax.models.summary                      # the full-size CIFAR-10 configs
+    python -m scoresde_jax.models.summary configs/vp/cifar10_ddpm.py --json
+
+Run from the repository root (config files import ``configs.*``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+
+__all__ = ["count_parameters", "load_config", "main"]
+
+CIFAR10_CONFIGS = (
+    "configs/ve/cifar10_ncsnpp_continuous.py",
+    "configs/ve/cifar10_ncsnpp_deep_continuous.py",
+    "configs/vp/cifar10_ddpmpp_continuous.py",
+    "configs/vp/cifar10_ddpmpp_deep_continuous.py",
+    "configs/vp/cifar10_ddpm.py",
+)
+
+
+def load_config(path: str):
+    """Imports a config file and returns its ``get_config()``."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"config file {path} does not exist")
+    sys.path.insert(0, os.getcwd())
+    spec = importlib.util.spec_from_file_location("_scoresde_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def count_parameters(config) -> int:
+    """Number of parameters of ``config``'s network (all leaves of its parameter tree)."""
+    from scoresde_jax.models import get_model
+    from scoresde_jax.train import data_shape
+
+    model = get_model(config)
+    x = jnp.zeros((1, *data_shape(config)), jnp.float32)
+    shapes = jax.eval_shape(
+        lambda k: model.init(k, x, jnp.ones((1,), jnp.float32)), jax.random.key(0)
+    )
+    return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(shapes))
+
+
+def main(argv=None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("configs", nargs="*", default=list(CIFAR10_CONFIGS))
+    parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    args = parser.parse_args(argv)
+    rows = []
+    for path in args.configs:
+        config = load_config(path)
+        row = {"config": path, "model": config.model.name, "parameters": count_parameters(config)}
+        rows.append(row)
+        if args.json:
+            print(json.dumps(row))
+        else:
+            print(f"{row['parameters']:>14,}  {row['model']:<10} {path}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
