@@ -128,6 +128,7 @@ def train(config, workdir: str):
         optimizer=exp.optimizer,
         ema_rate=config.model.ema_rate,
         seed_key=exp.train_key,
+        unroll=tc.get("scan_unroll", 1),
     )
     batch_sharding = jax.sharding.NamedSharding(exp.mesh, jax.sharding.PartitionSpec(None, "data"))
     p_step = jax.jit(

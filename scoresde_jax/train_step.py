@@ -21,11 +21,14 @@ def make_train_step(
     optimizer: optax.GradientTransformation,
     ema_rate: float,
     seed_key: jax.Array,
+    unroll: int | bool = 1,
 ) -> Callable:
     """Builds ``step(state, batches)`` running ``len(batches)`` optimizer steps in one ``lax.scan``.
 
     ``batches`` has a leading axis of length ``n_jitted_steps``. Random numbers for step ``s`` come
     from ``fold_in(seed_key, s)``, so resuming from a checkpoint needs nothing but ``state.step``.
+    ``unroll`` is passed to ``lax.scan`` (``True`` unrolls the loop completely, which XLA:CPU
+    needs for convolutional networks to run at full speed; small MLPs are fine rolled).
     """
 
     def one_step(state: TrainState, batch: jax.Array):
@@ -51,7 +54,13 @@ def make_train_step(
         return new_state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
 
     def step(state: TrainState, batches: jax.Array):
-        state, metrics = jax.lax.scan(one_step, state, batches)
+        if batches.shape[0] == 1:
+            # No loop for a single step: on XLA:CPU a convolutional network inside a while loop
+            # runs ~30x slower than the same computation outside one (BENCHMARKS.md).
+            state, metrics = one_step(state, batches[0])
+            metrics = jax.tree.map(lambda v: v[None], metrics)
+        else:
+            state, metrics = jax.lax.scan(one_step, state, batches, unroll=unroll)
         # Report the mean over the scanned steps, and whether any of them was not finite.
         finite = jnp.all(jnp.isfinite(metrics["loss"]))
         return state, {k: jnp.mean(v) for k, v in metrics.items()} | {"all_finite": finite}
