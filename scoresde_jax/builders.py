@@ -21,6 +21,7 @@ __all__ = [
     "loss_from_config",
 ]
 
+
 def sde_from_config(config) -> SDE:
     """``config.training.sde`` names the SDE; its parameters live in ``config.model``."""
     name = config.training.sde.lower()

@@ -21,6 +21,12 @@ __all__ = ["MODELS", "MLPScore", "get_model"]
 
 MODELS: dict[str, str] = {
     "mlp": "scoresde_jax.models.mlp",
+    "ncsnpp": "scoresde_jax.models.ncsnpp",
+    "ddpm": "scoresde_jax.models.ddpm",
+    "ncsn": "scoresde_jax.models.ncsnv2",
+    "ncsnv2_64": "scoresde_jax.models.ncsnv2",
+    "ncsnv2_128": "scoresde_jax.models.ncsnv2",
+    "ncsnv2_256": "scoresde_jax.models.ncsnv2",
 }
 
 

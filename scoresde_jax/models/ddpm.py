@@ -1,0 +1,428 @@
+"""The DDPM U-Net (Ho et al., 2020) as used by the paper for its DDPM baselines.
+
+Wide residual blocks with GroupNorm (32 groups) and swish, self-attention at chosen resolutions,
+a sinusoidal embedding of the time label added to every residual block, and skip connections
+from every block of the downsampling path to the upsampling path.
+
+``DDPM()(x, labels)`` takes images ``x: [B, H, W, C]`` and labels ``[B]``:
+
+* VP / sub-VP training (``scale_by_sigma=False``): labels are (fractional) time steps, e.g.
+  ``999 t``; the network predicts the noise.
+* SMLD / VE discrete training (``scale_by_sigma=True``): labels are integer indices into the
+  descending noise levels ``sigmas``; the embedding sees the index and the output is divided by
+  ``sigmas[labels]``, so the network learns ``sigma * score``.
+
+Parameter names follow the original Flax implementation (``Dense_0``, ``Conv_0``,
+``ResnetBlockDDPM_3/NIN_0/W``, ``AttnBlock_1/GroupNorm_0/scale``, ...); PyTorch checkpoints of
+the reference port (``all_modules.<i>....``) load with :func:`params_from_torch_state_dict`.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from scoresde_jax.models import _torch_import
+from scoresde_jax.models.layers import (
+    Downsample,
+    Upsample,
+    conv3x3,
+    default_init,
+    dense,
+    get_act,
+    get_timestep_embedding,
+)
+
+__all__ = [
+    "DDPM",
+    "AttnBlock",
+    "GroupNorm",
+    "NIN",
+    "ResnetBlockDDPM",
+    "from_config",
+    "params_from_torch_state_dict",
+]
+
+Dtype = Any
+
+# DDPM normalises with 32 groups everywhere (so every width must be a multiple of 32), unlike
+# NCSN++ whose groups shrink with narrow layers.
+_GROUPS = 32
+
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def dtype_from_config(model_config) -> Dtype:
+    """The compute dtype named by ``config.model.dtype`` (optional, default ``"float32"``)."""
+    name = str(model_config.get("dtype", "float32"))
+    if name not in _DTYPES:
+        raise ValueError(f"Unknown model.dtype={name!r}; use one of {sorted(_DTYPES)}.")
+    return _DTYPES[name]
+
+
+def noise_index(labels: jax.Array) -> jax.Array:
+    """Labels as int32 indices into ``sigmas``; floating labels are rounded to the nearest index.
+
+    Discrete VE labels are integers already (:func:`scoresde_jax.score.time_labels`); rounding
+    lets callers that build shapes with float placeholders (e.g. ``init``) use the same call.
+    """
+    if jnp.issubdtype(labels.dtype, jnp.integer):
+        return labels.astype(jnp.int32)
+    return jnp.round(labels).astype(jnp.int32)
+
+
+def smld_sigmas(sigma_min: float, sigma_max: float, num_scales: int) -> np.ndarray:
+    """The SMLD noise levels, geometric and descending: ``sigmas[0] = sigma_max``."""
+    return np.exp(np.linspace(np.log(sigma_max), np.log(sigma_min), num_scales))
+
+
+class GroupNorm(nn.Module):
+    """GroupNorm over the channel axis with float32 two-pass statistics (as ``torch``).
+
+    Attributes:
+      num_groups: number of channel groups (must divide the channels).
+      epsilon: added to the variance.
+      dtype: output dtype.
+    """
+
+    num_groups: int = _GROUPS
+    epsilon: float = 1e-6
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        c, g = x.shape[-1], self.num_groups
+        if c % g:
+            raise ValueError(f"GroupNorm: {c} channels cannot be split into {g} groups")
+        scale = self.param("scale", nn.initializers.ones, (c,), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
+        grouped = x.astype(jnp.float32).reshape(*x.shape[:-1], g, c // g)
+        axes = (*range(1, x.ndim - 1), x.ndim)
+        mean = jnp.mean(grouped, axis=axes, keepdims=True)
+        var = jnp.mean(jnp.square(grouped - mean), axis=axes, keepdims=True)
+        y = ((grouped - mean) * jax.lax.rsqrt(var + self.epsilon)).reshape(x.shape)
+        bcast = (1,) * (x.ndim - 1) + (c,)
+        return (y * scale.reshape(bcast) + bias.reshape(bcast)).astype(self.dtype)
+
+
+class NIN(nn.Module):
+    """Per-pixel linear map of the channels, ``x @ W + b``, with ``W: (in, out)``.
+
+    Attributes:
+      num_units: output channels.
+      init_scale: scale of the DDPM initialiser (0: starts at zero).
+      dtype: compute dtype.
+    """
+
+    num_units: int
+    init_scale: float = 0.1
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        shape = (x.shape[-1], self.num_units)
+        w = self.param("W", default_init(self.init_scale), shape, jnp.float32)
+        b = self.param("b", nn.initializers.zeros, (self.num_units,), jnp.float32)
+        y = jnp.einsum("...c,cd->...d", x.astype(self.dtype), w.astype(self.dtype))
+        return y + b.astype(self.dtype).reshape((1,) * (y.ndim - 1) + (-1,))
+
+
+class AttnBlock(nn.Module):
+    """Single-head self-attention over all pixels, added to the input (starts as identity).
+
+    Attributes:
+      dtype: compute dtype; the softmax runs in float32.
+    """
+
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        b, height, width, c = x.shape
+        h = GroupNorm(dtype=self.dtype, name="GroupNorm_0")(x)
+        q = NIN(c, dtype=self.dtype, name="NIN_0")(h)
+        k = NIN(c, dtype=self.dtype, name="NIN_1")(h)
+        v = NIN(c, dtype=self.dtype, name="NIN_2")(h)
+        logits = jnp.einsum("bhwc,bHWc->bhwHW", q, k) * (c**-0.5)
+        logits = logits.reshape(b, height, width, height * width).astype(jnp.float32)
+        weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
+        weights = weights.reshape(b, height, width, height, width)
+        h = jnp.einsum("bhwHW,bHWc->bhwc", weights, v)
+        h = NIN(c, init_scale=0.0, dtype=self.dtype, name="NIN_3")(h)
+        return x.astype(self.dtype) + h
+
+
+class ResnetBlockDDPM(nn.Module):
+    """DDPM's residual block: two 3x3 convolutions with a time-embedding bias in between.
+
+    ``GroupNorm -> act -> conv -> (+ Dense(act(temb))) -> GroupNorm -> act -> dropout -> conv``,
+    added to the input, which goes through a NIN (or a 3x3 conv with ``conv_shortcut``) when the
+    number of channels changes.
+
+    Attributes:
+      act: activation.
+      out_ch: output channels; default: the input channels.
+      conv_shortcut: 3x3 conv instead of NIN on the shortcut.
+      dropout: dropout rate, active when called with ``train=True`` (rng ``"dropout"``).
+      dtype: compute dtype (parameters stay float32).
+    """
+
+    act: Callable[[jax.Array], jax.Array] = nn.swish
+    out_ch: int | None = None
+    conv_shortcut: bool = False
+    dropout: float = 0.1
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(
+        self, x: jax.Array, temb: jax.Array | None = None, train: bool = False
+    ) -> jax.Array:
+        c = x.shape[-1]
+        out_ch = self.out_ch or c
+        h = self.act(GroupNorm(dtype=self.dtype, name="GroupNorm_0")(x))
+        h = conv3x3(out_ch, dtype=self.dtype, name="Conv_0")(h)
+        if temb is not None:
+            # A per-channel bias from the time embedding, shared by all pixels.
+            bias = dense(out_ch, dtype=self.dtype, name="Dense_0")(self.act(temb))
+            h = h + bias[:, None, None, :]
+        h = self.act(GroupNorm(dtype=self.dtype, name="GroupNorm_1")(h))
+        h = nn.Dropout(self.dropout)(h, deterministic=not train)
+        # Zero-initialised, so every block starts as the identity.
+        h = conv3x3(out_ch, init_scale=0.0, dtype=self.dtype, name="Conv_1")(h)
+        x = x.astype(self.dtype)
+        if c != out_ch:
+            if self.conv_shortcut:
+                x = conv3x3(out_ch, dtype=self.dtype, name="Conv_2")(x)
+            else:
+                x = NIN(out_ch, dtype=self.dtype, name="NIN_0")(x)
+        return x + h
+
+
+class DDPM(nn.Module):
+    """DDPM's U-Net score / noise-prediction network: ``(x [B,H,W,C], labels [B]) -> [B,H,W,C]``.
+
+    Attributes:
+      nf: base width; the time embedding has ``4 nf`` features. Every width ``nf * mult`` must be
+        a multiple of 32 (GroupNorm groups).
+      ch_mult: width multiplier per resolution; the image is halved ``len(ch_mult) - 1`` times.
+      num_res_blocks: residual blocks per resolution on the way down (one more on the way up).
+      attn_resolutions: spatial sizes at which self-attention follows the residual blocks.
+      dropout: dropout rate inside the residual blocks (``train=True``).
+      resamp_with_conv: 3x3 convolutions in the up- and downsampling layers (else nearest
+        neighbour and average pooling alone).
+      conditional: condition on the labels (time-embedding); without it labels are ignored.
+      centered: inputs are already in [-1, 1]; otherwise they are in [0, 1] and mapped there.
+      scale_by_sigma: divide the output by ``sigmas[labels]``; labels are indices (floating
+        labels are rounded), so this is for discrete VE training only.
+      sigma_min: smallest SMLD noise level (``scale_by_sigma``).
+      sigma_max: largest SMLD noise level (``scale_by_sigma``).
+      num_scales: number of SMLD noise levels (``scale_by_sigma``).
+      image_size: spatial size of the training images; used for shape inference in
+        :func:`params_from_torch_state_dict` and for the attention layout there.
+      num_channels: image channels.
+      nonlinearity: activation name (``"swish"`` in every DDPM config).
+      dtype: compute dtype, e.g. ``jnp.bfloat16``; parameters and the output stay float32.
+    """
+
+    nf: int = 128
+    ch_mult: Sequence[int] = (1, 2, 2, 2)
+    num_res_blocks: int = 2
+    attn_resolutions: Sequence[int] = (16,)
+    dropout: float = 0.1
+    resamp_with_conv: bool = True
+    conditional: bool = True
+    centered: bool = False
+    scale_by_sigma: bool = False
+    sigma_min: float = 0.01
+    sigma_max: float = 50.0
+    num_scales: int = 1000
+    image_size: int = 32
+    num_channels: int = 3
+    nonlinearity: str = "swish"
+    dtype: Dtype = jnp.float32
+
+    @property
+    def sigmas(self) -> np.ndarray:
+        """The descending SMLD noise levels that integer labels index (float64)."""
+        return smld_sigmas(self.sigma_min, self.sigma_max, self.num_scales)
+
+    @nn.compact
+    def __call__(self, x: jax.Array, labels: jax.Array, train: bool = False) -> jax.Array:
+        if x.ndim != 4:
+            raise ValueError(f"DDPM expects images [B, H, W, C], got shape {x.shape}")
+        act = get_act(self.nonlinearity)
+        dt = self.dtype
+        labels = jnp.broadcast_to(jnp.asarray(labels), (x.shape[0],))
+        counts: collections.Counter[str] = collections.Counter()
+
+        def name(kind: str) -> str:
+            # The original Flax code relied on automatic names; spelling them out keeps the
+            # parameter paths independent of the Python class names used here.
+            index = counts[kind]
+            counts[kind] += 1
+            return f"{kind}_{index}"
+
+        def resnet(h, out_ch=None):
+            block = ResnetBlockDDPM(
+                act=act, out_ch=out_ch, dropout=self.dropout, dtype=dt, name=name("ResnetBlockDDPM")
+            )
+            return block(h, temb, train)
+
+        def attention(h):
+            return AttnBlock(dtype=dt, name=name("AttnBlock"))(h)
+
+        temb = None
+        if self.conditional:
+            temb = get_timestep_embedding(labels, self.nf)
+            temb = dense(4 * self.nf, dtype=dt, name=name("Dense"))(temb)
+            temb = dense(4 * self.nf, dtype=dt, name=name("Dense"))(act(temb))
+
+        h = x if self.centered else 2 * x - 1.0
+        num_resolutions = len(self.ch_mult)
+
+        hs = [conv3x3(self.nf, dtype=dt, name=name("Conv"))(h)]
+        for level, mult in enumerate(self.ch_mult):
+            for _ in range(self.num_res_blocks):
+                h = resnet(hs[-1], self.nf * mult)
+                if h.shape[2] in self.attn_resolutions:
+                    h = attention(h)
+                hs.append(h)
+            if level != num_resolutions - 1:
+                down = Downsample(
+                    with_conv=self.resamp_with_conv, dtype=dt, name=name("Downsample")
+                )
+                hs.append(down(hs[-1]))
+
+        h = resnet(hs[-1])
+        h = attention(h)
+        h = resnet(h)
+
+        for level in reversed(range(num_resolutions)):
+            for _ in range(self.num_res_blocks + 1):
+                skip = hs.pop()
+                h = resnet(
+                    jnp.concatenate([h, skip.astype(h.dtype)], axis=-1),
+                    self.nf * self.ch_mult[level],
+                )
+            if h.shape[2] in self.attn_resolutions:
+                h = attention(h)
+            if level != 0:
+                h = Upsample(with_conv=self.resamp_with_conv, dtype=dt, name=name("Upsample"))(h)
+        assert not hs
+
+        h = act(GroupNorm(dtype=dt, name=name("GroupNorm"))(h))
+        h = conv3x3(x.shape[-1], init_scale=0.0, dtype=dt, name=name("Conv"))(h)
+        h = h.astype(jnp.float32)
+
+        if self.scale_by_sigma:
+            used = jnp.asarray(self.sigmas, jnp.float32)[noise_index(labels)]
+            h = h / used[:, None, None, None]
+        return h
+
+
+def _torch_module_order(model: DDPM) -> list[str | None]:
+    """Flax names of the reference's ``all_modules`` list, in order (``None``: no parameters)."""
+    counts: collections.Counter[str] = collections.Counter()
+
+    def name(kind: str) -> str:
+        index = counts[kind]
+        counts[kind] += 1
+        return f"{kind}_{index}"
+
+    order: list[str | None] = []
+    if model.conditional:
+        order += [name("Dense"), name("Dense")]
+    order.append(name("Conv"))
+    n = len(model.ch_mult)
+    resolutions = [model.image_size // 2**level for level in range(n)]
+    for level in range(n):
+        for _ in range(model.num_res_blocks):
+            order.append(name("ResnetBlockDDPM"))
+            if resolutions[level] in model.attn_resolutions:
+                order.append(name("AttnBlock"))
+        if level != n - 1:
+            down = name("Downsample")
+            order.append(down if model.resamp_with_conv else None)
+    order += [name("ResnetBlockDDPM"), name("AttnBlock"), name("ResnetBlockDDPM")]
+    for level in reversed(range(n)):
+        order += [name("ResnetBlockDDPM") for _ in range(model.num_res_blocks + 1)]
+        if resolutions[level] in model.attn_resolutions:
+            order.append(name("AttnBlock"))
+        if level != 0:
+            up = name("Upsample")
+            order.append(up if model.resamp_with_conv else None)
+    order += [name("GroupNorm"), name("Conv")]
+    return order
+
+
+def params_from_torch_state_dict(state_dict: Mapping[str, np.ndarray], model: DDPM) -> dict:
+    """Converts a ``state_dict`` of the PyTorch reference ``DDPM`` into this model's variables.
+
+    The reference keeps its layers in one ``all_modules`` list; its order is rebuilt from the
+    hyperparameters of ``model``, so any configuration converts. Convolutions go from OIHW to
+    HWIO and linear weights are transposed; ``module.`` prefixes (``DataParallel``) are removed.
+    The ``sigmas`` buffer is checked against ``model.sigmas``.
+
+    Args:
+      state_dict: PyTorch key -> numpy array (e.g. ``{k: v.numpy() for k, v in sd.items()}``).
+      model: the Flax network, built with the checkpoint's configuration.
+
+    Returns:
+      The variables ``{"params": ...}`` (float32 numpy arrays), for
+      ``model.apply(variables, x, labels)``.
+
+    Raises:
+      ValueError: missing or unexpected keys, shape mismatches, or a ``sigmas`` buffer that
+        disagrees with the model's noise levels.
+    """
+    index = {flax_name: i for i, flax_name in enumerate(_torch_module_order(model)) if flax_name}
+
+    def torch_prefix(path: tuple[str, ...]) -> str:
+        top = path[0]
+        if top not in index:
+            raise ValueError(f"DDPM parameter under {top!r} has no place in the reference layout")
+        return ".".join((f"all_modules.{index[top]}", *path[1:]))
+
+    size, channels = model.image_size, model.num_channels
+    abstract = _torch_import.abstract_params(model, (1, size, size, channels))
+    params = _torch_import.convert_state_dict(
+        state_dict,
+        abstract,
+        torch_prefix,
+        buffers={"sigmas": _torch_import.check_sigmas_buffer(model.sigmas, "DDPM")},
+        model_name="DDPM",
+    )
+    return {"params": params}
+
+
+def from_config(config) -> DDPM:
+    """Builds :class:`DDPM` from an experiment config (``config.model`` and ``config.data``).
+
+    ``config.model.dtype`` (optional, default ``"float32"``) selects the compute dtype.
+    """
+    m, d = config.model, config.data
+    return DDPM(
+        nf=m.nf,
+        ch_mult=tuple(m.ch_mult),
+        num_res_blocks=m.num_res_blocks,
+        attn_resolutions=tuple(m.attn_resolutions),
+        dropout=m.dropout,
+        resamp_with_conv=m.resamp_with_conv,
+        conditional=m.conditional,
+        centered=d.centered,
+        scale_by_sigma=m.scale_by_sigma,
+        sigma_min=m.sigma_min,
+        sigma_max=m.sigma_max,
+        num_scales=m.num_scales,
+        image_size=d.image_size,
+        num_channels=d.num_channels,
+        nonlinearity=m.get("nonlinearity", "swish"),
+        dtype=dtype_from_config(m),
+    )

@@ -1,0 +1,605 @@
+"""NCSN++ and DDPM++ (Song et al., 2021): the U-Net score network of the paper's best models.
+
+One module covers both: DDPM++ is NCSN++ with positional embeddings, no FIR resampling and no
+progressive growing (the original configs call both ``"ncsnpp"``). The architecture, submodule
+names and numerics follow the paper's Flax code and its PyTorch port, so checkpoints of either
+convert exactly (:func:`params_from_torch_state_dict`, :func:`params_from_flax_tree`,
+``python -m scoresde_jax.convert``).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from scoresde_jax.models import layers
+from scoresde_jax.models.layers import (
+    AttnBlockpp,
+    Combine,
+    Downsample,
+    GaussianFourierProjection,
+    GroupNorm,
+    ResnetBlockBigGANpp,
+    ResnetBlockDDPMpp,
+    Upsample,
+    conv3x3,
+    dense,
+    get_timestep_embedding,
+)
+
+__all__ = [
+    "NCSNpp",
+    "ConversionError",
+    "abstract_variables",
+    "count_params",
+    "from_config",
+    "params_from_flax_tree",
+    "params_from_torch_state_dict",
+    "torch_trainable_keys",
+]
+
+_PROGRESSIVE = ("none", "output_skip", "residual")
+_PROGRESSIVE_INPUT = ("none", "input_skip", "residual")
+_COMBINE = ("sum", "cat")
+_RESBLOCKS = ("ddpm", "biggan")
+_EMBEDDINGS = ("fourier", "positional")
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+class NCSNpp(nn.Module):
+    """NCSN++ / DDPM++: ``(x: [B, H, W, C], labels: [B]) -> [B, H, W, C]``.
+
+    ``labels`` are noise levels sigma for the Fourier embedding (VE, continuous; the network
+    embeds ``log sigma``), or time labels (``999 t`` or a discrete step index) for the positional
+    embedding.
+
+    Attributes:
+      image_size: height and width of the (square) images.
+      num_channels: image channels.
+      centered: whether inputs are already in [-1, 1]; if False they are taken to be in [0, 1]
+        and mapped to ``2x - 1`` first.
+      nf: base number of channels.
+      ch_mult: channel multiplier per resolution (the number of resolutions is its length).
+      num_res_blocks: residual blocks per resolution.
+      attn_resolutions: resolutions (sizes) at which self-attention is applied.
+      dropout: dropout rate inside residual blocks (active with ``train=True``).
+      resamp_with_conv: resample with convolutions (``resblock_type="ddpm"`` only).
+      conditional: condition on the noise level / time.
+      fir: FIR up/downsampling (StyleGAN2) instead of nearest-neighbour / average pooling.
+      fir_kernel: 1-D FIR kernel.
+      skip_rescale: divide residual sums by sqrt(2).
+      resblock_type: ``"ddpm"`` or ``"biggan"`` (resampling inside residual blocks).
+      progressive: output pyramid: ``"none"``, ``"output_skip"`` or ``"residual"``.
+      progressive_input: input pyramid: ``"none"``, ``"input_skip"`` or ``"residual"``.
+      progressive_combine: how ``input_skip`` merges: ``"sum"`` or ``"cat"``.
+      attention_type: only ``"ddpm"`` (the reference has no other).
+      embedding_type: ``"fourier"`` (Gaussian Fourier features of log sigma) or ``"positional"``.
+      fourier_scale: std of the Fourier frequencies.
+      init_scale: initial scale of the last layer of each residual/attention branch and of the
+        output convolution (0: branches start as the identity, the output at ~0).
+      conv_size: convolution size; only 3 (the reference ignores this field).
+      scale_by_sigma: divide the output by sigma (for VE: the network then learns
+        ``sigma * score``). With the positional embedding, sigma is looked up as
+        ``sigmas[int(label)]`` from the geometric sequence of ``num_scales`` noise levels
+        between ``sigma_max`` and ``sigma_min``.
+      sigma_min: smallest noise level of that sequence.
+      sigma_max: largest noise level of that sequence.
+      num_scales: length of that sequence.
+      nonlinearity: ``"swish"`` (SiLU), ``"elu"``, ``"relu"`` or ``"lrelu"``.
+      dtype: compute dtype (e.g. ``jnp.bfloat16``); parameters and the output stay float32.
+    """
+
+    image_size: int = 32
+    num_channels: int = 3
+    centered: bool = False
+    nf: int = 128
+    ch_mult: tuple[int, ...] = (1, 2, 2, 2)
+    num_res_blocks: int = 4
+    attn_resolutions: tuple[int, ...] = (16,)
+    dropout: float = 0.1
+    resamp_with_conv: bool = True
+    conditional: bool = True
+    fir: bool = True
+    fir_kernel: tuple[int, ...] = (1, 3, 3, 1)
+    skip_rescale: bool = True
+    resblock_type: str = "biggan"
+    progressive: str = "none"
+    progressive_input: str = "residual"
+    progressive_combine: str = "sum"
+    attention_type: str = "ddpm"
+    embedding_type: str = "fourier"
+    fourier_scale: float = 16.0
+    init_scale: float = 0.0
+    conv_size: int = 3
+    scale_by_sigma: bool = True
+    sigma_min: float = 0.01
+    sigma_max: float = 50.0
+    num_scales: int = 1000
+    nonlinearity: str = "swish"
+    dtype: Any = jnp.float32
+
+    def sigmas(self) -> np.ndarray:
+        """The noise levels ``sigma_max ... sigma_min`` (geometric, ``num_scales``), float32."""
+        return np.exp(
+            np.linspace(np.log(self.sigma_max), np.log(self.sigma_min), self.num_scales)
+        ).astype(np.float32)
+
+    def _options(self) -> dict[str, str]:
+        opts = {
+            "resblock_type": self.resblock_type.lower(),
+            "progressive": self.progressive.lower(),
+            "progressive_input": self.progressive_input.lower(),
+            "progressive_combine": self.progressive_combine.lower(),
+            "embedding_type": self.embedding_type.lower(),
+        }
+        allowed = {
+            "resblock_type": _RESBLOCKS,
+            "progressive": _PROGRESSIVE,
+            "progressive_input": _PROGRESSIVE_INPUT,
+            "progressive_combine": _COMBINE,
+            "embedding_type": _EMBEDDINGS,
+        }
+        for field, value in opts.items():
+            if value not in allowed[field]:
+                raise ValueError(f"NCSNpp: unknown {field}={value!r}; use one of {allowed[field]}")
+        if self.attention_type.lower() != "ddpm":
+            raise ValueError(f"NCSNpp: attention_type={self.attention_type!r}; only 'ddpm' exists")
+        if self.conv_size != 3:
+            raise ValueError(f"NCSNpp: conv_size={self.conv_size}; only 3x3 convolutions exist")
+        return opts
+
+    @nn.compact
+    def __call__(self, x: jax.Array, labels: jax.Array, train: bool = False) -> jax.Array:
+        opts = self._options()
+        if x.ndim != 4:
+            raise ValueError(f"NCSNpp expects NHWC images, got shape {x.shape}")
+        act = layers.get_act(self.nonlinearity)
+        nf, dt = self.nf, self.dtype
+        num_resolutions = len(self.ch_mult)
+        labels = jnp.broadcast_to(jnp.asarray(labels), (x.shape[0],))
+        resblock_type = opts["resblock_type"]
+        progressive = opts["progressive"]
+        progressive_input = opts["progressive_input"]
+
+        used_sigmas = None
+        if opts["embedding_type"] == "fourier":
+            used_sigmas = labels.astype(jnp.float32)
+            temb = GaussianFourierProjection(embedding_size=nf, scale=self.fourier_scale)(
+                jnp.log(used_sigmas)
+            )
+        else:
+            if self.scale_by_sigma:
+                # Labels are step indices (or 999 t); truncation picks the noise level, as the
+                # reference's ``sigmas[labels.long()]``.
+                used_sigmas = jnp.asarray(self.sigmas())[labels.astype(jnp.int32)]
+            temb = get_timestep_embedding(labels, nf)
+
+        if self.conditional:
+            temb = dense(nf * 4, dtype=dt)(temb)
+            temb = dense(nf * 4, dtype=dt)(act(temb))
+        else:
+            temb = None
+
+        attn_block = functools.partial(
+            AttnBlockpp, init_scale=self.init_scale, skip_rescale=self.skip_rescale, dtype=dt
+        )
+        resample = dict(fir=self.fir, fir_kernel=tuple(self.fir_kernel), dtype=dt)
+        if resblock_type == "ddpm":
+            resnet_block = functools.partial(
+                ResnetBlockDDPMpp,
+                act=act,
+                dropout=self.dropout,
+                init_scale=self.init_scale,
+                skip_rescale=self.skip_rescale,
+                dtype=dt,
+            )
+        else:
+            resnet_block = functools.partial(
+                ResnetBlockBigGANpp,
+                act=act,
+                dropout=self.dropout,
+                fir=self.fir,
+                fir_kernel=tuple(self.fir_kernel),
+                init_scale=self.init_scale,
+                skip_rescale=self.skip_rescale,
+                dtype=dt,
+            )
+
+        def merge(a, b):
+            return (a + b) / math.sqrt(2.0) if self.skip_rescale else a + b
+
+        x = x.astype(jnp.float32)
+        if not self.centered:
+            x = 2 * x - 1.0
+
+        # Downsampling path.
+        input_pyramid = x if progressive_input != "none" else None
+        hs = [conv3x3(nf, dtype=dt)(x)]
+        for i_level in range(num_resolutions):
+            for _ in range(self.num_res_blocks):
+                h = resnet_block(out_ch=nf * self.ch_mult[i_level])(hs[-1], temb, train)
+                if h.shape[1] in self.attn_resolutions:
+                    h = attn_block()(h)
+                hs.append(h)
+            if i_level != num_resolutions - 1:
+                if resblock_type == "ddpm":
+                    h = Downsample(with_conv=self.resamp_with_conv, **resample)(hs[-1])
+                else:
+                    h = resnet_block(down=True)(hs[-1], temb, train)
+                if progressive_input == "input_skip":
+                    input_pyramid = Downsample(with_conv=False, **resample)(input_pyramid)
+                    h = Combine(method=opts["progressive_combine"], dtype=dt)(input_pyramid, h)
+                elif progressive_input == "residual":
+                    input_pyramid = Downsample(out_ch=h.shape[-1], with_conv=True, **resample)(
+                        input_pyramid
+                    )
+                    input_pyramid = merge(input_pyramid, h)
+                    h = input_pyramid
+                hs.append(h)
+
+        h = hs[-1]
+        h = resnet_block()(h, temb, train)
+        h = attn_block()(h)
+        h = resnet_block()(h, temb, train)
+
+        # Upsampling path.
+        pyramid = None
+        for i_level in reversed(range(num_resolutions)):
+            for _ in range(self.num_res_blocks + 1):
+                skip = hs.pop()
+                h = resnet_block(out_ch=nf * self.ch_mult[i_level])(
+                    jnp.concatenate([h, skip.astype(h.dtype)], axis=-1), temb, train
+                )
+            if h.shape[1] in self.attn_resolutions:
+                h = attn_block()(h)
+
+            if progressive != "none":
+                if i_level == num_resolutions - 1:
+                    normed = act(GroupNorm(dtype=dt)(h))
+                    if progressive == "output_skip":
+                        pyramid = conv3x3(self.num_channels, init_scale=self.init_scale, dtype=dt)(
+                            normed
+                        )
+                    else:
+                        pyramid = conv3x3(h.shape[-1], dtype=dt)(normed)
+                elif progressive == "output_skip":
+                    pyramid = Upsample(with_conv=False, **resample)(pyramid)
+                    normed = act(GroupNorm(dtype=dt)(h))
+                    pyramid = pyramid + conv3x3(
+                        self.num_channels, init_scale=self.init_scale, dtype=dt
+                    )(normed)
+                else:
+                    pyramid = Upsample(out_ch=h.shape[-1], with_conv=True, **resample)(pyramid)
+                    pyramid = merge(pyramid, h)
+                    h = pyramid
+
+            if i_level != 0:
+                if resblock_type == "ddpm":
+                    h = Upsample(with_conv=self.resamp_with_conv, **resample)(h)
+                else:
+                    h = resnet_block(up=True)(h, temb, train)
+
+        assert not hs, "every skip connection is used once"
+        if progressive == "output_skip":
+            h = pyramid
+        else:
+            h = act(GroupNorm(dtype=dt)(h))
+            h = conv3x3(self.num_channels, init_scale=self.init_scale, dtype=dt)(h)
+
+        h = h.astype(jnp.float32)
+        if self.scale_by_sigma:
+            h = h / used_sigmas[:, None, None, None]
+        return h
+
+
+def from_config(config) -> NCSNpp:
+    """Builds :class:`NCSNpp` from ``config.model`` and ``config.data`` (the original layout).
+
+    ``config.model.dtype`` (optional, default ``"float32"``) selects the compute dtype
+    (``"bfloat16"`` for mixed precision). The Fourier embedding needs continuous training
+    (``config.training.continuous``), as in the reference.
+    """
+    m, d = config.model, config.data
+    if m.embedding_type.lower() == "fourier" and not config.training.get("continuous", True):
+        raise ValueError(
+            "model.embedding_type='fourier' embeds noise levels and needs training.continuous=True"
+            "; use embedding_type='positional' for discrete time steps."
+        )
+    dtype_name = str(m.get("dtype", "float32"))
+    if dtype_name not in _DTYPES:
+        raise ValueError(f"Unknown model.dtype={dtype_name!r}; use one of {sorted(_DTYPES)}.")
+    return NCSNpp(
+        image_size=d.image_size,
+        num_channels=d.num_channels,
+        centered=d.centered,
+        nf=m.nf,
+        ch_mult=tuple(m.ch_mult),
+        num_res_blocks=m.num_res_blocks,
+        attn_resolutions=tuple(m.attn_resolutions),
+        dropout=m.dropout,
+        resamp_with_conv=m.resamp_with_conv,
+        conditional=m.conditional,
+        fir=m.fir,
+        fir_kernel=tuple(m.fir_kernel),
+        skip_rescale=m.skip_rescale,
+        resblock_type=m.resblock_type,
+        progressive=m.progressive,
+        progressive_input=m.progressive_input,
+        progressive_combine=m.progressive_combine,
+        attention_type=m.get("attention_type", "ddpm"),
+        embedding_type=m.embedding_type,
+        fourier_scale=m.get("fourier_scale", 16.0),
+        init_scale=m.init_scale,
+        conv_size=m.get("conv_size", 3),
+        scale_by_sigma=m.scale_by_sigma,
+        sigma_min=m.sigma_min,
+        sigma_max=m.sigma_max,
+        num_scales=m.num_scales,
+        nonlinearity=m.nonlinearity,
+        dtype=_DTYPES[dtype_name],
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Parameter trees and checkpoint conversion.
+
+
+class ConversionError(ValueError):
+    """A checkpoint does not fit the model: missing/unexpected keys or wrong shapes."""
+
+
+def _dummy_inputs(model: NCSNpp):
+    x = jnp.zeros((1, model.image_size, model.image_size, model.num_channels), jnp.float32)
+    return x, jnp.ones((1,), jnp.float32)
+
+
+def abstract_variables(model: NCSNpp) -> dict:
+    """Shapes and dtypes of ``model.init(...)`` (``jax.ShapeDtypeStruct`` leaves), not allocated."""
+    return jax.tree.map(lambda leaf: leaf, _abstract_variables(model))  # fresh dicts
+
+
+# Modules are frozen dataclasses (hashable, equal when their attributes are), so tracing the
+# network once per configuration serves every conversion of that configuration.
+@functools.lru_cache(maxsize=16)
+def _abstract_variables(model: NCSNpp) -> dict:
+    x, labels = _dummy_inputs(model)
+    return jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x, labels))
+
+
+def count_params(model: NCSNpp) -> int:
+    """Number of parameters (the Fourier frequencies included, as PyTorch counts them)."""
+    tree = abstract_variables(model)["params"]
+    return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(tree))
+
+
+@functools.lru_cache(maxsize=16)
+def _top_level_call_order(model: NCSNpp) -> tuple[str, ...]:
+    """Names of the network's direct submodules in the order they are first called.
+
+    The PyTorch port stores its layers in ``all_modules``, a list that its ``forward`` walks in
+    order, one module per call; tracing our ``__call__`` gives the same sequence of modules.
+    """
+    order: list[str] = []
+
+    def record(next_fun, args, kwargs, context):
+        path = context.module.path
+        if context.method_name == "__call__" and len(path) == 1 and path[0] not in order:
+            order.append(path[0])
+        return next_fun(*args, **kwargs)
+
+    x, labels = _dummy_inputs(model)
+    with nn.intercept_methods(record):
+        jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x, labels))
+    return tuple(order)
+
+
+def _flatten(tree: Mapping, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, prefix + (key,)))
+        else:
+            out[prefix + (key,)] = value
+    return out
+
+
+def _unflatten(flat: Mapping[tuple[str, ...], Any]) -> dict:
+    tree: dict = {}
+    for path, value in flat.items():
+        node = tree
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = value
+    return tree
+
+
+def _strip_prefix(state_dict: Mapping[str, Any]) -> dict[str, Any]:
+    # Checkpoints of the PyTorch port are saved from torch.nn.DataParallel ("module." prefix).
+    keys = list(state_dict)
+    if keys and all(k.startswith("module.") for k in keys):
+        return {k[len("module.") :]: v for k, v in state_dict.items()}
+    return dict(state_dict)
+
+
+def _torch_name(leaf: str) -> str:
+    return {"kernel": "weight", "scale": "weight"}.get(leaf, leaf)
+
+
+def _from_torch_layout(leaf: str, value: np.ndarray) -> np.ndarray:
+    """A PyTorch tensor in the layout of the Flax parameter ``leaf``."""
+    if leaf in ("kernel", "weight") and value.ndim == 4:
+        return np.transpose(value, (2, 3, 1, 0))  # OIHW -> HWIO
+    if leaf == "kernel" and value.ndim == 2:
+        return value.T  # Linear (out, in) -> Dense (in, out)
+    return value  # GroupNorm, biases, NIN (in, out) and the Fourier W need no change
+
+
+def _torch_key_map(model: NCSNpp, module_indices: list[int]) -> dict[str, tuple[str, ...]]:
+    """PyTorch key -> Flax parameter path, pairing ``all_modules`` entries with our submodules.
+
+    Entries of ``all_modules`` without parameters (e.g. a conv-less Downsample) leave no keys,
+    and our modules without parameters have no params, so both sides are matched by the order
+    of the modules that do have parameters. If the counts differ, the surplus on either side
+    shows up as missing or unexpected keys (and the first misaligned pair as mismatches).
+    """
+    params = abstract_variables(model)["params"]
+    named = [name for name in _top_level_call_order(model) if name in params]
+    # Our surplus modules (if any) get the indices that would follow the checkpoint's last one.
+    next_index = (module_indices[-1] + 1) if module_indices else 0
+    padded = list(module_indices) + list(
+        range(next_index, next_index + max(0, len(named) - len(module_indices)))
+    )
+    mapping = {}
+    for name, index in zip(named, padded, strict=False):
+        for path in _flatten(params[name]):
+            torch_path = path[:-1] + (_torch_name(path[-1]),)
+            mapping[".".join(("all_modules", str(index)) + torch_path)] = (name,) + path
+    return mapping
+
+
+def torch_trainable_keys(keys: list[str], model: NCSNpp) -> list[str]:
+    """The keys of ``model.parameters()`` that train, in ``state_dict`` order.
+
+    This is the order of the PyTorch EMA's ``shadow_params``: everything but the ``sigmas``
+    buffer and the fixed Fourier frequencies.
+    """
+    stripped = list(_strip_prefix(dict.fromkeys(keys)))
+    fourier = set()
+    if model.embedding_type.lower() == "fourier":
+        indices = sorted({int(k.split(".")[1]) for k in stripped if k.startswith("all_modules.")})
+        if indices:
+            fourier.add(f"all_modules.{indices[0]}.W")
+    return [k for k in stripped if k != "sigmas" and k not in fourier]
+
+
+def params_from_torch_state_dict(
+    state_dict: Mapping[str, Any], model: NCSNpp, *, check_sigmas: bool = True
+) -> dict:
+    """Converts a ``score_sde_pytorch`` NCSN++ ``state_dict`` into variables for ``model.apply``.
+
+    The mapping is derived from the model itself: the PyTorch ``all_modules.N`` list is walked in
+    the order our network calls its submodules, and inside each block the submodule names are
+    the same. Conv weights go from OIHW to HWIO, Linear weights from (out, in) to (in, out); NIN
+    weights, GroupNorm vectors and the Fourier ``W`` are copied. A ``module.`` prefix
+    (DataParallel) is removed. The ``sigmas`` buffer is not a parameter here (it is recomputed
+    from ``sigma_min/sigma_max/num_scales``); when the network uses it (positional embedding with
+    ``scale_by_sigma``), it must equal the recomputed values.
+
+    Args:
+      state_dict: key -> array (numpy or torch tensors).
+      model: the network the weights are for.
+      check_sigmas: compare a used ``sigmas`` buffer with the model's noise levels.
+
+    Returns:
+      ``{"params": ...}`` with float32 numpy arrays.
+
+    Raises:
+      ConversionError: naming every missing and unexpected key and every shape mismatch.
+    """
+    sd = {k: _to_numpy(v) for k, v in _strip_prefix(state_dict).items()}
+    indices = sorted({int(k.split(".")[1]) for k in sd if re.match(r"all_modules\.\d+\.", k)})
+    mapping = _torch_key_map(model, indices)
+    params = abstract_variables(model)["params"]
+    flat_shapes = _flatten(params)
+
+    missing = [k for k in mapping if k not in sd]
+    unexpected, mismatched = [], []
+    flat = {}
+    for key, value in sd.items():
+        if key == "sigmas":
+            continue
+        if key not in mapping:
+            # Unconditional models still carry the (unused) time projections of the PyTorch
+            # residual blocks, which always create them.
+            if not model.conditional and re.fullmatch(r"all_modules\.\d+\.Dense_0\.\w+", key):
+                continue
+            unexpected.append(key)
+            continue
+        path = mapping[key]
+        converted = _from_torch_layout(path[-1], value)
+        expected = tuple(flat_shapes[path].shape)
+        if converted.shape != expected:
+            mismatched.append(
+                f"{key}: checkpoint {tuple(value.shape)} -> {converted.shape}, model expects "
+                f"{expected} at {'/'.join(path)}"
+            )
+            continue
+        flat[path] = np.asarray(converted, dtype=np.float32)
+    _raise_if_bad(missing, unexpected, mismatched)
+
+    if check_sigmas and "sigmas" in sd and model.scale_by_sigma:
+        if model.embedding_type.lower() == "positional":
+            ours, theirs = model.sigmas(), sd["sigmas"].astype(np.float32)
+            if ours.shape != theirs.shape or not np.allclose(ours, theirs, rtol=1e-5):
+                raise ConversionError(
+                    "The checkpoint's sigmas buffer differs from the noise levels of "
+                    f"sigma_min={model.sigma_min}, sigma_max={model.sigma_max}, "
+                    f"num_scales={model.num_scales}, which this network divides by; fix the "
+                    "config (or pass check_sigmas=False)."
+                )
+    return {"params": _unflatten(flat)}
+
+
+def params_from_flax_tree(tree: Mapping[str, Any], model: NCSNpp) -> dict:
+    """Maps an original ``score_sde`` (Flax) parameter tree onto ``model``'s variables.
+
+    Our submodules carry the original's automatic names, so the tree is taken as is (with or
+    without a top-level ``"params"`` key) after checking every path and shape. A leading device
+    axis from replicated (pmap) parameters is dropped.
+
+    Raises:
+      ConversionError: naming missing and unexpected paths and shape mismatches.
+    """
+    tree = dict(tree)
+    if set(tree) == {"params"}:
+        tree = tree["params"]
+    expected = _flatten(abstract_variables(model)["params"])
+    given = {path: _to_numpy(v) for path, v in _flatten(tree).items()}
+    missing = ["/".join(p) for p in expected if p not in given]
+    unexpected = ["/".join(p) for p in given if p not in expected]
+    mismatched, flat = [], {}
+    for path, value in given.items():
+        if path not in expected:
+            continue
+        shape = tuple(expected[path].shape)
+        if value.shape != shape and value.shape[1:] == shape:
+            value = value[0]
+        if value.shape != shape:
+            mismatched.append(f"{'/'.join(path)}: checkpoint {value.shape}, model expects {shape}")
+            continue
+        flat[path] = np.asarray(value, dtype=np.float32)
+    _raise_if_bad(missing, unexpected, mismatched)
+    return {"params": _unflatten(flat)}
+
+
+def _to_numpy(value) -> np.ndarray:
+    if hasattr(value, "detach"):  # a torch tensor
+        value = value.detach().cpu().float().numpy()
+    return np.asarray(value)
+
+
+def _raise_if_bad(missing: list[str], unexpected: list[str], mismatched: list[str]) -> None:
+    if not (missing or unexpected or mismatched):
+        return
+    parts = []
+    for title, items in (
+        ("missing keys", missing),
+        ("unexpected keys", unexpected),
+        ("shape mismatches", mismatched),
+    ):
+        if items:
+            shown = "\n  ".join(items[:20])
+            more = f"\n  ... and {len(items) - 20} more" if len(items) > 20 else ""
+            parts.append(f"{len(items)} {title}:\n  {shown}{more}")
+    raise ConversionError(
+        "The checkpoint does not match the model built from the config.\n" + "\n".join(parts)
+    )

@@ -1,0 +1,615 @@
+"""NCSN (Song & Ermon, 2019) and NCSNv2 (Song & Ermon, 2020): RefineNets for SMLD / VE models.
+
+Both are RefineNet-style U-Nets: a ResNet backbone whose deeper stages use dilated convolutions
+instead of further downsampling, and a cascade of RefineBlocks (residual conv units, multi-
+resolution fusion with bilinear upsampling, chained residual pooling) going back up. ELU and
+instance normalisation "++" (instance norm that re-injects the normalised channel means) are
+used throughout.
+
+* :class:`NCSNv2` (``ncsnv2_64``, ``ncsnv2_128``, ``ncsnv2_256``): unconditional on the inside;
+  the noise level enters only by dividing the output by ``sigmas[labels]``, so the network
+  learns ``sigma * score``.
+* :class:`NCSN` (``ncsn``, NCSNv1): every normalisation is conditioned on the noise index
+  through an embedding of per-class scale, mean-shift and bias; the output is the score itself.
+
+Labels are integer indices into the descending noise levels ``sigmas`` (``sigmas[0]`` is
+``sigma_max``), as produced by :func:`scoresde_jax.score.time_labels` for a discrete VE SDE;
+floating labels are rounded to the nearest index. These networks are for discrete-time
+training only (``training.continuous = False``).
+
+Parameter paths mirror the PyTorch reference, with list entries written ``<list>_<i>``
+(``res2_0/conv2/conv/kernel`` is ``res2.0.conv2.conv.weight``), so
+:func:`params_from_torch_state_dict` converts any variant by renaming alone.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from scoresde_jax.models import _torch_import
+from scoresde_jax.models.ddpm import dtype_from_config, noise_index, smld_sigmas
+from scoresde_jax.models.layers import get_act, ncsn_conv1x1, ncsn_conv3x3
+
+__all__ = [
+    "NCSN",
+    "NCSNv2",
+    "ConditionalInstanceNorm2dPlus",
+    "InstanceNorm2dPlus",
+    "from_config",
+    "params_from_torch_state_dict",
+]
+
+Dtype = Any
+Act = Callable[[jax.Array], jax.Array]
+
+_EPS = 1e-5  # torch.nn.InstanceNorm2d's default, also used for the channel-mean statistics
+
+
+# ----------------------------------------------------------------------------------------------
+# Normalisation.
+
+
+def _instance_norm_plus(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Instance-normalised ``x`` and its standardised channel means, both float32.
+
+    Plain instance norm removes each channel's mean, which shifts colours; "++" keeps that
+    information by standardising the per-channel means across channels (unbiased variance, as
+    ``torch.var``) so that the layer can add them back with a learned weight.
+    """
+    xf = x.astype(jnp.float32)
+    means = jnp.mean(xf, axis=(1, 2))  # [B, C]
+    m = jnp.mean(means, axis=-1, keepdims=True)
+    v = jnp.var(means, axis=-1, keepdims=True, ddof=1)
+    means = (means - m) / jnp.sqrt(v + _EPS)
+    mu = jnp.mean(xf, axis=(1, 2), keepdims=True)
+    var = jnp.mean(jnp.square(xf - mu), axis=(1, 2), keepdims=True)
+    return (xf - mu) / jnp.sqrt(var + _EPS), means
+
+
+def _normal_one(key, shape, dtype=jnp.float32):
+    # Scales start near 1 (N(1, 0.02)), as in the reference.
+    return 1.0 + 0.02 * jax.random.normal(key, shape, dtype)
+
+
+class InstanceNorm2dPlus(nn.Module):
+    """Instance norm "++": ``gamma * (IN(x) + alpha * standardised_mean) + beta``.
+
+    Called as ``norm(x, y)``; the label ``y`` is ignored (same call as the conditional norm).
+
+    Attributes:
+      dtype: output dtype; statistics are float32.
+    """
+
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, y: jax.Array | None = None) -> jax.Array:
+        del y
+        c = x.shape[-1]
+        alpha = self.param("alpha", _normal_one, (c,), jnp.float32)
+        gamma = self.param("gamma", _normal_one, (c,), jnp.float32)
+        beta = self.param("beta", nn.initializers.zeros, (c,), jnp.float32)
+        h, means = _instance_norm_plus(x)
+        alpha, gamma, beta = (p.reshape(1, 1, 1, c) for p in (alpha, gamma, beta))
+        h = h + means[:, None, None, :] * alpha
+        return (gamma * h + beta).astype(self.dtype)
+
+
+class ConditionalInstanceNorm2dPlus(nn.Module):
+    """Instance norm "++" whose ``gamma``, ``alpha`` and ``beta`` are looked up per noise index.
+
+    The embedding row of label ``y`` holds ``[gamma | alpha | beta]`` (``3 C`` values).
+
+    Attributes:
+      num_classes: number of noise levels.
+      dtype: output dtype; statistics are float32.
+    """
+
+    num_classes: int
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, y: jax.Array) -> jax.Array:
+        c = x.shape[-1]
+
+        def init(key, shape, dtype=jnp.float32):
+            scales = _normal_one(key, (shape[0], 2 * c), dtype)
+            return jnp.concatenate([scales, jnp.zeros((shape[0], c), dtype)], axis=1)
+
+        table = nn.Embed(
+            self.num_classes, 3 * c, embedding_init=init, param_dtype=jnp.float32, name="embed"
+        )(y)
+        gamma, alpha, beta = (t[:, None, None, :] for t in jnp.split(table, 3, axis=-1))
+        h, means = _instance_norm_plus(x)
+        h = h + means[:, None, None, :] * alpha
+        return (gamma * h + beta).astype(self.dtype)
+
+
+def _norm(num_classes: int | None, dtype: Dtype, name: str) -> nn.Module:
+    if num_classes is None:
+        return InstanceNorm2dPlus(dtype=dtype, name=name)
+    return ConditionalInstanceNorm2dPlus(num_classes, dtype=dtype, name=name)
+
+
+# ----------------------------------------------------------------------------------------------
+# Resampling helpers.
+
+
+def _mean_pool2(x: jax.Array) -> jax.Array:
+    """Average of the four pixels of every 2x2 block (sizes must be even)."""
+    return (x[:, ::2, ::2] + x[:, 1::2, ::2] + x[:, ::2, 1::2] + x[:, 1::2, 1::2]) / 4.0
+
+
+def _resize_axis_align_corners(x: jax.Array, axis: int, size: int) -> jax.Array:
+    n = x.shape[axis]
+    if n == size:
+        return x
+    if size == 1 or n == 1:
+        return jnp.take(x, jnp.zeros((size,), jnp.int32), axis=axis)
+    # align_corners=True: the first and last samples of input and output coincide.
+    pos = jnp.arange(size, dtype=jnp.float32) * np.float32((n - 1) / (size - 1))
+    lo = jnp.clip(jnp.floor(pos).astype(jnp.int32), 0, n - 1)
+    hi = jnp.minimum(lo + 1, n - 1)
+    frac = (pos - lo.astype(jnp.float32)).astype(x.dtype)
+    shape = [1] * x.ndim
+    shape[axis] = size
+    frac = frac.reshape(shape)
+    return jnp.take(x, lo, axis=axis) * (1 - frac) + jnp.take(x, hi, axis=axis) * frac
+
+
+def resize(x: jax.Array, shape: Sequence[int], method: str = "bilinear") -> jax.Array:
+    """Resizes ``[B, H, W, C]`` to ``shape = (H', W')`` as the PyTorch reference does.
+
+    Args:
+      x: images.
+      shape: output spatial size.
+      method: ``"bilinear"`` (``align_corners=True``, the reference's ``F.interpolate``) or
+        ``"nearest_neighbor"``.
+    """
+    if method == "bilinear":
+        return _resize_axis_align_corners(_resize_axis_align_corners(x, 1, shape[0]), 2, shape[1])
+    if method == "nearest_neighbor":
+        return jax.image.resize(x, (x.shape[0], *shape, x.shape[-1]), "nearest")
+    raise ValueError(f"Unknown interpolation {method!r}; use 'bilinear' or 'nearest_neighbor'.")
+
+
+# ----------------------------------------------------------------------------------------------
+# Blocks. ``num_classes=None`` gives NCSNv2's blocks, an integer NCSNv1's conditional ones; the
+# label ``y`` is passed everywhere and ignored by the unconditional norms.
+
+
+class ConvMeanPool(nn.Module):
+    """A convolution (size-preserving) followed by 2x2 mean pooling."""
+
+    features: int
+    kernel_size: int = 3
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        make = ncsn_conv3x3 if self.kernel_size == 3 else ncsn_conv1x1
+        h = make(x.shape[-1], self.features, dtype=self.dtype, name="conv")(x)
+        return _mean_pool2(h)
+
+
+class ResidualBlock(nn.Module):
+    """Pre-activation residual block of the backbone (``norm -> act -> conv`` twice).
+
+    With ``resample="down"`` the block halves the resolution (mean pooling after the second
+    conv and on the shortcut) unless ``dilation > 1``, in which case it keeps the resolution
+    and dilates instead, RefineNet's way of growing the receptive field.
+
+    Attributes:
+      output_dim: output channels.
+      resample: ``"down"`` or ``None``.
+      dilation: convolution dilation.
+      act: activation.
+      num_classes: number of noise levels for conditional norms (NCSNv1), or ``None``.
+      dtype: compute dtype.
+    """
+
+    output_dim: int
+    resample: str | None = None
+    dilation: int = 1
+    act: Act = nn.elu
+    num_classes: int | None = None
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, y: jax.Array | None = None) -> jax.Array:
+        c, out, d, dt = x.shape[-1], self.output_dim, self.dilation, self.dtype
+        if self.resample not in ("down", None):
+            raise ValueError(f"resample must be 'down' or None, got {self.resample!r}")
+        h = self.act(_norm(self.num_classes, dt, "normalize1")(x, y))
+        shortcut = x.astype(dt)
+        if self.resample == "down":
+            h = ncsn_conv3x3(c, c, dilation=d, dtype=dt, name="conv1")(h)
+            h = self.act(_norm(self.num_classes, dt, "normalize2")(h, y))
+            if d > 1:
+                h = ncsn_conv3x3(c, out, dilation=d, dtype=dt, name="conv2")(h)
+                shortcut = ncsn_conv3x3(c, out, dilation=d, dtype=dt, name="shortcut")(x)
+            else:
+                h = ConvMeanPool(out, dtype=dt, name="conv2")(h)
+                shortcut = ConvMeanPool(out, kernel_size=1, dtype=dt, name="shortcut")(x)
+        else:
+            h = ncsn_conv3x3(c, out, dilation=d, dtype=dt, name="conv1")(h)
+            h = self.act(_norm(self.num_classes, dt, "normalize2")(h, y))
+            h = ncsn_conv3x3(out, out, dilation=d, dtype=dt, name="conv2")(h)
+            if out != c:
+                if d > 1:
+                    shortcut = ncsn_conv3x3(c, out, dilation=d, dtype=dt, name="shortcut")(x)
+                else:
+                    shortcut = ncsn_conv1x1(c, out, dtype=dt, name="shortcut")(x)
+        return shortcut + h
+
+
+class RCUBlock(nn.Module):
+    """Residual conv units: ``n_blocks`` residual stacks of ``n_stages`` (norm ->) act -> conv."""
+
+    n_blocks: int
+    n_stages: int
+    act: Act = nn.relu
+    num_classes: int | None = None
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, y: jax.Array | None = None) -> jax.Array:
+        c = x.shape[-1]
+        for i in range(1, self.n_blocks + 1):
+            residual = x
+            for j in range(1, self.n_stages + 1):
+                if self.num_classes is not None:
+                    x = _norm(self.num_classes, self.dtype, f"{i}_{j}_norm")(x, y)
+                x = self.act(x)
+                x = ncsn_conv3x3(c, c, bias=False, dtype=self.dtype, name=f"{i}_{j}_conv")(x)
+            x = x + residual
+        return x
+
+
+class CRPBlock(nn.Module):
+    """Chained residual pooling: repeated 5x5 pooling + conv, each result added to the input.
+
+    NCSNv2 max-pools; the conditional (NCSNv1) version normalises and average-pools instead.
+    """
+
+    features: int
+    n_stages: int
+    act: Act = nn.relu
+    num_classes: int | None = None
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, y: jax.Array | None = None) -> jax.Array:
+        x = self.act(x)
+        path = x
+        pad = ((2, 2), (2, 2))
+        for i in range(self.n_stages):
+            if self.num_classes is None:
+                path = nn.max_pool(path, (5, 5), strides=(1, 1), padding=pad)
+            else:
+                path = _norm(self.num_classes, self.dtype, f"norms_{i}")(path, y)
+                # Zero padding counted in the mean, as torch's AvgPool2d default.
+                path = nn.avg_pool(path, (5, 5), strides=(1, 1), padding=pad)
+            path = ncsn_conv3x3(
+                self.features, self.features, bias=False, dtype=self.dtype, name=f"convs_{i}"
+            )(path)
+            x = path + x
+        return x
+
+
+class MSFBlock(nn.Module):
+    """Multi-resolution fusion: conv every input, resize to ``shape``, and sum."""
+
+    features: int
+    interpolation: str = "bilinear"
+    num_classes: int | None = None
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(
+        self, xs: Sequence[jax.Array], shape: Sequence[int], y: jax.Array | None = None
+    ) -> jax.Array:
+        total = None
+        for i, h in enumerate(xs):
+            if self.num_classes is not None:
+                h = _norm(self.num_classes, self.dtype, f"norms_{i}")(h, y)
+            h = ncsn_conv3x3(h.shape[-1], self.features, dtype=self.dtype, name=f"convs_{i}")(h)
+            h = resize(h, shape, self.interpolation)
+            total = h if total is None else total + h
+        return total
+
+
+class RefineBlock(nn.Module):
+    """RefineNet block: adapt each input (2 RCUs), fuse (MSF), pool (CRP), output RCUs.
+
+    Attributes:
+      features: output channels.
+      act: activation.
+      start: a single input (the deepest stage), so no fusion.
+      end: the last block, with three output RCUs instead of one.
+      interpolation: resize method of the fusion.
+      num_classes: number of noise levels for conditional norms (NCSNv1), or ``None``.
+      dtype: compute dtype.
+    """
+
+    features: int
+    act: Act = nn.relu
+    start: bool = False
+    end: bool = False
+    interpolation: str = "bilinear"
+    num_classes: int | None = None
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(
+        self, xs: Sequence[jax.Array], shape: Sequence[int], y: jax.Array | None = None
+    ) -> jax.Array:
+        kw = dict(act=self.act, num_classes=self.num_classes, dtype=self.dtype)
+        hs = [RCUBlock(2, 2, name=f"adapt_convs_{i}", **kw)(x, y) for i, x in enumerate(xs)]
+        if self.start:
+            if len(hs) != 1:
+                raise ValueError(f"a start RefineBlock takes one input, got {len(hs)}")
+            h = hs[0]
+        else:
+            h = MSFBlock(
+                self.features,
+                self.interpolation,
+                num_classes=self.num_classes,
+                dtype=self.dtype,
+                name="msf",
+            )(hs, shape, y)
+        h = CRPBlock(self.features, 2, name="crp", **kw)(h, y)
+        return RCUBlock(3 if self.end else 1, 2, name="output_convs", **kw)(h, y)
+
+
+# ----------------------------------------------------------------------------------------------
+# Networks.
+
+# One entry per backbone stage, shallow to deep: (stage name, width multiplier, downsamples,
+# dilation, name of the RefineBlock that reads this stage, its width multiplier). Each stage is
+# two residual blocks; the first one resamples.
+_Stage = tuple[str, int, bool, int, str, int]
+_ARCHITECTURES: dict[str, tuple[_Stage, ...]] = {
+    "ncsnv2_64": (
+        ("res1", 1, False, 1, "refine4", 1),
+        ("res2", 2, True, 1, "refine3", 1),
+        ("res3", 2, True, 2, "refine2", 2),
+        ("res4", 2, True, 4, "refine1", 2),
+    ),
+    "ncsnv2_128": (
+        ("res1", 1, False, 1, "refine5", 1),
+        ("res2", 2, True, 1, "refine4", 1),
+        ("res3", 2, True, 1, "refine3", 2),
+        ("res4", 4, True, 2, "refine2", 2),
+        ("res5", 4, True, 4, "refine1", 4),
+    ),
+    "ncsnv2_256": (
+        ("res1", 1, False, 1, "refine5", 1),
+        ("res2", 2, True, 1, "refine4", 1),
+        ("res3", 2, True, 1, "refine3", 2),
+        ("res31", 2, True, 1, "refine31", 2),
+        ("res4", 4, True, 2, "refine2", 2),
+        ("res5", 4, True, 4, "refine1", 4),
+    ),
+}
+
+
+def _refinenet(module: nn.Module, x, y, stages, num_classes):
+    """The shared body: begin conv, backbone, RefineBlock cascade, norm, act, end conv."""
+    act = get_act(module.nonlinearity)
+    nf, dt = module.nf, module.dtype
+    h = x if module.centered else 2 * x - 1.0
+    h = ncsn_conv3x3(x.shape[-1], nf, dtype=dt, name="begin_conv")(h)
+    layers = []
+    for stage, mult, down, dilation, _, _ in stages:
+        kw = dict(dilation=dilation, act=act, num_classes=num_classes, dtype=dt)
+        first = "down" if down else None
+        h = ResidualBlock(mult * nf, resample=first, name=f"{stage}_0", **kw)(h, y)
+        h = ResidualBlock(mult * nf, name=f"{stage}_1", **kw)(h, y)
+        layers.append(h)
+    ref = None
+    for depth in reversed(range(len(stages))):
+        _, _, _, _, name, mult = stages[depth]
+        layer = layers[depth]
+        inputs = [layer] if ref is None else [layer, ref]
+        ref = RefineBlock(
+            mult * nf,
+            act=act,
+            start=ref is None,
+            end=depth == 0,
+            interpolation=module.interpolation,
+            num_classes=num_classes,
+            dtype=dt,
+            name=name,
+        )(inputs, layer.shape[1:3], y)
+    h = _norm(num_classes, dt, "normalizer")(ref, y)
+    h = act(h)
+    h = ncsn_conv3x3(nf, x.shape[-1], dtype=dt, name="end_conv")(h)
+    return h.astype(jnp.float32)
+
+
+def _check_inputs(x: jax.Array, labels: jax.Array, name: str) -> jax.Array:
+    if x.ndim != 4:
+        raise ValueError(f"{name} expects images [B, H, W, C], got shape {x.shape}")
+    return noise_index(jnp.broadcast_to(jnp.asarray(labels), (x.shape[0],)))
+
+
+class NCSNv2(nn.Module):
+    """NCSNv2 RefineNet: ``(x [B,H,W,C], labels [B] int) -> score [B,H,W,C]``.
+
+    The height and width must be divisible by 2 for every downsampling stage (4 for
+    ``ncsnv2_64`` and ``ncsnv2_128``, 8 for ``ncsnv2_256``).
+
+    Attributes:
+      architecture: ``"ncsnv2_64"`` (images up to 64 px, e.g. CIFAR-10 and CelebA),
+        ``"ncsnv2_128"`` or ``"ncsnv2_256"`` (deeper, wider at the bottom).
+      nf: base width.
+      centered: inputs are in [-1, 1]; otherwise in [0, 1] and mapped there.
+      scale_by_sigma: divide the output by ``sigmas[labels]`` (the reference always does).
+      sigma_min: smallest noise level.
+      sigma_max: largest noise level.
+      num_scales: number of noise levels.
+      nonlinearity: activation name (``"elu"`` in the configs).
+      interpolation: ``"bilinear"`` (align_corners, as the reference) or ``"nearest_neighbor"``.
+      image_size: training image size (for shape inference when converting weights).
+      num_channels: image channels.
+      dtype: compute dtype, e.g. ``jnp.bfloat16``; parameters and the output stay float32.
+    """
+
+    architecture: str = "ncsnv2_64"
+    nf: int = 128
+    centered: bool = False
+    scale_by_sigma: bool = True
+    sigma_min: float = 0.01
+    sigma_max: float = 50.0
+    num_scales: int = 232
+    nonlinearity: str = "elu"
+    interpolation: str = "bilinear"
+    image_size: int = 32
+    num_channels: int = 3
+    dtype: Dtype = jnp.float32
+
+    @property
+    def sigmas(self) -> np.ndarray:
+        """The descending noise levels that labels index (float64)."""
+        return smld_sigmas(self.sigma_min, self.sigma_max, self.num_scales)
+
+    @nn.compact
+    def __call__(self, x: jax.Array, labels: jax.Array, train: bool = False) -> jax.Array:
+        del train  # no dropout or batch statistics
+        if self.architecture not in _ARCHITECTURES:
+            raise ValueError(
+                f"Unknown NCSNv2 architecture {self.architecture!r}; "
+                f"choose one of {sorted(_ARCHITECTURES)}."
+            )
+        labels = _check_inputs(x, labels, "NCSNv2")
+        h = _refinenet(self, x, None, _ARCHITECTURES[self.architecture], None)
+        if self.scale_by_sigma:
+            used = jnp.asarray(self.sigmas, jnp.float32)[labels]
+            h = h / used[:, None, None, None]
+        return h
+
+
+class NCSN(nn.Module):
+    """NCSNv1: the ``ncsnv2_64`` RefineNet with noise-conditional instance norm "++".
+
+    ``(x [B,H,W,C], labels [B] int) -> score [B,H,W,C]``; the output is not divided by sigma.
+
+    Attributes:
+      nf: base width.
+      num_scales: number of noise levels (rows of every conditional embedding).
+      centered: inputs are in [-1, 1]; otherwise in [0, 1] and mapped there.
+      sigma_min: smallest noise level (recorded for samplers; unused by the network).
+      sigma_max: largest noise level (recorded for samplers; unused by the network).
+      nonlinearity: activation name (``"elu"`` in the configs).
+      interpolation: ``"bilinear"`` (align_corners, as the reference) or ``"nearest_neighbor"``.
+      image_size: training image size (for shape inference when converting weights).
+      num_channels: image channels.
+      dtype: compute dtype; parameters and the output stay float32.
+    """
+
+    nf: int = 128
+    num_scales: int = 10
+    centered: bool = False
+    sigma_min: float = 0.01
+    sigma_max: float = 1.0
+    nonlinearity: str = "elu"
+    interpolation: str = "bilinear"
+    image_size: int = 32
+    num_channels: int = 3
+    dtype: Dtype = jnp.float32
+
+    @property
+    def sigmas(self) -> np.ndarray:
+        """The descending noise levels that labels index (float64)."""
+        return smld_sigmas(self.sigma_min, self.sigma_max, self.num_scales)
+
+    @nn.compact
+    def __call__(self, x: jax.Array, labels: jax.Array, train: bool = False) -> jax.Array:
+        del train
+        labels = _check_inputs(x, labels, "NCSN")
+        return _refinenet(self, x, labels, _ARCHITECTURES["ncsnv2_64"], self.num_scales)
+
+
+# ----------------------------------------------------------------------------------------------
+# PyTorch conversion and config.
+
+# Flax names ``<list>_<i>`` of entries of the reference's ``nn.ModuleList``s.
+_LIST_ENTRY = re.compile(r"^(res\d+|adapt_convs|convs|norms)_(\d+)$")
+
+
+def _torch_prefix(path: tuple[str, ...]) -> str:
+    parts = []
+    for segment in path:
+        match = _LIST_ENTRY.match(segment)
+        parts.append(f"{match[1]}.{match[2]}" if match else segment)
+    return ".".join(parts)
+
+
+def params_from_torch_state_dict(
+    state_dict: Mapping[str, np.ndarray], model: NCSNv2 | NCSN
+) -> dict:
+    """Converts a ``state_dict`` of the PyTorch reference NCSNv2 / NCSN into ``model``'s variables.
+
+    Works for every architecture and width: the PyTorch key of each Flax parameter follows from
+    its path (``res2_0/conv2/conv/kernel`` -> ``res2.0.conv2.conv.weight``). Convolutions go
+    from OIHW to HWIO; embeddings and norm vectors are copied; ``module.`` prefixes are removed;
+    the ``sigmas`` buffer of NCSNv2 is checked against ``model.sigmas``.
+
+    Args:
+      state_dict: PyTorch key -> numpy array.
+      model: the Flax network, built with the checkpoint's configuration.
+
+    Returns:
+      The variables ``{"params": ...}`` (float32 numpy arrays), for
+      ``model.apply(variables, x, labels)``.
+
+    Raises:
+      ValueError: missing or unexpected keys, shape mismatches, or a ``sigmas`` buffer that
+        disagrees with the model's noise levels.
+    """
+    name = type(model).__name__
+    size, channels = model.image_size, model.num_channels
+    abstract = _torch_import.abstract_params(model, (1, size, size, channels))
+    buffers = {}
+    if isinstance(model, NCSNv2):
+        buffers["sigmas"] = _torch_import.check_sigmas_buffer(model.sigmas, name)
+    params = _torch_import.convert_state_dict(
+        state_dict, abstract, _torch_prefix, buffers=buffers, model_name=name
+    )
+    return {"params": params}
+
+
+def from_config(config) -> NCSNv2 | NCSN:
+    """Builds :class:`NCSN` (``model.name == "ncsn"``) or :class:`NCSNv2` (``ncsnv2_*``).
+
+    ``config.model.dtype`` (optional, default ``"float32"``) selects the compute dtype.
+    """
+    m, d = config.model, config.data
+    common = dict(
+        nf=m.nf,
+        centered=d.centered,
+        sigma_min=m.sigma_min,
+        sigma_max=m.sigma_max,
+        num_scales=m.num_scales,
+        nonlinearity=m.get("nonlinearity", "elu"),
+        interpolation=m.get("interpolation", "bilinear"),
+        image_size=d.image_size,
+        num_channels=d.get("num_channels", d.get("channels", 3)),
+        dtype=dtype_from_config(m),
+    )
+    if m.name == "ncsn":
+        return NCSN(**common)
+    if m.name in _ARCHITECTURES:
+        return NCSNv2(architecture=m.name, scale_by_sigma=m.get("scale_by_sigma", True), **common)
+    raise ValueError(
+        f"config.model.name={m.name!r} is not an NCSN model; "
+        f"choose 'ncsn' or one of {sorted(_ARCHITECTURES)}."
+    )
