@@ -7,7 +7,8 @@ Command line::
     python -m scoresde_jax.convert --config ... --source flax --checkpoint checkpoint_26 \\
         --workdir ...
 
-Afterwards ``python main.py --config ... --workdir ... --mode eval`` (or ``sample``) uses it.
+Afterwards ``python main.py --config ... --workdir ... --mode sample`` draws samples from it with
+any sampler.
 
 Sources:
 
