@@ -28,12 +28,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from scoresde_jax.models import _torch_import
+from scoresde_jax.models import _torch_import, layers
 from scoresde_jax.models.layers import (
     Downsample,
     Upsample,
     conv3x3,
-    default_init,
     dense,
     get_act,
     get_timestep_embedding,
@@ -83,80 +82,22 @@ def smld_sigmas(sigma_min: float, sigma_max: float, num_scales: int) -> np.ndarr
     return np.exp(np.linspace(np.log(sigma_max), np.log(sigma_min), num_scales))
 
 
-class GroupNorm(nn.Module):
-    """GroupNorm over the channel axis with float32 two-pass statistics (as ``torch``).
+class GroupNorm(layers.GroupNorm):
+    """:class:`scoresde_jax.models.layers.GroupNorm` with DDPM's fixed 32 groups."""
 
-    Attributes:
-      num_groups: number of channel groups (must divide the channels).
-      epsilon: added to the variance.
-      dtype: output dtype.
-    """
-
-    num_groups: int = _GROUPS
-    epsilon: float = 1e-6
-    dtype: Dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        c, g = x.shape[-1], self.num_groups
-        if c % g:
-            raise ValueError(f"GroupNorm: {c} channels cannot be split into {g} groups")
-        scale = self.param("scale", nn.initializers.ones, (c,), jnp.float32)
-        bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
-        grouped = x.astype(jnp.float32).reshape(*x.shape[:-1], g, c // g)
-        axes = (*range(1, x.ndim - 1), x.ndim)
-        mean = jnp.mean(grouped, axis=axes, keepdims=True)
-        var = jnp.mean(jnp.square(grouped - mean), axis=axes, keepdims=True)
-        y = ((grouped - mean) * jax.lax.rsqrt(var + self.epsilon)).reshape(x.shape)
-        bcast = (1,) * (x.ndim - 1) + (c,)
-        return (y * scale.reshape(bcast) + bias.reshape(bcast)).astype(self.dtype)
+    num_groups: int | None = _GROUPS
 
 
-class NIN(nn.Module):
-    """Per-pixel linear map of the channels, ``x @ W + b``, with ``W: (in, out)``.
-
-    Attributes:
-      num_units: output channels.
-      init_scale: scale of the DDPM initialiser (0: starts at zero).
-      dtype: compute dtype.
-    """
-
-    num_units: int
-    init_scale: float = 0.1
-    dtype: Dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        shape = (x.shape[-1], self.num_units)
-        w = self.param("W", default_init(self.init_scale), shape, jnp.float32)
-        b = self.param("b", nn.initializers.zeros, (self.num_units,), jnp.float32)
-        y = jnp.einsum("...c,cd->...d", x.astype(self.dtype), w.astype(self.dtype))
-        return y + b.astype(self.dtype).reshape((1,) * (y.ndim - 1) + (-1,))
+NIN = layers.NIN
 
 
-class AttnBlock(nn.Module):
-    """Single-head self-attention over all pixels, added to the input (starts as identity).
+class AttnBlock(layers.AttnBlockpp):
+    """DDPM's self-attention block: :class:`~scoresde_jax.models.layers.AttnBlockpp` with 32
+    GroupNorm groups, a zero-initialised output projection and no skip rescaling."""
 
-    Attributes:
-      dtype: compute dtype; the softmax runs in float32.
-    """
-
-    dtype: Dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        b, height, width, c = x.shape
-        h = GroupNorm(dtype=self.dtype, name="GroupNorm_0")(x)
-        q = NIN(c, dtype=self.dtype, name="NIN_0")(h)
-        k = NIN(c, dtype=self.dtype, name="NIN_1")(h)
-        v = NIN(c, dtype=self.dtype, name="NIN_2")(h)
-        logits = jnp.einsum("bhwc,bHWc->bhwHW", q, k) * (c**-0.5)
-        logits = logits.reshape(b, height, width, height * width).astype(jnp.float32)
-        weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
-        weights = weights.reshape(b, height, width, height, width)
-        h = jnp.einsum("bhwHW,bHWc->bhwc", weights, v)
-        h = NIN(c, init_scale=0.0, dtype=self.dtype, name="NIN_3")(h)
-        return x.astype(self.dtype) + h
+    skip_rescale: bool = False
+    init_scale: float = 0.0
+    num_groups: int | None = _GROUPS
 
 
 class ResnetBlockDDPM(nn.Module):
