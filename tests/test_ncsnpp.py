@@ -222,11 +222,18 @@ def upfirdn2d_reference(x, k, up, down, pad):
 
 
 @pytest.mark.parametrize("up,down,pad", [(2, 1, (2, 1)), (1, 2, (1, 1)), (1, 1, (2, 2))])
-def test_upfirdn2d_matches_definition(up, down, pad):
+@pytest.mark.parametrize("kind", ["general", "separable", "separable_traced"])
+def test_upfirdn2d_matches_definition(up, down, pad, kind):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 6, 6, 3)).astype(np.float32)
-    k = rng.standard_normal((4, 4)).astype(np.float32)  # asymmetric, so flips matter
-    out = layers.upfirdn2d(jnp.asarray(x), k, up=up, down=down, pad=pad)
+    # Asymmetric kernels, so flips matter. A rank-one numpy kernel takes the sliced-sum path, a
+    # general or traced one the depthwise convolution.
+    if kind == "general":
+        k = rng.standard_normal((4, 4)).astype(np.float32)
+    else:
+        k = np.outer(rng.standard_normal(4), rng.standard_normal(4)).astype(np.float32)
+    kernel = jnp.asarray(k) if kind == "separable_traced" else k
+    out = layers.upfirdn2d(jnp.asarray(x), kernel, up=up, down=down, pad=pad)
     np.testing.assert_allclose(out, upfirdn2d_reference(x, k, up, down, pad), atol=1e-5)
 
 
