@@ -173,6 +173,38 @@ def _torch_default_conv_init(scale: float, kernel_shape: tuple[int, ...]):
     return kernel_init, bias_init
 
 
+def _ncsn_conv(
+    in_features: int,
+    features: int,
+    size: int,
+    *,
+    stride: int,
+    bias: bool,
+    dilation: int,
+    init_scale: float,
+    dtype: Dtype,
+    name: str | None,
+) -> nn.Conv:
+    """A ``size`` x ``size`` convolution ("same" padding for odd sizes) with PyTorch's init."""
+    kernel_init, bias_init = _torch_default_conv_init(
+        init_scale, (size, size, in_features, features)
+    )
+    pad = dilation * (size - 1) // 2
+    return nn.Conv(
+        features,
+        kernel_size=(size, size),
+        strides=(stride, stride),
+        padding=((pad, pad), (pad, pad)),
+        kernel_dilation=(dilation, dilation),
+        use_bias=bias,
+        kernel_init=kernel_init,
+        bias_init=bias_init,
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        name=name,
+    )
+
+
 def ncsn_conv3x3(
     in_features: int,
     features: int,
@@ -185,18 +217,15 @@ def ncsn_conv3x3(
     name: str | None = None,
 ) -> nn.Conv:
     """A 3x3 convolution with PyTorch's default initialisation, as in NCSNv1/NCSNv2."""
-    kernel_init, bias_init = _torch_default_conv_init(init_scale, (3, 3, in_features, features))
-    return nn.Conv(
+    return _ncsn_conv(
+        in_features,
         features,
-        kernel_size=(3, 3),
-        strides=(stride, stride),
-        padding=((dilation, dilation), (dilation, dilation)),
-        kernel_dilation=(dilation, dilation),
-        use_bias=bias,
-        kernel_init=kernel_init,
-        bias_init=bias_init,
+        3,
+        stride=stride,
+        bias=bias,
+        dilation=dilation,
+        init_scale=init_scale,
         dtype=dtype,
-        param_dtype=jnp.float32,
         name=name,
     )
 
@@ -212,17 +241,15 @@ def ncsn_conv1x1(
     name: str | None = None,
 ) -> nn.Conv:
     """A 1x1 convolution with PyTorch's default initialisation, as in NCSNv1/NCSNv2."""
-    kernel_init, bias_init = _torch_default_conv_init(init_scale, (1, 1, in_features, features))
-    return nn.Conv(
+    return _ncsn_conv(
+        in_features,
         features,
-        kernel_size=(1, 1),
-        strides=(stride, stride),
-        padding="VALID",
-        use_bias=bias,
-        kernel_init=kernel_init,
-        bias_init=bias_init,
+        1,
+        stride=stride,
+        bias=bias,
+        dilation=1,
+        init_scale=init_scale,
         dtype=dtype,
-        param_dtype=jnp.float32,
         name=name,
     )
 
