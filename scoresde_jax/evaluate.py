@@ -33,6 +33,13 @@ def gaussian_nll(train: np.ndarray, test: np.ndarray) -> float:
     return float(np.mean(0.5 * (maha + logdet + train.shape[1] * math.log(2 * math.pi))))
 
 
+def _restore_latest(config, workdir: str):
+    """``(experiment, state, step)`` of the latest checkpoint in ``workdir``."""
+    exp = build_experiment(config)
+    state = Checkpointer(workdir, read_only=True).restore(exp.abstract_target())
+    return exp, state, int(jax.device_get(state.step))
+
+
 def evaluate(config, workdir: str) -> dict:
     """Evaluates the latest checkpoint in ``workdir``, writes ``workdir/eval/``, returns a report.
 
@@ -40,10 +47,7 @@ def evaluate(config, workdir: str) -> dict:
     the EMA model), the NLL of a single fitted Gaussian and of the true density where known, and a
     scatter plot of ``config.eval.num_samples`` samples next to the test data.
     """
-    exp = build_experiment(config)
-    ckpt = Checkpointer(workdir, read_only=True)
-    state = ckpt.restore(exp.abstract_target())
-    step = int(jax.device_get(state.step))
+    exp, state, step = _restore_latest(config, workdir)
     ec = config.eval
     out_dir = os.path.join(workdir, "eval")
     os.makedirs(out_dir, exist_ok=True)
@@ -136,10 +140,7 @@ def sample(config, workdir: str) -> dict:
     ``workdir/samples/sample_step_<step>.{png,npz}``: a PNG grid (images) or a scatter plot next
     to data (2-D toy sets), and the raw samples (uint8 for images).
     """
-    exp = build_experiment(config)
-    ckpt = Checkpointer(workdir, read_only=True)
-    state = ckpt.restore(exp.abstract_target())
-    step = int(jax.device_get(state.step))
+    exp, state, step = _restore_latest(config, workdir)
     n = config.sampling.get("batch_size", 64)
     sample_fn = builders.sampler_from_config(config.sampling, exp.sde)
     run = jax.jit(lambda params, key: sample_fn(exp.score_fn(params), key, (n, *exp.data_shape)))
