@@ -15,6 +15,14 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs, samples and reports.")
 flags.DEFINE_enum("mode", "train", ["train", "eval", "sample"], "What to run.")
+flags.DEFINE_bool(
+    "multihost",
+    False,
+    "Join a multi-host job with jax.distributed (one process per host, same command on each).",
+)
+flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (manual multi-host).")
+flags.DEFINE_integer("num_processes", None, "Number of processes (manual multi-host).")
+flags.DEFINE_integer("process_id", None, "This process's index (manual multi-host).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -27,6 +35,14 @@ def main(argv):
         tf.config.set_visible_devices([], "GPU")
     except ImportError:
         pass
+    if FLAGS.multihost or FLAGS.num_processes is not None:
+        from scoresde_jax.distributed import initialize
+
+        initialize(
+            coordinator_address=FLAGS.coordinator_address,
+            num_processes=FLAGS.num_processes,
+            process_id=FLAGS.process_id,
+        )
     # Our own progress at INFO; library chatter (Orbax logs every save) only when it matters.
     logging.getLogger().setLevel(logging.WARNING)
     logging.getLogger("scoresde_jax").setLevel(logging.INFO)

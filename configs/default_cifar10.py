@@ -1,7 +1,12 @@
-"""Shared defaults of the CIFAR-10 experiments (the paper's hyperparameters, Appendix H).
+"""Shared defaults of the CIFAR-10 experiments (the hyperparameters of the paper's configs).
 
-Every file under ``configs/ve``, ``configs/vp`` and ``configs/subvp`` starts from
-:func:`get_default_configs` and sets its SDE, sampler and network.
+Every CIFAR-10 file under ``configs/ve``, ``configs/vp`` and ``configs/subvp`` starts from
+:func:`get_default_configs` and sets its SDE, sampler and network; ``default_celeba.py`` and
+``default_lsun.py`` start from here too and change what differs for those datasets.
+
+The values are those of the paper's configs. Fields that may stay unset are
+``placeholder(type)`` fields: they read as None, and can still be set from the command line,
+e.g. ``--config.data.path=/data/cifar10 --config.eval.fid_stats_path=stats.npz``.
 """
 
 import ml_collections
@@ -14,31 +19,35 @@ def get_default_configs() -> ml_collections.ConfigDict:
     config.num_devices = placeholder(int)  # None: all visible devices
 
     config.training = training = ml_collections.ConfigDict()
-    training.sde = "vesde"
+    training.sde = "vesde"  # "vesde" | "vpsde" | "subvpsde"; each experiment sets it
     training.batch_size = 128
     training.n_iters = 1_300_001
+    # Optimizer steps per compiled call (lax.scan over stacked batches). The original used 5;
+    # every extra step keeps one more batch on the device, so 1 is the safe default.
     training.n_jitted_steps = 1
-    training.snapshot_freq = 50_000
+    training.snapshot_freq = 50_000  # kept snapshots, the ones evaluation reads
     training.log_freq = 50
-    training.eval_freq = 100
-    training.snapshot_freq_for_preemption = 10_000
-    training.snapshot_sampling = True
+    training.eval_freq = 100  # loss on a test batch
+    training.snapshot_freq_for_preemption = 10_000  # a separate, rolling checkpoint to resume from
+    training.snapshot_sampling = True  # draw samples at every snapshot
     training.snapshot_samples = 64
+    training.max_to_keep = placeholder(int)  # snapshots kept; None keeps all, as in the original
+    training.progress_bar = True
     training.likelihood_weighting = False
     training.importance_sampling = False
     training.continuous = True
     training.reduce_mean = False
-    training.max_to_keep = 3
-    training.progress_bar = True
 
     config.sampling = sampling = ml_collections.ConfigDict()
-    sampling.method = "pc"
+    sampling.method = "pc"  # "pc" | "ode"
     sampling.predictor = "reverse_diffusion"
     sampling.corrector = "langevin"
+    sampling.snr = 0.16
     sampling.n_steps_each = 1
     sampling.noise_removal = True
-    sampling.probability_flow = False
-    sampling.snr = 0.16
+    sampling.probability_flow = False  # PC predictor steps along the probability-flow ODE
+    # Smallest time of the sampler: the original used 1e-3 for VP/sub-VP and 1e-5 for VE (the
+    # VE files set it).
     sampling.eps = 1e-3
     sampling.num_steps = placeholder(int)  # None: the SDE's N
     sampling.ode_solver = "tsit5"
@@ -47,23 +56,44 @@ def get_default_configs() -> ml_collections.ConfigDict:
     sampling.batch_size = 64  # --mode sample: how many samples in the grid
 
     config.eval = evaluate = ml_collections.ConfigDict()
+    # Which checkpoints --mode eval reads: "latest", "all", a comma-separated list of steps, or
+    # "snapshots": snapshot k * training.snapshot_freq for begin_ckpt <= k <= end_ckpt (the
+    # original's sweep, over which the paper reports the best FID).
+    evaluate.checkpoints = "latest"
     evaluate.begin_ckpt = 9
     evaluate.end_ckpt = 26
     evaluate.batch_size = 1024
-    evaluate.enable_sampling = False
-    evaluate.num_samples = 50_000
     evaluate.enable_loss = True
     evaluate.enable_bpd = False
-    evaluate.bpd_dataset = "test"
+    evaluate.bpd_dataset = "test"  # "test" | "train" (comma-separated for both)
+    # Passes over the split, each with fresh dequantization and Hutchinson noise; the original
+    # made 5 over the test split (and 1 over the training split).
+    evaluate.num_repeats = 5
+    evaluate.enable_sampling = False
+    evaluate.num_samples = 50_000
+    evaluate.ode_solver = "tsit5"  # bits/dim: probability-flow ODE solver and tolerances
+    evaluate.rtol = 1e-5
+    evaluate.atol = 1e-5
+    evaluate.exact_trace = False  # Hutchinson estimate of the divergence
+    evaluate.num_probes = 1
+    evaluate.max_examples = placeholder(int)  # None: the whole split
+    evaluate.fid_stats_path = placeholder(str)  # reference Inception statistics (.npz)
+    evaluate.inception_weights = placeholder(str)  # Inception-v3 weights for FID/IS/KID
 
     config.data = data = ml_collections.ConfigDict()
     data.dataset_kind = "image"
     data.dataset = "CIFAR10"
+    data.category = placeholder(str)  # LSUN: "church_outdoor" | "bedroom"
+    # Where images come from: auto | tfds | npz | mnist_idx | cifar10_python | folder | tfrecord.
+    data.source = "auto"
+    data.path = placeholder(str)  # local copy of the data (file or folder, see data.source)
+    data.data_dir = placeholder(str)  # TFDS data directory
     data.image_size = 32
-    data.random_flip = True
-    data.centered = False
-    data.uniform_dequantization = False
     data.num_channels = 3
+    data.num_classes = 10
+    data.random_flip = True
+    data.centered = False  # False: pixels in [0, 1]; True: [-1, 1]
+    data.uniform_dequantization = False
 
     config.model = model = ml_collections.ConfigDict()
     model.sigma_min = 0.01
@@ -76,11 +106,11 @@ def get_default_configs() -> ml_collections.ConfigDict:
     model.dtype = "float32"  # "bfloat16": bf16 compute, float32 parameters and score arithmetic
 
     config.optim = optim = ml_collections.ConfigDict()
-    optim.weight_decay = 0.0
     optim.optimizer = "adam"
     optim.lr = 2e-4
     optim.beta1 = 0.9
     optim.eps = 1e-8
+    optim.weight_decay = 0.0
     optim.warmup = 5000
     optim.grad_clip = 1.0
     return config

@@ -19,6 +19,7 @@ __all__ = [
     "model_from_config",
     "optimizer_from_config",
     "loss_from_config",
+    "image_source_from_config",
 ]
 
 
@@ -110,3 +111,23 @@ def sampler_from_config(sampling_config, sde: SDE):
     else:
         raise ValueError(f"Unknown config.sampling.method={s.method!r}; use 'pc' or 'ode'.")
     return sample
+
+
+def image_source_from_config(data_config, split: str):
+    """The :class:`~scoresde_jax.data.ImageSource` of ``split`` ("train" or "test") described by
+    ``config.data``: ``dataset``, ``image_size``, ``num_channels`` and optionally ``source``
+    (default "auto"), ``path``, ``data_dir`` and ``category`` (see
+    :func:`scoresde_jax.data.open_image_source`)."""
+    from scoresde_jax.data import open_image_source
+
+    d = data_config
+    return open_image_source(
+        dataset=d.dataset,
+        split=split,
+        image_size=d.image_size,
+        num_channels=d.num_channels,
+        source=d.get("source", "auto"),
+        path=d.get("path"),
+        data_dir=d.get("data_dir"),
+        category=d.get("category"),
+    )

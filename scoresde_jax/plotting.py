@@ -9,7 +9,7 @@ matplotlib.use("Agg")  # no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["image_grid", "save_image_grid", "scatter_samples"]
+__all__ = ["image_grid", "save_image_grid", "scatter_samples", "to_uint8"]
 
 
 def scatter_samples(
@@ -55,3 +55,9 @@ def save_image_grid(path: str, images: np.ndarray, ncol: int | None = None) -> s
     grid = image_grid(images, ncol)
     plt.imsave(path, grid[..., 0] if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0, vmax=255)
     return path
+
+
+def to_uint8(x: np.ndarray, *, centered: bool) -> np.ndarray:
+    """Model-space images (``[-1, 1]`` if ``centered`` else ``[0, 1]``) -> uint8 ``[0, 255]``."""
+    x = (np.asarray(x, np.float32) + 1) / 2 if centered else np.asarray(x, np.float32)
+    return np.clip(np.rint(x * 255), 0, 255).astype(np.uint8)

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-__all__ = ["make_data_mesh", "replicated", "batch_sharding", "put_global_batch"]
+__all__ = ["make_data_mesh", "replicated", "batch_sharding", "put_global_batch", "to_global_array"]
 
 
 def make_data_mesh(num_devices: int | None = None) -> Mesh:
@@ -45,3 +45,14 @@ def put_global_batch(x: np.ndarray, mesh: Mesh, batch_axis: int = 0) -> jax.Arra
         )
     sharding = batch_sharding(mesh, batch_axis)
     return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
+
+
+def to_global_array(local: np.ndarray, mesh: Mesh, batch_axis: int = 0) -> jax.Array:
+    """Assembles each process's *local* part of a batch into one global ``jax.Array``.
+
+    Dimension ``batch_axis`` is sharded over the ``data`` axis of the mesh: process ``i``
+    contributes its own slice (e.g. from :func:`scoresde_jax.data.train_batch`), and the global
+    batch is the concatenation of the slices in the order of the mesh's devices (process by
+    process for :func:`make_data_mesh`). With a single process the result equals ``local``.
+    """
+    return jax.make_array_from_process_local_data(batch_sharding(mesh, batch_axis), local)

@@ -1,27 +1,36 @@
-"""The training loop: config -> data -> sharded state -> jitted steps -> checkpoints and logs."""
+"""The training loop: config -> data -> sharded state -> jitted steps -> checkpoints and logs.
+
+One process per host (``jax.distributed``); every process runs this same loop on its own shard of
+each global batch. Process 0 alone writes logs and pictures; all processes take part in
+checkpointing.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
+import signal
+import threading
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
 from scoresde_jax import builders, plotting
 from scoresde_jax.checkpoint import Checkpointer
 from scoresde_jax.data import make_toy_dataset
+from scoresde_jax.parallel import device_count, sharded_sampler
 from scoresde_jax.score import get_score_fn
 from scoresde_jax.sharding import make_data_mesh, put_global_batch, replicated
 from scoresde_jax.state import init_state
-from scoresde_jax.train_step import make_train_step
+from scoresde_jax.train_step import make_eval_loss, make_train_step
+from scoresde_jax.writers import MetricWriter
 
-__all__ = ["train", "Experiment", "build_experiment", "NonFiniteLossError"]
+__all__ = ["train", "Experiment", "build_experiment", "NonFiniteLossError", "to_host"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +63,10 @@ class Experiment:
         self.abstract_state = jax.eval_shape(init, self.init_key)
         self.state_sharding = jax.tree.map(lambda _: replicated(self.mesh), self.abstract_state)
 
+    @property
+    def is_image(self) -> bool:
+        return len(self.data_shape) == 3
+
     def init_state(self):
         """Parameters created directly with their (replicated) shardings."""
         return jax.jit(self._init, out_shardings=self.state_sharding)(self.init_key)
@@ -70,6 +83,9 @@ class Experiment:
         model_fn = lambda x, labels: self.model.apply(params, x, labels, train=False)
         return get_score_fn(self.sde, model_fn, continuous=self.continuous)
 
+    def batch_sharding(self, batch_axis: int = 0) -> NamedSharding:
+        return NamedSharding(self.mesh, PartitionSpec(*([None] * batch_axis), "data"))
+
 
 def data_shape(config) -> tuple[int, ...]:
     """Shape of one example: ``(dim,)`` for vector data, ``(H, W, C)`` (NHWC) for images."""
@@ -82,6 +98,24 @@ def build_experiment(config) -> Experiment:
     return Experiment(config)
 
 
+def to_host(x: jax.Array) -> np.ndarray:
+    """The whole of a (possibly multi-host) global array, on every process."""
+    if getattr(x, "is_fully_addressable", True):
+        return np.asarray(x)
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+def check_workdir(workdir: str) -> None:
+    """Work directories are filesystem paths (logs are appended and pictures written there)."""
+    if "://" in str(workdir):
+        raise ValueError(
+            f"--workdir={workdir!r} is a URL; use a filesystem path every host can see (NFS, "
+            "Filestore, or a bucket mounted with gcsfuse, e.g. /mnt/bucket/run)."
+        )
+
+
 def _toy_batches(train_data: np.ndarray, batch_size: int, n_steps: int, seed: int, step: int):
     # Indices depend only on (seed, step), so a resumed run sees exactly the same batches.
     rng = np.random.default_rng([seed, step])
@@ -89,38 +123,174 @@ def _toy_batches(train_data: np.ndarray, batch_size: int, n_steps: int, seed: in
     return train_data[idx]
 
 
+class _Feed:
+    """Training and held-out batches as global arrays, each a pure function of the step."""
+
+    def __init__(self, config, exp: Experiment, start_step: int):
+        self.config, self.exp = config, exp
+        tc = config.training
+        self.n_jit = tc.n_jitted_steps
+        self.batch_size = tc.batch_size
+        n_dev = device_count(exp.mesh)
+        if self.batch_size % n_dev:
+            raise ValueError(
+                f"training.batch_size={self.batch_size} is not divisible by the {n_dev} devices; "
+                f"use a multiple of {n_dev} (or set num_devices)."
+            )
+        self._iterator = None
+        if not exp.is_image:
+            d = config.data
+            self.train_data = make_toy_dataset(d.dataset, d.n_train, d.seed)
+            self.eval_data = make_toy_dataset(d.dataset, d.get("n_test", 5_000), d.seed + 1)
+            return
+        from scoresde_jax.data import TrainIterator
+
+        d = config.data
+        self.pcount, self.pindex = jax.process_count(), jax.process_index()
+        self.train_source = builders.image_source_from_config(d, "train")
+        self.eval_source = builders.image_source_from_config(d, "test")
+        self.prep = dict(
+            random_flip=d.random_flip,
+            centered=d.centered,
+            uniform_dequantization=d.uniform_dequantization,
+            process_index=self.pindex,
+            process_count=self.pcount,
+        )
+        self._iterator = TrainIterator(
+            self.train_source,
+            start_step=start_step,
+            steps_per_call=self.n_jit,
+            global_batch_size=self.batch_size,
+            seed=config.seed,
+            **self.prep,
+        )
+        self._next = iter(self._iterator)
+
+    def train_batches(self, step: int) -> jax.Array:
+        """``[n_jitted_steps, batch, ...]`` for the call starting at ``step``."""
+        if not self.exp.is_image:
+            x = _toy_batches(self.train_data, self.batch_size, self.n_jit, self.config.seed, step)
+            return put_global_batch(x, self.exp.mesh, batch_axis=1)
+        from scoresde_jax.sharding import to_global_array
+
+        got, local = next(self._next)
+        if got != step:
+            raise RuntimeError(f"input pipeline out of step: expected {step}, got {got}")
+        return to_global_array(local, self.exp.mesh, batch_axis=1)
+
+    def eval_batch(self, step: int) -> jax.Array:
+        """A held-out batch for the periodic eval loss (drawn afresh for every ``step``)."""
+        if not self.exp.is_image:
+            rng = np.random.default_rng([self.config.seed, step, 7])
+            idx = rng.integers(0, len(self.eval_data), size=self.batch_size)
+            return put_global_batch(self.eval_data[idx], self.exp.mesh)
+        from scoresde_jax.data import train_batch
+        from scoresde_jax.sharding import to_global_array
+
+        prep = dict(self.prep, random_flip=False)
+        local = train_batch(
+            self.eval_source,
+            step,
+            global_batch_size=self.batch_size,
+            seed=self.config.seed + 1,
+            **prep,
+        )
+        return to_global_array(local, self.exp.mesh)
+
+    def reference_data(self, n: int) -> np.ndarray:
+        """Data to show beside toy samples."""
+        return self.train_data[:n]
+
+    def close(self) -> None:
+        if self._iterator is not None:
+            self._iterator.close()
+
+
+class _StopSignal:
+    """Turns SIGTERM/SIGINT into a flag checked between steps, so a preempted job saves first."""
+
+    def __init__(self):
+        self.received = None
+        self._previous = {}
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        if self.received is not None:  # a second signal: stop right away
+            self.restore()
+            raise KeyboardInterrupt
+        self.received = signal.Signals(signum).name
+
+    def restore(self):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
+
+
+def _check_frequencies(tc) -> None:
+    n_jit = tc.n_jitted_steps
+    freqs = {
+        "snapshot_freq": tc.snapshot_freq,
+        "snapshot_freq_for_preemption": tc.get("snapshot_freq_for_preemption", tc.snapshot_freq),
+        "log_freq": tc.log_freq,
+        "eval_freq": tc.get("eval_freq", tc.log_freq),
+        "n_iters": tc.n_iters,
+    }
+    bad = {k: v for k, v in freqs.items() if v % n_jit}
+    if n_jit < 1 or bad:
+        raise ValueError(
+            f"training.n_jitted_steps={n_jit} must divide "
+            f"{', '.join(f'{k} ({v})' for k, v in bad.items())}; "
+            "change those fields or n_jitted_steps."
+        )
+
+
+def _learning_rate(optim, step: int) -> float:
+    warmup = optim.warmup
+    return optim.lr * (min(step / warmup, 1.0) if warmup > 0 else 1.0)
+
+
 def train(config, workdir: str):
     """Trains the model described by ``config``; checkpoints and logs go to ``workdir``.
 
-    Resumes automatically from the latest checkpoint in ``workdir/checkpoints``.
+    Resumes automatically from the newest readable checkpoint in ``workdir/checkpoints``. Writes
+    TensorBoard events to ``workdir/tensorboard``, scalars to ``workdir/metrics.jsonl`` and sample
+    pictures to ``workdir/samples``. On SIGTERM/SIGINT (or a multi-host preemption notice) the
+    state is checkpointed before returning.
 
     Returns:
       The final training state.
     """
+    check_workdir(workdir)
     os.makedirs(workdir, exist_ok=True)
     exp = build_experiment(config)
     tc = config.training
+    _check_frequencies(tc)
     n_jit = tc.n_jitted_steps
-    if tc.snapshot_freq % n_jit or tc.log_freq % n_jit or tc.n_iters % n_jit:
-        raise ValueError(
-            f"training.n_jitted_steps={n_jit} must divide snapshot_freq ({tc.snapshot_freq}), "
-            f"log_freq ({tc.log_freq}) and n_iters ({tc.n_iters})."
-        )
-    if config.data.dataset_kind != "toy":
-        raise NotImplementedError(
-            f"Training on data.dataset_kind={config.data.dataset_kind!r} is not available yet: "
-            "the image input pipeline is still to come. Image configs already build their "
-            "networks, convert weights and sample (--mode sample); train a toy config meanwhile."
-        )
-    train_data = make_toy_dataset(config.data.dataset, config.data.n_train, config.data.seed)
+    preempt_freq = tc.get("snapshot_freq_for_preemption", tc.snapshot_freq)
+    eval_freq = tc.get("eval_freq", 0) or 0
+    is_main = jax.process_index() == 0
 
-    ckpt = Checkpointer(workdir, max_to_keep=tc.get("max_to_keep", 3))
+    ckpt = Checkpointer(
+        workdir,
+        keep_recent=2,
+        snapshot_freq=tc.snapshot_freq,
+        max_snapshots=tc.get("max_to_keep", None),
+    )
     if ckpt.latest_step() is not None:
         state = ckpt.restore(exp.abstract_target())
-        log.info("Resumed from step %d in %s", int(state.step), ckpt.directory)
+        log.info("Resumed from step %d in %s", int(jax.device_get(state.step)), ckpt.directory)
     else:
         state = exp.init_state()
     start = int(jax.device_get(state.step))
+    if start % n_jit:
+        raise ValueError(
+            f"The checkpoint is at step {start}, not a multiple of "
+            f"training.n_jitted_steps={n_jit}; "
+            "resume with an n_jitted_steps that divides it."
+        )
 
     step_fn = make_train_step(
         model=exp.model,
@@ -130,66 +300,127 @@ def train(config, workdir: str):
         seed_key=exp.train_key,
         unroll=tc.get("scan_unroll", 1),
     )
-    batch_sharding = jax.sharding.NamedSharding(exp.mesh, jax.sharding.PartitionSpec(None, "data"))
     p_step = jax.jit(
         step_fn,
-        in_shardings=(exp.state_sharding, batch_sharding),
+        in_shardings=(exp.state_sharding, exp.batch_sharding(1)),
         out_shardings=(exp.state_sharding, replicated(exp.mesh)),
         donate_argnums=0,
     )
-    sample_fn = builders.sampler_from_config(config.sampling, exp.sde)
-    snapshot = jax.jit(
-        lambda params, key: sample_fn(exp.score_fn(params), key, (tc.snapshot_samples, 2)).x
+    eval_loss = jax.jit(
+        make_eval_loss(model=exp.model, loss_fn=exp.loss_fn, seed_key=exp.eval_key),
+        in_shardings=(exp.state_sharding, exp.batch_sharding(0)),
+        out_shardings=replicated(exp.mesh),
     )
+    n_dev = device_count(exp.mesh)
+    n_snap = -(-tc.snapshot_samples // n_dev) * n_dev
+    snapshot = None
+    if tc.get("snapshot_sampling", True):
+        sample_fn = builders.sampler_from_config(config.sampling, exp.sde)
+        snapshot = sharded_sampler(exp.mesh, sample_fn, exp.score_fn, (n_snap, *exp.data_shape))
 
-    metrics_path = os.path.join(workdir, "metrics.jsonl")
+    feed = _Feed(config, exp, start)
+    writer = MetricWriter(
+        os.path.join(workdir, "tensorboard"),
+        jsonl_path=os.path.join(workdir, "metrics.jsonl"),
+        enabled=is_main,
+    )
+    show_bar = is_main and tc.get("progress_bar", True)
     bar = tqdm(
         total=tc.n_iters,
         initial=start,
         desc="train",
         unit="step",
         dynamic_ncols=True,
-        disable=not tc.get("progress_bar", True),
+        disable=not show_bar,
     )
+    stop = _StopSignal()
     t_last, s_last = time.perf_counter(), start
-    for step in range(start, tc.n_iters, n_jit):
-        batches = _toy_batches(train_data, tc.batch_size, n_jit, config.seed, step)
-        batches = put_global_batch(batches, exp.mesh, batch_axis=1)
-        new_state, metrics = p_step(state, batches)
-        metrics = jax.device_get(metrics)
-        if not metrics["all_finite"] or not math.isfinite(metrics["loss"]):
-            ckpt.wait()
-            raise NonFiniteLossError(
-                f"Training loss became {metrics['loss']} between steps {step} and {step + n_jit}. "
-                f"The last good checkpoint (step {ckpt.latest_step()}) in {ckpt.directory} "
-                "is kept. "
-                "Lower optim.lr, check the data scaling, or enable optim.grad_clip."
-            )
-        state = new_state
-        done = step + n_jit
-        bar.update(n_jit)
-        if done % tc.log_freq == 0 or done == tc.n_iters:
-            now = time.perf_counter()
-            rate = (done - s_last) / max(now - t_last, 1e-9)
-            t_last, s_last = now, done
-            bar.set_postfix(loss=f"{metrics['loss']:.4f}", steps_per_s=f"{rate:.0f}")
-            with open(metrics_path, "a") as f:
-                row = {"step": done, "loss": float(metrics["loss"]), "steps_per_s": rate}
-                row["grad_norm"] = float(metrics["grad_norm"])
-                f.write(json.dumps(row) + "\n")
-        if done % tc.snapshot_freq == 0 or done == tc.n_iters:
-            ckpt.save(state, force=True)
-            if tc.get("snapshot_sampling", True):
-                key = jax.random.fold_in(exp.eval_key, done)
-                samples = np.asarray(snapshot(state.ema_params, key))
-                os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
-                plotting.scatter_samples(
-                    os.path.join(workdir, "samples", f"step_{done}.png"),
-                    data=train_data[: len(samples)],
-                    samples=samples,
-                    title=f"{config.data.dataset}, step {done}",
+    step = start
+    try:
+        while step < tc.n_iters:
+            batches = feed.train_batches(step)
+            new_state, metrics = p_step(state, batches)
+            metrics = jax.device_get(metrics)
+            if not metrics["all_finite"] or not math.isfinite(metrics["loss"]):
+                ckpt.wait()
+                raise NonFiniteLossError(
+                    f"Training loss became {metrics['loss']} between steps {step} and "
+                    f"{step + n_jit}. The last good checkpoint (step {ckpt.latest_step()}) in "
+                    f"{ckpt.directory} is kept. Lower optim.lr, check the data scaling, or "
+                    "enable optim.grad_clip."
                 )
-    bar.close()
-    ckpt.wait()
-    ckpt.close()
+            state = new_state
+            step += n_jit
+            bar.update(n_jit)
+            final = step >= tc.n_iters
+            if step % tc.log_freq == 0 or final:
+                now = time.perf_counter()
+                rate = (step - s_last) / max(now - t_last, 1e-9)
+                t_last, s_last = now, step
+                scalars = {
+                    "loss": metrics["loss"],
+                    "grad_norm": metrics["grad_norm"],
+                    "learning_rate": _learning_rate(config.optim, step),
+                    "steps_per_s": rate,
+                    "examples_per_s": rate * tc.batch_size,
+                }
+                writer.write_scalars(step, scalars)
+                bar.set_postfix(loss=f"{metrics['loss']:.4f}", steps_per_s=f"{rate:.3g}")
+                if not show_bar and is_main:
+                    left = (tc.n_iters - step) / max(rate, 1e-9)
+                    log.info(
+                        "step %d/%d loss %.5f %.3g steps/s ETA %.0f s",
+                        step,
+                        tc.n_iters,
+                        metrics["loss"],
+                        rate,
+                        left,
+                    )
+            if eval_freq and (step % eval_freq == 0):
+                ev = float(jax.device_get(eval_loss(state, feed.eval_batch(step))))
+                writer.write_scalars(step, {"eval_loss": ev})
+            preempted = stop.received or ckpt.reached_preemption(step)
+            if step % tc.snapshot_freq == 0 or step % preempt_freq == 0 or final or preempted:
+                ckpt.save(state)
+            if snapshot is not None and (step % tc.snapshot_freq == 0 or final):
+                _write_snapshot(config, exp, feed, snapshot, state, step, workdir, writer)
+            if preempted:
+                ckpt.wait()
+                log.warning(
+                    "Stopped by %s at step %d; checkpoint saved in %s. Run the same command to "
+                    "resume.",
+                    stop.received or "a preemption notice",
+                    step,
+                    ckpt.directory,
+                )
+                break
+    finally:
+        stop.restore()
+        bar.close()
+        feed.close()
+        writer.close()
+        ckpt.wait()
+        ckpt.close()
     return state
+
+
+def _write_snapshot(config, exp, feed, snapshot, state, step, workdir, writer) -> None:
+    key = jax.random.fold_in(exp.eval_key, step)
+    samples, _ = snapshot(state.ema_params, key)
+    samples = to_host(samples)
+    if jax.process_index() != 0:
+        return
+    out = os.path.join(workdir, "samples")
+    os.makedirs(out, exist_ok=True)
+    if exp.is_image:
+        images = plotting.to_uint8(samples, centered=config.data.centered)
+        grid = plotting.image_grid(images)
+        plotting.save_image_grid(os.path.join(out, f"step_{step}.png"), images)
+        writer.write_images(step, {"samples": grid})
+    else:
+        plotting.scatter_samples(
+            os.path.join(out, f"step_{step}.png"),
+            data=feed.reference_data(len(samples)),
+            samples=samples,
+            title=f"{config.data.dataset}, step {step}",
+        )

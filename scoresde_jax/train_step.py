@@ -11,7 +11,7 @@ import optax
 
 from scoresde_jax.state import TrainState, ema_update
 
-__all__ = ["make_train_step"]
+__all__ = ["make_train_step", "make_eval_loss"]
 
 
 def make_train_step(
@@ -66,3 +66,19 @@ def make_train_step(
         return state, {k: jnp.mean(v) for k, v in metrics.items()} | {"all_finite": finite}
 
     return step
+
+
+def make_eval_loss(*, model: nn.Module, loss_fn: Callable, seed_key: jax.Array) -> Callable:
+    """Builds ``eval_loss(state, batch) -> loss`` with the EMA parameters and no dropout.
+
+    The noise of the loss comes from ``fold_in(seed_key, state.step)``: the same checkpoint and
+    batch always give the same value.
+    """
+
+    def eval_loss(state: TrainState, batch: jax.Array):
+        key = jax.random.fold_in(seed_key, state.step)
+        model_fn = lambda x, labels: model.apply(state.ema_params, x, labels, train=False)
+        loss, _ = loss_fn(model_fn, batch, key)
+        return loss
+
+    return eval_loss

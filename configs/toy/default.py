@@ -22,7 +22,9 @@ def get_default_config() -> ml_collections.ConfigDict:
     training.n_iters = 20_000
     training.n_jitted_steps = 100  # optimizer steps per compiled call (lax.scan)
     training.log_freq = 500
-    training.snapshot_freq = 5_000
+    training.snapshot_freq = 5_000  # kept checkpoints (and sample pictures)
+    training.snapshot_freq_for_preemption = 1_000  # the newest 2 of these are kept
+    training.eval_freq = 1_000  # loss on a held-out batch, logged
     training.snapshot_samples = 2_000
     training.snapshot_sampling = True
     training.max_to_keep = 3

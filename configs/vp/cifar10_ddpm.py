@@ -1,34 +1,9 @@
-"""DDPM (Ho et al. 2020) on CIFAR-10 with the discrete VP (DDPM) objective and ancestral
-sampling (FID 3.17 in Ho et al.).
+"""Short name for ``configs/vp/ddpm/cifar10.py`` (named like the original's checkpoint folder
+``vp/cifar10_ddpm``): DDPM (Ho et al. 2020) with its discrete objective and ancestral sampling
+(Song et al. 2021: FID 3.24 with 1000 ancestral steps; NLL 3.28 bits/dim, FID 3.37 with the
+probability-flow ODE; 35,218,947 parameters).
 
-    python main.py --config configs/vp/cifar10_ddpm.py --mode train --workdir W
+    python main.py --config configs/vp/cifar10_ddpm.py --workdir W --mode train
 """
 
-from configs.default_cifar10 import get_default_configs
-
-
-def get_config():
-    config = get_default_configs()
-    config.training.sde = "vpsde"
-    config.training.continuous = False
-    config.training.reduce_mean = True
-
-    config.sampling.method = "pc"
-    config.sampling.predictor = "ancestral_sampling"
-    config.sampling.corrector = "none"
-
-    config.data.centered = True
-
-    model = config.model
-    model.name = "ddpm"
-    model.scale_by_sigma = False
-    model.ema_rate = 0.9999
-    model.normalization = "GroupNorm"
-    model.nonlinearity = "swish"
-    model.nf = 128
-    model.ch_mult = (1, 2, 2, 2)
-    model.num_res_blocks = 2
-    model.attn_resolutions = (16,)
-    model.resamp_with_conv = True
-    model.conditional = True
-    return config
+from configs.vp.ddpm.cifar10 import get_config  # noqa: F401

@@ -1,7 +1,13 @@
-"""DDPM++ (continuous) with the VP SDE on CIFAR-10 (Song et al. 2021, Tables 2-3).
-61,804,419 parameters.
+"""DDPM++ cont. (VP SDE) on CIFAR-10: DDPM++ trained with the continuous-time objective.
 
-    python main.py --config configs/vp/cifar10_ddpmpp_continuous.py --mode train --workdir W
+    python main.py --config configs/vp/cifar10_ddpmpp_continuous.py --workdir W --mode train
+
+Song et al. 2021: FID 2.55, IS 9.58 (Table 3; PC sampler, Euler-Maruyama predictor, no
+corrector); NLL 3.16 bits/dim and FID 3.93 with the probability-flow ODE (Table 2; last
+snapshot). 61,804,419 parameters.
+
+DDPM++: BigGAN residual blocks with rescaled skips and sinusoidal time embeddings, plain
+(non-FIR) resampling, no input pyramid; data in [-1, 1].
 """
 
 from configs.default_cifar10 import get_default_configs
@@ -13,9 +19,10 @@ def get_config():
     config.training.continuous = True
     config.training.reduce_mean = True
 
-    config.sampling.method = "pc"
-    config.sampling.predictor = "euler_maruyama"
-    config.sampling.corrector = "none"
+    sampling = config.sampling
+    sampling.method = "pc"
+    sampling.predictor = "euler_maruyama"
+    sampling.corrector = "none"
 
     config.data.centered = True
 
@@ -39,8 +46,8 @@ def get_config():
     model.progressive_input = "none"
     model.progressive_combine = "sum"
     model.attention_type = "ddpm"
-    model.init_scale = 0.0
     model.embedding_type = "positional"
+    model.init_scale = 0.0
     model.fourier_scale = 16
     model.conv_size = 3
     return config

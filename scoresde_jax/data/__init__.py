@@ -1,0 +1,59 @@
+"""Datasets: toy distributions made in code, and image sources -> per-process batches.
+
+Images flow ``open_image_source`` (any supported format -> uint8 at the model's size) ->
+``train_batch`` / ``TrainIterator`` / ``eval_batches`` (deterministic per-process numpy batches)
+-> ``to_global_array`` (one ``jax.Array`` sharded over the ``data`` mesh axis).
+"""
+
+from scoresde_jax.data.pipeline import (
+    TrainIterator,
+    eval_batches,
+    num_eval_batches,
+    to_model_space,
+    train_batch,
+    train_example_indices,
+)
+from scoresde_jax.data.sources import (
+    DATASETS,
+    SOURCES,
+    ArraySource,
+    DatasetSpec,
+    ImageSource,
+    LazySource,
+    dataset_spec,
+    detect_source,
+    open_image_source,
+    parse_tf_example,
+    prepare_image,
+    read_idx,
+    write_tfrecord_images,
+)
+from scoresde_jax.data.toy import TOY_DATASETS, TOY_GMM, make_toy_dataset, toy_density
+from scoresde_jax.sharding import to_global_array
+
+__all__ = [
+    "DATASETS",
+    "SOURCES",
+    "TOY_DATASETS",
+    "TOY_GMM",
+    "ArraySource",
+    "DatasetSpec",
+    "ImageSource",
+    "LazySource",
+    "TrainIterator",
+    "dataset_spec",
+    "detect_source",
+    "eval_batches",
+    "make_toy_dataset",
+    "num_eval_batches",
+    "open_image_source",
+    "parse_tf_example",
+    "prepare_image",
+    "read_idx",
+    "to_global_array",
+    "to_model_space",
+    "toy_density",
+    "train_batch",
+    "train_example_indices",
+    "write_tfrecord_images",
+]
