@@ -66,9 +66,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, os.getcwd())
 
 from scoresde_jax.models.summary import load_config  # noqa: E402
-from scoresde_jax.sharding import replicated  # noqa: E402
-from scoresde_jax.train import build_experiment  # noqa: E402
-from scoresde_jax.train_step import make_train_step  # noqa: E402
+from scoresde_jax.train import build_experiment, jitted_train_step  # noqa: E402
 
 
 def _override(config, assignment: str) -> None:
@@ -94,20 +92,8 @@ def bench_config(path: str) -> dict:
     exp = build_experiment(config)
     state = exp.init_state()
     n_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(state.params))
-    step_fn = make_train_step(
-        model=exp.model,
-        loss_fn=exp.loss_fn,
-        optimizer=exp.optimizer,
-        ema_rate=config.model.ema_rate,
-        seed_key=exp.train_key,
-        unroll=ARGS.scan_unroll,
-    )
-    p_step = jax.jit(
-        step_fn,
-        in_shardings=(exp.state_sharding, exp.batch_sharding(1)),
-        out_shardings=(exp.state_sharding, replicated(exp.mesh)),
-        donate_argnums=0,
-    )
+    config.training.scan_unroll = ARGS.scan_unroll
+    p_step = jitted_train_step(exp)
     shape = (ARGS.n_jitted_steps, ARGS.batch, *exp.data_shape)
     batches = jax.device_put(
         np.random.default_rng(0).uniform(size=shape).astype(np.float32), exp.batch_sharding(1)

@@ -30,7 +30,14 @@ from scoresde_jax.state import init_state
 from scoresde_jax.train_step import make_eval_loss, make_train_step
 from scoresde_jax.writers import MetricWriter
 
-__all__ = ["train", "Experiment", "build_experiment", "NonFiniteLossError", "to_host"]
+__all__ = [
+    "train",
+    "Experiment",
+    "build_experiment",
+    "jitted_train_step",
+    "NonFiniteLossError",
+    "to_host",
+]
 
 log = logging.getLogger(__name__)
 
@@ -229,6 +236,30 @@ class _StopSignal:
         self._previous = {}
 
 
+def jitted_train_step(exp: Experiment):
+    """The compiled ``step(state, batches) -> (state, metrics)`` of ``--mode train``.
+
+    State replicated and donated, batches ``[n_jitted_steps, batch, ...]`` sharded on their
+    batch axis, metrics replicated: the output state has the input's shardings, so the step is
+    traced and compiled once.
+    """
+    tc = exp.config.training
+    step_fn = make_train_step(
+        model=exp.model,
+        loss_fn=exp.loss_fn,
+        optimizer=exp.optimizer,
+        ema_rate=exp.config.model.ema_rate,
+        seed_key=exp.train_key,
+        unroll=tc.get("scan_unroll", 1),
+    )
+    return jax.jit(
+        step_fn,
+        in_shardings=(exp.state_sharding, exp.batch_sharding(1)),
+        out_shardings=(exp.state_sharding, replicated(exp.mesh)),
+        donate_argnums=0,
+    )
+
+
 def _check_frequencies(tc) -> None:
     n_jit = tc.n_jitted_steps
     freqs = {
@@ -292,20 +323,7 @@ def train(config, workdir: str):
             "resume with an n_jitted_steps that divides it."
         )
 
-    step_fn = make_train_step(
-        model=exp.model,
-        loss_fn=exp.loss_fn,
-        optimizer=exp.optimizer,
-        ema_rate=config.model.ema_rate,
-        seed_key=exp.train_key,
-        unroll=tc.get("scan_unroll", 1),
-    )
-    p_step = jax.jit(
-        step_fn,
-        in_shardings=(exp.state_sharding, exp.batch_sharding(1)),
-        out_shardings=(exp.state_sharding, replicated(exp.mesh)),
-        donate_argnums=0,
-    )
+    p_step = jitted_train_step(exp)
     eval_loss = jax.jit(
         make_eval_loss(model=exp.model, loss_fn=exp.loss_fn, seed_key=exp.eval_key),
         in_shardings=(exp.state_sharding, exp.batch_sharding(0)),

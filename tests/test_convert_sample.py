@@ -44,3 +44,18 @@ def test_convert_then_sample_with_repo_config(tmp_path):
     images = np.load(out["npz"])["samples"]
     assert images.shape == (2, 32, 32, 3) and images.dtype == np.uint8
     assert Path(out["png"]).stat().st_size > 1000
+    # The converted checkpoint evaluates on real CIFAR-10 images (the local subset's test split).
+    cifar = SHARED / "data" / "cifar10_partial" / "cifar10_partial_exact.npz"
+    if not cifar.exists():
+        pytest.skip(f"{cifar} is absent")
+    proc = run(
+        ["main.py", *config, f"--workdir={workdir}", "--mode=eval", f"--config.data.path={cifar}"]
+        + ["--config.eval.batch_size=6", "--config.eval.max_examples=10"]
+        + ["--config.eval.enable_bpd=True", "--config.eval.num_repeats=1"]
+        + ["--config.eval.rtol=1e-2", "--config.eval.atol=1e-2"]
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout[proc.stdout.index("{") :])
+    assert report["step"] == out["step"] and report["eval_loss_examples"] == 10
+    assert np.isfinite(report["eval_loss"]) and report["bpd_test_examples"] == 10
+    assert np.isfinite(report["bpd_test"]) and report["bpd_test"] > 0

@@ -31,6 +31,7 @@ from scoresde_jax.data import (
     prepare_image,
     read_idx,
     sources,
+    tfrecord,
     to_global_array,
     to_model_space,
     train_batch,
@@ -297,12 +298,12 @@ def test_folder_mixed_layout_grayscale_and_split_dirs(tmp_path):
 
 
 def test_crc32c_known_values():
-    assert sources.crc32c(b"123456789") == 0xE3069283
-    assert sources.crc32c(b"") == 0
+    assert tfrecord.crc32c(b"123456789") == 0xE3069283
+    assert tfrecord.crc32c(b"") == 0
     data = np.random.default_rng(0).integers(0, 256, 50_000, dtype=np.uint8).tobytes()
     # The chunked fast path agrees with the byte-at-a-time definition.
-    assert sources.crc32c(data) == sources._crc32c_update(0xFFFFFFFF, data) ^ 0xFFFFFFFF
-    masked = sources.masked_crc32c(b"123456789")
+    assert tfrecord.crc32c(data) == tfrecord._crc32c_update(0xFFFFFFFF, data) ^ 0xFFFFFFFF
+    masked = tfrecord.masked_crc32c(b"123456789")
     crc = 0xE3069283
     assert masked == ((((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF)
 
@@ -325,8 +326,8 @@ def test_tfrecord_round_trip_and_crc(tmp_path):
         got, got_labels = s.get(np.array([6, 0, 3]))
         np.testing.assert_array_equal(got, images[[6, 0, 3]])
         np.testing.assert_array_equal(got_labels, labels[[6, 0, 3]])
-    index = sources.index_tfrecords([path], verify_crc=True)
-    example = parse_tf_example(sources.read_record(index, 2, verify_crc=True))
+    index = tfrecord.index_tfrecords([path], verify_crc=True)
+    example = parse_tf_example(tfrecord.read_record(index, 2, verify_crc=True))
     np.testing.assert_array_equal(example["shape"], [3, 8, 8])
     assert example["data"] == [images[2].transpose(2, 0, 1).tobytes()]
 
@@ -428,7 +429,7 @@ def test_parse_tf_example_matches_protobuf():
     np.testing.assert_array_equal(parsed["f"], np.array([0.5, -2.25], np.float32))
     assert len(parsed["empty"]) == 0
     # Our encoder's bytes parse back with protobuf's own decoder too.
-    ours = sources.encode_tf_example({"shape": [3, 2, 1], "data": b"abcdef"})
+    ours = tfrecord.encode_tf_example({"shape": [3, 2, 1], "data": b"abcdef"})
     back = example_cls.FromString(ours)
     assert list(back.features.feature["shape"].int64_list.value) == [3, 2, 1]
     assert back.features.feature["data"].bytes_list.value == [b"abcdef"]
@@ -436,10 +437,10 @@ def test_parse_tf_example_matches_protobuf():
 
 def test_parse_tf_example_unpacked_int64():
     # proto2-style writers emit one varint per value instead of a packed run.
-    entry = sources._len_field(1, b"shape") + sources._len_field(
-        2, sources._len_field(3, b"\x08\x03\x08\x80\x02\x08\x80\x02")
+    entry = tfrecord._len_field(1, b"shape") + tfrecord._len_field(
+        2, tfrecord._len_field(3, b"\x08\x03\x08\x80\x02\x08\x80\x02")
     )
-    example = sources._len_field(1, sources._len_field(1, entry))
+    example = tfrecord._len_field(1, tfrecord._len_field(1, entry))
     np.testing.assert_array_equal(parse_tf_example(example)["shape"], [3, 256, 256])
 
 
