@@ -1,4 +1,4 @@
-"""Command line: ``python main.py --config CONFIG --workdir DIR --mode {train,eval,sample}``.
+"""Command line: ``python main.py --config CONFIG --workdir DIR --mode {train,eval,sample,stats}``.
 
 Any config field can be overridden, e.g. ``--config.training.n_iters=2000``.
 """
@@ -14,7 +14,12 @@ from ml_collections import config_flags  # noqa: E402
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs, samples and reports.")
-flags.DEFINE_enum("mode", "train", ["train", "eval", "sample"], "What to run.")
+flags.DEFINE_enum(
+    "mode",
+    "train",
+    ["train", "eval", "sample", "stats"],
+    "What to run (stats: reference statistics of the dataset for FID/KID).",
+)
 flags.DEFINE_bool(
     "multihost",
     False,
@@ -65,6 +70,12 @@ def main(argv):
         from scoresde_jax.evaluate import sample
 
         print(json.dumps(sample(FLAGS.config, FLAGS.workdir), indent=2))
+    elif FLAGS.mode == "stats":
+        import json
+
+        from scoresde_jax.evaluate import reference_stats
+
+        print(json.dumps(reference_stats(FLAGS.config, FLAGS.workdir), indent=2))
 
 
 if __name__ == "__main__":

@@ -79,6 +79,9 @@ def get_default_configs() -> ml_collections.ConfigDict:
     evaluate.max_examples = placeholder(int)  # None: the whole split
     evaluate.fid_stats_path = placeholder(str)  # reference Inception statistics (.npz)
     evaluate.inception_weights = placeholder(str)  # Inception-v3 weights for FID/IS/KID
+    evaluate.inception_batch_size = 200  # images per Inception call
+    evaluate.kid_features = 10_000  # pool_3 features kept for KID (samples and --mode stats)
+    evaluate.stats_split = "train"  # --mode stats: the split whose statistics are computed
 
     config.data = data = ml_collections.ConfigDict()
     data.dataset_kind = "image"

@@ -28,13 +28,22 @@ from scoresde_jax.parallel import device_count, sharded_batch_fn, sharded_sample
 from scoresde_jax.plotting import to_uint8
 from scoresde_jax.train import build_experiment, check_workdir, to_host
 
-__all__ = ["evaluate", "gaussian_nll", "sample", "to_uint8", "checkpoint_steps"]
+__all__ = [
+    "evaluate",
+    "default_sample_metrics",
+    "reference_stats",
+    "gaussian_nll",
+    "sample",
+    "to_uint8",
+    "checkpoint_steps",
+]
 
 log = logging.getLogger(__name__)
 
-# ``sample_metrics(config, batches) -> dict``: quality metrics of generated uint8 images (FID,
-# IS, KID, ...), given an iterator over ``[n, H, W, C]`` uint8 batches.
-SampleMetrics = Callable[[object, Iterator[np.ndarray]], dict]
+# ``sample_metrics(config, make_batches) -> dict``: quality metrics of generated uint8 images
+# (FID, IS, KID, ...); ``make_batches()`` returns a fresh iterator over ``[n, H, W, C]`` uint8
+# batches each time it is called (one pass per metric).
+SampleMetrics = Callable[[object, Callable[[], Iterator[np.ndarray]]], dict]
 
 
 def gaussian_nll(train: np.ndarray, test: np.ndarray) -> float:
@@ -97,6 +106,101 @@ def checkpoint_steps(config, workdir: str) -> list[int]:
     return steps
 
 
+def default_sample_metrics(config) -> SampleMetrics | None:
+    """The sample-quality metrics ``--mode eval`` reports for ``config``.
+
+    * FID, KID (against ``eval.fid_stats_path``) and the Inception Score when the FID Inception
+      weights are found (``eval.inception_weights``, ``$SCORESDE_INCEPTION_WEIGHTS`` or the
+      cache directory; see :func:`scoresde_jax.metrics.inception.find_inception_weights`);
+    * the Frechet distance in the feature space of the project's small classifier where the
+      dataset has one (MNIST, CIFAR-10), which needs no download.
+
+    Asking for FID (``eval.fid_stats_path`` or ``eval.inception_weights``) without the weights
+    or the statistics file is an error raised here, before any sampling starts.
+    """
+    ec, d = config.eval, config.data
+    parts = []
+    explicit = ec.get("inception_weights", None)
+    stats_path = ec.get("fid_stats_path", None)
+    if stats_path and not os.path.exists(stats_path):
+        raise FileNotFoundError(
+            f"eval.fid_stats_path={stats_path!r} does not exist. Compute reference statistics "
+            "with --mode stats (or use score_sde's / pytorch-fid's .npz files)."
+        )
+    from scoresde_jax.metrics.inception import find_inception_weights
+
+    try:
+        weights = find_inception_weights(explicit)
+    except FileNotFoundError:
+        if explicit or stats_path:
+            raise
+        weights = None
+    if weights is not None:
+        from scoresde_jax.metrics.quality import InceptionFeatures, inception_metrics
+
+        features = InceptionFeatures(str(weights), batch_size=ec.get("inception_batch_size", 200))
+        keep = ec.get("kid_features", 10_000)
+        parts.append(
+            lambda make: inception_metrics(make(), features, stats_path, keep_features=keep)
+        )
+    classifier_part = _classifier_metrics(d)
+    if classifier_part is not None:
+        parts.append(classifier_part)
+    if not parts:
+        return None
+
+    def run(config, make_batches) -> dict:
+        out: dict = {}
+        for part in parts:
+            result = part(make_batches)
+            warnings = out.get("warnings", []) + result.pop("warnings", [])
+            out.update(result)
+            if warnings:
+                out["warnings"] = warnings
+        return out
+
+    return run
+
+
+def _classifier_metrics(data_config):
+    """FD in the feature space of the project's classifier for this dataset, or ``None``."""
+    from scoresde_jax.metrics.classifier import classifier_fd, classifier_for_dataset
+
+    d = data_config
+    name = classifier_for_dataset(str(d.dataset), d.image_size, d.num_channels)
+    if name is None:
+        return None
+    # Against the statistics of the test split shipped with the classifier.
+    return lambda make_batches: classifier_fd(make_batches(), name)
+
+
+def _classifier_stats(data_config, make_batches, out_dir: str, stem: str) -> dict:
+    from scoresde_jax.metrics.classifier import (
+        classifier_for_dataset,
+        load_classifier,
+        reference_stats,
+    )
+    from scoresde_jax.metrics.fid import save_stats
+
+    d = data_config
+    name = classifier_for_dataset(str(d.dataset), d.image_size, d.num_channels)
+    if name is None:
+        return {}
+    clf = load_classifier(name)
+    stats = reference_stats(clf, make_batches())
+    path = os.path.join(out_dir, f"{stem}_{name}.npz")
+    save_stats(
+        path,
+        stats.mean,
+        stats.cov,
+        classifier=name,
+        classifier_sha256=clf.fingerprint,
+        num_examples=stats.count,
+        dataset=str(d.dataset),
+    )
+    return {f"classifier_{name}": path}
+
+
 def evaluate(config, workdir: str, *, sample_metrics: SampleMetrics | None = None) -> dict:
     """Evaluates checkpoints in ``workdir`` and writes JSON reports; returns the last report.
 
@@ -111,6 +215,8 @@ def evaluate(config, workdir: str, *, sample_metrics: SampleMetrics | None = Non
     """
     if config.data.get("dataset_kind", "image") == "toy":
         return _evaluate_toy(config, workdir)
+    if sample_metrics is None and config.eval.get("enable_sampling", False):
+        sample_metrics = default_sample_metrics(config)
     report = {}
     for step in checkpoint_steps(config, workdir):
         report = _evaluate_images(config, workdir, step, sample_metrics)
@@ -320,7 +426,7 @@ def _sample_rounds(config, exp, state, step, out_dir, batch_size, eval_key, samp
     if nfe is not None:
         out["sampling_nfe"] = int(nfe)
     if sample_metrics is not None:
-        out.update(sample_metrics(config, read_all()))
+        out.update(sample_metrics(config, read_all))
     return out
 
 
@@ -437,3 +543,69 @@ def sample(config, workdir: str) -> dict:
         png = plotting.scatter_samples(stem + ".png", data=data, samples=x, title=title)
         np.savez(stem + ".npz", samples=x)
     return out | {"png": png, "npz": stem + ".npz"}
+
+
+def reference_stats(config, workdir: str) -> dict:
+    """``--mode stats``: feature statistics of a dataset split, the reference of FID and KID.
+
+    Reads ``eval.stats_split`` (default ``"train"``, as the paper's CIFAR-10 statistics) of the
+    config's dataset, at most ``eval.max_examples`` images, and writes to ``workdir/stats/``:
+
+    * ``<dataset>_<split>_inception.npz`` (mu, sigma and up to ``eval.kid_features`` pool_3
+      features) when the Inception weights are found, for ``eval.fid_stats_path``;
+    * ``<dataset>_<split>_<classifier>.npz`` in the feature space of the project's small
+      classifier where the dataset has one.
+
+    Runs on the local devices of one process.
+    """
+    from scoresde_jax.data import eval_batches, num_eval_batches
+    from scoresde_jax.metrics.inception import find_inception_weights
+
+    ec, d = config.eval, config.data
+    split = ec.get("stats_split", "train")
+    source = builders.image_source_from_config(d, split)
+    max_examples = ec.get("max_examples", None)
+    batch = ec.get("inception_batch_size", 200)
+    kw = dict(global_batch_size=batch, max_examples=max_examples)
+    n_batches = num_eval_batches(source, **kw)
+
+    def make_batches():
+        for images, _, mask in tqdm(eval_batches(source, **kw), total=n_batches, desc=split):
+            yield images[mask]
+
+    out_dir = os.path.join(workdir, "stats")
+    os.makedirs(out_dir, exist_ok=True)
+    stem = f"{str(d.dataset).lower()}_{split}"
+    written = {}
+    explicit = ec.get("inception_weights", None)
+    try:
+        weights = find_inception_weights(explicit)
+    except FileNotFoundError as e:
+        if explicit:
+            raise
+        weights = None
+        log.warning("No Inception statistics: %s", str(e).splitlines()[0])
+    if weights is not None:
+        from scoresde_jax.metrics.quality import (
+            InceptionFeatures,
+            inception_statistics,
+            save_reference_stats,
+        )
+
+        features = InceptionFeatures(str(weights), batch_size=batch)
+        stats, _ = inception_statistics(
+            make_batches(), features, keep_features=ec.get("kid_features", 10_000)
+        )
+        path = os.path.join(out_dir, f"{stem}_inception.npz")
+        save_reference_stats(path, stats, dataset=str(d.dataset), split=split)
+        written["inception"] = path
+        written["num_examples"] = stats.count
+    classifier = _classifier_stats(d, make_batches, out_dir, stem)
+    if classifier:
+        written.update(classifier)
+    if not written:
+        raise FileNotFoundError(
+            "Nothing to compute: no Inception weights were found (see the README, 'Sample "
+            "quality') and the dataset has no project classifier."
+        )
+    return written

@@ -109,6 +109,10 @@ def test_mnist_train_resume_eval_sample(tmp_path):
     assert first.dtype == np.uint8 and first.shape == (16, 28, 28, 1)
     saved = json.loads((workdir / "eval" / "report_step_4.json").read_text())
     assert saved["bpd_test"] == report["bpd_test"]
+    # No Inception weights here: sample quality is the FD in the MNIST classifier's features,
+    # huge for an untrained network's samples next to the test set.
+    assert report["fd_mnist_num_samples"] == 20 and report["fd_mnist"] > 100
+    assert "fid" not in report
 
     # A preempted evaluation resumes: finished rounds and repeats are not redone.
     before = rounds[0].stat().st_mtime_ns
@@ -141,3 +145,42 @@ def test_tfds_dataset_trains_and_evaluates_under_mock_data(tmp_path):
         report = evaluate(config, str(tmp_path))
     assert int(state.step) == 2
     assert report["eval_loss_examples"] == 20 and np.isfinite(report["eval_loss"])
+
+
+INCEPTION = SHARED / "fixtures" / "fid_inception_random" / "weights_fp16.npz"
+
+
+@needs_mnist
+@pytest.mark.slow
+@pytest.mark.skipif(not INCEPTION.exists(), reason=f"{INCEPTION} is absent")
+def test_reference_stats_then_fid_in_eval(tmp_path):
+    """--mode stats writes Inception and classifier statistics; eval then reports FID and KID
+    against them (random Inception weights: the numbers are checked for consistency only)."""
+    workdir = tmp_path / "run"
+    config = tiny_config(**{"training.n_iters": 2, "training.snapshot_freq": 2})
+    config.training.snapshot_sampling = False
+    train_lib.train(config, str(workdir))
+    from scoresde_jax.evaluate import reference_stats
+    from scoresde_jax.metrics import load_stats
+
+    config.eval.inception_weights = str(INCEPTION)
+    config.eval.max_examples = 12
+    config.eval.inception_batch_size = 4
+    written = reference_stats(config, str(workdir))
+    ref = load_stats(written["inception"])
+    assert written["num_examples"] == 12 and ref.features.shape == (12, 2048)
+    assert ref.mu.shape == (2048,) and os.path.exists(written["classifier_mnist"])
+
+    config.eval.fid_stats_path = written["inception"]
+    config.eval.enable_loss = False
+    config.eval.enable_sampling = True
+    config.eval.num_samples = 10
+    report = evaluate(config, str(workdir))
+    assert np.isfinite(report["fid"]) and report["fid"] > 0
+    assert np.isfinite(report["kid"]) and np.isfinite(report["inception_score"])
+    assert report["fd_mnist_num_samples"] == 10
+    assert any("not comparable to published" in w for w in report["warnings"])
+
+    config.eval.fid_stats_path = str(tmp_path / "missing.npz")
+    with pytest.raises(FileNotFoundError, match="--mode stats"):
+        evaluate(config, str(workdir))

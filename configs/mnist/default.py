@@ -67,6 +67,9 @@ def get_default_configs() -> ml_collections.ConfigDict:
     evaluate.ode_solver = "tsit5"
     evaluate.fid_stats_path = placeholder(str)
     evaluate.inception_weights = placeholder(str)
+    evaluate.inception_batch_size = 200  # images per Inception call
+    evaluate.kid_features = 10_000  # pool_3 features kept for KID (samples and --mode stats)
+    evaluate.stats_split = "train"  # --mode stats: the split whose statistics are computed
 
     config.data = data = ml_collections.ConfigDict()
     data.dataset_kind = "image"
