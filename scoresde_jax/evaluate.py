@@ -26,6 +26,7 @@ from scoresde_jax.data import TOY_GMM, make_toy_dataset, toy_density
 from scoresde_jax.likelihood import bits_per_dim, log_likelihood
 from scoresde_jax.parallel import device_count, sharded_batch_fn, sharded_sampler
 from scoresde_jax.plotting import to_uint8
+from scoresde_jax.sharding import make_data_mesh
 from scoresde_jax.train import build_experiment, check_workdir, to_host
 
 __all__ = [
@@ -122,6 +123,9 @@ def default_sample_metrics(config) -> SampleMetrics | None:
     parts = []
     explicit = ec.get("inception_weights", None)
     stats_path = ec.get("fid_stats_path", None)
+    # Feature networks split each batch over the local devices. Every process reads the same
+    # sample files, so with several processes each one scores them on its own devices.
+    mesh = make_data_mesh(config.get("num_devices", None)) if jax.process_count() == 1 else None
     if stats_path and not os.path.exists(stats_path):
         raise FileNotFoundError(
             f"eval.fid_stats_path={stats_path!r} does not exist. Compute reference statistics "
@@ -138,12 +142,14 @@ def default_sample_metrics(config) -> SampleMetrics | None:
     if weights is not None:
         from scoresde_jax.metrics.quality import InceptionFeatures, inception_metrics
 
-        features = InceptionFeatures(str(weights), batch_size=ec.get("inception_batch_size", 200))
+        features = InceptionFeatures(
+            str(weights), mesh=mesh, batch_size=ec.get("inception_batch_size", 200)
+        )
         keep = ec.get("kid_features", 10_000)
         parts.append(
             lambda make: inception_metrics(make(), features, stats_path, keep_features=keep)
         )
-    classifier_part = _classifier_metrics(d)
+    classifier_part = _classifier_metrics(d, mesh)
     if classifier_part is not None:
         parts.append(classifier_part)
     if not parts:
@@ -162,7 +168,7 @@ def default_sample_metrics(config) -> SampleMetrics | None:
     return run
 
 
-def _classifier_metrics(data_config):
+def _classifier_metrics(data_config, mesh):
     """FD in the feature space of the project's classifier for this dataset, or ``None``."""
     from scoresde_jax.metrics.classifier import classifier_fd, classifier_for_dataset
 
@@ -171,7 +177,7 @@ def _classifier_metrics(data_config):
     if name is None:
         return None
     # Against the statistics of the test split shipped with the classifier.
-    return lambda make_batches: classifier_fd(make_batches(), name)
+    return lambda make_batches: classifier_fd(make_batches(), name, mesh=mesh)
 
 
 def _classifier_stats(data_config, make_batches, out_dir: str, stem: str) -> dict:

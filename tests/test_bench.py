@@ -27,3 +27,23 @@ def test_likelihood_bench_smoke():
     # Two independent solvers of the same ODE at rtol 1e-3 agree on bits/dim.
     assert abs(row["device"]["bpd_mean"] - row["host"]["bpd_mean"]) < 1e-2, row
     assert row["bpd_diff_max_abs"] < 1e-2, row
+
+
+def test_train_bench_smoke():
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench/train.py"), "--config", "configs/mnist/ddpmpp_vp.py"]
+        + ["--batch", "8", "--steps", "1", "--warmup", "0", "--host_devices", "2"]
+        + ["--override", "model.nf=8", "model.ch_mult=(1,2)", "model.attn_resolutions=()"],
+        cwd=ROOT,
+        env=dict(os.environ, XLA_FLAGS=""),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["devices"] == 2 and row["global_batch"] == 8 and row["loss_finite"]
+    assert row["steps_per_s"] > 0
+    assert abs(row["images_per_s"] - 8 * row["steps_per_s"]) < 1e-9 * row["images_per_s"]
