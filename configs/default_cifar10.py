@@ -39,7 +39,7 @@ def get_default_configs() -> ml_collections.ConfigDict:
     training.reduce_mean = False
 
     config.sampling = sampling = ml_collections.ConfigDict()
-    sampling.method = "pc"  # "pc" | "ode"
+    sampling.method = "pc"  # "pc" | "ode" | "edm" | "dpm_solver_pp"
     sampling.predictor = "reverse_diffusion"
     sampling.corrector = "langevin"
     sampling.snr = 0.16
@@ -50,6 +50,8 @@ def get_default_configs() -> ml_collections.ConfigDict:
     # VE files set it).
     sampling.eps = 1e-3
     sampling.num_steps = placeholder(int)  # None: the SDE's N
+    sampling.edm_churn = 0.0  # method "edm": stochastic churn (0: deterministic Heun)
+    sampling.dpm_order = 2  # method "dpm_solver_pp": 1 (DDIM) or 2 (2M)
     sampling.ode_solver = "tsit5"
     sampling.rtol = 1e-5
     sampling.atol = 1e-5

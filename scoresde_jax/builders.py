@@ -69,7 +69,10 @@ def sampler_from_config(sampling_config, sde: SDE):
     """``sample(score_fn, key, shape) -> SampleResult`` for ``config.sampling``.
 
     ``method = "pc"`` uses ``predictor``/``corrector``/``snr``/``n_steps_each``/``noise_removal``;
-    ``method = "ode"`` uses the probability-flow ODE with ``ode_solver``/``rtol``/``atol``.
+    ``method = "ode"`` uses the probability-flow ODE with ``ode_solver``/``rtol``/``atol``;
+    ``method = "edm"`` Heun's method on Karras et al.'s time steps (``num_steps``, default 18,
+    ``edm_churn``); ``method = "dpm_solver_pp"`` DPM-Solver++ (``num_steps``, default 20,
+    ``dpm_order`` 1 or 2).
     """
     from scoresde_jax import sampling
 
@@ -108,8 +111,36 @@ def sampler_from_config(sampling_config, sde: SDE):
                 denoise=s.noise_removal,
             )
 
+    elif method == "edm":
+
+        def sample(score_fn, key, shape):
+            return sampling.edm_sample(
+                sde,
+                score_fn,
+                key,
+                shape,
+                num_steps=s.get("num_steps", None) or 18,
+                churn=s.get("edm_churn", 0.0),
+            )
+
+    elif method == "dpm_solver_pp":
+
+        def sample(score_fn, key, shape):
+            return sampling.dpm_solver_pp_sample(
+                sde,
+                score_fn,
+                key,
+                shape,
+                num_steps=s.get("num_steps", None) or 20,
+                order=s.get("dpm_order", 2),
+                eps=s.get("eps", 1e-3),
+            )
+
     else:
-        raise ValueError(f"Unknown config.sampling.method={s.method!r}; use 'pc' or 'ode'.")
+        raise ValueError(
+            f"Unknown config.sampling.method={s.method!r}; use 'pc', 'ode', 'edm' or "
+            "'dpm_solver_pp'."
+        )
     return sample
 
 

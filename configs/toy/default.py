@@ -40,6 +40,8 @@ def get_default_config() -> ml_collections.ConfigDict:
     sampling.probability_flow = False  # PC predictor steps along the probability-flow ODE
     sampling.eps = 1e-3
     sampling.num_steps = placeholder(int)  # None: the SDE's N
+    sampling.edm_churn = 0.0  # method "edm": stochastic churn (0: deterministic Heun)
+    sampling.dpm_order = 2  # method "dpm_solver_pp": 1 (DDIM) or 2 (2M)
     sampling.ode_solver = "tsit5"
     sampling.rtol = 1e-5
     sampling.atol = 1e-5
