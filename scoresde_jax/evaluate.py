@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from scoresde_jax import builders, plotting
 from scoresde_jax.checkpoint import Checkpointer
 from scoresde_jax.data import TOY_GMM, make_toy_dataset, toy_density
+from scoresde_jax.fileio import atomic_savez
 from scoresde_jax.likelihood import bits_per_dim, log_likelihood
 from scoresde_jax.parallel import device_count, sharded_batch_fn, sharded_sampler
 from scoresde_jax.plotting import to_uint8
@@ -229,12 +230,6 @@ def evaluate(config, workdir: str, *, sample_metrics: SampleMetrics | None = Non
     return report
 
 
-def _atomic_savez(path: str, **arrays) -> None:
-    tmp = path + ".tmp.npz"
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
-
-
 def _masked_mean_stderr(values: np.ndarray) -> tuple[float, float]:
     values = np.asarray(values, np.float64)
     if len(values) < 2:
@@ -351,7 +346,7 @@ def _evaluate_images(config, workdir: str, step: int, sample_metrics) -> dict:
                     nfes.extend(to_host(nfe)[keep].tolist())
                     bar.update(1)
                     if is_main:
-                        _atomic_savez(
+                        atomic_savez(
                             path,
                             bpd=np.array(bpds),
                             nfe=np.array(nfes),
@@ -360,7 +355,7 @@ def _evaluate_images(config, workdir: str, step: int, sample_metrics) -> dict:
                         )
                 bar.close()
                 if is_main:
-                    _atomic_savez(
+                    atomic_savez(
                         path,
                         bpd=np.array(bpds),
                         nfe=np.array(nfes),
@@ -411,7 +406,7 @@ def _sample_rounds(config, exp, state, step, out_dir, batch_size, eval_key, samp
         x, nfe = run(state.ema_params, jax.random.fold_in(eval_key, 10**6 + r))
         images = to_uint8(to_host(x), centered=d.centered)
         if is_main:
-            _atomic_savez(paths[r], samples=images)
+            atomic_savez(paths[r], samples=images)
 
     def read_all():
         left = ec.num_samples

@@ -42,7 +42,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -56,6 +55,7 @@ import optax
 from flax import traverse_util
 from jax.sharding import Mesh
 
+from scoresde_jax.fileio import atomic_savez
 from scoresde_jax.metrics.fid import (
     FeatureStats,
     Stats,
@@ -253,25 +253,6 @@ def params_fingerprint(params: Any) -> str:
     return h.hexdigest()
 
 
-def _atomic_savez(path: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> None:
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".classifier-", suffix=".npz.tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        # mkstemp creates the file readable by its owner only; give it the usual permissions.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def save_classifier(path: str | os.PathLike, classifier: Classifier) -> None:
     """Writes ``classifier`` as a flat ``.npz``: one float32 array per parameter (keys like
     ``params/conv0_0/kernel``, from ``flax.traverse_util.flatten_dict(..., sep="/")``) and
@@ -289,7 +270,7 @@ def save_classifier(path: str | os.PathLike, classifier: Classifier) -> None:
         "params_sha256": params_fingerprint(classifier.params),
     }
     arrays["meta"] = np.array(json.dumps(meta, sort_keys=True))
-    _atomic_savez(path, arrays)
+    atomic_savez(path, **arrays)
 
 
 def _resolve(name_or_path: str | os.PathLike, kind: str) -> Path:

@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike
 from scipy import special
+
+from scoresde_jax.fileio import atomic_savez
 
 __all__ = [
     "PUBLISHED_NUM_SAMPLES",
@@ -505,21 +506,7 @@ def save_stats(
         arrays["features"] = features
     if meta:
         arrays["meta"] = np.array(json.dumps(meta, sort_keys=True))
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".stats-", suffix=".npz.tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        # mkstemp creates the file readable by its owner only; give it the usual permissions.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_savez(path, **arrays)
 
 
 def _stats_from_features(features: np.ndarray, chunk: int = 8192) -> tuple[np.ndarray, np.ndarray]:
