@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-__all__ = ["TrainState", "make_optimizer", "ema_update"]
+__all__ = ["TrainState", "make_optimizer", "learning_rate_schedule", "ema_update"]
 
 
 @flax.struct.dataclass
@@ -18,6 +18,11 @@ class TrainState:
     params: Any
     ema_params: Any
     opt_state: Any
+
+
+def learning_rate_schedule(lr: float, warmup: int) -> optax.Schedule:
+    """Linear warm-up from 0 to ``lr`` over ``warmup`` steps, then constant (0: no warm-up)."""
+    return optax.linear_schedule(0.0, lr, warmup) if warmup > 0 else optax.constant_schedule(lr)
 
 
 def make_optimizer(
@@ -34,7 +39,7 @@ def make_optimizer(
 
     ``grad_clip < 0`` disables clipping; ``warmup = 0`` disables the warm-up.
     """
-    schedule = optax.linear_schedule(0.0, lr, warmup) if warmup > 0 else lr
+    schedule = learning_rate_schedule(lr, warmup)
     name = optimizer.lower()
     if name == "adam":
         opt = optax.adam(schedule, b1=beta1, eps=eps)

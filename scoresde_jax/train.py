@@ -26,7 +26,7 @@ from scoresde_jax.data import make_toy_dataset
 from scoresde_jax.parallel import device_count, sharded_sampler
 from scoresde_jax.score import get_score_fn
 from scoresde_jax.sharding import make_data_mesh, put_global_batch, replicated
-from scoresde_jax.state import init_state
+from scoresde_jax.state import init_state, learning_rate_schedule
 from scoresde_jax.train_step import make_eval_loss, make_train_step
 from scoresde_jax.writers import MetricWriter
 
@@ -278,11 +278,6 @@ def _check_frequencies(tc) -> None:
         )
 
 
-def _learning_rate(optim, step: int) -> float:
-    warmup = optim.warmup
-    return optim.lr * (min(step / warmup, 1.0) if warmup > 0 else 1.0)
-
-
 def train(config, workdir: str):
     """Trains the model described by ``config``; checkpoints and logs go to ``workdir``.
 
@@ -302,6 +297,7 @@ def train(config, workdir: str):
     n_jit = tc.n_jitted_steps
     preempt_freq = tc.get("snapshot_freq_for_preemption", tc.snapshot_freq)
     eval_freq = tc.get("eval_freq", 0) or 0
+    lr_schedule = learning_rate_schedule(config.optim.lr, config.optim.warmup)
     is_main = jax.process_index() == 0
 
     ckpt = Checkpointer(
@@ -378,7 +374,7 @@ def train(config, workdir: str):
                 scalars = {
                     "loss": metrics["loss"],
                     "grad_norm": metrics["grad_norm"],
-                    "learning_rate": _learning_rate(config.optim, step),
+                    "learning_rate": lr_schedule(step),
                     "steps_per_s": rate,
                     "examples_per_s": rate * tc.batch_size,
                 }
