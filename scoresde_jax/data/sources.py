@@ -345,6 +345,29 @@ def dataset_spec(dataset: str) -> DatasetSpec:
     return DATASETS.get(key, DatasetSpec(dataset, "resize_small_crop"))
 
 
+def _lazy_source(
+    name: str,
+    length: int,
+    read: Callable[[int], tuple[np.ndarray, int]],
+    *,
+    spec: DatasetSpec,
+    image_size: int,
+    num_channels: int,
+    num_classes: int | None,
+) -> LazySource:
+    """A :class:`LazySource` whose images are fitted with the dataset's geometry."""
+    return LazySource(
+        name=name,
+        length=length,
+        read=read,
+        fit=functools.partial(
+            prepare_image, image_size=image_size, num_channels=num_channels, geometry=spec.geometry
+        ),
+        image_shape=(image_size, image_size, num_channels),
+        num_classes=num_classes,
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # Readers of in-memory formats.
 
@@ -651,14 +674,13 @@ def _open_folder(
         lookup = {c: i for i, c in enumerate(classes)}
         labels = [lookup[parts[0]] for parts in classes_of]
         num_classes = len(classes)
-    return LazySource(
-        name=name,
-        length=len(files),
-        read=lambda i: _decode_image_file(files[i], labels[i]),
-        fit=functools.partial(
-            prepare_image, image_size=image_size, num_channels=num_channels, geometry=spec.geometry
-        ),
-        image_shape=(image_size, image_size, num_channels),
+    return _lazy_source(
+        name,
+        len(files),
+        lambda i: _decode_image_file(files[i], labels[i]),
+        spec=spec,
+        image_size=image_size,
+        num_channels=num_channels,
         num_classes=num_classes,
     )
 
@@ -746,14 +768,13 @@ def _open_tfrecord(
         record = read_record(index, i, verify_crc=verify_crc)
         return _decode_image_example(record, f"{index.files[index.file_ids[i]]} record {i}")
 
-    return LazySource(
-        name=name,
-        length=len(index),
-        read=read,
-        fit=functools.partial(
-            prepare_image, image_size=image_size, num_channels=num_channels, geometry=spec.geometry
-        ),
-        image_shape=(image_size, image_size, num_channels),
+    return _lazy_source(
+        name,
+        len(index),
+        read,
+        spec=spec,
+        image_size=image_size,
+        num_channels=num_channels,
         num_classes=None,
     )
 
@@ -842,14 +863,13 @@ def _open_tfds(
         label = example.get("label")
         return np.asarray(example["image"]), -1 if label is None else int(label)
 
-    return LazySource(
-        name=name,
-        length=len(ds),
-        read=read,
-        fit=functools.partial(
-            prepare_image, image_size=image_size, num_channels=num_channels, geometry=spec.geometry
-        ),
-        image_shape=(image_size, image_size, num_channels),
+    return _lazy_source(
+        name,
+        len(ds),
+        read,
+        spec=spec,
+        image_size=image_size,
+        num_channels=num_channels,
         num_classes=num_classes,
     )
 
