@@ -6,9 +6,9 @@ import json
 import os
 import pathlib
 
-import jax
 import numpy as np
 import pytest
+from train_utils import leaves, override
 
 from configs.mnist.ddpmpp_vp import get_config
 from scoresde_jax import train as train_lib
@@ -44,17 +44,7 @@ def tiny_config(**overrides):
     e.batch_size = 16
     e.max_examples = 20  # two batches of 16: the second holds 4 real examples and 12 of padding
     e.rtol = e.atol = 1e-3
-    for key, value in overrides.items():
-        *sections, field = key.split(".")
-        target = config
-        for section in sections:
-            target = target[section]
-        target[field] = value
-    return config
-
-
-def leaves(tree):
-    return [np.asarray(x) for x in jax.tree.leaves(jax.device_get(tree))]
+    return override(config, overrides)
 
 
 needs_mnist = pytest.mark.skipif(

@@ -17,6 +17,7 @@ import time
 import jax
 import numpy as np
 import pytest
+from train_utils import override
 
 from configs.toy.gmm import get_config
 from scoresde_jax.checkpoint import Checkpointer
@@ -42,14 +43,7 @@ TIMEOUT_S = 75
 
 
 def _config():
-    config = get_config()
-    for path, value in OVERRIDES.items():
-        *parents, leaf = path.split(".")
-        node = config
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    return config
+    return override(get_config(), OVERRIDES)
 
 
 def _command(workdir, mode: str, *extra: str) -> list[str]:

@@ -11,7 +11,8 @@ import time
 import jax
 import numpy as np
 import pytest
-from test_train import leaves, small_config
+from test_train import small_config
+from train_utils import leaves
 
 from scoresde_jax import train as train_lib
 from scoresde_jax.checkpoint import Checkpointer, CheckpointRestoreError

@@ -3,6 +3,7 @@
 import jax
 import numpy as np
 import pytest
+from train_utils import leaves, override
 
 from configs.toy.gmm import get_config
 from scoresde_jax import train as train_lib
@@ -21,17 +22,7 @@ def small_config(**overrides):
     config.training.snapshot_sampling = False
     config.training.progress_bar = False
     config.data.n_train = 2_000
-    for key, value in overrides.items():
-        *sections, field = key.split(".")
-        target = config
-        for section in sections:
-            target = target[section]
-        target[field] = value
-    return config
-
-
-def leaves(tree):
-    return [np.asarray(x) for x in jax.tree.leaves(jax.device_get(tree))]
+    return override(config, overrides)
 
 
 def test_resume_is_exact(tmp_path):
