@@ -12,9 +12,10 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.sharding import Mesh, PartitionSpec
 
-__all__ = ["sharded_sampler", "sharded_batch_fn", "device_count"]
+__all__ = ["sharded_sampler", "sharded_batch_fn", "device_count", "map_fixed_batches"]
 
 
 def device_count(mesh: Mesh) -> int:
@@ -48,17 +49,10 @@ def sharded_sampler(
     local_shape = (shape[0] // n, *shape[1:])
 
     def per_device(params, key):
-        key = jax.random.fold_in(key, jax.lax.axis_index("data"))
         res = sample_fn(make_score_fn(params), key, local_shape)
         return res.x, jnp.reshape(jnp.asarray(res.nfe, jnp.int32), (1,))
 
-    mapped = jax.shard_map(
-        per_device,
-        mesh=mesh,
-        in_specs=(PartitionSpec(), PartitionSpec()),
-        out_specs=(PartitionSpec("data"), PartitionSpec("data")),
-        check_vma=False,
-    )
+    mapped = sharded_batch_fn(mesh, per_device, num_batched=0, num_outputs=2)
 
     @jax.jit
     def run(params, key):
@@ -88,3 +82,25 @@ def sharded_batch_fn(mesh: Mesh, fn: Callable, num_batched: int, num_outputs: in
         check_vma=False,
     )
     return jax.jit(mapped)
+
+
+def map_fixed_batches(
+    fn: Callable[[np.ndarray], tuple], x: np.ndarray, batch_size: int
+) -> tuple[np.ndarray, ...]:
+    """Applies ``fn`` to ``x`` in chunks of exactly ``batch_size`` rows; returns numpy outputs.
+
+    The last chunk is padded with zeros so ``fn`` (a compiled function) sees one shape only; the
+    outputs of the padding rows are dropped. ``fn`` returns a tuple of arrays whose first axis is
+    the batch. ``x`` must hold at least one row.
+    """
+    if len(x) == 0:
+        raise ValueError("map_fixed_batches needs at least one row")
+    outputs = []
+    for start in range(0, len(x), batch_size):
+        chunk = x[start : start + batch_size]
+        n = len(chunk)
+        if n < batch_size:
+            padding = np.zeros((batch_size - n, *chunk.shape[1:]), chunk.dtype)
+            chunk = np.concatenate([chunk, padding])
+        outputs.append([np.asarray(o)[:n] for o in fn(chunk)])
+    return tuple(np.concatenate(parts) for parts in zip(*outputs, strict=True))

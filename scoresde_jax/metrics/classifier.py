@@ -64,6 +64,7 @@ from scoresde_jax.metrics.fid import (
     load_stats_meta,
     save_stats,
 )
+from scoresde_jax.parallel import map_fixed_batches
 from scoresde_jax.sharding import batch_sharding, put_global_batch, replicated
 
 __all__ = [
@@ -379,8 +380,7 @@ def feature_fn(
     expected = classifier.spec.input_shape
 
     def apply(params, images):
-        features, logits = module.apply({"params": params}, images)
-        return (features, logits) if with_logits else features
+        return module.apply({"params": params}, images)
 
     if mesh is None:
         params = jax.device_put(classifier.params)
@@ -394,7 +394,7 @@ def feature_fn(
         jitted = jax.jit(
             apply,
             in_shardings=(replicated(mesh), batch_sharding(mesh)),
-            out_shardings=replicated(mesh),
+            out_shardings=(replicated(mesh), replicated(mesh)),
         )
         put = functools.partial(put_global_batch, mesh=mesh)
 
@@ -405,22 +405,12 @@ def feature_fn(
                 f"classifier {classifier.name!r} takes images [n, {', '.join(map(str, expected))}]"
                 f", got shape {images.shape}"
             )
-        feats, logits = [], []
-        for start in range(0, images.shape[0], batch_size):
-            chunk = images[start : start + batch_size]
-            n = chunk.shape[0]
-            if n < batch_size:
-                chunk = np.concatenate([chunk, np.zeros((batch_size - n, *expected), chunk.dtype)])
-            out = jitted(params, put(chunk))
-            f, lg = out if with_logits else (out, None)
-            feats.append(np.asarray(f)[:n])
-            if with_logits:
-                logits.append(np.asarray(lg)[:n])
-        if not feats:
-            feats = [np.zeros((0, classifier.spec.feature_dim), np.float32)]
-            logits = [np.zeros((0, classifier.spec.num_classes), np.float32)]
-        features = np.concatenate(feats)
-        return (features, np.concatenate(logits)) if with_logits else features
+        if images.shape[0] == 0:
+            features = np.zeros((0, classifier.spec.feature_dim), np.float32)
+            logits = np.zeros((0, classifier.spec.num_classes), np.float32)
+            return (features, logits) if with_logits else features
+        outputs = map_fixed_batches(lambda chunk: jitted(params, put(chunk)), images, batch_size)
+        return outputs if with_logits else outputs[0]
 
     return run
 

@@ -22,6 +22,7 @@ from scoresde_jax.metrics.fid import (
     save_stats,
 )
 from scoresde_jax.metrics.inception import load_inception_params, make_inception_fn
+from scoresde_jax.parallel import map_fixed_batches
 
 __all__ = ["InceptionFeatures", "inception_statistics", "inception_metrics"]
 
@@ -55,18 +56,7 @@ class InceptionFeatures:
 
     def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``uint8 [n, H, W, C]`` -> ``(pool_3 [n, 2048], logits [n, 1008])`` as numpy."""
-        images = _rgb(images)
-        pools, logits = [], []
-        bs = self.batch_size
-        for i in range(0, len(images), bs):
-            chunk = images[i : i + bs]
-            n = len(chunk)
-            if n < bs:  # keep one compiled shape
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], bs - n, 0)])
-            p, lg = self._fn(chunk)
-            pools.append(np.asarray(p)[:n])
-            logits.append(np.asarray(lg)[:n])
-        return np.concatenate(pools), np.concatenate(logits)
+        return map_fixed_batches(self._fn, _rgb(images), self.batch_size)
 
 
 def inception_statistics(
