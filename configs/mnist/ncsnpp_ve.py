@@ -13,7 +13,8 @@ def get_config():
     config.training.sde = "vesde"
     config.training.reduce_mean = False
     config.data.centered = False
-    config.model.sigma_max = 30.0  # about the largest distance between two MNIST images in [0, 1]
+    # At least the largest distance between two MNIST images in [0, 1] (at most sqrt(784) = 28).
+    config.model.sigma_max = 30.0
     config.model.scale_by_sigma = True
     config.model.embedding_type = "fourier"
     config.model.fir = True
