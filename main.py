@@ -1,4 +1,8 @@
-"""Command line: ``python main.py --config CONFIG --workdir DIR --mode {train,eval,sample,stats}``.
+"""Command line: ``python main.py --config CONFIG --workdir DIR --mode MODE``.
+
+Modes: train, eval, sample (also inpainting, colorization and class-conditional sampling through
+``--config.sampling.task``), stats, train_classifier, encode, interpolate, temperature and
+toy_figures.
 
 Any config field can be overridden, e.g. ``--config.training.n_iters=2000``.
 """
@@ -17,8 +21,20 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs, samples a
 flags.DEFINE_enum(
     "mode",
     "train",
-    ["train", "eval", "sample", "stats"],
-    "What to run (stats: reference statistics of the dataset for FID/KID).",
+    [
+        "train",
+        "eval",
+        "sample",
+        "stats",
+        "train_classifier",
+        "encode",
+        "interpolate",
+        "temperature",
+        "toy_figures",
+    ],
+    "What to run. stats: reference statistics of the dataset for FID/KID; train_classifier: the "
+    "noise-conditional classifier of class-conditional sampling; encode/interpolate/temperature: "
+    "probability-flow latent manipulation; toy_figures: score fields and trajectories (2-D data).",
 )
 flags.DEFINE_bool(
     "multihost",
@@ -76,6 +92,29 @@ def main(argv):
         from scoresde_jax.evaluate import reference_stats
 
         print(json.dumps(reference_stats(FLAGS.config, FLAGS.workdir), indent=2))
+    elif FLAGS.mode == "train_classifier":
+        import json
+
+        from scoresde_jax.noise_classifier import train_classifier
+
+        print(json.dumps(train_classifier(FLAGS.config, FLAGS.workdir), indent=2))
+    elif FLAGS.mode in ("encode", "interpolate", "temperature"):
+        import json
+
+        from scoresde_jax import manipulate
+
+        run = {
+            "encode": manipulate.encode_mode,
+            "interpolate": manipulate.interpolate_mode,
+            "temperature": manipulate.temperature_mode,
+        }[FLAGS.mode]
+        print(json.dumps(run(FLAGS.config, FLAGS.workdir), indent=2))
+    elif FLAGS.mode == "toy_figures":
+        import json
+
+        from scoresde_jax.figures import toy_figures
+
+        print(json.dumps(toy_figures(FLAGS.config, FLAGS.workdir), indent=2))
 
 
 if __name__ == "__main__":

@@ -56,6 +56,8 @@ def get_default_configs() -> ml_collections.ConfigDict:
     sampling.rtol = 1e-5
     sampling.atol = 1e-5
     sampling.batch_size = 64  # --mode sample: how many samples in the grid
+    sampling.task = "generate"  # "generate" | "class" | "inpaint" | "colorize"
+    sampling.label = placeholder(int)  # task "class": the class to sample
 
     config.eval = evaluate = ml_collections.ConfigDict()
     # Which checkpoints --mode eval reads: "latest", "all", a comma-separated list of steps, or

@@ -516,11 +516,19 @@ def _evaluate_toy(config, workdir: str) -> dict:
 def sample(config, workdir: str) -> dict:
     """Draws ``config.sampling.batch_size`` samples from the latest checkpoint's EMA parameters.
 
+    ``config.sampling.task`` other than ``"generate"`` runs a controllable-generation task
+    instead (see :mod:`scoresde_jax.tasks`).
+
     Uses the sampler of ``config.sampling`` (any PC predictor/corrector or the ODE), split over
     the devices of the mesh. Writes ``workdir/samples/sample_step_<step>.{png,npz}``: a PNG grid
     (images) or a scatter plot next to data (2-D toy sets), and the raw samples (uint8 for
     images).
     """
+    task = str(config.sampling.get("task", "generate")).lower()
+    if task != "generate":
+        from scoresde_jax.tasks import run_task
+
+        return run_task(config, workdir)
     exp, state, step = _restore(config, workdir)
     n_dev = device_count(exp.mesh)
     n = -(-config.sampling.get("batch_size", 64) // n_dev) * n_dev

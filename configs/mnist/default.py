@@ -49,6 +49,8 @@ def get_default_configs() -> ml_collections.ConfigDict:
     sampling.rtol = 1e-5
     sampling.atol = 1e-5
     sampling.batch_size = 64
+    sampling.task = "generate"  # "generate" | "class" | "inpaint" | "colorize"
+    sampling.label = placeholder(int)  # task "class": the class to sample
 
     config.eval = evaluate = ml_collections.ConfigDict()
     evaluate.checkpoints = "latest"  # "latest", "all", "snapshots" or "step,step,..."

@@ -46,6 +46,8 @@ def get_default_config() -> ml_collections.ConfigDict:
     sampling.rtol = 1e-5
     sampling.atol = 1e-5
     sampling.batch_size = 2_000  # --mode sample: number of points in the scatter plot
+    sampling.task = "generate"  # "generate" | "class" | "inpaint" | "colorize"
+    sampling.label = placeholder(int)  # task "class": the class to sample
 
     config.eval = evaluate = ml_collections.ConfigDict()
     evaluate.batch_size = 1_000
