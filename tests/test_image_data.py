@@ -106,6 +106,36 @@ def test_mnist_resized_and_rgb(mnist_train):
     np.testing.assert_array_equal(x[..., 0], x[..., 2])  # grayscale repeated
 
 
+def test_colored_mnist_tints_each_digit_with_one_saturated_color(mnist_train):
+    s = open_image_source(
+        dataset="colored_mnist", split="train", image_size=28, num_channels=3, path=str(MNIST)
+    )
+    assert s.image_shape == (28, 28, 3) and len(s) == 60000 and s.num_classes == 10
+    idx = np.array([0, 1, 2, 59999, 777])
+    x, labels = s.get(idx)
+    gray, gray_labels = mnist_train.get(idx)
+    np.testing.assert_array_equal(labels, gray_labels)
+    # Full saturation and value: the brightest channel is the gray digit itself, the darkest is 0.
+    np.testing.assert_array_equal(x.max(-1), gray[..., 0])
+    assert (x.min(-1) == 0).all()
+    # One color per image: every pixel is the gray value times that image's color.
+    colors = s.colors(idx)
+    expected = np.rint(gray.astype(np.float64) * colors[:, None, None, :])
+    np.testing.assert_array_equal(x, expected)
+    # Deterministic, different between examples and splits, spread over the hue circle.
+    np.testing.assert_array_equal(s.get(idx)[0], x)
+    test = open_image_source(
+        dataset="colored_mnist", split="test", image_size=28, num_channels=3, path=str(MNIST)
+    )
+    assert not np.allclose(test.colors(idx), colors)
+    hue_bins = np.bincount((np.argmax(s.colors(np.arange(600)), -1)), minlength=3)
+    assert hue_bins.min() > 150  # red, green and blue dominate a third of the colors each
+    with pytest.raises(ValueError, match="num_channels=3"):
+        open_image_source(
+            dataset="colored_mnist", split="train", image_size=28, num_channels=1, path=str(MNIST)
+        )
+
+
 def test_idx_errors(tmp_path):
     _needs(MNIST)
     raw = gzip.decompress((MNIST / "t10k-labels-idx1-ubyte.gz").read_bytes())

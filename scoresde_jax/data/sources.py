@@ -185,6 +185,57 @@ class LazySource:
         return images, labels
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class TintedSource:
+    """Grayscale images multiplied by one saturated color per example (dataset ``colored_mnist``).
+
+    Example ``i`` of a split gets the hue ``frac(i * phi + offset)`` (``phi`` the golden ratio
+    conjugate, ``offset`` fixed per split) at full saturation and value, so colors are
+    deterministic, spread evenly over the hue circle, and independent of the digit. The gray
+    pixel ``g`` becomes ``round(g * rgb)``.
+
+    Attributes:
+        base: the one-channel source.
+        split: ``"train"`` or ``"test"`` (picks the hue offset).
+    """
+
+    base: ImageSource
+    split: str
+
+    def __post_init__(self):
+        if self.base.image_shape[-1] != 1:
+            raise ValueError(f"TintedSource needs one-channel images, got {self.base.image_shape}")
+
+    @property
+    def name(self) -> str:
+        return f"{self.base.name}, tinted"
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return (*self.base.image_shape[:2], 3)
+
+    @property
+    def num_classes(self) -> int | None:
+        return self.base.num_classes
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def colors(self, indices: np.ndarray) -> np.ndarray:
+        """The float RGB colors ``[n, 3]`` in ``[0, 1]`` of examples ``indices``."""
+        offset = 0.0 if self.split == "train" else 0.5
+        hue = np.mod(np.asarray(indices, np.float64) * 0.6180339887498949 + offset, 1.0)
+        # HSV -> RGB at S = V = 1: each channel is a clipped triangle wave of the hue.
+        k = np.mod(np.array([5.0, 3.0, 1.0]) + hue[:, None] * 6.0, 6.0)
+        return 1.0 - np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0)
+
+    def get(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        gray, labels = self.base.get(indices)
+        rgb = self.colors(np.asarray(indices))
+        tinted = gray.astype(np.float64) * rgb[:, None, None, :]
+        return np.rint(tinted).astype(np.uint8), labels
+
+
 # ---------------------------------------------------------------------------------------------
 # Geometry and channels.
 
@@ -317,18 +368,23 @@ class DatasetSpec:
         geometry: a key of :data:`GEOMETRIES`.
         test_split: the TFDS split that serves ``split="test"``.
         num_classes: number of labels when the dataset is labelled.
+        tinted: grayscale images are colored by :class:`TintedSource` (a colorization
+            benchmark made from a grayscale dataset).
     """
 
     tfds_name: str | None
     geometry: str
     test_split: str = "test"
     num_classes: int | None = None
+    tinted: bool = False
 
 
 DATASETS: dict[str, DatasetSpec] = {
     "cifar10": DatasetSpec("cifar10", "resize", num_classes=10),
     "svhn": DatasetSpec("svhn_cropped", "resize", num_classes=10),
     "mnist": DatasetSpec("mnist", "resize", num_classes=10),
+    # MNIST digits, each in its own saturated color: data on which colorization means something.
+    "coloredmnist": DatasetSpec("mnist", "resize", num_classes=10, tinted=True),
     "fashionmnist": DatasetSpec("fashion_mnist", "resize", num_classes=10),
     "celeba": DatasetSpec("celeb_a", "celeba"),
     # TFDS's LSUN has no test split; its validation split is the held-out set.
@@ -945,8 +1001,9 @@ def open_image_source(
 
     Args:
         dataset: a name of the score_sde configs (``CIFAR10``, ``SVHN``, ``MNIST``,
-            ``FashionMNIST``, ``CELEBA``, ``LSUN``, ``FFHQ``, ``CelebAHQ``; case-insensitive) or
-            any TFDS name. It picks the TFDS name and the crop/resize rule (:data:`DATASETS`).
+            ``FashionMNIST``, ``CELEBA``, ``LSUN``, ``FFHQ``, ``CelebAHQ``; case-insensitive),
+            ``colored_mnist`` (MNIST tinted by :class:`TintedSource`) or any TFDS name. It
+            picks the TFDS name and the crop/resize rule (:data:`DATASETS`).
         split: ``"train"`` or ``"test"`` (TFDS LSUN serves ``"test"`` from its validation split).
         image_size: images come out ``image_size x image_size``.
         num_channels: 1 or 3; grayscale is repeated to RGB, RGB is reduced to luma.
@@ -964,6 +1021,24 @@ def open_image_source(
         ValueError: an unknown ``source`` or ``split``, a bad size, or data of the wrong shape.
         FileNotFoundError: the data is not where ``path`` / ``data_dir`` say, with how to get it.
     """
+    if dataset_spec(dataset).tinted:
+        if num_channels != 3:
+            raise ValueError(
+                f"dataset {dataset!r} is colored: set config.data.num_channels=3 "
+                f"(got {num_channels})"
+            )
+        base = open_image_source(
+            dataset=dataset.lower().replace("-", "").replace("_", "").replace("colored", ""),
+            split=split,
+            image_size=image_size,
+            num_channels=1,
+            source=source,
+            path=path,
+            data_dir=data_dir,
+            category=category,
+            verify_crc=verify_crc,
+        )
+        return TintedSource(base, split)
     if split not in SPLITS:
         raise ValueError(f"split={split!r}; use one of {SPLITS}")
     if not isinstance(image_size, int) or image_size < 1:
