@@ -146,7 +146,7 @@ IMAGE_FIELDS = {
     ),
     "model": ("name", "dtype", "ema_rate", "sigma_min", "sigma_max", "num_scales"),
 }
-DATASETS = {"CIFAR10", "SVHN", "CELEBA", "LSUN", "FFHQ", "CelebAHQ", "MNIST"}
+DATASETS = {"CIFAR10", "SVHN", "CELEBA", "LSUN", "FFHQ", "CelebAHQ", "MNIST", "colored_mnist"}
 SOURCES = {"auto", "tfds", "npz", "mnist_idx", "cifar10_python", "folder", "tfrecord"}
 
 
