@@ -37,9 +37,17 @@ def get_default_configs() -> ml_collections.ConfigDict:
     training.importance_sampling = False
     training.continuous = True
     training.reduce_mean = False
+    # Objective: "dsm" (denoising, Eq. 7), "ism" (implicit), "ssm" / "ssm_vr" (sliced score
+    # matching); the last three need only the score's Jacobian-vector products.
+    training.loss = "dsm"
+    training.ssm_num_projections = 1  # per example: ssm, ssm_vr projections; ism Hutchinson probes
+    training.ssm_noise = "rademacher"  # projection law: "rademacher" | "gaussian"
+    training.ism_exact_trace = False  # ism: exact trace costs one JVP per pixel; Hutchinson here
 
     config.sampling = sampling = ml_collections.ConfigDict()
-    sampling.method = "pc"  # "pc" | "ode" | "edm" | "dpm_solver_pp"
+    # "pc" | "ode" | "edm" | "dpm_solver_pp" | "dpm_solver" | "dpm_solver_adaptive" |
+    # "sde_adaptive" | "langevin" | "annealed_langevin"
+    sampling.method = "pc"
     sampling.predictor = "reverse_diffusion"
     sampling.corrector = "langevin"
     sampling.snr = 0.16
@@ -51,13 +59,33 @@ def get_default_configs() -> ml_collections.ConfigDict:
     sampling.eps = 1e-3
     sampling.num_steps = placeholder(int)  # None: the SDE's N
     sampling.edm_churn = 0.0  # method "edm": stochastic churn (0: deterministic Heun)
-    sampling.dpm_order = 2  # method "dpm_solver_pp": 1 (DDIM) or 2 (2M)
+    # "dpm_solver_pp": 1 (DDIM), 2 (2M), 3 (3M); "dpm_solver": DPM-Solver-1/2/3 (num_steps is
+    # the NFE budget); "dpm_solver_adaptive": 2 (DPM-Solver-12) or 3 (DPM-Solver-23)
+    sampling.dpm_order = 2
+    sampling.dpm_rtol = 0.05  # "dpm_solver_adaptive" tolerances (Lu et al. 2022: 0.05, and
+    sampling.dpm_atol = 0.0078  # 0.0078 for data in [-1, 1]; scale atol with the data)
+    sampling.sde_rtol = 0.05  # "sde_adaptive": reverse-SDE step-size controller tolerances
+    sampling.sde_atol = 0.05  # (0.05 matched 1000-step PC on the mixtures of BENCHMARKS.md)
+    # Methods "annealed_langevin" / "langevin": NCSN's L levels x T steps with alpha_i =
+    # step_size sigma_i^2 / sigma_L^2 (Song & Ermon 2019: 2e-5, 100, 10); plain Langevin runs
+    # L x T steps at t = eps.
+    sampling.langevin_step_size = 2e-5
+    sampling.langevin_steps_each = 100
+    sampling.langevin_num_levels = 10
     sampling.ode_solver = "tsit5"
     sampling.rtol = 1e-5
     sampling.atol = 1e-5
     sampling.batch_size = 64  # --mode sample: how many samples in the grid
     sampling.task = "generate"  # "generate" | "class" | "inpaint" | "colorize"
     sampling.label = placeholder(int)  # task "class": the class to sample
+    # Tasks "inpaint" and "colorize" (scoresde_jax.tasks), with the PC sampler options above.
+    sampling.task_inputs = placeholder(str)  # .npz, image file or folder; None: the dataset
+    sampling.task_split = "test"  # dataset split the inputs come from when task_inputs is None
+    sampling.num_inputs = 8  # how many input images (the first ones)
+    sampling.num_completions = 4  # samples per input
+    sampling.inpaint_mask = "center_square"  # the missing region: a MASK_KINDS kind or a .png
+    sampling.perturb_known_init = False  # start the known part from p_T(x | data), not the data
+    sampling.classifier_scale = 1.0  # task "class": weight of grad log p_t(y | x) in the score
 
     config.eval = evaluate = ml_collections.ConfigDict()
     # Which checkpoints --mode eval reads: "latest", "all", a comma-separated list of steps, or
@@ -120,4 +148,46 @@ def get_default_configs() -> ml_collections.ConfigDict:
     optim.weight_decay = 0.0
     optim.warmup = 5000
     optim.grad_clip = 1.0
+
+    # --mode train_classifier: the noise-conditional classifier p_t(y | x(t)) of class-conditional
+    # sampling (--mode sample --config.sampling.task=class); checkpoints in workdir/classifier/.
+    # The paper's WRN-28-10 conditioned on log sigma (Appendix I.1). The paper does not state its
+    # training hyperparameters; the optimizer settings below are this project's choice.
+    config.classifier = classifier = ml_collections.ConfigDict()
+    classifier.name = "wide_resnet"  # "wide_resnet" | "small_cnn"
+    classifier.channels = (32, 64, 128)  # small_cnn: channels of the three stages
+    classifier.depth = 28  # wide_resnet: 6 n + 4 layers
+    classifier.widen_factor = 10  # wide_resnet: width multiplier (160/320/640 channels)
+    classifier.dropout = 0.0  # wide_resnet
+    classifier.embed_dim = 128  # noise-level embedding (Fourier features of log sigma)
+    classifier.fourier_scale = 16.0
+    classifier.optimizer = "adam"
+    classifier.lr = 2e-4
+    classifier.warmup = 1_000
+    classifier.grad_clip = 1.0
+    classifier.weight_decay = 0.0
+    classifier.ema_rate = 0.999  # sampling and held-out accuracy use the EMA parameters
+    classifier.batch_size = 128
+    classifier.n_iters = 200_000
+    classifier.eps = 1e-5  # training times t ~ U(eps, T)
+    classifier.log_freq = 100
+    classifier.eval_freq = 5_000  # held-out accuracy every eval_freq steps (and at the end)
+    classifier.eval_examples = 10_000  # first test images scored at each of eval_times
+    classifier.eval_times = "0.0,0.1,0.25,0.5,0.75,1.0"  # fractions of T (0 means eps)
+    classifier.snapshot_freq = 10_000
+    classifier.workdir = placeholder(str)  # None: workdir/classifier
+    classifier.compare_unconditional = False  # task "class": also score unconditional samples
+
+    # --mode encode | interpolate | temperature: probability-flow latent manipulation (paper,
+    # Section 4.3); pictures and reports go to workdir/latent/.
+    config.latent = latent = ml_collections.ConfigDict()
+    latent.num_inputs = 16  # encode: examples; temperature: samples per temperature
+    latent.num_pairs = 8  # interpolate: pairs of examples (rows)
+    latent.num_interpolation_steps = 9  # points per interpolation path, endpoints included
+    latent.temperatures = "0.0,0.5,0.75,1.0,1.25"  # comma-separated prior-noise scales (rows)
+    latent.split = "test"  # "test" | "train": where the encoded examples come from
+    latent.batch_size = 64  # examples per sharded call (rounded up to the device count)
+    latent.ode_solver = "tsit5"  # probability-flow ODE solver and tolerances (eps: sampling.eps)
+    latent.rtol = 1e-5
+    latent.atol = 1e-5
     return config

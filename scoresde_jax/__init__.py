@@ -6,6 +6,7 @@ The names users need most are re-exported here; everything else lives in its mod
 """
 
 from scoresde_jax.gmm import GaussianMixture
+from scoresde_jax.guidance import classifier_guided_score_fn
 from scoresde_jax.likelihood import bits_per_dim, log_likelihood
 from scoresde_jax.losses import get_loss_fn
 from scoresde_jax.sampling import decode, encode, ode_sample, pc_sample
@@ -20,6 +21,7 @@ __all__ = [
     "VESDE",
     "VPSDE",
     "bits_per_dim",
+    "classifier_guided_score_fn",
     "decode",
     "encode",
     "get_loss_fn",

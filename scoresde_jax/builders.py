@@ -55,13 +55,36 @@ def optimizer_from_config(optim_config) -> optax.GradientTransformation:
 
 
 def loss_from_config(config, sde: SDE):
+    """``config.training.loss`` ("dsm", "ism", "ssm", "ssm_vr") with its options.
+
+    Exact-trace ISM is refused here, before any compilation, when the data has more than
+    ``EXACT_TRACE_MAX_DIM`` dimensions.
+    """
     t = config.training
+    loss = str(t.get("loss", "dsm")).lower()
+    exact_trace = t.get("ism_exact_trace", True)
+    if loss == "ism" and exact_trace:
+        from scoresde_jax.score_matching import EXACT_TRACE_MAX_DIM
+
+        d = config.data
+        dim = d.dim if "dim" in d else d.image_size**2 * d.num_channels
+        if dim > EXACT_TRACE_MAX_DIM:
+            raise ValueError(
+                f"training.loss='ism' with training.ism_exact_trace=True needs {dim} "
+                f"Jacobian-vector products per example for {dim}-dimensional data (the limit is "
+                f"{EXACT_TRACE_MAX_DIM}); set --config.training.ism_exact_trace=False "
+                "(Hutchinson's trace) or use --config.training.loss=ssm."
+            )
     return losses.get_loss_fn(
         sde,
         continuous=t.continuous,
         likelihood_weighting=t.likelihood_weighting,
         importance_sampling=t.get("importance_sampling", False),
         reduce_mean=t.reduce_mean,
+        loss=loss,
+        ism_exact_trace=exact_trace,
+        ssm_num_projections=t.get("ssm_num_projections", 1),
+        ssm_noise=t.get("ssm_noise", "rademacher"),
     )
 
 
@@ -71,8 +94,15 @@ def sampler_from_config(sampling_config, sde: SDE):
     ``method = "pc"`` uses ``predictor``/``corrector``/``snr``/``n_steps_each``/``noise_removal``;
     ``method = "ode"`` uses the probability-flow ODE with ``ode_solver``/``rtol``/``atol``;
     ``method = "edm"`` Heun's method on Karras et al.'s time steps (``num_steps``, default 18,
-    ``edm_churn``); ``method = "dpm_solver_pp"`` DPM-Solver++ (``num_steps``, default 20,
-    ``dpm_order`` 1 or 2).
+    ``edm_churn``); ``method = "dpm_solver_pp"`` multistep DPM-Solver++ (``num_steps``, default
+    20, ``dpm_order`` 1, 2 or 3: DDIM, 2M, 3M); ``method = "dpm_solver"`` singlestep
+    DPM-Solver-``dpm_order`` with ``num_steps`` (default 20) score evaluations split as
+    DPM-Solver-fast; ``method = "dpm_solver_adaptive"`` adaptive DPM-Solver-12 (``dpm_order``
+    2) or -23 (3) with ``dpm_rtol``/``dpm_atol``; ``method = "sde_adaptive"`` the reverse SDE
+    with adaptive steps (``sde_rtol``/``sde_atol``, ``noise_removal``);
+    ``method = "annealed_langevin"`` NCSN's annealed Langevin dynamics
+    (``langevin_num_levels`` x ``langevin_steps_each`` steps, ``langevin_step_size``);
+    ``method = "langevin"`` plain Langevin dynamics at ``t = eps`` with the same number of steps.
     """
     from scoresde_jax import sampling
 
@@ -111,6 +141,34 @@ def sampler_from_config(sampling_config, sde: SDE):
                 denoise=s.noise_removal,
             )
 
+    elif method in ("langevin", "annealed_langevin"):
+        # Annealed: NCSN's L levels x T steps; plain: as many steps at the single level t = eps.
+        levels, steps_each = s.get("langevin_num_levels", 10), s.get("langevin_steps_each", 100)
+        step_size = s.get("langevin_step_size", 2e-5)
+
+        def sample(score_fn, key, shape):
+            if method == "langevin":
+                return sampling.langevin_sample(
+                    sde,
+                    score_fn,
+                    key,
+                    shape,
+                    step_size=step_size,
+                    n_steps=levels * steps_each,
+                    t=s.get("eps", 1e-3),
+                    denoise=s.noise_removal,
+                )
+            return sampling.annealed_langevin_sample(
+                sde,
+                score_fn,
+                key,
+                shape,
+                num_levels=levels,
+                n_steps_each=steps_each,
+                step_size=step_size,
+                denoise=s.noise_removal,
+            )
+
     elif method == "edm":
 
         def sample(score_fn, key, shape):
@@ -136,10 +194,52 @@ def sampler_from_config(sampling_config, sde: SDE):
                 eps=s.get("eps", 1e-3),
             )
 
+    elif method == "dpm_solver":
+
+        def sample(score_fn, key, shape):
+            return sampling.dpm_solver_sample(
+                sde,
+                score_fn,
+                key,
+                shape,
+                nfe=s.get("num_steps", None) or 20,
+                order=s.get("dpm_order", 2),
+                eps=s.get("eps", 1e-3),
+            )
+
+    elif method == "dpm_solver_adaptive":
+
+        def sample(score_fn, key, shape):
+            return sampling.dpm_solver_adaptive_sample(
+                sde,
+                score_fn,
+                key,
+                shape,
+                order=s.get("dpm_order", 2),
+                rtol=s.get("dpm_rtol", 0.05),
+                atol=s.get("dpm_atol", 0.0078),
+                eps=s.get("eps", 1e-3),
+            )
+
+    elif method == "sde_adaptive":
+
+        def sample(score_fn, key, shape):
+            return sampling.sde_adaptive_sample(
+                sde,
+                score_fn,
+                key,
+                shape,
+                rtol=s.get("sde_rtol", 0.05),
+                atol=s.get("sde_atol", 0.05),
+                eps=s.get("eps", 1e-3),
+                denoise=s.noise_removal,
+            )
+
     else:
         raise ValueError(
-            f"Unknown config.sampling.method={s.method!r}; use 'pc', 'ode', 'edm' or "
-            "'dpm_solver_pp'."
+            f"Unknown config.sampling.method={s.method!r}; use 'pc', 'ode', 'edm', "
+            "'dpm_solver_pp', 'dpm_solver', 'dpm_solver_adaptive', 'sde_adaptive', "
+            "'langevin' or 'annealed_langevin'."
         )
     return sample
 

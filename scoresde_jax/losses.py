@@ -13,6 +13,9 @@ for logging and for per-example diagnostics.
 dimensions: the mean (``True``) or half the sum (``False``, the convention of the original code and
 of the SMLD papers). Half the sum makes the likelihood-weighted loss an upper bound on the negative
 log-likelihood (up to a constant); the mean keeps the loss scale independent of the data size.
+
+Implicit and sliced score matching (:mod:`scoresde_jax.score_matching`) train the same models with
+the same loss signature; :func:`get_loss_fn` picks them with ``loss="ism" | "ssm" | "ssm_vr"``.
 """
 
 from __future__ import annotations
@@ -23,11 +26,30 @@ import jax
 import jax.numpy as jnp
 
 from scoresde_jax.score import ModelFn, get_score_fn
+from scoresde_jax.score_matching import (
+    OBJECTIVES,
+    implicit_score_matching,
+    score_matching_loss,
+    sliced_score_matching,
+)
 from scoresde_jax.sde import SDE, VESDE, VPSDE, SubVPSDE, batch_mul, importance_sample_t
 
 LossFn = Callable[[ModelFn, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
 
-__all__ = ["LossFn", "ddpm_loss", "get_loss_fn", "sde_loss", "smld_loss"]
+LOSSES = ("dsm", *OBJECTIVES)
+"""Names of the training objectives ``get_loss_fn`` accepts (``config.training.loss``)."""
+
+__all__ = [
+    "LOSSES",
+    "LossFn",
+    "ddpm_loss",
+    "get_loss_fn",
+    "implicit_score_matching",
+    "score_matching_loss",
+    "sde_loss",
+    "sliced_score_matching",
+    "smld_loss",
+]
 
 
 def _reduce(sq_err: jax.Array, reduce_mean: bool) -> jax.Array:
@@ -209,8 +231,16 @@ def get_loss_fn(
     importance_sampling: bool = False,
     reduce_mean: bool = True,
     eps: float = 1e-5,
+    loss: str = "dsm",
+    ism_exact_trace: bool = True,
+    ssm_num_projections: int = 1,
+    ssm_noise: str = "rademacher",
 ) -> LossFn:
     """Picks the training loss for an SDE, as ``loss_fn(model_fn, batch, key)``.
+
+    With ``loss="dsm"`` (the default) the denoising losses below; with ``"ism"``, ``"ssm"`` or
+    ``"ssm_vr"`` :func:`scoresde_jax.score_matching.score_matching_loss` with the same time
+    sampling, weighting and reduction (discrete time draws the SMLD / DDPM noise levels).
 
     ============  ===========  ==================================
     SDE           continuous   discrete
@@ -227,6 +257,11 @@ def get_loss_fn(
       importance_sampling: importance-sample ``t`` (needs ``likelihood_weighting``).
       reduce_mean: mean over non-batch dims if ``True``, half the sum otherwise.
       eps: smallest time of the continuous loss.
+      loss: ``"dsm"``, ``"ism"``, ``"ssm"`` or ``"ssm_vr"`` (:data:`LOSSES`).
+      ism_exact_trace: ISM: exact Jacobian trace (data of at most
+        :data:`~scoresde_jax.score_matching.EXACT_TRACE_MAX_DIM` dimensions) or Hutchinson's.
+      ssm_num_projections: projections per example of SSM / SSM-VR (probes of Hutchinson ISM).
+      ssm_noise: projection law, ``"rademacher"`` or ``"gaussian"``.
 
     Returns:
       ``loss_fn(model_fn, batch, key) -> (loss, per_example_losses)``.
@@ -238,6 +273,21 @@ def get_loss_fn(
         raise ValueError(
             "importance_sampling=True needs likelihood_weighting=True: the time distribution it "
             "draws from is proportional to the likelihood weighting."
+        )
+    if loss not in LOSSES:
+        raise ValueError(f"Unknown training.loss={loss!r}; use one of {list(LOSSES)}.")
+    if loss != "dsm":
+        return _score_matching_loss_fn(
+            sde,
+            objective=loss,
+            continuous=continuous,
+            likelihood_weighting=likelihood_weighting,
+            importance_sampling=importance_sampling,
+            reduce_mean=reduce_mean,
+            eps=eps,
+            exact_trace=ism_exact_trace,
+            num_projections=ssm_num_projections,
+            noise=ssm_noise,
         )
     if continuous:
 
@@ -275,3 +325,33 @@ def get_loss_fn(
             sde, model_fn, batch, key, reduce_mean=reduce_mean
         )
     raise TypeError(f"Unsupported SDE {type(sde).__name__}")
+
+
+def _score_matching_loss_fn(sde: SDE, *, objective: str, continuous: bool, **options) -> LossFn:
+    """Validates the options once, at construction, and binds them into a ``LossFn``."""
+    if options["noise"] not in ("rademacher", "gaussian"):
+        raise ValueError(
+            f"Unknown training.ssm_noise={options['noise']!r}; use 'rademacher' or 'gaussian'."
+        )
+    if options["num_projections"] < 1:
+        raise ValueError(
+            f"training.ssm_num_projections must be >= 1, got {options['num_projections']}."
+        )
+    if not continuous:
+        if options["likelihood_weighting"]:
+            raise ValueError(
+                "likelihood_weighting is only defined for the continuous loss; set "
+                "training.continuous=True or likelihood_weighting=False."
+            )
+        if isinstance(sde, SubVPSDE):
+            raise ValueError(
+                "The sub-VP SDE has no discrete (SMLD/DDPM) counterpart, so it can only be trained "
+                "with the continuous loss; set training.continuous=True."
+            )
+
+    def loss_fn(model_fn, batch, key):
+        return score_matching_loss(
+            sde, model_fn, batch, key, objective=objective, continuous=continuous, **options
+        )
+
+    return loss_fn

@@ -64,6 +64,7 @@ def solve(
     solver: str,
     max_steps: int,
     fixed_steps: int | None = None,
+    save_ts: jax.Array | None = None,
 ):
     """Integrates ``dy/dt = vector_field(t, y, args)`` from ``t0`` to ``t1``.
 
@@ -76,10 +77,14 @@ def solve(
       solver: a name in :data:`SOLVERS`.
       max_steps: the most attempted steps before the solve is declared failed.
       fixed_steps: number of steps for ``"euler"``.
+      save_ts: optional times ``[S]`` (ordered from ``t0`` towards ``t1``) at which to return
+        the state instead of ``t1`` alone; values between solver steps come from the solver's
+        dense interpolant, so the steps taken (and ``nfe``) do not change.
 
     Returns:
-      ``(y1, nfe, success)``: the state at ``t1``, the exact number of vector-field evaluations
-      (int32 scalar) and whether the solve succeeded (bool scalar).
+      ``(y1, nfe, success)``: the state at ``t1`` (with ``save_ts``: the states ``[S, ...]`` at
+      those times), the exact number of vector-field evaluations (int32 scalar) and whether the
+      solve succeeded (bool scalar).
     """
     check_solver(solver)
     solver_obj = SOLVERS[solver]()
@@ -110,13 +115,13 @@ def solve(
         dt0,
         y0,
         args=args,
-        saveat=diffrax.SaveAt(t1=True),
+        saveat=diffrax.SaveAt(t1=True) if save_ts is None else diffrax.SaveAt(ts=save_ts),
         stepsize_controller=controller,
         max_steps=max_steps,
         solver_state=solver_state,
         throw=False,
     )
-    y1 = jax.tree.map(lambda y: y[0], sol.ys)
+    y1 = sol.ys if save_ts is not None else jax.tree.map(lambda y: y[0], sol.ys)
     nfe = evals_at_start + evals_per_step * sol.stats["num_steps"]
     return y1, nfe, sol.result == diffrax.RESULTS.successful
 

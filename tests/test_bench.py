@@ -47,3 +47,28 @@ def test_train_bench_smoke():
     assert row["devices"] == 2 and row["global_batch"] == 8 and row["loss_finite"]
     assert row["steps_per_s"] > 0
     assert abs(row["images_per_s"] - 8 * row["steps_per_s"]) < 1e-9 * row["images_per_s"]
+
+
+def test_samplers_bench_smoke(tmp_path):
+    out = tmp_path / "samplers.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench/samplers.py"), "--quick", "--problems", "gmm2d"]
+        + ["--samplers", "dpm_solver_pp_3m", "dpm_solver_adaptive_23", "--out", str(out)],
+        cwd=ROOT,
+        env=dict(os.environ, XLA_FLAGS=""),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    summary = next(r["summary"] for r in rows if "summary" in r)
+    assert summary["reference"]["nfe"] == 1000 and summary["floor"]["sw"]["mean"] > 0
+    report = json.loads(out.read_text())
+    results = report["problems"][0]["results"]
+    fixed = [r for r in results if r["sampler"] == "dpm_solver_pp_3m"]
+    assert [r["nfe"] for r in fixed] == [10, 20]
+    adaptive = [r for r in results if r["sampler"] == "dpm_solver_adaptive_23"]
+    assert len(adaptive) == 2 and all(r["nfe"] > 0 for r in adaptive)
+    # Converged probability-flow samples are exact up to sampling noise (n = 256 in --quick).
+    assert all(r["sw"] < 0.5 and r["weight_tv"] < 0.2 for r in fixed[1:] + adaptive), results

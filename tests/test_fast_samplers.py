@@ -256,7 +256,7 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="sigma_min"):
         edm_sample(sde, score_fn, key, (4, 2), sigma_min=1.0, sigma_max=0.5)
     with pytest.raises(ValueError, match="order"):
-        dpm_solver_pp_sample(sde, score_fn, key, (4, 2), order=3)
+        dpm_solver_pp_sample(sde, score_fn, key, (4, 2), order=4)
     with pytest.raises(ValueError, match="eps"):
         dpm_solver_pp_sample(sde, score_fn, key, (4, 2), eps=0.0)
     with pytest.raises(ValueError, match="shape"):

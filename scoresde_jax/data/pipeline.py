@@ -119,12 +119,15 @@ def train_batch(
     uniform_dequantization: bool,
     process_index: int = 0,
     process_count: int = 1,
-) -> np.ndarray:
+    return_labels: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """This process's part of training batch ``step``: float32 ``[G / process_count, H, W, C]``.
 
     A pure function of ``(seed, step, process_index)`` and the source (see
     :func:`train_example_indices`); horizontal flips (probability 1/2) and the dequantization
-    noise come from ``np.random.default_rng([seed, step, process_index, 1])``.
+    noise come from ``np.random.default_rng([seed, step, process_index, 1])``. With
+    ``return_labels`` the result is ``(images, labels int32 [G / process_count])`` (-1 where the
+    source has no label).
     """
     indices = train_example_indices(
         len(source),
@@ -134,13 +137,14 @@ def train_batch(
         process_index=process_index,
         process_count=process_count,
     )
-    images, _ = source.get(indices)
+    images, labels = source.get(indices)
     rng = np.random.default_rng([seed, step, process_index, 1])
     if random_flip:
         flip = rng.random(len(images)) < 0.5
         images = np.where(flip[:, None, None, None], images[:, :, ::-1], images)
     noise = rng.random(images.shape, dtype=np.float32) if uniform_dequantization else None
-    return to_model_space(images, centered=centered, dequantize_noise=noise)
+    x = to_model_space(images, centered=centered, dequantize_noise=noise)
+    return (x, np.asarray(labels, np.int32)) if return_labels else x
 
 
 class _WorkerError:

@@ -1,5 +1,7 @@
 """Samplers: predictor-corrector (paper, Section 4.2), probability-flow ODE (Section 4.3) and
-fast deterministic solvers of the same ODE (EDM Heun, DPM-Solver++).
+fast deterministic solvers of the same ODE (EDM Heun, DPM-Solver++ 2M/3M, singlestep and
+adaptive DPM-Solver), the reverse SDE with adaptive steps, and plain and annealed Langevin
+dynamics (NCSN).
 
 Every sampler takes an SDE and any ``score_fn(x, t)``, a trained network or a closed-form score,
 and returns ``SampleResult(x, nfe)``.
@@ -7,21 +9,44 @@ and returns ``SampleResult(x, nfe)``.
 
 from scoresde_jax.sampling._common import SampleResult
 from scoresde_jax.sampling.correctors import CORRECTORS
-from scoresde_jax.sampling.fast import dpm_solver_pp_sample, edm_sample, make_denoiser
+from scoresde_jax.sampling.fast import (
+    dpm_solver_adaptive_sample,
+    dpm_solver_pp_sample,
+    dpm_solver_sample,
+    edm_sample,
+    make_denoiser,
+)
+from scoresde_jax.sampling.langevin import (
+    annealed_langevin_sample,
+    annealed_noise_levels,
+    langevin_sample,
+)
 from scoresde_jax.sampling.ode import SOLVERS, decode, encode, ode_sample
 from scoresde_jax.sampling.pc import pc_sample
 from scoresde_jax.sampling.predictors import PREDICTORS
+from scoresde_jax.sampling.sde_adaptive import SDE_SOLVERS, sde_adaptive_sample
+from scoresde_jax.sampling.trajectory import Trajectory, ode_trajectory, reverse_sde_trajectory
 
 __all__ = [
     "CORRECTORS",
     "PREDICTORS",
+    "SDE_SOLVERS",
     "SOLVERS",
     "SampleResult",
+    "Trajectory",
+    "annealed_langevin_sample",
+    "annealed_noise_levels",
     "decode",
+    "dpm_solver_adaptive_sample",
     "dpm_solver_pp_sample",
+    "dpm_solver_sample",
     "edm_sample",
     "encode",
+    "langevin_sample",
     "make_denoiser",
     "ode_sample",
+    "ode_trajectory",
     "pc_sample",
+    "reverse_sde_trajectory",
+    "sde_adaptive_sample",
 ]

@@ -1,0 +1,549 @@
+"""Pictures of what a model learned on 2-D data, and the drawings of the latent modes.
+
+``toy_figures(config, workdir)`` (``--mode toy_figures``) writes two pictures for a 2-D toy
+config, from its newest checkpoint, to ``workdir/figures/``:
+
+* ``score_field_step_<step>.png``: the learned score ``s_theta(x, t)`` at several times over the
+  density ``p_t`` it should describe; for the Gaussian mixture (``data.dataset = "gmm"``,
+  :data:`scoresde_jax.data.TOY_GMM`) also the exact score ``grad log p_t`` and the error
+  ``sigma_t |s_theta - grad log p_t|`` (the noise-prediction error, comparable across times), with
+  the error as a function of the density. At small ``t`` the score is only learned where data
+  lies: the error is large in the low-density space between the modes, which is where samplers
+  start from. Larger noise spreads the data over the whole plane and the score becomes accurate
+  everywhere, the reason for training on many noise levels (Song & Ermon 2019, Section 3;
+  paper, Section 3). The other toy sets have no closed-form perturbed density: their panels
+  show the learned field over a histogram of perturbed data.
+* ``trajectories_step_<step>.png``: paths of the reverse SDE (Euler--Maruyama) and of the
+  probability-flow ODE started from the same prior points (paper, Figure 2).
+
+The drawing functions below take numpy arrays only; :mod:`scoresde_jax.manipulate` uses them for
+the 2-D pictures of ``--mode encode|interpolate|temperature``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import matplotlib
+import numpy as np
+
+matplotlib.use("Agg")  # no display on servers and CI
+
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.collections import LineCollection  # noqa: E402
+
+from scoresde_jax.plotting import image_grid  # noqa: E402
+
+__all__ = [
+    "labeled_image_grid",
+    "parse_floats",
+    "plot_score_fields",
+    "plot_toy_encoding",
+    "plot_toy_interpolation",
+    "plot_toy_temperature",
+    "plot_trajectories",
+    "toy_figures",
+]
+
+log = logging.getLogger(__name__)
+
+_DATA_STYLE = dict(s=2, c="0.65", alpha=0.35, linewidths=0)
+
+
+def parse_floats(text, field: str) -> list[float]:
+    """``"0.5, 1,2"`` -> ``[0.5, 1.0, 2.0]``; an error naming the config ``field`` otherwise."""
+    try:
+        values = [float(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(
+            f"{field}={text!r}: use comma-separated numbers, e.g. '0.5,0.75,1.0'"
+        ) from None
+    if not values:
+        raise ValueError(f"{field}={text!r} holds no numbers; use e.g. '0.5,0.75,1.0'")
+    return values
+
+
+def _limit(points: np.ndarray, q: float = 0.995, margin: float = 1.25) -> float:
+    return float(np.quantile(np.abs(points), q)) * margin
+
+
+def _square(ax, lim: float) -> None:
+    ax.set_xlim(-lim, lim)
+    ax.set_ylim(-lim, lim)
+    ax.set_aspect("equal")
+
+
+def _save(fig, path: str, dpi: int = 100) -> str:
+    """Writes the figure as a 256-color PNG (a third of the size of full color, same look)."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=dpi, format="png", bbox_inches="tight", pad_inches=0.05)
+    plt.close(fig)
+    buffer.seek(0)
+    with Image.open(buffer) as image:
+        image.convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT).save(
+            path, optimize=True
+        )
+    return path
+
+
+def labeled_image_grid(
+    path: str, images: np.ndarray, row_labels: list[str], title: str = "", scale: float = 0.5
+) -> str:
+    """Writes ``[R, C, H, W, ch]`` uint8 images as a grid with one label per row.
+
+    ``scale`` is inches per image (small pictures for the README).
+    """
+    images = np.asarray(images)
+    if images.ndim != 5 or len(row_labels) != images.shape[0]:
+        raise ValueError(
+            f"need images [R, C, H, W, ch] and R row labels, got {images.shape}, {len(row_labels)}"
+        )
+    r, c, h, w, ch = images.shape
+    pad = 2
+    grid = image_grid(images.reshape(r * c, h, w, ch), ncol=c, pad=pad)
+    fig, ax = plt.subplots(figsize=(c * scale + 1.0, r * scale * h / w + (0.4 if title else 0.1)))
+    ax.imshow(grid[..., 0] if ch == 1 else grid, cmap="gray", vmin=0, vmax=255)
+    ax.set_xticks([])
+    ax.set_yticks([pad + i * (h + pad) + h / 2 for i in range(r)], row_labels)
+    ax.tick_params(length=0)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout(pad=0.3)
+    return _save(fig, path, dpi=120)
+
+
+def plot_toy_encoding(
+    path: str,
+    *,
+    data: np.ndarray,
+    latents: np.ndarray,
+    reconstructions: np.ndarray,
+    prior_std: float,
+    title: str = "",
+) -> str:
+    """Three scatter panels: the encoded data, its latents over the prior, the reconstructions."""
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.5))
+    lim = _limit(data)
+    axes[0].scatter(data[:, 0], data[:, 1], s=2, alpha=0.5, linewidths=0)
+    axes[0].set_title(f"data (n={len(data)})")
+    _square(axes[0], lim)
+    ax = axes[1]
+    ax.scatter(latents[:, 0], latents[:, 1], s=2, alpha=0.5, linewidths=0, c="C1")
+    angle = np.linspace(0, 2 * math.pi, 200)
+    for k in (1, 2, 3):
+        ax.plot(k * prior_std * np.cos(angle), k * prior_std * np.sin(angle), "k--", lw=0.7)
+    ax.set_title(f"latents at T (dashed: prior 1, 2, 3 std = {prior_std:g})")
+    _square(ax, 3.6 * prior_std)
+    axes[2].scatter(data[:, 0], data[:, 1], **_DATA_STYLE)
+    axes[2].scatter(reconstructions[:, 0], reconstructions[:, 1], s=2, linewidths=0, c="C2")
+    axes[2].set_title("decoded latents (gray: data)")
+    _square(axes[2], lim)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_toy_interpolation(
+    path: str,
+    *,
+    data: np.ndarray,
+    paths: np.ndarray,
+    latent_paths: np.ndarray,
+    endpoints: tuple[np.ndarray, np.ndarray],
+    prior_samples: np.ndarray,
+    title: str = "",
+) -> str:
+    """Interpolation paths ``[P, num, 2]`` over the data; their great circles in latent space."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 5))
+    ax = axes[0]
+    ax.scatter(data[:, 0], data[:, 1], **_DATA_STYLE)
+    x0, x1 = endpoints
+    for i in range(len(paths)):
+        color = f"C{i % 10}"
+        ax.plot([x0[i, 0], x1[i, 0]], [x0[i, 1], x1[i, 1]], ":", color=color, lw=0.8)
+        ax.plot(paths[i, :, 0], paths[i, :, 1], "-", color=color, lw=1.3)
+        ax.scatter(paths[i, :, 0], paths[i, :, 1], s=6, color=color, zorder=3)
+        ax.scatter([x0[i, 0], x1[i, 0]], [x0[i, 1], x1[i, 1]], s=40, marker="x", color="k")
+    ax.set_title("decoded interpolants (x: inputs, dotted: straight line)")
+    _square(ax, _limit(data))
+    ax = axes[1]
+    ax.scatter(prior_samples[:, 0], prior_samples[:, 1], **_DATA_STYLE)
+    for i in range(len(latent_paths)):
+        ax.plot(latent_paths[i, :, 0], latent_paths[i, :, 1], "-", color=f"C{i % 10}", lw=1.3)
+        ax.scatter(latent_paths[i, [0, -1], 0], latent_paths[i, [0, -1], 1], s=20, color="k")
+    ax.set_title("slerp in latent space (gray: prior samples)")
+    _square(ax, _limit(np.concatenate([prior_samples, latent_paths.reshape(-1, 2)])))
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_toy_temperature(
+    path: str, *, data: np.ndarray, samples: dict[float, np.ndarray], title: str = ""
+) -> str:
+    """One scatter panel of samples per temperature, over the data."""
+    n = len(samples)
+    fig, axes = plt.subplots(1, n, figsize=(3.3 * n, 3.6), squeeze=False)
+    lim = _limit(data)
+    for ax, (tau, x) in zip(axes[0], samples.items(), strict=True):
+        ax.scatter(data[:, 0], data[:, 1], **_DATA_STYLE)
+        ax.scatter(x[:, 0], x[:, 1], s=2, linewidths=0, c="C3", alpha=0.7)
+        ax.set_title(f"temperature {tau:g}")
+        _square(ax, lim)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_score_fields(
+    path: str,
+    *,
+    times: list[float],
+    grid: np.ndarray,
+    log_density: np.ndarray,
+    arrows_xy: np.ndarray,
+    learned: np.ndarray,
+    exact: np.ndarray | None,
+    error: np.ndarray | None,
+    density_label: str,
+    title: str = "",
+) -> str:
+    """Score fields at several times over the log-density, with the error where it is known.
+
+    Args:
+      path: the PNG to write.
+      times: ``[K]`` the times (columns).
+      grid: ``[G]`` coordinates of the square density grid (both axes).
+      log_density: ``[K, G, G]`` log ``p_t`` on the grid (rows: second coordinate).
+      arrows_xy: ``[A, 2]`` arrow positions.
+      learned: ``[K, A, 2]`` the learned field at the arrows, already scaled by ``sigma_t``.
+      exact: ``[K, A, 2]`` the exact field (same scaling) or None.
+      error: ``[K, G, G]`` the scaled error ``sigma_t |s_theta - s|`` on the grid, or None.
+      density_label: how the density was obtained (for the caption).
+      title: figure title.
+    """
+    from matplotlib.colors import LogNorm
+
+    k = len(times)
+    rows = 1 if exact is None else 3
+    extra = 0 if error is None else 1
+    fig = plt.figure(figsize=(2.9 * k + 3.2 * extra, 2.9 * rows + 0.6), layout="constrained")
+    gs = fig.add_gridspec(rows, k + extra, width_ratios=[1] * k + [1.1] * extra)
+    lim = float(grid[-1])
+    extent = (grid[0], grid[-1], grid[0], grid[-1])
+
+    def panel(r, j):
+        ax = fig.add_subplot(gs[r, j])
+        _square(ax, lim)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        return ax
+
+    fields = [(r"learned $\sigma_t\, s_\theta(x, t)$", learned, "C0")]
+    if exact is not None:
+        fields.append((r"exact $\sigma_t \nabla \log p_t(x)$", exact, "C2"))
+    for r, (name, field, color) in enumerate(fields):
+        for j, t in enumerate(times):
+            ax = panel(r, j)
+            ld = log_density[j]
+            ax.imshow(
+                np.clip(ld, ld.max() - 12, None),
+                origin="lower",
+                extent=extent,
+                cmap="Greys",
+                alpha=0.6,
+            )
+            v = field[j]
+            ax.quiver(
+                arrows_xy[:, 0],
+                arrows_xy[:, 1],
+                v[:, 0],
+                v[:, 1],
+                color=color,
+                angles="xy",
+                scale_units="xy",
+                scale=1 / (0.08 * lim),
+                width=0.005,
+            )
+            if r == 0:
+                ax.set_title(f"t = {t:g}")
+            if j == 0:
+                ax.set_ylabel(name)
+    if error is not None:
+        norm = LogNorm(vmin=1e-3, vmax=max(float(error.max()), 1e-2))
+        for j in range(k):
+            ax = panel(2, j)
+            im = ax.imshow(
+                np.maximum(error[j], 1e-3), origin="lower", extent=extent, cmap="magma", norm=norm
+            )
+            ld = log_density[j]
+            ax.contour(
+                grid,
+                grid,
+                ld,
+                levels=ld.max() - np.array([9.2, 4.6, 1.0]),
+                colors="w",
+                linewidths=0.6,
+            )
+            if j == 0:
+                ax.set_ylabel(r"error $\sigma_t |s_\theta - \nabla \log p_t|$")
+        fig.colorbar(im, ax=fig.axes[-k:], shrink=0.9, pad=0.01)
+        ax = fig.add_subplot(gs[:, k])
+        rel = np.linspace(-14, 0, 15)
+        for j, t in enumerate(times):
+            ld = (log_density[j] - log_density[j].max()) / math.log(10)
+            centers, means = [], []
+            for lo, hi in zip(rel[:-1], rel[1:], strict=True):
+                sel = (ld >= lo) & (ld < hi)
+                if sel.sum() >= 5:
+                    centers.append(0.5 * (lo + hi))
+                    means.append(float(error[j][sel].mean()))
+            ax.plot(centers, means, "o-", ms=3, label=f"t = {t:g}")
+        ax.set_yscale("log")
+        ax.set_xlabel(r"$\log_{10}\, p_t(x) / \max\, p_t$  (left: low density)")
+        ax.set_ylabel(r"mean error $\sigma_t |s_\theta - \nabla \log p_t|$")
+        ax.set_title("error against density")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    caption = f"gray: log p_t ({density_label})"
+    if error is not None:
+        caption += "; white contours: p_t at 1e-4, 1e-2 and 0.37 of its maximum"
+    fig.suptitle(f"{title}\n{caption}" if title else caption, fontsize=10)
+    return _save(fig, path, dpi=80)
+
+
+def _colored_paths(ax, ts: np.ndarray, xs: np.ndarray, cmap: str, lw: float) -> LineCollection:
+    """Draws paths ``xs [S, B, 2]`` with segments colored by time ``ts [S]``."""
+    segs = np.stack([xs[:-1], xs[1:]], axis=2)  # [S-1, B, 2, 2]
+    segs = np.transpose(segs, (1, 0, 2, 3)).reshape(-1, 2, 2)
+    colors = np.tile(0.5 * (ts[:-1] + ts[1:]), xs.shape[1])
+    lc = LineCollection(segs, cmap=cmap, linewidths=lw, alpha=0.8)
+    lc.set_array(colors)
+    lc.set_clim(float(ts.min()), float(ts.max()))
+    ax.add_collection(lc)
+    return lc
+
+
+def plot_trajectories(
+    path: str,
+    *,
+    data: np.ndarray,
+    sde_ts: np.ndarray,
+    sde_xs: np.ndarray,
+    ode_ts: np.ndarray,
+    ode_xs: np.ndarray,
+    title: str = "",
+) -> str:
+    """Reverse-SDE and probability-flow paths ``[S, B, 2]`` from the same starts, over the data.
+
+    A third panel shows the first coordinate of both kinds of path against time. Long SDE paths
+    are drawn at every few steps (at most 150 segments per path); the endpoints are exact.
+    """
+    stride = max(1, (len(sde_ts) - 1) // 150)
+    keep = np.unique(np.r_[np.arange(0, len(sde_ts), stride), len(sde_ts) - 1])
+    sde_ts, sde_xs_drawn = sde_ts[keep], sde_xs[keep]
+    fig, axes = plt.subplots(
+        1, 3, figsize=(15, 5.2), width_ratios=[1, 1, 1.15], layout="constrained"
+    )
+    lim = max(_limit(data), float(np.abs(sde_xs[0]).max()) * 1.05)
+    for ax, ts, xs, name in (
+        (axes[0], sde_ts, sde_xs_drawn, "reverse SDE (Euler-Maruyama)"),
+        (axes[1], ode_ts, ode_xs, "probability-flow ODE"),
+    ):
+        ax.scatter(data[:, 0], data[:, 1], **_DATA_STYLE)
+        lc = _colored_paths(ax, ts, xs, "viridis", 0.8)
+        ax.scatter(xs[0, :, 0], xs[0, :, 1], s=28, facecolors="none", edgecolors="k", lw=0.9)
+        ax.scatter(xs[-1, :, 0], xs[-1, :, 1], s=16, c="C3", zorder=3)
+        ax.set_title(name)
+        _square(ax, lim)
+    fig.colorbar(lc, ax=axes[:2], shrink=0.85, pad=0.01, label="t")
+    ax = axes[2]
+    for i in range(sde_xs.shape[1]):
+        ax.plot(sde_ts, sde_xs_drawn[:, i, 0], color="0.55", lw=0.5, alpha=0.6)
+        ax.plot(ode_ts, ode_xs[:, i, 0], color=plt.get_cmap("tab10")(i % 10), lw=1.3)
+    ax.set_xlim(float(sde_ts.max()), 0)
+    ax.set_xlabel("t (from T to 0)")
+    ax.set_ylabel("first coordinate")
+    ax.set_title("over time: SDE (gray) and ODE (color)")
+    ax.grid(alpha=0.3)
+    caption = "black circles: the common starts at t = T; red: the ends"
+    fig.suptitle(f"{title}\n{caption}" if title else caption, fontsize=10)
+    return _save(fig, path, dpi=80)
+
+
+# --------------------------------------------------------------------------- --mode toy_figures
+
+
+def _histogram_log_density(points: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """log of a histogram density of ``points`` on the cell centres ``grid`` (rows: y)."""
+    step = grid[1] - grid[0]
+    edges = np.concatenate([grid - step / 2, grid[-1:] + step / 2])
+    hist, _, _ = np.histogram2d(points[:, 1], points[:, 0], bins=(edges, edges))
+    hist = hist / (len(points) * step**2)
+    return np.log(np.maximum(hist, 1e-12))
+
+
+def toy_figures(config, workdir: str) -> dict:
+    """``--mode toy_figures``: the score-field and trajectory pictures of a 2-D toy checkpoint.
+
+    Reads ``config.figures`` (``score_times``, ``arrows``, ``num_trajectories``,
+    ``sde_steps``) and ``config.latent`` (ODE solver and tolerances); see the module docstring
+    for what is drawn. Returns the paths and, for the Gaussian mixture, the score errors.
+    """
+    from scoresde_jax.data import TOY_GMM, make_toy_dataset
+    from scoresde_jax.evaluate import _restore
+    from scoresde_jax.sampling.trajectory import ode_trajectory, reverse_sde_trajectory
+
+    d = config.data
+    if d.get("dataset_kind", "image") != "toy" or d.get("dim", None) != 2:
+        raise ValueError(
+            f"--mode toy_figures draws 2-D score fields and paths; dataset {d.dataset!r} is not a "
+            "2-D toy set. Use a config from configs/toy/ (images: --mode sample, encode, "
+            "interpolate or temperature)."
+        )
+    fc, lc = config.figures, config.latent
+    times = parse_floats(fc.score_times, "figures.score_times")
+    exp, state, step = _restore(config, workdir)
+    sde, eps = exp.sde, float(config.sampling.eps)
+    if any(not 0 < t <= sde.T for t in times):
+        raise ValueError(f"figures.score_times={fc.score_times!r}: every time must be in (0, T]")
+    out_dir = os.path.join(workdir, "figures")
+    is_main = jax.process_index() == 0
+    if is_main:
+        os.makedirs(out_dir, exist_ok=True)
+    name = d.dataset
+    data = make_toy_dataset(name, 5000, d.seed + 1)
+    key = jax.random.fold_in(exp.eval_key, 4 * 10**6 + step)
+    exact_fn = TOY_GMM.score_fn(sde) if name == "gmm" else None
+    t0 = time.perf_counter()
+
+    # (a) Score fields: arrows on a coarse grid, density and error on a fine one.
+    lim = _limit(data)
+    fine = np.linspace(-lim, lim, 120)
+    fx, fy = np.meshgrid(fine, fine)
+    fine_xy = np.stack([fx.ravel(), fy.ravel()], -1).astype(np.float32)
+    coarse = np.linspace(-lim, lim, fc.arrows + 2)[1:-1]
+    cx, cy = np.meshgrid(coarse, coarse)
+    arrow_xy = np.stack([cx.ravel(), cy.ravel()], -1).astype(np.float32)
+
+    @jax.jit
+    def fields(params, x, t):
+        tt = jnp.full((x.shape[0],), t, jnp.float32)
+        sigma = sde.marginal_coeffs(tt)[1][:, None]
+        learned = sigma * exp.score_fn(params)(x, tt)
+        exact = sigma * exact_fn(x, tt) if exact_fn is not None else jnp.zeros_like(x)
+        logp = TOY_GMM.marginal_logpdf(sde, x, tt) if exact_fn is not None else tt
+        return learned, exact, logp
+
+    learned_a, exact_a, log_density, error = [], [], [], []
+    rng = np.random.default_rng(d.seed)
+    report_errors = {}
+    # Without a closed form, the density comes from a histogram of perturbed data.
+    big = make_toy_dataset(name, 200_000, d.seed + 2) if exact_fn is None else None
+    for t in times:
+        la, ea, _ = fields(state.ema_params, jnp.asarray(arrow_xy), t)
+        lf, ef, lp = (np.asarray(a) for a in fields(state.ema_params, jnp.asarray(fine_xy), t))
+        learned_a.append(np.asarray(la))
+        exact_a.append(np.asarray(ea))
+        g = len(fine)
+        if exact_fn is not None:
+            log_density.append(lp.reshape(g, g))
+            err = np.linalg.norm(lf - ef, axis=-1)
+            error.append(err.reshape(g, g))
+            # The error where the data is (weighted by p_t) and in the low-density region.
+            w = np.exp(lp - lp.max())
+            low = lp < lp.max() - math.log(1e4)
+            report_errors[f"t={t:g}"] = {
+                "error_weighted_by_density": float((w * err).sum() / w.sum()),
+                "error_low_density": float(err[low].mean()) if low.any() else None,
+                "low_density_fraction_of_box": float(low.mean()),
+            }
+        else:
+            alpha, sigma = (float(v[0]) for v in sde.marginal_coeffs(jnp.full((1,), t)))
+            pert = alpha * big + sigma * rng.standard_normal(big.shape).astype(np.float32)
+            log_density.append(_histogram_log_density(pert, fine))
+    title = f"{name}: {config.training.sde}, step {step}"
+    score_png = os.path.join(out_dir, f"score_field_step_{step}.png")
+    if is_main:
+        plot_score_fields(
+            score_png,
+            times=times,
+            grid=fine,
+            log_density=np.stack(log_density),
+            arrows_xy=arrow_xy,
+            learned=np.stack(learned_a),
+            exact=np.stack(exact_a) if exact_fn is not None else None,
+            error=np.stack(error) if exact_fn is not None else None,
+            density_label="exact" if exact_fn is not None else "histogram of perturbed data",
+            title=title + (" (learned vs exact score)" if exact_fn is not None else ""),
+        )
+    log.info("score fields at t = %s done in %.1f s", times, time.perf_counter() - t0)
+
+    # (b) Trajectories of the reverse SDE and of the probability-flow ODE from the same starts.
+    t1 = time.perf_counter()
+    k_prior, k_noise = jax.random.split(key)
+    x_T = sde.prior_sample(k_prior, (fc.num_trajectories, 2))
+    ode_ts = np.linspace(sde.T, eps, 201)
+
+    @jax.jit
+    def paths(params, x_T, key):
+        score_fn = exp.score_fn(params)
+        sde_tr = reverse_sde_trajectory(sde, score_fn, key, x_T, fc.sde_steps, eps=eps)
+        ode_tr = ode_trajectory(
+            sde, score_fn, x_T, ode_ts, rtol=lc.rtol, atol=lc.atol, solver=lc.ode_solver
+        )
+        return sde_tr, ode_tr
+
+    sde_tr, ode_tr = jax.device_get(paths(state.ema_params, x_T, k_noise))
+    traj_png = os.path.join(out_dir, f"trajectories_step_{step}.png")
+    if is_main:
+        plot_trajectories(
+            traj_png,
+            data=data,
+            sde_ts=np.asarray(sde_tr.ts),
+            sde_xs=np.asarray(sde_tr.xs),
+            ode_ts=np.asarray(ode_tr.ts),
+            ode_xs=np.asarray(ode_tr.xs),
+            title=f"{title}: {fc.num_trajectories} paths from the same prior points",
+        )
+    log.info(
+        "trajectories done in %.1f s (ODE: %d evaluations)",
+        time.perf_counter() - t1,
+        int(ode_tr.nfe),
+    )
+    report = {
+        "step": step,
+        "dataset": name,
+        "sde": config.training.sde,
+        "score_times": times,
+        "score_field_png": score_png,
+        "trajectories_png": traj_png,
+        "sde_steps": int(fc.sde_steps),
+        "ode_nfe": int(ode_tr.nfe),
+    }
+    if exact_fn is not None:
+        report["score_errors"] = report_errors
+        ends = {"sde": sde_tr.xs[-1], "ode": ode_tr.xs[-1]}
+        for kind, x in ends.items():
+            report[f"{kind}_endpoints_mean_true_logp"] = float(
+                np.mean(np.asarray(TOY_GMM.logpdf(jnp.asarray(x))))
+            )
+    if is_main:
+        with open(os.path.join(out_dir, f"report_step_{step}.json"), "w") as f:
+            json.dump(report, f, indent=2)
+    return report

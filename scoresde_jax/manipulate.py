@@ -1,0 +1,377 @@
+"""``--mode encode | interpolate | temperature``: probability-flow latent manipulation of a
+checkpoint (paper, Section 4.3), with pictures and JSON reports in ``workdir/latent/``.
+
+* ``encode``: ``latent.num_inputs`` examples of ``latent.split`` are encoded to their latents at
+  ``T`` and decoded back; the report gives the reconstruction error, the solver's evaluations
+  and how prior-like the latents are. Picture: originals, reconstructions and latents (images)
+  or data, latents and reconstructions side by side (2-D data).
+* ``interpolate``: ``latent.num_pairs`` pairs of examples, each joined by
+  ``latent.num_interpolation_steps`` decoded points of a great circle through their latents
+  (rows: pairs; the first and last column are the decoded endpoints).
+* ``temperature``: ``latent.num_inputs`` prior samples scaled by each of ``latent.temperatures``
+  and decoded (rows: temperatures, the same base noise in every row).
+
+The checkpoint is the newest one, its EMA parameters; the ODE is ``latent.ode_solver`` with
+``latent.rtol``/``latent.atol`` from ``sampling.eps`` to ``T``. Examples are split over the
+devices of the mesh (each device solves its own ODE), ``latent.batch_size`` at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from scoresde_jax import builders, figures, odeint, plotting
+from scoresde_jax.data import TOY_GMM, make_toy_dataset, to_model_space
+from scoresde_jax.evaluate import _restore
+from scoresde_jax.fileio import atomic_savez
+from scoresde_jax.latent import interpolate, prior_moment_zscores, round_trip, temperature_sample
+from scoresde_jax.parallel import device_count, sharded_batch_fn
+from scoresde_jax.sharding import put_global_batch
+from scoresde_jax.train import to_host
+
+__all__ = ["encode_mode", "interpolate_mode", "temperature_mode"]
+
+log = logging.getLogger(__name__)
+
+_SPLITS = {"train": 0, "test": 1}  # toy data: seed offset of each split (as in evaluate/train)
+
+
+def _ode_kwargs(config) -> dict:
+    """The ODE options of ``config.latent`` (checked, with ``latent.split``, before any work)."""
+    lc = config.latent
+    if str(lc.split) not in _SPLITS:
+        raise ValueError(f"latent.split={lc.split!r}: use 'test' or 'train'")
+    odeint.check_solver(str(lc.ode_solver))
+    if not (lc.rtol > 0 and lc.atol > 0):
+        raise ValueError(f"latent.rtol={lc.rtol}, latent.atol={lc.atol}: both must be positive")
+    return dict(
+        eps=float(config.sampling.eps),
+        rtol=float(lc.rtol),
+        atol=float(lc.atol),
+        solver=str(lc.ode_solver),
+    )
+
+
+def _check_count(value: int, field: str, least: int = 1) -> int:
+    if int(value) < least:
+        raise ValueError(f"{field}={value}: need at least {least}")
+    return int(value)
+
+
+def _examples(config, exp, n: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """``n`` examples of ``latent.split`` in model space, and the uint8 images (None for toys)."""
+    split = str(config.latent.split)
+    d = config.data
+    if not exp.is_image:
+        return make_toy_dataset(d.dataset, n, d.seed + _SPLITS[split]), None
+    source = builders.image_source_from_config(d, split)
+    if n > len(source):
+        raise ValueError(f"asked for {n} examples but the {split} split has {len(source)}")
+    # A fixed random choice (not the first n, which may be sorted by class).
+    idx = np.sort(np.random.default_rng(config.seed).choice(len(source), n, replace=False))
+    images, _ = source.get(idx)
+    return to_model_space(images, centered=d.centered), images
+
+
+def _run_sharded(exp, config, fn, num_outputs: int, params, key, batched: tuple, what: str):
+    """Applies ``fn(params, key, *batched) -> outputs`` per device, ``latent.batch_size`` rows
+    at a time (padded to one multiple of the device count, so it compiles once).
+
+    ``batched`` are host arrays with the same number of rows; chunk ``c`` gets the key
+    ``fold_in(key, c)``. Returns host arrays.
+    """
+    n_dev = device_count(exp.mesh)
+    n = len(batched[0])
+    chunk = -(-min(int(config.latent.batch_size), n) // n_dev) * n_dev
+    run = sharded_batch_fn(exp.mesh, fn, len(batched), num_outputs)
+    outputs = []
+    for c, start in enumerate(range(0, n, chunk)):
+        t0 = time.perf_counter()
+        parts = []
+        for a in batched:
+            part = np.asarray(a[start : start + chunk])
+            if len(part) < chunk:  # repeat the last row; its outputs are dropped below
+                part = np.concatenate([part, np.repeat(part[-1:], chunk - len(part), 0)])
+            parts.append(put_global_batch(part, exp.mesh))
+        out = run(params, jax.random.fold_in(key, c), *parts)
+        outputs.append([to_host(o)[: min(chunk, n - start)] for o in out])
+        log.info(
+            "%s: %d/%d rows done (%d devices) in %.1f s",
+            what,
+            min(start + chunk, n),
+            n,
+            n_dev,
+            time.perf_counter() - t0,
+        )
+    return tuple(np.concatenate(parts) for parts in zip(*outputs, strict=True))
+
+
+def _out_dir(workdir: str) -> str:
+    path = os.path.join(workdir, "latent")
+    if jax.process_index() == 0:
+        os.makedirs(path, exist_ok=True)
+    return path
+
+
+def _write_report(path: str, report: dict) -> None:
+    if jax.process_index() == 0:
+        with open(path, "w") as f:
+            json.dump(report, f, indent=2)
+
+
+def _latent_picture(z: np.ndarray, prior_std: float) -> np.ndarray:
+    """Latents as gray images: +-3 prior standard deviations span black to white."""
+    return plotting.to_uint8(np.clip(z / (3 * prior_std), -1, 1), centered=True)
+
+
+def _per_example(a: np.ndarray) -> np.ndarray:
+    return a.reshape(len(a), -1)
+
+
+def encode_mode(config, workdir: str) -> dict:
+    """``--mode encode``: exact encoding and reconstruction (see the module docstring).
+
+    Writes ``workdir/latent/encode_step_<step>.{png,npz,json}``. The report's reconstruction
+    errors are in model units, over all entries (largest, 99th percentile, median, mean; for
+    images also the fraction of 8-bit pixels that change). A learned flow can be very
+    ill-conditioned at a few entries (an anti-aliased gray pixel on the network's sharp
+    boundary between ink and background, a point between two modes), so the largest error
+    shrinks more slowly with the tolerance than the others;
+    ``latent_*`` compares the latents with the prior (see
+    :func:`scoresde_jax.latent.prior_moment_zscores`: z-scores, about standard normal for prior
+    samples).
+    """
+    n = _check_count(config.latent.num_inputs, "latent.num_inputs", 2)
+    ode = _ode_kwargs(config)
+    exp, state, step = _restore(config, workdir)
+    x, images = _examples(config, exp, n)
+    sde = exp.sde
+    log.info("encode: %d examples, step %d, %s", n, step, ode)
+
+    def per_device(params, key, x):
+        del key
+        rt = round_trip(sde, exp.score_fn(params), x, **ode)
+        return rt.z, rt.x_rec, jnp.broadcast_to(rt.nfe, (x.shape[0],))
+
+    t0 = time.perf_counter()
+    key = jax.random.fold_in(exp.eval_key, 5 * 10**6 + step)
+    z, x_rec, nfe = _run_sharded(exp, config, per_device, 3, state.ema_params, key, (x,), "encode")
+    seconds = time.perf_counter() - t0
+    err = np.abs(_per_example(x_rec) - _per_example(x))
+    stats = jax.device_get(prior_moment_zscores(jnp.asarray(z), sde.prior_std))
+    report = {
+        "step": step,
+        "mode": "encode",
+        "num_inputs": n,
+        "split": str(config.latent.split),
+        "ode": ode,
+        "max_abs_error": float(np.nanmax(err)),
+        "p99_abs_error": float(np.nanquantile(err, 0.99)),
+        "median_abs_error": float(np.nanmedian(err)),
+        "mean_abs_error": float(np.nanmean(err)),
+        "rms_error": float(np.sqrt(np.nanmean(err**2))),
+        "failed_solves": int(np.sum(~np.isfinite(err).all(-1))),
+        "nfe_round_trip_mean": float(np.mean(nfe)),
+        "nfe_round_trip_max": int(np.max(nfe)),
+        "seconds": seconds,
+        "prior_std": float(sde.prior_std),
+    }
+    report.update({f"latent_{k}": float(v) for k, v in stats.items()})
+    out_dir = _out_dir(workdir)
+    stem = os.path.join(out_dir, f"encode_step_{step}")
+    if exp.is_image:
+        rec_images = plotting.to_uint8(x_rec, centered=config.data.centered)
+        report["changed_pixel_fraction"] = float(np.mean(rec_images != images))
+        if jax.process_index() == 0:
+            rows = np.stack([images, rec_images, _latent_picture(z, sde.prior_std)])
+            figures.labeled_image_grid(
+                stem + ".png",
+                rows,
+                ["original", "decoded", "latent"],
+                title=f"step {step}: max |error| {report['max_abs_error']:.2g}",
+            )
+    else:
+        report["latent_mean_per_dim"] = [float(v) for v in z.mean(0)]
+        report["latent_cov"] = np.cov(z.T).tolist()
+        if jax.process_index() == 0:
+            figures.plot_toy_encoding(
+                stem + ".png",
+                data=x,
+                latents=z,
+                reconstructions=x_rec,
+                prior_std=sde.prior_std,
+                title=f"{config.data.dataset}: {config.training.sde}, step {step}, "
+                f"max |x - decode(encode(x))| = {report['max_abs_error']:.2g}",
+            )
+    if jax.process_index() == 0:
+        atomic_savez(stem + ".npz", x=x, z=z, x_rec=x_rec, nfe=nfe)
+    report["png"], report["npz"] = stem + ".png", stem + ".npz"
+    _write_report(stem + ".json", report)
+    return report
+
+
+def interpolate_mode(config, workdir: str) -> dict:
+    """``--mode interpolate``: great-circle interpolation in latent space, decoded.
+
+    Writes ``workdir/latent/interpolate_step_<step>.{png,npz,json}``. ``endpoint_max_abs_error``
+    compares the decoded endpoints with the inputs.
+    """
+    pairs = _check_count(config.latent.num_pairs, "latent.num_pairs")
+    num = _check_count(config.latent.num_interpolation_steps, "latent.num_interpolation_steps", 2)
+    ode = _ode_kwargs(config)
+    exp, state, step = _restore(config, workdir)
+    x, images = _examples(config, exp, 2 * pairs)
+    x0, x1 = x[:pairs], x[pairs:]
+    sde = exp.sde
+    log.info("interpolate: %d pairs x %d points, step %d, %s", pairs, num, step, ode)
+
+    def per_device(params, key, x0, x1):
+        del key
+        res = interpolate(sde, exp.score_fn(params), x0, x1, num, **ode)
+        return res.x, res.z, jnp.broadcast_to(res.nfe, (x0.shape[0],))
+
+    t0 = time.perf_counter()
+    key = jax.random.fold_in(exp.eval_key, 6 * 10**6 + step)
+    path, zpath, nfe = _run_sharded(
+        exp, config, per_device, 3, state.ema_params, key, (x0, x1), "interpolate"
+    )
+    seconds = time.perf_counter() - t0
+    end_err = np.maximum(
+        np.abs(_per_example(path[:, 0]) - _per_example(x0)).max(-1),
+        np.abs(_per_example(path[:, -1]) - _per_example(x1)).max(-1),
+    )
+    report = {
+        "step": step,
+        "mode": "interpolate",
+        "num_pairs": pairs,
+        "num_interpolation_steps": num,
+        "ode": ode,
+        "endpoint_max_abs_error": float(np.nanmax(end_err)),
+        "nfe_mean": float(np.mean(nfe)),
+        "nfe_max": int(np.max(nfe)),
+        "seconds": seconds,
+    }
+    stem = os.path.join(_out_dir(workdir), f"interpolate_step_{step}")
+    if jax.process_index() == 0:
+        if exp.is_image:
+            pics = plotting.to_uint8(path, centered=config.data.centered)
+            figures.labeled_image_grid(
+                stem + ".png",
+                pics,
+                [f"pair {i + 1}" for i in range(pairs)],
+                title=f"step {step}: slerp between latents, decoded",
+            )
+        else:
+            prior = np.asarray(sde.prior_sample(jax.random.fold_in(key, 1), (2000, 2)))
+            figures.plot_toy_interpolation(
+                stem + ".png",
+                data=make_toy_dataset(config.data.dataset, 5000, config.data.seed + 1),
+                paths=path,
+                latent_paths=zpath,
+                endpoints=(x0, x1),
+                prior_samples=prior,
+                title=f"{config.data.dataset}: {config.training.sde}, step {step}",
+            )
+        atomic_savez(stem + ".npz", x0=x0, x1=x1, interpolants=path, latents=zpath, nfe=nfe)
+    report["png"], report["npz"] = stem + ".png", stem + ".npz"
+    _write_report(stem + ".json", report)
+    return report
+
+
+def temperature_mode(config, workdir: str) -> dict:
+    """``--mode temperature``: decoded prior samples at several temperatures.
+
+    The latents are ``tau * z`` for each ``tau`` in ``latent.temperatures``, with the same base
+    noise ``z`` in every row (see :func:`scoresde_jax.latent.temperature_sample` for what the
+    temperature means for VE, VP and sub-VP). Writes
+    ``workdir/latent/temperature_step_<step>.{png,npz,json}``; the report gives, per
+    temperature, the evaluations and the spread of the samples (for the Gaussian-mixture toy
+    also their mean true log-density).
+    """
+    n = _check_count(config.latent.num_inputs, "latent.num_inputs")
+    temps = figures.parse_floats(config.latent.temperatures, "latent.temperatures")
+    if any(t < 0 or not math.isfinite(t) for t in temps):
+        raise ValueError(f"latent.temperatures={config.latent.temperatures!r}: need tau >= 0")
+    ode = _ode_kwargs(config)
+    exp, state, step = _restore(config, workdir)
+    sde = exp.sde
+    n_dev = device_count(exp.mesh)
+    log.info("temperature: %d samples at each of %s, step %d, %s", n, temps, step, ode)
+
+    def per_device(params_tau, key, index):
+        params, tau = params_tau
+        res = temperature_sample(
+            sde, exp.score_fn(params), key, (index.shape[0], *exp.data_shape), tau, **ode
+        )
+        return res.x, jnp.broadcast_to(res.nfe, index.shape)
+
+    # The row indices only fix how many samples each device draws; the base noise of device i in
+    # chunk c comes from fold_in(fold_in(key, c), i), the same for every temperature.
+    index = np.arange(n, dtype=np.int32)
+    key = jax.random.fold_in(exp.eval_key, 7 * 10**6 + step)
+    samples, per_temp = {}, {}
+    t0 = time.perf_counter()
+    for tau in temps:
+        x, nfe = _run_sharded(
+            exp,
+            config,
+            per_device,
+            2,
+            (state.ema_params, jnp.float32(tau)),
+            key,
+            (index,),
+            f"temperature {tau:g}",
+        )
+        samples[tau] = x
+        stats = {"nfe_mean": float(np.mean(nfe)), "nfe_max": int(np.max(nfe))}
+        flat = _per_example(x)
+        stats["sample_std"] = float(flat.std(0).mean())  # spread across samples, per entry
+        stats["finite"] = bool(np.isfinite(flat).all())
+        if not exp.is_image and config.data.dataset == "gmm":
+            stats["mean_true_logp"] = float(np.mean(np.asarray(TOY_GMM.logpdf(jnp.asarray(x)))))
+        per_temp[f"{tau:g}"] = stats
+    report = {
+        "step": step,
+        "mode": "temperature",
+        "num_samples": n,
+        "temperatures": temps,
+        "ode": ode,
+        "prior_std": float(sde.prior_std),
+        "devices": n_dev,
+        "per_temperature": per_temp,
+        "seconds": time.perf_counter() - t0,
+    }
+    stem = os.path.join(_out_dir(workdir), f"temperature_step_{step}")
+    if jax.process_index() == 0:
+        if exp.is_image:
+            pics = np.stack(
+                [plotting.to_uint8(samples[t], centered=config.data.centered) for t in temps]
+            )
+            figures.labeled_image_grid(
+                stem + ".png",
+                pics,
+                [rf"$\tau$ = {t:g}" for t in temps],
+                title=f"step {step}: decoded $\\tau z$, the same $z$ in each row",
+            )
+        else:
+            figures.plot_toy_temperature(
+                stem + ".png",
+                data=make_toy_dataset(config.data.dataset, 5000, config.data.seed + 1),
+                samples=samples,
+                title=f"{config.data.dataset}: {config.training.sde}, step {step}: decoded "
+                "tau * z, same z",
+            )
+        atomic_savez(
+            stem + ".npz", temperatures=np.asarray(temps), samples=np.stack(list(samples.values()))
+        )
+    report["png"], report["npz"] = stem + ".png", stem + ".npz"
+    _write_report(stem + ".json", report)
+    return report

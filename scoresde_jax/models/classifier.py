@@ -1,0 +1,199 @@
+"""Noise-conditional image classifiers ``p_t(y | x(t))`` for class-conditional sampling.
+
+Class-conditional generation (paper, Section 5 and Appendix I.1) adds the gradient of a
+*time-dependent* classifier to the unconditional score. The classifier sees perturbed images
+``x(t)`` and the noise level they carry, and is conditioned on it the way the paper's score
+networks are: random Fourier features of ``log sigma`` (Tancik et al., 2020), passed through two
+dense layers and added to the feature maps of every residual block (NCSN++'s time conditioning).
+
+Both networks are called as ``model.apply(params, x, noise_level, train=False)``:
+
+* ``x``: ``[B, H, W, C]`` (NHWC) perturbed images, already scaled to unit variance by the caller
+  (:func:`scoresde_jax.noise_classifier.classifier_log_prob_fn`);
+* ``noise_level``: ``[B]`` positive noise levels ``sigma_t / alpha_t`` (the VE noise level that
+  corresponds to time ``t`` under any of the three SDEs; for the VE SDE it is ``sigma_t``);
+* output: logits ``[B, num_classes]``.
+
+Two architectures (:data:`CLASSIFIERS`, :func:`get_classifier`):
+
+* ``"wide_resnet"``: the paper's classifier for CIFAR-10, a Wide ResNet (Zagoruyko & Komodakis,
+  2016) WRN-``depth``-``widen_factor`` (WRN-28-10: 28 layers, widths 160/320/640) with
+  pre-activation residual blocks. The noise-level embedding is added after the first convolution
+  of each block. GroupNorm replaces BatchNorm, so the network has no batch statistics: a logit
+  depends on its own example only, which the per-example gradient of class-conditional sampling
+  needs, and training and sampling use the same function.
+* ``"small_cnn"``: a small noise-conditional CNN for 28x28 MNIST digits (three stages of two 3x3
+  convolutions with GroupNorm, average pooling between stages).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from scoresde_jax.models.layers import GaussianFourierProjection, GroupNorm
+
+__all__ = [
+    "CLASSIFIERS",
+    "NoiseConditionalCNN",
+    "NoiseConditionalWideResNet",
+    "count_params",
+    "get_classifier",
+]
+
+
+def _groups(channels: int, max_groups: int = 32) -> int:
+    """The most groups (at most ``max_groups``, at least 4 channels each where possible) that
+    divide ``channels``."""
+    limit = max(1, min(max_groups, channels // 4))
+    return max(g for g in range(1, limit + 1) if channels % g == 0)
+
+
+class NoiseEmbedding(nn.Module):
+    """``noise_level [B] -> [B, dim]``: Gaussian Fourier features of ``log noise_level``, then
+    Dense -> SiLU -> Dense (as NCSN++ embeds ``log sigma``)."""
+
+    dim: int = 128
+    fourier_scale: float = 16.0
+
+    @nn.compact
+    def __call__(self, noise_level: jax.Array) -> jax.Array:
+        log_sigma = jnp.log(noise_level.astype(jnp.float32))
+        emb = GaussianFourierProjection(embedding_size=self.dim // 2, scale=self.fourier_scale)(
+            log_sigma
+        )
+        emb = nn.Dense(self.dim)(emb)
+        return nn.Dense(self.dim)(nn.silu(emb))
+
+
+class _WideBlock(nn.Module):
+    """Pre-activation wide residual block with the noise embedding added after the first conv."""
+
+    features: int
+    stride: int
+    dropout: float
+
+    @nn.compact
+    def __call__(self, x: jax.Array, temb: jax.Array, train: bool) -> jax.Array:
+        h = nn.silu(GroupNorm(_groups(x.shape[-1]))(x))
+        if x.shape[-1] != self.features or self.stride != 1:
+            shortcut = nn.Conv(
+                self.features, (1, 1), strides=self.stride, use_bias=False, name="shortcut"
+            )(h)
+        else:
+            shortcut = x
+        h = nn.Conv(self.features, (3, 3), strides=self.stride, padding=1, use_bias=False)(h)
+        h = h + nn.Dense(self.features, name="temb_proj")(nn.silu(temb))[:, None, None, :]
+        h = nn.silu(GroupNorm(_groups(self.features))(h))
+        h = nn.Dropout(self.dropout, deterministic=not train)(h)
+        h = nn.Conv(self.features, (3, 3), padding=1, use_bias=False)(h)
+        return h + shortcut
+
+
+class NoiseConditionalWideResNet(nn.Module):
+    """WRN-``depth``-``widen_factor`` conditioned on the noise level: ``(x, noise_level) ->
+    logits``.
+
+    Attributes:
+      num_classes: number of logits.
+      depth: ``6 n + 4`` layers (``n`` blocks per group); 28 in the paper.
+      widen_factor: width multiplier of the three groups (``16 k, 32 k, 64 k``); 10 in the paper.
+      dropout: dropout rate between the two convolutions of a block (active with ``train=True``).
+      embed_dim: width of the noise-level embedding.
+      fourier_scale: standard deviation of the random Fourier frequencies.
+    """
+
+    num_classes: int = 10
+    depth: int = 28
+    widen_factor: int = 10
+    dropout: float = 0.0
+    embed_dim: int = 128
+    fourier_scale: float = 16.0
+
+    @nn.compact
+    def __call__(self, x: jax.Array, noise_level: jax.Array, train: bool = False) -> jax.Array:
+        if (self.depth - 4) % 6 or self.depth < 10:
+            raise ValueError(
+                f"Wide ResNet depth={self.depth} must be 6 n + 4 with n >= 1 (e.g. 10, 16, 28)."
+            )
+        n = (self.depth - 4) // 6
+        noise_level = jnp.broadcast_to(noise_level, (x.shape[0],))
+        temb = NoiseEmbedding(self.embed_dim, self.fourier_scale)(noise_level)
+        h = nn.Conv(16, (3, 3), padding=1, use_bias=False, name="stem")(x)
+        for group, width in enumerate((16, 32, 64)):
+            for block in range(n):
+                stride = 2 if group > 0 and block == 0 else 1
+                h = _WideBlock(width * self.widen_factor, stride, self.dropout)(h, temb, train)
+        h = nn.silu(GroupNorm(_groups(h.shape[-1]))(h))
+        h = jnp.mean(h, axis=(1, 2))
+        return nn.Dense(self.num_classes, name="logits")(h)
+
+
+class NoiseConditionalCNN(nn.Module):
+    """A small noise-conditional CNN for 28x28 digits: ``(x, noise_level) -> logits``.
+
+    Each stage: conv3x3 -> + embedding -> GroupNorm -> SiLU -> conv3x3 -> GroupNorm -> SiLU,
+    with a residual connection, then 2x2 average pooling (28 -> 14 -> 7 -> 3); global average and
+    a linear layer give the logits.
+
+    Attributes:
+      num_classes: number of logits.
+      channels: channels of the stages.
+      embed_dim: width of the noise-level embedding.
+      fourier_scale: standard deviation of the random Fourier frequencies.
+    """
+
+    num_classes: int = 10
+    channels: Sequence[int] = (32, 64, 128)
+    embed_dim: int = 64
+    fourier_scale: float = 16.0
+
+    @nn.compact
+    def __call__(self, x: jax.Array, noise_level: jax.Array, train: bool = False) -> jax.Array:
+        del train  # no dropout
+        noise_level = jnp.broadcast_to(noise_level, (x.shape[0],))
+        temb = nn.silu(NoiseEmbedding(self.embed_dim, self.fourier_scale)(noise_level))
+        h = x
+        for c in self.channels:
+            h = nn.Conv(c, (3, 3), padding=1)(h)
+            h = h + nn.Dense(c)(temb)[:, None, None, :]
+            skip = h
+            h = nn.silu(GroupNorm(_groups(c))(h))
+            h = nn.Conv(c, (3, 3), padding=1)(h)
+            h = nn.silu(GroupNorm(_groups(c))(h)) + skip
+            h = nn.avg_pool(h, (2, 2), strides=(2, 2))
+        h = jnp.mean(h, axis=(1, 2))
+        return nn.Dense(self.num_classes, name="logits")(h)
+
+
+CLASSIFIERS: dict[str, type[nn.Module]] = {
+    "wide_resnet": NoiseConditionalWideResNet,
+    "small_cnn": NoiseConditionalCNN,
+}
+
+
+def get_classifier(name: str, **kwargs) -> nn.Module:
+    """The classifier ``name`` of :data:`CLASSIFIERS` built with keyword arguments ``kwargs``.
+
+    ``wide_resnet`` takes ``num_classes``, ``depth``, ``widen_factor``, ``dropout``,
+    ``embed_dim``, ``fourier_scale``; ``small_cnn`` takes ``num_classes``, ``channels``,
+    ``embed_dim``, ``fourier_scale``.
+    """
+    if name not in CLASSIFIERS:
+        raise ValueError(f"Unknown classifier {name!r}; choose one of {sorted(CLASSIFIERS)}.")
+    return CLASSIFIERS[name](**kwargs)
+
+
+def count_params(model: nn.Module, image_shape: tuple[int, int, int]) -> int:
+    """Number of parameters of ``model`` for images of ``image_shape`` (no computation: the
+    initialization is only traced)."""
+    shapes = jax.eval_shape(
+        lambda: model.init(
+            jax.random.PRNGKey(0), jnp.zeros((1, *image_shape)), jnp.ones((1,), jnp.float32)
+        )
+    )
+    return sum(math.prod(a.shape) for a in jax.tree.leaves(shapes))

@@ -1,0 +1,588 @@
+"""Class-conditional sampling with a noise-conditional classifier (paper, Section 5, Eq. 14, and
+Appendix I.1).
+
+Bayes' rule splits the score of the class-conditional marginals ``p_t(x | y)`` into the
+unconditional score and the gradient of a classifier of *perturbed* data:
+
+    grad_x log p_t(x | y) = grad_x log p_t(x) + grad_x log p_t(y | x),
+
+so an unconditional score model samples from ``p_0(x | y)`` once the reverse-time SDE (or the
+probability-flow ODE, or any sampler that takes a ``score_fn(x, t)``) is given the sum. The
+classifier ``p_t(y | x(t))`` is trained with cross-entropy on training images perturbed by the
+same SDE, ``x(t) = alpha_t x(0) + sigma_t z`` with ``t ~ U(eps, T)``, and conditioned on the noise
+level (:mod:`scoresde_jax.models.classifier`). A ``scale`` other than 1 multiplies the
+classifier's gradient (``scale > 1`` sharpens the class, as in later "classifier guidance" work).
+
+Library functions (no configs): :func:`classifier_guided_score_fn` (from
+:mod:`scoresde_jax.guidance`), :func:`classifier_log_prob_fn`, :func:`classifier_inputs`,
+:func:`perturb`, :func:`make_classifier_train_step`. Command-line entries (read the config):
+
+* :func:`train_classifier` (``--mode train_classifier``): trains ``config.classifier`` on the
+  training split, checkpoints in ``workdir/classifier/checkpoints`` (resumed automatically),
+  logs to ``workdir/classifier/metrics.jsonl`` and reports held-out accuracy at several ``t``;
+* :func:`sample_class` (``--mode sample --config.sampling.task=class
+  --config.sampling.label=K``): samples class ``K`` from the latest score checkpoint and the
+  trained classifier.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+from scoresde_jax import builders, plotting
+from scoresde_jax.checkpoint import Checkpointer
+from scoresde_jax.guidance import LogProbFn, classifier_guided_score_fn
+from scoresde_jax.sde import SDE, batch_mul
+from scoresde_jax.state import TrainState, ema_update, init_state, make_optimizer
+
+__all__ = [
+    "LogProbFn",
+    "classifier_from_config",
+    "classifier_guided_score_fn",
+    "classifier_inputs",
+    "classifier_log_prob_fn",
+    "make_classifier_train_step",
+    "perturb",
+    "sample_class",
+    "train_classifier",
+]
+
+log = logging.getLogger(__name__)
+
+# ----------------------------------------------------------------------------------------------
+# Library: pure functions.
+
+
+def perturb(sde: SDE, x: jax.Array, t: jax.Array, key: jax.Array) -> jax.Array:
+    """A sample of ``x(t) | x(0) = x`` under ``sde``: ``alpha_t x + sigma_t z``, ``z ~ N(0, I)``."""
+    mean, std = sde.marginal_prob(x, t)
+    return mean + batch_mul(std, jax.random.normal(key, x.shape, x.dtype))
+
+
+def classifier_inputs(sde: SDE, x: jax.Array, t: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """What a noise-conditional classifier sees at time ``t``: ``(x_in, noise_level)``.
+
+    ``x_in = x / sqrt(alpha_t^2 + sigma_t^2)`` keeps the input at roughly unit scale for every SDE
+    (for VE, ``x(t)`` grows to ``sigma_max``); ``noise_level = sigma_t / alpha_t`` is the noise
+    level of ``x(t) / alpha_t = x(0) + (sigma_t / alpha_t) z``, i.e. the VE SDE's ``sigma`` for
+    VE and its equivalent for VP and sub-VP, so one classifier design serves all three SDEs.
+    """
+    alpha, sigma = sde.marginal_coeffs(t)
+    return batch_mul(jax.lax.rsqrt(alpha**2 + sigma**2), x), sigma / alpha
+
+
+def classifier_log_prob_fn(sde: SDE, model: nn.Module, params) -> LogProbFn:
+    """``log_prob_fn(x, t) -> log_softmax(logits)`` of a noise-conditional classifier."""
+
+    def log_prob_fn(x: jax.Array, t: jax.Array) -> jax.Array:
+        x_in, level = classifier_inputs(sde, x, t)
+        return jax.nn.log_softmax(model.apply(params, x_in, level, train=False), axis=-1)
+
+    return log_prob_fn
+
+
+def make_classifier_train_step(
+    *,
+    model: nn.Module,
+    sde: SDE,
+    optimizer: optax.GradientTransformation,
+    ema_rate: float,
+    seed_key: jax.Array,
+    eps: float = 1e-5,
+) -> Callable:
+    """Builds ``step(state, x, labels) -> (state, metrics)``: one optimizer step of cross-entropy
+    on ``x`` perturbed at ``t ~ U(eps, T)`` (one ``t`` per example).
+
+    Times, noise and dropout for step ``s`` come from ``fold_in(seed_key, s)``, so a resumed run
+    continues the same stream. ``metrics``: ``loss``, ``accuracy`` (on the perturbed batch) and
+    ``grad_norm``.
+    """
+
+    def step(state: TrainState, x: jax.Array, labels: jax.Array):
+        key = jax.random.fold_in(seed_key, state.step)
+        t_key, z_key, dropout_key = jax.random.split(key, 3)
+        t = jax.random.uniform(t_key, (x.shape[0],), minval=eps, maxval=sde.T)
+        x_in, level = classifier_inputs(sde, perturb(sde, x, t, z_key), t)
+
+        def objective(params):
+            logits = model.apply(params, x_in, level, train=True, rngs={"dropout": dropout_key})
+            loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+            return loss, logits
+
+        (loss, logits), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        new_state = TrainState(
+            step=state.step + 1,
+            params=params,
+            ema_params=ema_update(state.ema_params, params, ema_rate),
+            opt_state=opt_state,
+        )
+        metrics = {
+            "loss": loss,
+            "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels),
+            "grad_norm": optax.tree.norm(grads),
+        }
+        return new_state, metrics
+
+    return step
+
+
+# ----------------------------------------------------------------------------------------------
+# Config boundary and command-line entries.
+
+
+def classifier_from_config(config) -> nn.Module:
+    """The network of ``config.classifier`` (see :data:`scoresde_jax.models.classifier.
+    CLASSIFIERS`) with ``config.data.num_classes`` outputs."""
+    from scoresde_jax.models.classifier import get_classifier
+
+    c = config.classifier
+    common = dict(
+        num_classes=config.data.num_classes,
+        embed_dim=c.embed_dim,
+        fourier_scale=c.fourier_scale,
+    )
+    if c.name == "wide_resnet":
+        return get_classifier(
+            "wide_resnet", depth=c.depth, widen_factor=c.widen_factor, dropout=c.dropout, **common
+        )
+    if c.name == "small_cnn":
+        return get_classifier("small_cnn", channels=tuple(c.channels), **common)
+    raise ValueError(
+        f"Unknown config.classifier.name={c.name!r}; use 'wide_resnet' or 'small_cnn'."
+    )
+
+
+def _check_image_config(config) -> None:
+    if config.data.get("dataset_kind", "image") != "image" or "classifier" not in config:
+        raise ValueError(
+            "Noise-conditional classifiers and sampling.task='class' need labelled images and a "
+            f"config.classifier section; config.data.dataset={config.data.dataset!r} "
+            f"(dataset_kind={config.data.get('dataset_kind', 'image')!r}) is not supported."
+        )
+
+
+class _Setup:
+    """Network, optimizer, SDE, mesh and abstract (sharded) state of ``config.classifier``."""
+
+    def __init__(self, config, mesh=None):
+        from scoresde_jax.sharding import make_data_mesh, replicated
+        from scoresde_jax.train import data_shape
+
+        _check_image_config(config)
+        c = config.classifier
+        self.sde = builders.sde_from_config(config)
+        self.model = classifier_from_config(config)
+        self.optimizer = make_optimizer(
+            lr=c.lr,
+            warmup=c.warmup,
+            grad_clip=c.grad_clip,
+            weight_decay=c.weight_decay,
+            optimizer=c.optimizer,
+        )
+        self.mesh = mesh if mesh is not None else make_data_mesh(config.get("num_devices", None))
+        self.data_shape = data_shape(config)
+        key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 0xC1A55)
+        self.init_key, self.train_key, self.eval_key = jax.random.split(key, 3)
+
+        def init(key):
+            x = jnp.zeros((1, *self.data_shape), jnp.float32)
+            params = self.model.init(key, x, jnp.ones((1,), jnp.float32))
+            return init_state(params, self.optimizer)
+
+        self._init = init
+        self.abstract_state = jax.eval_shape(init, self.init_key)
+        self.state_sharding = jax.tree.map(lambda _: replicated(self.mesh), self.abstract_state)
+
+    def init_state(self) -> TrainState:
+        return jax.jit(self._init, out_shardings=self.state_sharding)(self.init_key)
+
+    def abstract_target(self):
+        return jax.tree.map(
+            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+            self.abstract_state,
+            self.state_sharding,
+        )
+
+    @property
+    def num_params(self) -> int:
+        return sum(math.prod(a.shape) for a in jax.tree.leaves(self.abstract_state.params))
+
+
+def _classifier_dir(config, workdir: str) -> str:
+    return config.classifier.get("workdir", None) or os.path.join(workdir, "classifier")
+
+
+def _eval_times(config) -> list[float]:
+    text = str(config.classifier.eval_times)
+    try:
+        times = [float(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        times = []
+    if not times or any(not 0.0 <= t <= 1.0 for t in times):
+        raise ValueError(
+            f"config.classifier.eval_times={text!r}: use comma-separated times in [0, 1] (in "
+            "units of the SDE's T), e.g. '0.01,0.25,0.5'."
+        )
+    return times
+
+
+def train_classifier(config, workdir: str) -> dict:
+    """``--mode train_classifier``: trains the noise-conditional classifier of ``config``.
+
+    Trains on the training split with labels, ``config.classifier.batch_size`` images per step
+    (sharded over the devices of the mesh, parameters replicated) for
+    ``config.classifier.n_iters`` steps. Checkpoints go to ``workdir/classifier/checkpoints``
+    (or ``config.classifier.workdir``) and training resumes from the newest one; SIGTERM/SIGINT
+    saves before returning. Every ``eval_freq`` steps (and at the end) the EMA parameters are
+    scored on the first ``eval_examples`` test images perturbed at each of ``eval_times``.
+
+    Returns:
+      ``{"step", "loss", "train_accuracy", "test_accuracy": {t: accuracy}, "num_params",
+      "checkpoint_dir", "seconds", "steps_per_s"}``.
+    """
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    from scoresde_jax.data import train_batch
+    from scoresde_jax.parallel import device_count
+    from scoresde_jax.sharding import replicated, to_global_array
+    from scoresde_jax.train import _StopSignal, check_workdir
+    from scoresde_jax.writers import MetricWriter
+
+    check_workdir(workdir)
+    setup = _Setup(config)
+    c, d = config.classifier, config.data
+    out_dir = _classifier_dir(config, workdir)
+    os.makedirs(out_dir, exist_ok=True)
+    eval_times = _eval_times(config)
+    n_dev = device_count(setup.mesh)
+    pindex, pcount = jax.process_index(), jax.process_count()
+    if c.batch_size % (n_dev * pcount):
+        raise ValueError(
+            f"classifier.batch_size={c.batch_size} is not divisible by the {n_dev} devices; use "
+            f"a multiple of {n_dev}."
+        )
+    source = builders.image_source_from_config(d, "train")
+    test_source = builders.image_source_from_config(d, "test")
+    for name, src in (("train", source), ("test", test_source)):
+        if getattr(src, "num_classes", None) is None:
+            raise ValueError(
+                f"The {name} split of {d.dataset} ({getattr(src, 'name', type(src).__name__)}) "
+                "has no labels; a classifier needs a labelled source (MNIST IDX files, an npz "
+                "with '<split>_labels', CIFAR-10 python batches, TFDS or class folders)."
+            )
+
+    ckpt = Checkpointer(out_dir, keep_recent=2, snapshot_freq=c.snapshot_freq)
+    if ckpt.latest_step() is not None:
+        state = ckpt.restore(setup.abstract_target())
+        log.info("Resumed the classifier from step %d in %s", int(state.step), ckpt.directory)
+    else:
+        state = setup.init_state()
+    start = int(jax.device_get(state.step))
+
+    batch = NamedSharding(setup.mesh, PartitionSpec("data"))
+    rep = replicated(setup.mesh)
+    step_fn = jax.jit(
+        make_classifier_train_step(
+            model=setup.model,
+            sde=setup.sde,
+            optimizer=setup.optimizer,
+            ema_rate=c.ema_rate,
+            seed_key=setup.train_key,
+            eps=c.eps,
+        ),
+        in_shardings=(setup.state_sharding, batch, batch),
+        out_shardings=(setup.state_sharding, rep),
+        donate_argnums=0,
+    )
+    evaluate = _make_evaluator(config, setup, test_source, eval_times)
+    prep = dict(
+        global_batch_size=c.batch_size,
+        seed=config.seed,
+        random_flip=d.random_flip,
+        centered=d.centered,
+        uniform_dequantization=d.uniform_dequantization,
+        process_index=pindex,
+        process_count=pcount,
+        return_labels=True,
+    )
+
+    is_main = pindex == 0
+    writer = MetricWriter(
+        os.path.join(out_dir, "tensorboard"),
+        jsonl_path=os.path.join(out_dir, "metrics.jsonl"),
+        enabled=is_main,
+    )
+    show_bar = is_main and config.training.get("progress_bar", True)
+    bar = tqdm(
+        total=c.n_iters,
+        initial=start,
+        desc="classifier",
+        unit="step",
+        dynamic_ncols=True,
+        disable=not show_bar,
+    )
+    stop = _StopSignal()
+    t0 = t_last = time.perf_counter()
+    s_last = step = start
+    window: list[dict] = []
+    report: dict = {"checkpoint_dir": ckpt.directory, "num_params": setup.num_params}
+    accuracy: dict = {}
+    try:
+        while step < c.n_iters:
+            x, labels = train_batch(source, step, **prep)
+            state, metrics = step_fn(
+                state,
+                to_global_array(x, setup.mesh),
+                to_global_array(labels, setup.mesh),
+            )
+            metrics = jax.device_get(metrics)
+            if not math.isfinite(metrics["loss"]):
+                ckpt.wait()
+                raise FloatingPointError(
+                    f"Classifier loss became {metrics['loss']} at step {step}; the last good "
+                    f"checkpoint (step {ckpt.latest_step()}) is in {ckpt.directory}. Lower "
+                    "classifier.lr."
+                )
+            window.append(metrics)
+            step += 1
+            bar.update(1)
+            final = step >= c.n_iters
+            if step % c.log_freq == 0 or final:
+                now = time.perf_counter()
+                rate = (step - s_last) / max(now - t_last, 1e-9)
+                t_last, s_last = now, step
+                mean = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
+                window = []
+                writer.write_scalars(step, mean | {"steps_per_s": rate})
+                report.update(loss=mean["loss"], train_accuracy=mean["accuracy"])
+                bar.set_postfix(
+                    loss=f"{mean['loss']:.4f}",
+                    acc=f"{mean['accuracy']:.3f}",
+                    steps_per_s=f"{rate:.3g}",
+                )
+                if not show_bar and is_main:
+                    log.info(
+                        "classifier step %d/%d loss %.4f accuracy %.3f %.3g steps/s ETA %.0f s",
+                        step,
+                        c.n_iters,
+                        mean["loss"],
+                        mean["accuracy"],
+                        rate,
+                        (c.n_iters - step) / max(rate, 1e-9),
+                    )
+            if (c.eval_freq and step % c.eval_freq == 0) or final:
+                accuracy = evaluate(state.ema_params)
+                writer.write_scalars(step, {f"test_accuracy_t{t}": a for t, a in accuracy.items()})
+                if is_main:
+                    log.info(
+                        "classifier step %d held-out accuracy (EMA) %s",
+                        step,
+                        ", ".join(f"t={t}: {a:.3f}" for t, a in accuracy.items()),
+                    )
+            if step % c.snapshot_freq == 0 or final or stop.received:
+                ckpt.save(state)
+            if stop.received:
+                ckpt.wait()
+                log.warning(
+                    "Stopped by %s at step %d; checkpoint saved in %s. Run the same command to "
+                    "resume.",
+                    stop.received,
+                    step,
+                    ckpt.directory,
+                )
+                break
+    finally:
+        stop.restore()
+        bar.close()
+        writer.close()
+        ckpt.wait()
+        ckpt.close()
+    if not accuracy:  # nothing left to train: score the restored state
+        accuracy = evaluate(state.ema_params)
+    seconds = time.perf_counter() - t0
+    return report | {
+        "step": int(jax.device_get(state.step)),
+        "test_accuracy": {str(t): a for t, a in accuracy.items()},
+        "test_examples": min(len(test_source), c.eval_examples),
+        "seconds": seconds,
+        "steps_per_s": (step - start) / seconds if step > start else None,
+    }
+
+
+def _make_evaluator(config, setup: _Setup, test_source, eval_times: list[float]):
+    """``evaluate(params) -> {t: accuracy}`` on the first ``classifier.eval_examples`` test
+    images, each perturbed at every ``t`` (fixed noise, so numbers compare across steps)."""
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    from scoresde_jax.data import eval_batches, to_model_space
+    from scoresde_jax.parallel import device_count
+    from scoresde_jax.sharding import replicated, to_global_array
+    from scoresde_jax.train import to_host
+
+    c, d = config.classifier, config.data
+    sde = setup.sde
+    n_dev = device_count(setup.mesh)
+    pcount = jax.process_count()
+    batch_size = -(-c.batch_size // (n_dev * pcount)) * n_dev * pcount
+    eps = c.eps
+
+    def correct(params, x, labels, t, key):
+        tt = jnp.full((x.shape[0],), jnp.maximum(t, eps))
+        x_in, level = classifier_inputs(sde, perturb(sde, x, tt, key), tt)
+        logits = setup.model.apply(params, x_in, level, train=False)
+        return jnp.argmax(logits, -1) == labels
+
+    batch = NamedSharding(setup.mesh, PartitionSpec("data"))
+    rep = replicated(setup.mesh)
+    jitted = jax.jit(correct, in_shardings=(rep, batch, batch, rep, rep), out_shardings=batch)
+
+    def evaluate(params) -> dict[float, float]:
+        hits = {t: 0 for t in eval_times}
+        total = 0
+        it = eval_batches(
+            test_source,
+            global_batch_size=batch_size,
+            process_index=jax.process_index(),
+            process_count=pcount,
+            max_examples=c.eval_examples,
+        )
+        for i, (images, labels, mask) in enumerate(it):
+            x = to_global_array(to_model_space(images, centered=d.centered), setup.mesh)
+            y = to_global_array(labels.astype(np.int32), setup.mesh)
+            keep = to_host(to_global_array(mask, setup.mesh))
+            total += int(keep.sum())
+            for j, t in enumerate(eval_times):
+                key = jax.random.fold_in(jax.random.fold_in(setup.eval_key, i), j)
+                ok = to_host(jitted(params, x, y, jnp.float32(t * sde.T), key))
+                hits[t] += int(ok[keep].sum())
+        return {t: hits[t] / max(total, 1) for t in eval_times}
+
+    return evaluate
+
+
+def _requested_label(config) -> int:
+    label = config.sampling.get("label", None)
+    n = config.data.get("num_classes", None)
+    if label is None:
+        raise ValueError(
+            "sampling.task='class' needs the class to sample: pass --config.sampling.label=K "
+            f"with 0 <= K < {n if n else 'data.num_classes'}."
+        )
+    if n is not None and not 0 <= int(label) < int(n):
+        raise ValueError(
+            f"config.sampling.label={label} is out of range for {config.data.dataset} with "
+            f"{n} classes; use 0 <= label < {n}."
+        )
+    return int(label)
+
+
+def sample_class(config, workdir: str) -> dict:
+    """``--mode sample --config.sampling.task=class``: ``sampling.batch_size`` samples of class
+    ``sampling.label``.
+
+    Restores the newest score checkpoint of ``workdir`` (EMA parameters) and the newest
+    classifier checkpoint of ``config.classifier.workdir`` (default ``workdir/classifier``),
+    and runs the configured sampler (PC, ODE or a fast solver) on
+    :func:`classifier_guided_score_fn` with ``sampling.classifier_scale``, split over the
+    devices. The initial noise is that of ``--mode sample``, so the two grids can be compared
+    picture by picture. Writes ``workdir/samples/class_<label>_step_<step>.{png,npz}`` (uint8).
+
+    For MNIST the project's clean-image classifier (:mod:`scoresde_jax.metrics.classifier`)
+    says how many samples show the requested digit (``label_accuracy``), and, with
+    ``classifier.compare_unconditional``, how many unconditional samples from the same noise do
+    (``unconditional_label_fraction``, about 0.1 for ten balanced classes).
+    """
+    from scoresde_jax.evaluate import _restore
+    from scoresde_jax.parallel import device_count, sharded_sampler
+    from scoresde_jax.plotting import to_uint8
+    from scoresde_jax.train import to_host
+
+    _check_image_config(config)
+    label = _requested_label(config)
+    exp, state, step = _restore(config, workdir)
+    setup = _Setup(config, mesh=exp.mesh)
+    clf_dir = _classifier_dir(config, workdir)
+    if not os.path.isdir(os.path.join(clf_dir, "checkpoints")):
+        raise FileNotFoundError(
+            f"No classifier checkpoints in {clf_dir}/checkpoints. Train one first with "
+            "--mode train_classifier (same --config and --workdir), or point "
+            "--config.classifier.workdir at a directory that holds classifier/checkpoints."
+        )
+    clf_state = Checkpointer(clf_dir, read_only=True).restore(setup.abstract_target())
+    clf_step = int(jax.device_get(clf_state.step))
+    scale = float(config.sampling.get("classifier_scale", 1.0))
+
+    n_dev = device_count(exp.mesh)
+    n = -(-config.sampling.get("batch_size", 64) // n_dev) * n_dev
+    shape = (n, *exp.data_shape)
+    sample_fn = builders.sampler_from_config(config.sampling, exp.sde)
+
+    def make_score_fn(params):
+        score_params, clf_params = params
+        log_prob_fn = classifier_log_prob_fn(exp.sde, setup.model, clf_params)
+        return classifier_guided_score_fn(exp.score_fn(score_params), log_prob_fn, label, scale)
+
+    run = sharded_sampler(exp.mesh, sample_fn, make_score_fn, shape)
+    key = jax.random.fold_in(exp.eval_key, 2 * 10**6 + step)  # the key of --mode sample
+    t0 = time.perf_counter()
+    x, nfe = run((state.ema_params, clf_state.ema_params), key)
+    images = to_uint8(to_host(x), centered=config.data.centered)
+    seconds = time.perf_counter() - t0
+    out = {
+        "task": "class",
+        "label": label,
+        "classifier_scale": scale,
+        "sampler": config.sampling.method,
+        "step": step,
+        "classifier_step": clf_step,
+        "num_samples": n,
+        "nfe": int(nfe),
+        "sampling_seconds": seconds,
+    }
+
+    from scoresde_jax.metrics.classifier import (
+        classifier_for_dataset,
+        evaluate_accuracy,
+        load_classifier,
+    )
+
+    d = config.data
+    judge_name = classifier_for_dataset(str(d.dataset), d.image_size, d.num_channels)
+    judge = None
+    if judge_name == "mnist":
+        judge = load_classifier(judge_name)
+        _, logits = judge.apply(images)
+        predicted = np.asarray(jnp.argmax(logits, -1))
+        out["label_accuracy"] = float(np.mean(predicted == label))
+        out["predicted_label_counts"] = np.bincount(predicted, minlength=10).tolist()
+        out["judge"] = "scoresde_jax.metrics.classifier 'mnist' (clean images)"
+        if config.classifier.get("compare_unconditional", False):
+            plain = sharded_sampler(exp.mesh, sample_fn, exp.score_fn, shape)
+            t1 = time.perf_counter()
+            xu, _ = plain(state.ema_params, key)
+            uncond = to_uint8(to_host(xu), centered=d.centered)
+            out["unconditional_seconds"] = time.perf_counter() - t1
+            out["unconditional_label_fraction"] = evaluate_accuracy(
+                judge, uncond, np.full(len(uncond), label)
+            )
+    if jax.process_index() != 0:
+        return out
+    sample_dir = os.path.join(workdir, "samples")
+    os.makedirs(sample_dir, exist_ok=True)
+    stem = os.path.join(sample_dir, f"class_{label}_step_{step}")
+    png = plotting.save_image_grid(stem + ".png", images)
+    np.savez(stem + ".npz", samples=images, label=np.int32(label), classifier_scale=scale)
+    return out | {"png": png, "npz": stem + ".npz"}

@@ -1,0 +1,364 @@
+"""Controllable generation from the command line: ``--mode sample --config.sampling.task=TASK``.
+
+Tasks (:data:`TASKS`):
+
+* ``inpaint``: fill in the region of ``sampling.inpaint_mask`` of each input image
+  (:func:`scoresde_jax.controllable.inpaint`);
+* ``colorize``: color the gray level of each input image, with a model of 3-channel images
+  (:func:`scoresde_jax.controllable.colorize`);
+* ``class``: class-conditional sampling with a noise-conditional classifier
+  (:func:`scoresde_jax.noise_classifier.sample_class`).
+
+Inpainting and colorization read their inputs from the dataset (``sampling.task_split``) or from
+``sampling.task_inputs`` (an ``.npz`` of uint8 images, an image file or a folder of images), draw
+``sampling.num_completions`` samples for each of the first ``sampling.num_inputs`` inputs with the
+PC sampler of ``config.sampling`` on every device of the mesh, and write
+``workdir/samples/<task>_step_<step>.{png,npz}``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from scoresde_jax import builders, controllable, plotting
+from scoresde_jax.data import to_model_space
+from scoresde_jax.parallel import device_count, sharded_batch_fn
+from scoresde_jax.plotting import to_uint8
+
+__all__ = ["TASKS", "load_task_inputs", "run_task"]
+
+log = logging.getLogger(__name__)
+
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+
+
+def run_task(config, workdir: str) -> dict:
+    """Runs the controllable-generation task ``config.sampling.task``; returns its report.
+
+    Raises:
+      ValueError: for a task that is not in :data:`TASKS`.
+    """
+    task = str(config.sampling.get("task", "generate")).strip().lower()
+    if task not in TASKS:
+        raise ValueError(
+            f"Unknown config.sampling.task={task!r}; choose one of {sorted(TASKS)}, or "
+            "'generate' (unconditional samples, the default of --mode sample)."
+        )
+    return TASKS[task](config, workdir)
+
+
+def _class_task(config, workdir: str) -> dict:
+    # Imported here: the classifier and its training live in their own module.
+    from scoresde_jax.noise_classifier import sample_class
+
+    return sample_class(config, workdir)
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs.
+
+
+def _prepare(images: list[np.ndarray], image_size: int, num_channels: int, where: str):
+    from scoresde_jax.data import prepare_image
+
+    out = []
+    for i, image in enumerate(images):
+        image = np.asarray(image)
+        if image.dtype != np.uint8:
+            raise ValueError(
+                f"{where}: image {i} has dtype {image.dtype}; inputs must be uint8 pixels (0-255)"
+            )
+        if image.ndim == 3 and image.shape[-1] == 4:
+            image = image[..., :3]  # drop alpha
+        if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[-1] not in (1, 3)):
+            raise ValueError(
+                f"{where}: image {i} has shape {image.shape}; expected [H, W], [H, W, 1] or "
+                "[H, W, 3]"
+            )
+        try:
+            out.append(
+                prepare_image(
+                    image,
+                    image_size=image_size,
+                    num_channels=num_channels,
+                    geometry="resize_small_crop",
+                )
+            )
+        except ValueError as err:
+            raise ValueError(f"{where}: image {i} of shape {image.shape}: {err}") from err
+    return np.stack(out)
+
+
+def _read_npz(path: Path) -> np.ndarray:
+    with np.load(path) as f:
+        names = list(f.keys())
+        for name in ("images", "samples", "originals"):
+            if name in names:
+                return f[name]
+        if len(names) == 1:
+            return f[names[0]]
+    raise ValueError(
+        f"{path} holds the arrays {names}; name the input images 'images' (uint8 [N, H, W, C])"
+    )
+
+
+def _decode(path: Path) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            gray = im.mode in ("1", "L", "LA", "I", "I;16", "F")
+            return np.asarray(im.convert("L" if gray else "RGB"))
+    except (UnidentifiedImageError, OSError) as err:
+        raise ValueError(f"cannot read {path} as an image: {err}") from err
+
+
+def load_task_inputs(
+    path: str | os.PathLike, *, image_size: int, num_channels: int, limit: int | None = None
+) -> np.ndarray:
+    """Input images of a task from a file: uint8 ``[N, image_size, image_size, num_channels]``.
+
+    Args:
+      path: an ``.npz`` whose array ``images`` (or ``samples``, or its only array) holds uint8
+        ``[N, H, W, C]`` or ``[N, H, W]`` images; an image file (PNG, JPEG, WebP, BMP); or a
+        folder of them (read in name order, sub-folders included).
+      image_size: the model's image side. Other sizes are resized so that the smaller side is
+        ``image_size`` and center-cropped.
+      num_channels: the model's channels; grayscale is repeated to RGB, RGB reduced to luma.
+      limit: keep the first ``limit`` images.
+
+    Raises:
+      FileNotFoundError: ``path`` does not exist or a folder holds no images.
+      ValueError: an unreadable file or arrays that are not uint8 images.
+    """
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise FileNotFoundError(f"sampling.task_inputs={os.fspath(path)} does not exist")
+    if p.is_dir():
+        files = sorted(
+            (f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in _IMAGE_SUFFIXES),
+            key=lambda f: f.relative_to(p).as_posix(),
+        )
+        if not files:
+            raise FileNotFoundError(f"{p} holds no images ({', '.join(_IMAGE_SUFFIXES)})")
+        files = files[:limit] if limit else files
+        images = [_decode(f) for f in files]
+    elif p.suffix.lower() == ".npz":
+        array = _read_npz(p)
+        if array.ndim not in (3, 4) or len(array) == 0:
+            raise ValueError(
+                f"{p}: the images have shape {array.shape}; expected uint8 [N, H, W, C] or "
+                "[N, H, W] with N >= 1"
+            )
+        images = list(array[:limit] if limit else array)
+    elif p.suffix.lower() in _IMAGE_SUFFIXES:
+        images = [_decode(p)]
+    else:
+        raise ValueError(
+            f"sampling.task_inputs={os.fspath(path)}: use an .npz of uint8 images, an image file "
+            f"({', '.join(_IMAGE_SUFFIXES)}) or a folder of images"
+        )
+    return _prepare(images, image_size, num_channels, os.fspath(p))
+
+
+def _dataset_inputs(config, limit: int) -> tuple[np.ndarray, str]:
+    split = config.sampling.get("task_split", "test")
+    source = builders.image_source_from_config(config.data, split)
+    n = min(limit, len(source))
+    images, _ = source.get(np.arange(n))
+    return images, source.name
+
+
+# ---------------------------------------------------------------------------------------------
+# Inpainting and colorization.
+
+
+def _check_image_task(config, task: str) -> None:
+    d, s = config.data, config.sampling
+    if d.get("dataset_kind", "image") != "image":
+        raise ValueError(f"task {task!r} needs image data; {d.dataset!r} is not an image dataset")
+    if str(s.method).lower() != "pc":
+        raise ValueError(
+            f"task {task!r} runs the predictor-corrector sampler (sampling.predictor, "
+            f"sampling.corrector, ...); set --config.sampling.method=pc (got {s.method!r})"
+        )
+    if task == "colorize" and d.num_channels != 3:
+        raise ValueError(
+            f"colorization needs a model of 3-channel (RGB) images, but config.data.num_channels="
+            f"{d.num_channels} (dataset {d.dataset}). Train on color images, e.g. "
+            "configs/mnist/ddpmpp_vp_colored.py (MNIST digits in color) or a CIFAR-10 config."
+        )
+    for field in ("num_inputs", "num_completions"):
+        if int(s.get(field, 1)) < 1:
+            raise ValueError(f"sampling.{field} must be >= 1, got {s.get(field)}")
+
+
+def _sampler_options(s) -> dict:
+    return dict(
+        predictor=s.predictor,
+        corrector=s.corrector,
+        snr=s.snr,
+        n_steps=s.n_steps_each,
+        num_steps=s.get("num_steps", None),
+        eps=s.get("eps", 1e-3),
+        denoise=s.noise_removal,
+        perturb_known_init=s.get("perturb_known_init", False),
+    )
+
+
+def _run_rounds(fn, params, key, batch: np.ndarray, round_size: int, mesh, task: str):
+    """``fn(params, key, x) -> (x, nfe)`` over ``batch`` in rounds of ``round_size`` rows
+    (the last one padded with copies of the first row); returns host arrays."""
+    from scoresde_jax.sharding import put_global_batch
+    from scoresde_jax.train import to_host
+
+    n = len(batch)
+    n_rounds = -(-n // round_size)
+    outs, nfe = [], 0
+    for r in range(n_rounds):
+        chunk = batch[r * round_size : (r + 1) * round_size]
+        m = len(chunk)
+        if m < round_size:
+            chunk = np.concatenate([chunk, np.repeat(chunk[:1], round_size - m, 0)])
+        t0 = time.perf_counter()
+        x, nfe_r = fn(params, jax.random.fold_in(key, r), put_global_batch(chunk, mesh))
+        x = to_host(x)[:m]
+        nfe = int(to_host(nfe_r).max())
+        outs.append(x)
+        log.info(
+            "%s: round %d/%d, %d images, %d score evaluations, %.1f s",
+            task,
+            r + 1,
+            n_rounds,
+            m,
+            nfe,
+            time.perf_counter() - t0,
+        )
+    return np.concatenate(outs), nfe
+
+
+def _image_task(config, workdir: str, task: str) -> dict:
+    from scoresde_jax.evaluate import _restore
+
+    _check_image_task(config, task)
+    d, s = config.data, config.sampling
+    num_inputs = int(s.get("num_inputs", 8))
+    k = int(s.get("num_completions", 4))
+    inputs_path = s.get("task_inputs", None)
+    if inputs_path:
+        originals = load_task_inputs(
+            inputs_path, image_size=d.image_size, num_channels=d.num_channels, limit=num_inputs
+        )
+        origin = os.fspath(inputs_path)
+    else:
+        originals, origin = _dataset_inputs(config, num_inputs)
+    mask = None
+    if task == "inpaint":
+        mask = controllable.resolve_mask(
+            s.get("inpaint_mask", "center_square"), d.image_size, jax.random.PRNGKey(config.seed)
+        )
+
+    t0 = time.perf_counter()
+    exp, state, step = _restore(config, workdir)
+    n_dev = device_count(exp.mesh)
+    options = _sampler_options(s)
+    x_model = to_model_space(originals, centered=d.centered)
+    if task == "inpaint":
+
+        def per_device(params, key, x):
+            res = controllable.inpaint(exp.sde, exp.score_fn(params), key, x, mask, **options)
+            return res.x, jnp.full((x.shape[0],), res.nfe, jnp.int32)
+
+        cond = x_model
+    else:
+
+        def per_device(params, key, gray):
+            res = controllable.colorize(exp.sde, exp.score_fn(params), key, gray, **options)
+            return res.x, jnp.full((gray.shape[0],), res.nfe, jnp.int32)
+
+        cond = np.mean(x_model, axis=-1, keepdims=True)  # the gray level, controllable.to_gray
+
+    batch = np.repeat(cond, k, axis=0)  # input i -> rows i*k ... i*k + k - 1
+    per_round = max(int(s.get("batch_size", 64)), 1)
+    round_size = -(-min(len(batch), per_round) // n_dev) * n_dev
+    log.info(
+        "%s: %d inputs from %s x %d completions on %d devices, step %d",
+        task,
+        len(originals),
+        origin,
+        k,
+        n_dev,
+        step,
+    )
+    fn = sharded_batch_fn(exp.mesh, per_device, 1, 2)
+    key = jax.random.fold_in(exp.eval_key, 3 * 10**6 + step)
+    x, nfe = _run_rounds(fn, state.ema_params, key, batch, round_size, exp.mesh, task)
+    seconds = time.perf_counter() - t0
+
+    n, h, w, c = originals.shape
+    completions = to_uint8(x, centered=d.centered).reshape(n, k, h, w, c)
+    out = {
+        "task": task,
+        "step": step,
+        "num_inputs": n,
+        "num_completions": k,
+        "inputs": origin,
+        "nfe": nfe,
+        "seconds": round(seconds, 2),
+        "perturb_known_init": bool(options["perturb_known_init"]),
+    }
+    ref = originals.astype(np.float64)[:, None] / 255.0
+    err2 = np.square(completions.astype(np.float64) / 255.0 - ref)
+    if task == "inpaint":
+        known = np.broadcast_to(mask > 0.5, (h, w, c))
+        shown = np.where(known, originals, np.uint8(128))  # missing pixels in mid gray
+        out["mask"] = str(s.get("inpaint_mask"))
+        out["known_fraction"] = float(known.mean())
+        out["mse_known"] = float(err2[..., known].mean()) if known.any() else None
+        out["mse_unknown"] = float(err2[..., ~known].mean()) if (~known).any() else None
+        arrays = {"mask": mask.astype(np.uint8)}
+    else:
+        gray = to_uint8(cond, centered=d.centered)
+        shown = np.repeat(gray, 3, axis=-1)
+        # The constraint of the method: the channel mean of every completion is the input's gray
+        # level (before the uint8 rounding and clipping of the picture).
+        x01 = (x + 1.0) / 2.0 if d.centered else x
+        g01 = (cond + 1.0) / 2.0 if d.centered else cond
+        gray_err = np.abs(x01.reshape(n, k, h, w, c).mean(-1) - g01[:, None, ..., 0])
+        out["gray_max_abs_error"] = float(gray_err.max())
+        out["mse"] = float(err2.mean())
+        arrays = {"gray": gray}
+    if jax.process_index() != 0:
+        return out
+    out_dir = os.path.join(workdir, "samples")
+    os.makedirs(out_dir, exist_ok=True)
+    stem = os.path.join(out_dir, f"{task}_step_{step}")
+    rows = np.concatenate([originals[:, None], shown[:, None], completions], axis=1)
+    out["png"] = plotting.save_image_grid(stem + ".png", rows.reshape(-1, h, w, c), ncol=k + 2)
+    np.savez(stem + ".npz", originals=originals, inputs=shown, completions=completions, **arrays)
+    out["npz"] = stem + ".npz"
+    out["png_layout"] = "rows: inputs; columns: original, input, then the completions"
+    return out
+
+
+def _inpaint_task(config, workdir: str) -> dict:
+    return _image_task(config, workdir, "inpaint")
+
+
+def _colorize_task(config, workdir: str) -> dict:
+    return _image_task(config, workdir, "colorize")
+
+
+TASKS = {
+    "inpaint": _inpaint_task,
+    "colorize": _colorize_task,
+    "class": _class_task,
+}
+"""``config.sampling.task`` -> ``task(config, workdir) -> dict`` (the task's report)."""
