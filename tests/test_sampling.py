@@ -427,3 +427,14 @@ def test_invalid_arguments_raise_value_errors():
         pc_sample(sde, score_fn, key, (4, 2), eps=2.0)
     with pytest.raises(ValueError, match="shape"):
         pc_sample(sde, score_fn, key, ())
+    # DDPM's discrete betas beta_max / N reach 1 at N = 20 steps: a clear error instead of NaN.
+    with pytest.raises(ValueError, match="num_steps > 20"):
+        pc_sample(sde, score_fn, key, (4, 2), num_steps=20)
+    with pytest.raises(ValueError, match="discrete betas"):
+        pc_sample(get_sde("subvpsde"), score_fn, key, (4, 2), num_steps=10, predictor="none")
+    x, _ = pc_sample(
+        sde, score_fn, key, (4, 2), num_steps=10, predictor="euler_maruyama", corrector="none"
+    )
+    assert np.isfinite(np.asarray(x)).all()
+    x, _ = pc_sample(sde, score_fn, key, (4, 2), num_steps=21)
+    assert np.isfinite(np.asarray(x)).all()

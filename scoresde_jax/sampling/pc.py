@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from scoresde_jax.sampling._common import SampleResult, check_shape
 from scoresde_jax.sampling.correctors import CORRECTORS
 from scoresde_jax.sampling.predictors import FLOW_PREDICTORS, PREDICTORS
-from scoresde_jax.sde import SDE, ScoreFn
+from scoresde_jax.sde import SDE, VPSDE, ScoreFn, SubVPSDE
 
 __all__ = ["pc_sample"]
 
@@ -20,6 +20,23 @@ def _lookup(table: dict, name: str, kind: str):
     if name not in table:
         raise ValueError(f"Unknown {kind} {name!r}; choose one of {sorted(table)}.")
     return table[name]
+
+
+def _check_discrete_betas(sde: SDE, predictor: str, corrector: str) -> None:
+    """DDPM's discrete betas ``beta_i = beta(t_i) / N`` must stay below 1 where a step uses them
+    (``sqrt(1 - beta)``, ``alpha = 1 - beta``); with too few steps they would give NaN."""
+    if not isinstance(sde, VPSDE | SubVPSDE) or sde.beta_max / sde.N < 1:
+        return
+    uses_betas = corrector != "none" or (
+        isinstance(sde, VPSDE) and predictor in ("reverse_diffusion", "ancestral_sampling")
+    )
+    if uses_betas:
+        raise ValueError(
+            f"num_steps={sde.N} is too few for predictor {predictor!r} / corrector "
+            f"{corrector!r}: the discrete betas beta_max / num_steps = {sde.beta_max / sde.N:.3g} "
+            f"reach 1. Use num_steps > {int(sde.beta_max)}, or predictor 'euler_maruyama' with "
+            "corrector 'none', or a fast sampler (config.sampling.method='dpm_solver_pp')."
+        )
 
 
 def pc_sample(
@@ -90,6 +107,7 @@ def pc_sample(
         sde = dataclasses.replace(sde, N=num_steps)
     if not 0 < eps < sde.T:
         raise ValueError(f"need 0 < eps < T = {sde.T}, got eps={eps}")
+    _check_discrete_betas(sde, predictor, corrector)
 
     prior_key, loop_key = jax.random.split(key)
     x = sde.prior_sample(prior_key, shape)
