@@ -38,6 +38,7 @@ __all__ = [
     "sample",
     "to_uint8",
     "checkpoint_steps",
+    "restore_experiment",
 ]
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ def gaussian_nll(train: np.ndarray, test: np.ndarray) -> float:
     return float(np.mean(0.5 * (maha + logdet + train.shape[1] * math.log(2 * math.pi))))
 
 
-def _restore(config, workdir: str, step: int | None = None):
+def restore_experiment(config, workdir: str, step: int | None = None):
     """``(experiment, state, step)`` of checkpoint ``step`` (default: the newest readable one)."""
     check_workdir(workdir)
     exp = build_experiment(config)
@@ -241,7 +242,7 @@ def _evaluate_images(config, workdir: str, step: int, sample_metrics) -> dict:
     from scoresde_jax.data import eval_batches, num_eval_batches, to_model_space
     from scoresde_jax.sharding import to_global_array
 
-    exp, state, step = _restore(config, workdir, step)
+    exp, state, step = restore_experiment(config, workdir, step)
     ec, d = config.eval, config.data
     is_main = jax.process_index() == 0
     pindex, pcount = jax.process_index(), jax.process_count()
@@ -432,7 +433,7 @@ def _sample_rounds(config, exp, state, step, out_dir, batch_size, eval_key, samp
 
 
 def _evaluate_toy(config, workdir: str) -> dict:
-    exp, state, step = _restore(config, workdir)
+    exp, state, step = restore_experiment(config, workdir)
     ec = config.eval
     out_dir = os.path.join(workdir, "eval")
     os.makedirs(out_dir, exist_ok=True)
@@ -529,7 +530,7 @@ def sample(config, workdir: str) -> dict:
         from scoresde_jax.tasks import run_task
 
         return run_task(config, workdir)
-    exp, state, step = _restore(config, workdir)
+    exp, state, step = restore_experiment(config, workdir)
     n_dev = device_count(exp.mesh)
     n = -(-config.sampling.get("batch_size", 64) // n_dev) * n_dev
     sample_fn = builders.sampler_from_config(config.sampling, exp.sde)

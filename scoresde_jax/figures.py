@@ -406,7 +406,7 @@ def toy_figures(config, workdir: str) -> dict:
     for what is drawn. Returns the paths and, for the Gaussian mixture, the score errors.
     """
     from scoresde_jax.data import TOY_GMM, make_toy_dataset
-    from scoresde_jax.evaluate import _restore
+    from scoresde_jax.evaluate import restore_experiment
     from scoresde_jax.sampling.trajectory import ode_trajectory, reverse_sde_trajectory
 
     d = config.data
@@ -418,7 +418,10 @@ def toy_figures(config, workdir: str) -> dict:
         )
     fc, lc = config.figures, config.latent
     times = parse_floats(fc.score_times, "figures.score_times")
-    exp, state, step = _restore(config, workdir)
+    exp, state, step = restore_experiment(config, workdir)
+    # A few thousand 2-D points: one device is plenty, and fetching the replicated parameters
+    # to the host keeps these small programs off the multi-device mesh.
+    params = jax.device_get(state.ema_params)
     sde, eps = exp.sde, float(config.sampling.eps)
     if any(not 0 < t <= sde.T for t in times):
         raise ValueError(f"figures.score_times={fc.score_times!r}: every time must be in (0, T]")
@@ -456,8 +459,8 @@ def toy_figures(config, workdir: str) -> dict:
     # Without a closed form, the density comes from a histogram of perturbed data.
     big = make_toy_dataset(name, 200_000, d.seed + 2) if exact_fn is None else None
     for t in times:
-        la, ea, _ = fields(state.ema_params, jnp.asarray(arrow_xy), t)
-        lf, ef, lp = (np.asarray(a) for a in fields(state.ema_params, jnp.asarray(fine_xy), t))
+        la, ea, _ = fields(params, jnp.asarray(arrow_xy), t)
+        lf, ef, lp = (np.asarray(a) for a in fields(params, jnp.asarray(fine_xy), t))
         learned_a.append(np.asarray(la))
         exact_a.append(np.asarray(ea))
         g = len(fine)
@@ -509,7 +512,7 @@ def toy_figures(config, workdir: str) -> dict:
         )
         return sde_tr, ode_tr
 
-    sde_tr, ode_tr = jax.device_get(paths(state.ema_params, x_T, k_noise))
+    sde_tr, ode_tr = jax.device_get(paths(params, x_T, k_noise))
     traj_png = os.path.join(out_dir, f"trajectories_step_{step}.png")
     if is_main:
         plot_trajectories(

@@ -30,7 +30,7 @@ import numpy as np
 
 from scoresde_jax import builders, figures, odeint, plotting
 from scoresde_jax.data import TOY_GMM, make_toy_dataset, to_model_space
-from scoresde_jax.evaluate import _restore
+from scoresde_jax.evaluate import restore_experiment
 from scoresde_jax.fileio import atomic_savez
 from scoresde_jax.latent import interpolate, prior_moment_zscores, round_trip, temperature_sample
 from scoresde_jax.parallel import device_count, sharded_batch_fn
@@ -151,7 +151,7 @@ def encode_mode(config, workdir: str) -> dict:
     """
     n = _check_count(config.latent.num_inputs, "latent.num_inputs", 2)
     ode = _ode_kwargs(config)
-    exp, state, step = _restore(config, workdir)
+    exp, state, step = restore_experiment(config, workdir)
     x, images = _examples(config, exp, n)
     sde = exp.sde
     log.info("encode: %d examples, step %d, %s", n, step, ode)
@@ -227,7 +227,7 @@ def interpolate_mode(config, workdir: str) -> dict:
     pairs = _check_count(config.latent.num_pairs, "latent.num_pairs")
     num = _check_count(config.latent.num_interpolation_steps, "latent.num_interpolation_steps", 2)
     ode = _ode_kwargs(config)
-    exp, state, step = _restore(config, workdir)
+    exp, state, step = restore_experiment(config, workdir)
     x, images = _examples(config, exp, 2 * pairs)
     x0, x1 = x[:pairs], x[pairs:]
     sde = exp.sde
@@ -301,7 +301,7 @@ def temperature_mode(config, workdir: str) -> dict:
     if any(t < 0 or not math.isfinite(t) for t in temps):
         raise ValueError(f"latent.temperatures={config.latent.temperatures!r}: need tau >= 0")
     ode = _ode_kwargs(config)
-    exp, state, step = _restore(config, workdir)
+    exp, state, step = restore_experiment(config, workdir)
     sde = exp.sde
     n_dev = device_count(exp.mesh)
     log.info("temperature: %d samples at each of %s, step %d, %s", n, temps, step, ode)

@@ -505,14 +505,14 @@ def sample_class(config, workdir: str) -> dict:
     ``classifier.compare_unconditional``, how many unconditional samples from the same noise do
     (``unconditional_label_fraction``, about 0.1 for ten balanced classes).
     """
-    from scoresde_jax.evaluate import _restore
+    from scoresde_jax.evaluate import restore_experiment
     from scoresde_jax.parallel import device_count, sharded_sampler
     from scoresde_jax.plotting import to_uint8
     from scoresde_jax.train import to_host
 
     _check_image_config(config)
     label = _requested_label(config)
-    exp, state, step = _restore(config, workdir)
+    exp, state, step = restore_experiment(config, workdir)
     setup = _Setup(config, mesh=exp.mesh)
     clf_dir = _classifier_dir(config, workdir)
     if not os.path.isdir(os.path.join(clf_dir, "checkpoints")):

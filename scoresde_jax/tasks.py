@@ -245,7 +245,7 @@ def _run_rounds(fn, params, key, batch: np.ndarray, round_size: int, mesh, task:
 
 
 def _image_task(config, workdir: str, task: str) -> dict:
-    from scoresde_jax.evaluate import _restore
+    from scoresde_jax.evaluate import restore_experiment
 
     _check_image_task(config, task)
     d, s = config.data, config.sampling
@@ -266,7 +266,7 @@ def _image_task(config, workdir: str, task: str) -> dict:
         )
 
     t0 = time.perf_counter()
-    exp, state, step = _restore(config, workdir)
+    exp, state, step = restore_experiment(config, workdir)
     n_dev = device_count(exp.mesh)
     options = _sampler_options(s)
     x_model = to_model_space(originals, centered=d.centered)
