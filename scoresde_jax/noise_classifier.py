@@ -44,7 +44,8 @@ from scoresde_jax import builders, plotting
 from scoresde_jax.checkpoint import Checkpointer
 from scoresde_jax.guidance import LogProbFn, classifier_guided_score_fn
 from scoresde_jax.sde import SDE, batch_mul
-from scoresde_jax.state import TrainState, ema_update, init_state, make_optimizer
+from scoresde_jax.state import TrainState, ema_update, make_optimizer
+from scoresde_jax.train import ReplicatedState
 
 __all__ = [
     "LogProbFn",
@@ -174,11 +175,11 @@ def _check_image_config(config) -> None:
         )
 
 
-class _Setup:
+class _Setup(ReplicatedState):
     """Network, optimizer, SDE, mesh and abstract (sharded) state of ``config.classifier``."""
 
     def __init__(self, config, mesh=None):
-        from scoresde_jax.sharding import make_data_mesh, replicated
+        from scoresde_jax.sharding import make_data_mesh
         from scoresde_jax.train import data_shape
 
         _check_image_config(config)
@@ -196,25 +197,7 @@ class _Setup:
         self.data_shape = data_shape(config)
         key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 0xC1A55)
         self.init_key, self.train_key, self.eval_key = jax.random.split(key, 3)
-
-        def init(key):
-            x = jnp.zeros((1, *self.data_shape), jnp.float32)
-            params = self.model.init(key, x, jnp.ones((1,), jnp.float32))
-            return init_state(params, self.optimizer)
-
-        self._init = init
-        self.abstract_state = jax.eval_shape(init, self.init_key)
-        self.state_sharding = jax.tree.map(lambda _: replicated(self.mesh), self.abstract_state)
-
-    def init_state(self) -> TrainState:
-        return jax.jit(self._init, out_shardings=self.state_sharding)(self.init_key)
-
-    def abstract_target(self):
-        return jax.tree.map(
-            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-            self.abstract_state,
-            self.state_sharding,
-        )
+        self._setup_state()
 
     @property
     def num_params(self) -> int:

@@ -46,7 +46,39 @@ class NonFiniteLossError(FloatingPointError):
     """Raised when the training loss becomes NaN or Inf."""
 
 
-class Experiment:
+class ReplicatedState:
+    """A ``TrainState`` of ``self.model`` and ``self.optimizer`` over ``self.mesh``, created
+    directly with replicated shardings; subclasses set ``model``, ``optimizer``, ``mesh``,
+    ``data_shape`` and ``init_key``, then call :meth:`_setup_state`.
+
+    The abstract state (``jax.eval_shape`` of the init) gives the shardings and is also the
+    Orbax restore target.
+    """
+
+    def _setup_state(self) -> None:
+        def init(key):
+            x = jnp.zeros((1, *self.data_shape), jnp.float32)
+            params = self.model.init(key, x, jnp.ones((1,), jnp.float32))
+            return init_state(params, self.optimizer)
+
+        self._init = init
+        self.abstract_state = jax.eval_shape(init, self.init_key)
+        self.state_sharding = jax.tree.map(lambda _: replicated(self.mesh), self.abstract_state)
+
+    def init_state(self):
+        """Parameters created directly with their (replicated) shardings."""
+        return jax.jit(self._init, out_shardings=self.state_sharding)(self.init_key)
+
+    def abstract_target(self):
+        """Shapes, dtypes and shardings of the state: the restore target."""
+        return jax.tree.map(
+            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+            self.abstract_state,
+            self.state_sharding,
+        )
+
+
+class Experiment(ReplicatedState):
     """Everything built from a config: SDE, network, optimizer, loss, mesh, abstract state."""
 
     def __init__(self, config):
@@ -60,31 +92,11 @@ class Experiment:
         self.continuous = config.training.continuous
         key = jax.random.PRNGKey(config.seed)
         self.init_key, self.train_key, self.eval_key = jax.random.split(key, 3)
-
-        def init(key):
-            x = jnp.zeros((1, *self.data_shape), jnp.float32)
-            params = self.model.init(key, x, jnp.ones((1,), jnp.float32))
-            return init_state(params, self.optimizer)
-
-        self._init = init
-        self.abstract_state = jax.eval_shape(init, self.init_key)
-        self.state_sharding = jax.tree.map(lambda _: replicated(self.mesh), self.abstract_state)
+        self._setup_state()
 
     @property
     def is_image(self) -> bool:
         return len(self.data_shape) == 3
-
-    def init_state(self):
-        """Parameters created directly with their (replicated) shardings."""
-        return jax.jit(self._init, out_shardings=self.state_sharding)(self.init_key)
-
-    def abstract_target(self):
-        """Shapes, dtypes and shardings of the state: the restore target."""
-        return jax.tree.map(
-            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-            self.abstract_state,
-            self.state_sharding,
-        )
 
     def score_fn(self, params):
         model_fn = lambda x, labels: self.model.apply(params, x, labels, train=False)
