@@ -108,6 +108,9 @@ def get_default_configs() -> ml_collections.ConfigDict:
     evaluate.atol = 1e-5
     evaluate.exact_trace = False  # Hutchinson estimate of the divergence
     evaluate.num_probes = 1
+    evaluate.probe_noise = "rademacher"  # Hutchinson probes: "rademacher" | "gaussian"
+    evaluate.eps = 1e-5  # likelihood: the probability-flow ODE is integrated from t = eps to T
+    evaluate.weights = "ema"  # "ema" (as the paper) | "raw": which parameters are evaluated
     evaluate.max_examples = placeholder(int)  # None: the whole split
     evaluate.fid_stats_path = placeholder(str)  # reference Inception statistics (.npz)
     evaluate.inception_weights = placeholder(str)  # Inception-v3 weights for FID/IS/KID
@@ -134,6 +137,9 @@ def get_default_configs() -> ml_collections.ConfigDict:
     model.sigma_min = 0.01
     model.sigma_max = 50.0
     model.num_scales = 1000
+    # A file of the network's own noise levels (descending), used instead of the geometric
+    # sigma_min ... sigma_max sequence: what `convert --noise_levels=checkpoint` writes.
+    model.noise_levels = placeholder(str)
     model.beta_min = 0.1
     model.beta_max = 20.0
     model.dropout = 0.1

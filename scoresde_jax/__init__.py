@@ -2,32 +2,41 @@
 
 The names users need most are re-exported here; everything else lives in its module:
 ``sde``, ``score``, ``losses``, ``sampling``, ``likelihood``, ``gmm``, ``models``, ``train``,
-``evaluate``.
+``evaluate``. They are imported on first use, so that ``import scoresde_jax`` (and the command
+line's checks of its arguments) start without loading JAX.
 """
 
-from scoresde_jax.gmm import GaussianMixture
-from scoresde_jax.guidance import classifier_guided_score_fn
-from scoresde_jax.likelihood import bits_per_dim, log_likelihood
-from scoresde_jax.losses import get_loss_fn
-from scoresde_jax.sampling import decode, encode, ode_sample, pc_sample
-from scoresde_jax.score import get_score_fn
-from scoresde_jax.sde import VESDE, VPSDE, SubVPSDE, get_sde
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "GaussianMixture",
-    "SubVPSDE",
-    "VESDE",
-    "VPSDE",
-    "bits_per_dim",
-    "classifier_guided_score_fn",
-    "decode",
-    "encode",
-    "get_loss_fn",
-    "get_score_fn",
-    "get_sde",
-    "log_likelihood",
-    "ode_sample",
-    "pc_sample",
-]
+_EXPORTS = {
+    "GaussianMixture": "scoresde_jax.gmm",
+    "SubVPSDE": "scoresde_jax.sde",
+    "VESDE": "scoresde_jax.sde",
+    "VPSDE": "scoresde_jax.sde",
+    "bits_per_dim": "scoresde_jax.likelihood",
+    "classifier_guided_score_fn": "scoresde_jax.guidance",
+    "decode": "scoresde_jax.sampling",
+    "encode": "scoresde_jax.sampling",
+    "get_loss_fn": "scoresde_jax.losses",
+    "get_score_fn": "scoresde_jax.score",
+    "get_sde": "scoresde_jax.sde",
+    "log_likelihood": "scoresde_jax.likelihood",
+    "ode_sample": "scoresde_jax.sampling",
+    "pc_sample": "scoresde_jax.sampling",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'scoresde_jax' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -6,15 +6,20 @@ arguments; nothing below this module ever reads a ConfigDict.
 
 from __future__ import annotations
 
+import functools
+import os
+
 import flax.linen as nn
 import optax
 
 from scoresde_jax import losses
+from scoresde_jax.errors import ConfigError
 from scoresde_jax.models import get_model
 from scoresde_jax.sde import SDE, get_sde
 from scoresde_jax.state import make_optimizer
 
 __all__ = [
+    "SAMPLER_METHODS",
     "sde_from_config",
     "model_from_config",
     "optimizer_from_config",
@@ -31,7 +36,7 @@ def sde_from_config(config) -> SDE:
         return get_sde(name, sigma_min=m.sigma_min, sigma_max=m.sigma_max, N=m.num_scales)
     if name in ("vpsde", "vp", "subvpsde", "subvp"):
         return get_sde(name, beta_min=m.beta_min, beta_max=m.beta_max, N=m.num_scales)
-    raise ValueError(
+    raise ConfigError(
         f"Unknown config.training.sde={config.training.sde!r}; use 'vesde', 'vpsde' or 'subvpsde'."
     )
 
@@ -69,7 +74,7 @@ def loss_from_config(config, sde: SDE):
         d = config.data
         dim = d.dim if "dim" in d else d.image_size**2 * d.num_channels
         if dim > EXACT_TRACE_MAX_DIM:
-            raise ValueError(
+            raise ConfigError(
                 f"training.loss='ism' with training.ism_exact_trace=True needs {dim} "
                 f"Jacobian-vector products per example for {dim}-dimensional data (the limit is "
                 f"{EXACT_TRACE_MAX_DIM}); set --config.training.ism_exact_trace=False "
@@ -86,6 +91,20 @@ def loss_from_config(config, sde: SDE):
         ssm_num_projections=t.get("ssm_num_projections", 1),
         ssm_noise=t.get("ssm_noise", "rademacher"),
     )
+
+
+SAMPLER_METHODS = (
+    "pc",
+    "ode",
+    "edm",
+    "dpm_solver_pp",
+    "dpm_solver",
+    "dpm_solver_adaptive",
+    "sde_adaptive",
+    "langevin",
+    "annealed_langevin",
+)
+"""The values of ``config.sampling.method``."""
 
 
 def sampler_from_config(sampling_config, sde: SDE):
@@ -236,10 +255,8 @@ def sampler_from_config(sampling_config, sde: SDE):
             )
 
     else:
-        raise ValueError(
-            f"Unknown config.sampling.method={s.method!r}; use 'pc', 'ode', 'edm', "
-            "'dpm_solver_pp', 'dpm_solver', 'dpm_solver_adaptive', 'sde_adaptive', "
-            "'langevin' or 'annealed_langevin'."
+        raise ConfigError(
+            f"Unknown config.sampling.method={s.method!r}; use one of {', '.join(SAMPLER_METHODS)}."
         )
     return sample
 
@@ -248,11 +265,14 @@ def image_source_from_config(data_config, split: str):
     """The :class:`~scoresde_jax.data.ImageSource` of ``split`` ("train" or "test") described by
     ``config.data``: ``dataset``, ``image_size``, ``num_channels`` and optionally ``source``
     (default "auto"), ``path``, ``data_dir`` and ``category`` (see
-    :func:`scoresde_jax.data.open_image_source`)."""
-    from scoresde_jax.data import open_image_source
+    :func:`scoresde_jax.data.open_image_source`).
 
+    Local sources are read-only, so one opened for the same arguments (and unchanged files) is
+    reused: the start-up checks open the data once and the run that follows reads the same
+    object.
+    """
     d = data_config
-    return open_image_source(
+    kwargs = dict(
         dataset=d.dataset,
         split=split,
         image_size=d.image_size,
@@ -262,3 +282,30 @@ def image_source_from_config(data_config, split: str):
         data_dir=d.get("data_dir"),
         category=d.get("category"),
     )
+    if not kwargs["path"]:  # TFDS: opening is cheap, and its data can change under mocks
+        from scoresde_jax.data import open_image_source
+
+        return open_image_source(**kwargs)
+    return _open_local_source(_path_signature(kwargs["path"]), **kwargs)
+
+
+def _path_signature(path) -> tuple:
+    """Size and modification time of the data path: a changed file is opened afresh."""
+    path = os.path.expanduser(path)
+    try:
+        st = os.stat(path)
+        entries = ()
+        if os.path.isdir(path):  # the files inside (a folder's own time misses their edits)
+            entries = tuple(
+                (e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in os.scandir(path)
+            )
+    except OSError:
+        return (path,)
+    return (path, st.st_size, st.st_mtime_ns, entries)
+
+
+@functools.lru_cache(maxsize=4)
+def _open_local_source(signature: tuple, **kwargs):
+    from scoresde_jax.data import open_image_source
+
+    return open_image_source(**kwargs)

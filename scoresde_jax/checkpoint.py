@@ -1,4 +1,4 @@
-"""Orbax checkpoints of the training state in ``<workdir>/checkpoints``.
+"""Orbax checkpoints of the training state in ``<workdir>/checkpoints``, verified on restore.
 
 Two kinds of checkpoints share one directory, told apart by their step:
 
@@ -8,25 +8,48 @@ Two kinds of checkpoints share one directory, told apart by their step:
   is told to stop), only the ``keep_recent`` newest are kept: they bound the work lost when a job
   is killed.
 
-Saves are asynchronous (the state is copied to host memory before :meth:`Checkpointer.save`
-returns, so training continues with donated buffers while files are written). A step directory
-only becomes visible once complete, so a job killed mid-save leaves the previous checkpoint as the
-latest. A checkpoint that is visible but unreadable (disk full, truncated copy) is skipped with a
-warning and the previous one is restored instead.
+Each step directory holds two items: ``state`` (the arrays, written by Orbax) and ``integrity``
+(a JSON record with a digest of every array, written with them). Saves are asynchronous (the
+state is copied to host memory before :meth:`Checkpointer.save` returns, so training continues
+with donated buffers while files are written) and a step directory only becomes visible once
+complete, so a job killed mid-save leaves the previous checkpoint as the latest.
+
+Restoring verifies what it reads: every array's digest must equal the recorded one and every
+value must be finite. A step directory that fails (empty, partial, foreign, truncated, bit
+flips, non-finite values) is skipped with a warning naming the cause, and the next older one is
+restored, each with a fresh reader so that one failure cannot spoil the next attempt. Training
+moves the skipped directories to ``<workdir>/checkpoints_unreadable/``; readers (evaluation)
+leave them alone. Checkpoints written before digests existed (a ``default`` item, no
+``integrity``) are still read, with their values checked for finiteness only.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import errno
+import glob
+import json
 import logging
 import os
 import shutil
 import time
+from typing import Any
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
-__all__ = ["Checkpointer", "CheckpointRestoreError"]
+from scoresde_jax.errors import MissingCheckpointError, UserError, WorkdirError
+
+__all__ = [
+    "Checkpointer",
+    "CheckpointRestoreError",
+    "RestoredCheckpoint",
+    "state_digests",
+    "combined_digest",
+]
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +58,217 @@ _NO_CHECKPOINT = (
     "holds checkpoints/ (e.g. one written by `python -m scoresde_jax.convert`)."
 )
 
+_STATE, _INTEGRITY, _LEGACY = "state", "integrity", "default"
+_INTEGRITY_FORMAT = 1
 
-class CheckpointRestoreError(RuntimeError):
+
+def _drop_callbacks_of_closed_loops() -> None:
+    """Makes ``call_soon_threadsafe`` on a closed asyncio loop a no-op instead of an error.
+
+    Orbax reads each checkpoint on an event loop of its own and closes the loop when the read
+    returns. When one array of a damaged checkpoint fails, the read returns at once while
+    tensorstore is still completing the others; their completion callbacks then find the loop
+    closed and each prints a traceback ("Event loop is closed"), hundreds for one damaged
+    checkpoint, burying the one warning that matters. Nobody is left to run such a callback, so
+    dropping it loses nothing.
+    """
+    import asyncio
+
+    loop_class = asyncio.BaseEventLoop
+    if getattr(loop_class.call_soon_threadsafe, "_scoresde_quiet", False):
+        return
+    original = loop_class.call_soon_threadsafe
+
+    def call_soon_threadsafe(self, callback, *args, context=None):
+        if self.is_closed():
+            return None
+        return original(self, callback, *args, context=context)
+
+    call_soon_threadsafe._scoresde_quiet = True
+    loop_class.call_soon_threadsafe = call_soon_threadsafe
+
+
+class _OrbaxSaveErrors(logging.Filter):
+    """Drops the error records Orbax logs (with tracebacks, from several threads) when a save
+    fails: the same failure reaches :meth:`Checkpointer.wait` or :meth:`Checkpointer.save`, which
+    raise it once (as one message with the directory and the space needed, for a full disk)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        in_orbax = f"{os.sep}orbax{os.sep}checkpoint{os.sep}" in (record.pathname or "")
+        return not (in_orbax and record.levelno >= logging.ERROR)
+
+
+def _quiet_orbax_save_errors() -> None:
+    # Orbax logs through absl, whose records all go to the "absl" logger.
+    logger = logging.getLogger("absl")
+    if not any(isinstance(f, _OrbaxSaveErrors) for f in logger.filters):
+        logger.addFilter(_OrbaxSaveErrors())
+
+
+class CheckpointRestoreError(UserError, RuntimeError):
     """No checkpoint in the directory could be restored."""
 
 
+class _Unreadable(Exception):
+    """One step directory failed to restore or to verify; the message says why."""
+
+
+# -------------------------------------------------------------------------------------------
+# Digests: computed on the device, exact integer arithmetic, independent of reduction order.
+
+
+def _words(x: jax.Array) -> jax.Array:
+    """The bits of ``x`` as a flat uint32 array."""
+    x = jnp.ravel(x)
+    if x.dtype == jnp.bool_:
+        return x.astype(jnp.uint32)
+    size = jnp.dtype(x.dtype).itemsize
+    if size == 4:
+        return jax.lax.bitcast_convert_type(x, jnp.uint32)
+    if size == 2:
+        return jax.lax.bitcast_convert_type(x, jnp.uint16).astype(jnp.uint32)
+    if size == 1:
+        return jax.lax.bitcast_convert_type(x, jnp.uint8).astype(jnp.uint32)
+    if size == 8:
+        return jnp.ravel(jax.lax.bitcast_convert_type(x, jnp.uint32))
+    raise TypeError(f"no digest for dtype {x.dtype}")
+
+
+def _leaf_digest(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Two position-weighted sums of the words of ``x`` (mod 2^32) and whether ``x`` is finite.
+
+    The weights are odd, so changing any one word changes the first sum; the second mixes each
+    word nonlinearly, so that changes in several words are very unlikely to cancel in both.
+    """
+    w = _words(x)
+    i = jnp.arange(w.shape[0], dtype=jnp.uint32)
+    a = (i * jnp.uint32(0x9E3779B1) + jnp.uint32(0x7F4A7C15)) | jnp.uint32(1)
+    b = (i * jnp.uint32(0xC2B2AE3D) + jnp.uint32(0x27D4EB2F)) | jnp.uint32(1)
+    mixed = (w ^ (w >> 15)) * jnp.uint32(0x85EBCA6B)
+    mixed = mixed ^ (mixed >> 13)
+    h1 = jnp.sum(w * a, dtype=jnp.uint32)
+    h2 = jnp.sum(mixed * b, dtype=jnp.uint32)
+    finite = jnp.all(jnp.isfinite(x)) if jnp.issubdtype(x.dtype, jnp.inexact) else jnp.bool_(True)
+    return jnp.stack([h1, h2]), finite
+
+
+@jax.jit
+def _tree_digests(tree):
+    flat, _ = jax.tree_util.tree_flatten_with_path(tree)
+    return [_leaf_digest(x) for _, x in flat]
+
+
+def _local(x) -> np.ndarray:
+    """A replicated (possibly multi-host) result as a numpy array."""
+    if getattr(x, "is_fully_addressable", True):
+        return np.asarray(x)
+    return np.asarray(x.addressable_data(0))
+
+
+def state_digests(tree) -> tuple[dict[str, str], list[str]]:
+    """``({leaf path: 16-hex digest}, [paths of leaves with non-finite values])`` of a pytree.
+
+    The digest depends only on each array's bits, shape order and dtype, not on the device,
+    the number of devices or the sharding, so a checkpoint verifies wherever it is restored.
+    """
+    paths = [path for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
+    results = _tree_digests(tree)
+    digests, non_finite = {}, []
+    for path, (words, finite) in zip(paths, results, strict=True):
+        name = jax.tree_util.keystr(path)
+        h = _local(words).astype(np.uint64)
+        digests[name] = f"{int(h[0]):08x}{int(h[1]):08x}"
+        if not bool(_local(finite)):
+            non_finite.append(name)
+    return digests, non_finite
+
+
+def combined_digest(digests: dict[str, str]) -> str:
+    """One hex digest of a ``{path: digest}`` mapping (e.g. all EMA parameters)."""
+    import hashlib
+
+    text = json.dumps(sorted(digests.items()))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _subtree_digest(digests: dict[str, str], prefix: str) -> str:
+    return combined_digest({k: v for k, v in digests.items() if k.startswith(prefix)})
+
+
+# -------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class RestoredCheckpoint:
+    """A verified checkpoint: the state and what is known about it."""
+
+    state: Any
+    step: int
+    path: str
+    digests: dict[str, str]
+    verified: bool  # False for a checkpoint written without digests
+    meta: dict
+    skipped: tuple[str, ...] = ()  # "step N: cause" of each newer checkpoint that failed
+
+    def weights_digest(self, which: str = "ema_params") -> str:
+        """Digest of one part of the state (``"ema_params"``, ``"params"``, ...)."""
+        return _subtree_digest(self.digests, f".{which}") if self.digests else ""
+
+
+def _readable_cause(e: Exception) -> str:
+    """What a failed Orbax read means, then the error itself (shortened)."""
+    text = str(e).strip()
+    first = text.splitlines()[0] if text else ""
+    if isinstance(e, UnicodeDecodeError | json.JSONDecodeError):
+        meaning = "its metadata files are damaged"
+    elif "DATA_LOSS" in text or "Error reading" in text or "Error opening" in text:
+        meaning = "its array files are damaged or truncated"
+    elif isinstance(e, FileNotFoundError) or "NOT_FOUND" in text:
+        meaning = "files of it are missing"
+    elif "shape" in text.lower() or "structure" in text.lower():
+        meaning = "its arrays do not fit this config's network (another config wrote it?)"
+    else:
+        meaning = "it cannot be read"
+    return f"{meaning} ({type(e).__name__}: {first[:200]})"
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(exc)
+        if "No space left" in text or "RESOURCE_EXHAUSTED" in text or "Disk quota" in text:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _disk_bytes(path: str) -> int:
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.stat(os.path.join(root, name)).st_blocks * 512
+            except OSError:
+                pass
+    return total
+
+
+def _size_text(n: int) -> str:
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def _tree_nbytes(tree) -> int:
+    return sum(int(np.prod(x.shape)) * jnp.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree))
+
+
 class Checkpointer:
-    """Saves and restores ``TrainState`` pytrees.
+    """Saves and restores pytrees (the ``TrainState``) with digests.
 
     Args:
       workdir: the experiment directory; checkpoints live in ``workdir/checkpoints``.
@@ -49,7 +276,7 @@ class Checkpointer:
         2, so an unreadable newest checkpoint still leaves one to fall back to).
       snapshot_freq: steps that are multiples of it are snapshots, kept beyond ``keep_recent``.
       max_snapshots: keep only this many newest snapshots (``None``: all).
-      read_only: open an existing directory without creating anything (evaluation).
+      read_only: open an existing directory without creating or moving anything (evaluation).
       async_save: write files in a background thread.
     """
 
@@ -65,7 +292,9 @@ class Checkpointer:
     ):
         self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
         if read_only and not os.path.isdir(self.directory):
-            raise FileNotFoundError(f"No checkpoint directory {self.directory}. {_NO_CHECKPOINT}")
+            raise MissingCheckpointError(
+                f"No checkpoint directory {self.directory}. {_NO_CHECKPOINT}"
+            )
         keep = [policies.LatestN(max(int(keep_recent), 2))]
         if snapshot_freq:
             keep.append(policies.EveryNSteps(int(snapshot_freq), max_to_keep=max_snapshots))
@@ -76,55 +305,157 @@ class Checkpointer:
             create=not read_only,
             enable_async_checkpointing=async_save,
         )
-        self._manager = ocp.CheckpointManager(self.directory, options=options)
         self.read_only = read_only
+        if not read_only:
+            _quiet_orbax_save_errors()
+        self._manager = (
+            None if read_only else ocp.CheckpointManager(self.directory, options=options)
+        )
+        self._pending: tuple[int, int] | None = None  # (step, bytes) of an unfinished save
 
-    def latest_step(self) -> int | None:
-        return self._manager.latest_step()
+    # -- listing ------------------------------------------------------------------------------
 
     def all_steps(self) -> list[int]:
-        return sorted(self._manager.all_steps())
+        """Steps of the directories in ``checkpoints/`` (complete or not)."""
+        if not os.path.isdir(self.directory):
+            return []
+        return sorted(
+            int(name)
+            for name in os.listdir(self.directory)
+            if name.isdigit() and os.path.isdir(os.path.join(self.directory, name))
+        )
 
-    def save(self, state, *, force: bool = True) -> None:
-        """Starts saving ``state`` under its own step (a no-op if that step is already saved)."""
+    def latest_step(self) -> int | None:
+        steps = self.all_steps()
+        return steps[-1] if steps else None
+
+    # -- saving -------------------------------------------------------------------------------
+
+    def save(self, state, *, force: bool = True, meta: dict | None = None) -> None:
+        """Starts saving ``state`` under its own step (a no-op if that step is already saved).
+
+        ``meta`` (JSON-serializable) is stored beside the digests.
+
+        Raises:
+          WorkdirError: the previous save or this one could not be written (disk full,
+            permissions); the message names the directory and the size needed.
+        """
+        if self._manager is None:
+            raise RuntimeError("a read-only Checkpointer cannot save")
         step = int(jax.device_get(state.step))
         if step in self._manager.all_steps():
             return
-        self._manager.save(step, args=ocp.args.StandardSave(state), force=force)
+        digests, non_finite = state_digests(state)
+        if non_finite:
+            raise FloatingPointError(
+                f"Refusing to checkpoint step {step}: non-finite values in {non_finite[:5]}."
+            )
+        record = {
+            "format": _INTEGRITY_FORMAT,
+            "step": step,
+            "digests": digests,
+            "written_at": time.time(),
+            "meta": meta or {},
+        }
+        args = ocp.args.Composite(
+            **{_STATE: ocp.args.StandardSave(state), _INTEGRITY: ocp.args.JsonSave(record)}
+        )
+        self._guard_write(lambda: self._manager.save(step, args=args, force=force))
+        self._pending = (step, _tree_nbytes(state))
+
+    def _guard_write(self, fn):
+        try:
+            return fn()
+        except Exception as e:
+            if not _is_disk_full(e) and not isinstance(e, PermissionError):
+                raise
+            pending = self._pending
+            self._pending = None
+            self._remove_temporaries()
+            failed_step = pending[0] if pending else None
+            intact = [s for s in self.all_steps() if s != failed_step]
+            usage = shutil.disk_usage(self.directory)
+            if intact:  # what the newest complete checkpoint takes on disk
+                size = _disk_bytes(os.path.join(self.directory, str(intact[-1])))
+                need = f" (a checkpoint takes {_size_text(size)}, as step {intact[-1]} does"
+            else:
+                need = f" (the state alone takes {_size_text(pending[1] if pending else 0)}"
+            need += f"; {_size_text(usage.free)} are free)"
+            last = f"step {intact[-1]}" if intact else "none"
+            cause = "the disk is full" if _is_disk_full(e) else f"permission denied ({e})"
+            what = f"checkpoint step {pending[0]}" if pending else "a checkpoint"
+            raise WorkdirError(
+                f"Could not write {what} to {self.directory}: {cause}{need}. The last complete "
+                f"checkpoint ({last}) is intact. Free space (or fix permissions) and run the same "
+                "command again to resume from it."
+            ) from None
+
+    def _remove_temporaries(self) -> None:
+        """Removes the partial directories a failed save leaves behind."""
+        if jax.process_index() != 0:
+            return
+        for tmp in glob.glob(os.path.join(self.directory, "*.orbax-checkpoint-tmp*")):
+            shutil.rmtree(tmp, ignore_errors=True)
 
     def reached_preemption(self, step: int) -> bool:
         """True when a multi-host job was told to stop (``jax.distributed`` preemption notice)."""
-        return bool(self._manager.reached_preemption(step))
+        return self._manager is not None and bool(self._manager.reached_preemption(step))
+
+    def wait(self) -> None:
+        """Blocks until pending saves are on disk (raises :class:`WorkdirError` if they fail)."""
+        if self._manager is not None:
+            self._guard_write(self._manager.wait_until_finished)
+        self._pending = None
+
+    def close(self) -> None:
+        if self._manager is not None:
+            try:
+                self._guard_write(self._manager.wait_until_finished)
+            finally:
+                self._manager.close()
+
+    # -- restoring ----------------------------------------------------------------------------
 
     def restore(self, abstract_state, step: int | None = None):
-        """Restores into the shapes/shardings of ``abstract_state``.
+        """The state of :meth:`restore_verified` (see there)."""
+        return self.restore_verified(abstract_state, step).state
 
-        With ``step=None`` the newest readable checkpoint is restored: unreadable ones are skipped
-        with a warning (they are left on disk for inspection). An explicit ``step`` must be
-        readable.
+    def restore_verified(self, abstract_state, step: int | None = None) -> RestoredCheckpoint:
+        """Restores into the shapes/shardings of ``abstract_state`` and verifies the result.
+
+        With ``step=None`` the newest checkpoint that restores and verifies is returned; the ones
+        that fail are skipped with a warning and, unless read-only, moved to
+        ``checkpoints_unreadable/``. An explicit ``step`` must restore and verify.
+
+        Raises:
+          MissingCheckpointError: no checkpoint, or not ``step``.
+          CheckpointRestoreError: none (or not ``step``) restores and verifies.
         """
         self.wait()
         steps = self.all_steps()
         if not steps:
-            raise FileNotFoundError(f"No checkpoint in {self.directory}. {_NO_CHECKPOINT}")
+            raise MissingCheckpointError(f"No checkpoint in {self.directory}. {_NO_CHECKPOINT}")
         if step is not None:
             if step not in steps:
-                raise FileNotFoundError(
+                raise MissingCheckpointError(
                     f"No checkpoint for step {step} in {self.directory}; saved steps: {steps}."
                 )
-            return self._restore(step, abstract_state)
+            try:
+                return self._restore_step(step, abstract_state)
+            except _Unreadable as e:
+                raise CheckpointRestoreError(
+                    f"The checkpoint for step {step} in {self.directory} is unreadable: {e}"
+                ) from None
         errors = []
         for s in reversed(steps):
             try:
-                state = self._restore(s, abstract_state)
-            except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is skipped
-                errors.append(f"step {s}: {type(e).__name__}: {e}")
+                restored = self._restore_step(s, abstract_state)
+            except _Unreadable as e:
+                errors.append(f"step {s}: {e}")
                 log.warning(
-                    "Checkpoint for step %d in %s is unreadable (%s: %s); trying an older one.",
-                    s,
-                    self.directory,
-                    type(e).__name__,
-                    str(e).splitlines()[0] if str(e) else "",
+                    "Checkpoint %s is unreadable (%s); trying an older one.",
+                    os.path.join(self.directory, str(s)),
+                    e,
                 )
                 continue
             if errors:
@@ -133,12 +464,64 @@ class Checkpointer:
                 )
                 if not self.read_only:
                     self._quarantine([t for t in steps if t > s])
-            return state
+            return dataclasses.replace(restored, skipped=tuple(errors))
         raise CheckpointRestoreError(
             f"None of the checkpoints in {self.directory} could be restored:\n  "
             + "\n  ".join(errors)
             + "\nIf the network config changed since they were written, use the config they were "
             "trained with; otherwise move the directory away to start afresh."
+        )
+
+    def _restore_step(self, step: int, abstract_state) -> RestoredCheckpoint:
+        path = os.path.join(self.directory, str(step))
+        items = set(os.listdir(path)) if os.path.isdir(path) else set()
+        if _STATE in items:
+            layout = {_STATE: ocp.args.StandardRestore(abstract_state)}
+            if _INTEGRITY in items:
+                layout[_INTEGRITY] = ocp.args.JsonRestore()
+            key = _STATE
+        elif _LEGACY in items:
+            layout, key = {_LEGACY: ocp.args.StandardRestore(abstract_state)}, _LEGACY
+        else:
+            what = "empty" if not items else f"partial (holds only {sorted(items)})"
+            raise _Unreadable(f"the step directory is {what}: no '{_STATE}' item")
+        # A fresh reader for every attempt: a failed restore must not affect the next one.
+        _drop_callbacks_of_closed_loops()
+        reader = ocp.Checkpointer(ocp.CompositeCheckpointHandler())
+        try:
+            restored = reader.restore(path, args=ocp.args.Composite(**layout))
+        except Exception as e:  # noqa: BLE001 - any failure to read makes the step unreadable
+            raise _Unreadable(_readable_cause(e)) from None
+        finally:
+            reader.close()
+        state = restored[key]
+        digests, non_finite = state_digests(state)
+        record = restored.get(_INTEGRITY) if _INTEGRITY in layout else None
+        if key == _STATE and record is None:
+            raise _Unreadable(f"the '{_INTEGRITY}' record of its digests is missing")
+        verified = False
+        if record is not None:
+            expected = record.get("digests", {})
+            bad = sorted(
+                k for k in set(expected) | set(digests) if expected.get(k) != digests.get(k)
+            )
+            if bad:
+                raise _Unreadable(
+                    f"{len(bad)} array(s) differ from the digests written with them (damaged "
+                    f"files), e.g. {', '.join(bad[:3])}"
+                )
+            verified = True
+        if non_finite:
+            raise _Unreadable(f"non-finite values in {', '.join(non_finite[:3])}")
+        if key == _LEGACY:
+            log.warning(
+                "Checkpoint %s was written without digests (by an earlier version or by the "
+                "converter of one); its values are finite but cannot be verified.",
+                path,
+            )
+        meta = (record or {}).get("meta", {}) if isinstance(record, dict) else {}
+        return RestoredCheckpoint(
+            state=state, step=step, path=path, digests=digests, verified=verified, meta=meta
         )
 
     def _quarantine(self, steps: list[int]) -> None:
@@ -160,13 +543,5 @@ class Checkpointer:
             from jax.experimental import multihost_utils
 
             multihost_utils.sync_global_devices("scoresde_jax checkpoint quarantine")
-        self._manager.reload()
-
-    def _restore(self, step: int, abstract_state):
-        return self._manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
-
-    def wait(self) -> None:
-        self._manager.wait_until_finished()
-
-    def close(self) -> None:
-        self._manager.close()
+        if self._manager is not None:
+            self._manager.reload()

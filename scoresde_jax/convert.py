@@ -43,6 +43,7 @@ import numpy as np
 import optax
 
 from scoresde_jax.checkpoint import Checkpointer
+from scoresde_jax.errors import UserError
 from scoresde_jax.models import MODELS
 from scoresde_jax.state import TrainState
 
@@ -63,7 +64,9 @@ _BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
 def _model_module(config):
     name = config.model.name
     if name not in MODELS:
-        raise ValueError(f"Unknown config.model.name={name!r}; choose one of {sorted(MODELS)}.")
+        raise ConversionInputError(
+            f"Unknown config.model.name={name!r}; choose one of {sorted(MODELS)}."
+        )
     return importlib.import_module(MODELS[name])
 
 
@@ -257,8 +260,32 @@ def _pick_leaf_field(tree: Mapping, field: str):
 # Entry point.
 
 
+class ConversionInputError(UserError, ValueError):
+    """The checkpoint does not fit the config (or cannot be read)."""
+
+
+NOISE_LEVELS_FILE = "noise_levels.npy"
+
+
+def _torch_sigmas(ckpt: Mapping[str, Any]) -> np.ndarray:
+    names = _strip_module(list(ckpt["model"]))
+    sd = dict(zip(names, ckpt["model"].values(), strict=True))
+    if "sigmas" not in sd:
+        raise ConversionInputError(
+            "--noise_levels=checkpoint: the checkpoint has no sigmas buffer; convert with the "
+            "default --noise_levels=config."
+        )
+    return np.asarray(sd["sigmas"], np.float64).reshape(-1)
+
+
 def convert_checkpoint(
-    config, *, source: str, checkpoint: str, workdir: str, step: int | None = None
+    config,
+    *,
+    source: str,
+    checkpoint: str,
+    workdir: str,
+    step: int | None = None,
+    noise_levels: str = "config",
 ) -> TrainState:
     """Converts ``checkpoint`` and saves it as an Orbax checkpoint in ``workdir/checkpoints``.
 
@@ -269,28 +296,60 @@ def convert_checkpoint(
       checkpoint: path of the file to convert.
       workdir: experiment directory; the state is saved under ``workdir/checkpoints``.
       step: save under this step instead of the checkpoint's own.
+      noise_levels: ``"config"``: the network's noise levels come from ``sigma_min``,
+        ``sigma_max`` and ``num_scales``, and a ``sigmas`` buffer that the network reads must
+        equal them (the error names the values that reproduce it, when some do);
+        ``"checkpoint"``: the network uses the checkpoint's own buffer, written to
+        ``workdir/noise_levels.npy`` (later commands pass
+        ``--config.model.noise_levels=<that file>``; restoring checks it).
 
     Returns:
       The saved :class:`TrainState` (on the experiment's mesh).
     """
     from scoresde_jax.train import build_experiment
 
+    if source not in ("torch", "flax"):
+        raise ConversionInputError(f"Unknown source {source!r}; use 'torch' or 'flax'.")
+    if noise_levels not in ("config", "checkpoint"):
+        raise ConversionInputError(f"noise_levels={noise_levels!r}; use 'config' or 'checkpoint'.")
+    raw = load_torch_checkpoint(checkpoint) if source == "torch" else None
+    if noise_levels == "checkpoint":
+        if source != "torch":
+            raise ConversionInputError(
+                "--noise_levels=checkpoint reads the sigmas buffer of a score_sde_pytorch "
+                "checkpoint; the Flax checkpoints of score_sde have none."
+            )
+        levels = _torch_sigmas(raw)
+        os.makedirs(workdir, exist_ok=True)
+        levels_path = os.path.abspath(os.path.join(workdir, NOISE_LEVELS_FILE))
+        np.save(levels_path, levels)
+        config = config.copy_and_resolve_references()
+        config.model.num_scales = len(levels)
+        config.model.noise_levels = levels_path
+        log.info(
+            "The network uses the checkpoint's %d noise levels (%s); pass "
+            "--config.model.noise_levels=%s --config.model.num_scales=%d to later commands.",
+            len(levels),
+            levels_path,
+            levels_path,
+            len(levels),
+        )
     exp = build_experiment(config)
     module = _model_module(config)
-    if source == "torch":
-        state = state_from_torch(
-            load_torch_checkpoint(checkpoint), exp.model, exp.optimizer, module
-        )
-    elif source == "flax":
-        state = state_from_flax(load_flax_checkpoint(checkpoint), exp.model, exp.optimizer, module)
-    else:
-        raise ValueError(f"Unknown source {source!r}; use 'torch' or 'flax'.")
+    try:
+        if source == "torch":
+            state = state_from_torch(raw, exp.model, exp.optimizer, module)
+        else:
+            raw = load_flax_checkpoint(checkpoint)
+            state = state_from_flax(raw, exp.model, exp.optimizer, module)
+    except ValueError as e:  # the weights do not fit the config's network
+        raise ConversionInputError(str(e)) from None
     if step is not None:
         state = state.replace(step=jnp.asarray(step, jnp.int32))
 
     expected = jax.tree.structure(exp.abstract_state)
     if jax.tree.structure(state) != expected:
-        raise ValueError(
+        raise ConversionInputError(
             "The converted state does not have the structure of the experiment's state:\n"
             f"  converted: {jax.tree.structure(state)}\n  expected:  {expected}"
         )
@@ -301,29 +360,66 @@ def convert_checkpoint(
     saved_step = int(state.step)
     if saved_step in ckpt.all_steps():
         ckpt.close()
-        raise FileExistsError(
+        raise ConversionInputError(
             f"{ckpt.directory} already has a checkpoint for step {saved_step}; convert into an "
             "empty workdir or choose another --step."
         )
-    ckpt.save(state, force=True)
-    ckpt.wait()
+    ckpt.save(state, force=True, meta=exp.checkpoint_meta())
     ckpt.close()
     log.info("Saved step %d to %s", saved_step, ckpt.directory)
     return state
 
 
+USAGE = """\
+usage: python -m scoresde_jax.convert --config CONFIG --checkpoint FILE --workdir DIR
+           [--source torch|flax] [--step N] [--noise_levels config|checkpoint]
+
+Converts a checkpoint of the paper's official code into this package's training state in
+DIR/checkpoints; then `python main.py --config CONFIG --workdir DIR --mode sample` (or eval,
+or train to fine-tune) uses it.
+
+  --config FILE        the config the checkpoint was trained with, e.g.
+                       configs/ve/cifar10_ncsnpp_continuous.py (--config.a.b=v overrides work)
+  --checkpoint FILE    score_sde_pytorch: checkpoint_N.pth (needs PyTorch: pip install torch)
+                       or a state_dict saved as .npz; score_sde (Flax): its checkpoint file
+  --workdir DIR        where checkpoints/ is written (must not hold that step already)
+  --source SOURCE      torch (default) or flax
+  --step N             save under step N instead of the checkpoint's own step
+  --noise_levels WHICH config (default): the network divides by the noise levels of
+                       sigma_min, sigma_max and num_scales; a checkpoint whose sigmas buffer
+                       differs is refused, naming the values that reproduce it if any.
+                       checkpoint: use the checkpoint's own sigmas buffer; it is written to
+                       DIR/noise_levels.npy, and every later command on DIR needs
+                       --config.model.noise_levels=DIR/noise_levels.npy
+  --traceback          full tracebacks of errors (also SCORESDE_TRACEBACK=1)
+
+Exit status: 0 converted; 2 the input cannot be converted (the message says why).
+"""
+
+
 def main(argv) -> None:
-    """``python -m scoresde_jax.convert`` (absl flags; see the module docstring)."""
+    """``python -m scoresde_jax.convert`` (see :data:`USAGE`)."""
     del argv
     from absl import flags
 
-    # Our own progress at INFO; Orbax's chatter only when it matters (as in main.py).
-    logging.getLogger().setLevel(logging.WARNING)
-    logging.getLogger("scoresde_jax").setLevel(logging.INFO)
+    from scoresde_jax.cli import setup_logging, user_errors
+
+    setup_logging()
     f = flags.FLAGS
-    state = convert_checkpoint(
-        f.config, source=f.source, checkpoint=f.checkpoint, workdir=f.workdir, step=f.step
-    )
+    with user_errors():
+        try:
+            state = convert_checkpoint(
+                f.config,
+                source=f.source,
+                checkpoint=f.checkpoint,
+                workdir=f.workdir,
+                step=f.step,
+                noise_levels=f.noise_levels,
+            )
+        except UserError:
+            raise
+        except (ValueError, ImportError, FileNotFoundError, FileExistsError, KeyError) as e:
+            raise ConversionInputError(f"Cannot convert {f.checkpoint}: {e}") from e
     n = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
     print(
         f"Converted {f.checkpoint} ({f.source}, step {int(state.step)}, {n:,} parameters) "
@@ -331,21 +427,40 @@ def main(argv) -> None:
     )
 
 
-def _define_flags() -> None:
+def _define_flags():
     from absl import flags
     from ml_collections import config_flags
 
+    if "checkpoint" in flags.FLAGS:
+        return flags.FLAGS
     config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
     flags.DEFINE_enum("source", "torch", ["torch", "flax"], "Checkpoint format.")
     flags.DEFINE_string("checkpoint", None, "Checkpoint file (.pth/.npz, or a msgpack file).")
     flags.DEFINE_string("workdir", None, "Experiment directory (checkpoints/ is written).")
     flags.DEFINE_integer("step", None, "Save under this step (default: the checkpoint's).")
+    flags.DEFINE_enum(
+        "noise_levels", "config", ["config", "checkpoint"], "Noise levels of the network."
+    )
+    flags.DEFINE_bool("traceback", False, "Show full tracebacks.")
     flags.mark_flags_as_required(["config", "checkpoint", "workdir"])
+    return flags.FLAGS
+
+
+def cli(argv: list[str] | None = None) -> None:
+    import sys
+
+    from absl import app
+
+    from scoresde_jax.cli import check_config_arg, parse_flags
+
+    argv = list(sys.argv if argv is None else argv)
+    if any(a in ("-h", "--help", "--helpshort", "--helpfull") for a in argv[1:]):
+        print(USAGE)
+        raise SystemExit(0)
+    check_config_arg(argv[1:])
+    app.run(main, argv=argv, flags_parser=lambda a: parse_flags(a, _define_flags))
 
 
 if __name__ == "__main__":
-    from absl import app
-
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    _define_flags()
-    app.run(main)
+    cli()

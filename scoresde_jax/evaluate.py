@@ -8,10 +8,10 @@ started again with the same command continues where it stopped.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterator
 
@@ -20,9 +20,10 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from scoresde_jax import builders, plotting
+from scoresde_jax import builders, plotting, results, workdir_lock
 from scoresde_jax.checkpoint import Checkpointer
 from scoresde_jax.data import TOY_GMM, make_toy_dataset, toy_density
+from scoresde_jax.errors import ConfigError, MissingCheckpointError, MissingDataError
 from scoresde_jax.fileio import atomic_savez
 from scoresde_jax.likelihood import bits_per_dim, log_likelihood
 from scoresde_jax.parallel import device_count, sharded_batch_fn, sharded_sampler
@@ -59,31 +60,40 @@ def gaussian_nll(train: np.ndarray, test: np.ndarray) -> float:
     return float(np.mean(0.5 * (maha + logdet + train.shape[1] * math.log(2 * math.pi))))
 
 
-def restore_experiment(config, workdir: str, step: int | None = None):
-    """``(experiment, state, step)`` of checkpoint ``step`` (default: the newest readable one)."""
+def restore_checkpoint(config, workdir: str, step: int | None = None):
+    """``(experiment, restored)`` for checkpoint ``step`` (default: the newest one that restores
+    and verifies); ``restored`` is a :class:`~scoresde_jax.checkpoint.RestoredCheckpoint`."""
     check_workdir(workdir)
     exp = build_experiment(config)
-    state = Checkpointer(workdir, read_only=True).restore(exp.abstract_target(), step)
-    return exp, state, int(jax.device_get(state.step))
+    restored = Checkpointer(workdir, read_only=True).restore_verified(exp.abstract_target(), step)
+    exp.check_restored(restored)
+    return exp, restored
 
 
-def checkpoint_steps(config, workdir: str) -> list[int]:
+def restore_experiment(config, workdir: str, step: int | None = None):
+    """``(experiment, state, step)`` of checkpoint ``step`` (default: the newest readable one)."""
+    exp, restored = restore_checkpoint(config, workdir, step)
+    return exp, restored.state, restored.step
+
+
+def checkpoint_steps(config, workdir: str) -> list[int | None]:
     """The checkpoint steps ``--mode eval`` evaluates, from ``config.eval.checkpoints``.
 
-    ``"latest"`` (default): the newest checkpoint; ``"all"``: every saved one; ``"snapshots"``:
-    snapshots ``k * training.snapshot_freq`` for ``eval.begin_ckpt <= k <= eval.end_ckpt`` (the
-    original code's numbering); or a comma-separated list of steps.
+    ``"latest"`` (default): the newest checkpoint that restores and verifies (``[None]``);
+    ``"all"``: every saved one; ``"snapshots"``: snapshots ``k * training.snapshot_freq`` for
+    ``eval.begin_ckpt <= k <= eval.end_ckpt`` (the original code's numbering); or a
+    comma-separated list of steps.
     """
     ckpt = Checkpointer(workdir, read_only=True)
     saved = ckpt.all_steps()
     if not saved:
-        raise FileNotFoundError(
+        raise MissingCheckpointError(
             f"No checkpoint in {ckpt.directory}. Train first with --mode train and the same "
             "--workdir."
         )
     which = str(config.eval.get("checkpoints", "latest")).strip().lower()
     if which == "latest":
-        return [saved[-1]]
+        return [None]
     if which == "all":
         return saved
     if which == "snapshots":
@@ -91,7 +101,7 @@ def checkpoint_steps(config, workdir: str) -> list[int]:
         wanted = range(config.eval.begin_ckpt, config.eval.end_ckpt + 1)
         steps = [k * freq for k in wanted if k * freq in saved]
         if not steps:
-            raise FileNotFoundError(
+            raise MissingCheckpointError(
                 f"No snapshot k * {freq} for k in [{config.eval.begin_ckpt}, "
                 f"{config.eval.end_ckpt}] in {ckpt.directory}; saved steps: {saved}."
             )
@@ -99,13 +109,13 @@ def checkpoint_steps(config, workdir: str) -> list[int]:
     try:
         steps = [int(s) for s in which.split(",") if s.strip()]
     except ValueError:
-        raise ValueError(
+        raise ConfigError(
             f"eval.checkpoints={which!r}: use 'latest', 'all', 'snapshots' or a comma-separated "
             "list of steps."
         ) from None
     missing = [s for s in steps if s not in saved]
     if missing:
-        raise FileNotFoundError(f"No checkpoint for steps {missing}; saved steps: {saved}.")
+        raise MissingCheckpointError(f"No checkpoint for steps {missing}; saved steps: {saved}.")
     return steps
 
 
@@ -129,18 +139,23 @@ def default_sample_metrics(config) -> SampleMetrics | None:
     # sample files, so with several processes each one scores them on its own devices.
     mesh = make_data_mesh(config.get("num_devices", None)) if jax.process_count() == 1 else None
     if stats_path and not os.path.exists(stats_path):
-        raise FileNotFoundError(
+        raise MissingDataError(
             f"eval.fid_stats_path={stats_path!r} does not exist. Compute reference statistics "
             "with --mode stats (or use score_sde's / pytorch-fid's .npz files)."
         )
     from scoresde_jax.metrics.inception import find_inception_weights
 
+    skipped = {}
     try:
         weights = find_inception_weights(explicit)
-    except FileNotFoundError:
+    except FileNotFoundError as e:
         if explicit or stats_path:
-            raise
+            raise MissingDataError(str(e)) from None
         weights = None
+        skipped["fid_kid_inception_score"] = (
+            "skipped: no FID Inception weights are installed. " + " ".join(str(e).split())
+        )
+        log.warning("FID, KID and the Inception Score are skipped: %s", e)
     if weights is not None:
         from scoresde_jax.metrics.quality import InceptionFeatures, inception_metrics
 
@@ -154,11 +169,11 @@ def default_sample_metrics(config) -> SampleMetrics | None:
     classifier_part = _classifier_metrics(d, mesh)
     if classifier_part is not None:
         parts.append(classifier_part)
-    if not parts:
+    if not parts and not skipped:
         return None
 
     def run(config, make_batches) -> dict:
-        out: dict = {}
+        out: dict = {"skipped_metrics": dict(skipped)} if skipped else {}
         for part in parts:
             result = part(make_batches)
             warnings = out.get("warnings", []) + result.pop("warnings", [])
@@ -182,7 +197,32 @@ def _classifier_metrics(data_config, mesh):
     return lambda make_batches: classifier_fd(make_batches(), name, mesh=mesh)
 
 
-def _classifier_stats(data_config, make_batches, out_dir: str, stem: str) -> dict:
+def _keyed_stats(out_dir: str, stem: str, kind: str, settings: dict, compute) -> dict:
+    """Reference statistics in ``<out_dir>/<stem>_<kind>-<fingerprint>.npz``, reused when they
+    exist; ``<stem>_<kind>.npz`` is a copy of the newest. ``compute(path, meta)`` writes them."""
+    fp = results.fingerprint(settings)
+    keyed = os.path.join(out_dir, f"{stem}_{kind}-{fp}.npz")
+    stable = os.path.join(out_dir, f"{stem}_{kind}.npz")
+    reused = os.path.exists(keyed)
+    if reused:
+        log.info("Reusing %s (statistics of the same settings)", keyed)
+    else:
+        compute(keyed, {"settings": results.canonical(settings), "fingerprint": fp})
+    tmp = f"{stable}.tmp-{os.getpid()}"
+    try:
+        os.link(keyed, tmp)
+    except OSError:  # no hard links here: copy
+        shutil.copyfile(keyed, tmp)
+    os.replace(tmp, stable)
+    return {
+        kind: stable,
+        f"{kind}_keyed": keyed,
+        f"{kind}_fingerprint": fp,
+        f"{kind}_reused": reused,
+    }
+
+
+def _classifier_stats(config, make_batches, out_dir: str, stem: str, common: dict) -> dict:
     from scoresde_jax.metrics.classifier import (
         classifier_for_dataset,
         load_classifier,
@@ -190,23 +230,28 @@ def _classifier_stats(data_config, make_batches, out_dir: str, stem: str) -> dic
     )
     from scoresde_jax.metrics.fid import save_stats
 
-    d = data_config
+    d = config.data
     name = classifier_for_dataset(str(d.dataset), d.image_size, d.num_channels)
     if name is None:
         return {}
     clf = load_classifier(name)
-    stats = reference_stats(clf, make_batches())
-    path = os.path.join(out_dir, f"{stem}_{name}.npz")
-    save_stats(
-        path,
-        stats.mean,
-        stats.cov,
-        classifier=name,
-        classifier_sha256=clf.fingerprint,
-        num_examples=stats.count,
-        dataset=str(d.dataset),
-    )
-    return {f"classifier_{name}": path}
+
+    def compute(path, meta):
+        stats = reference_stats(clf, make_batches())
+        save_stats(
+            path,
+            stats.mean,
+            stats.cov,
+            classifier=name,
+            classifier_sha256=clf.fingerprint,
+            num_examples=stats.count,
+            dataset=str(d.dataset),
+            **meta,
+        )
+
+    settings = dict(common, classifier=name, classifier_sha256=clf.fingerprint)
+    out = _keyed_stats(out_dir, stem, name, settings, compute)
+    return {f"classifier_{k}": v for k, v in out.items()}
 
 
 def evaluate(config, workdir: str, *, sample_metrics: SampleMetrics | None = None) -> dict:
@@ -220,15 +265,22 @@ def evaluate(config, workdir: str, *, sample_metrics: SampleMetrics | None = Non
 
     Toy configs: the latest checkpoint's test NLL (exact-trace probability-flow likelihood), a
     fitted-Gaussian baseline, the true NLL where known, and samples next to the test data.
+
+    Partial results are saved under directories named by the fingerprint of their settings
+    (:mod:`scoresde_jax.results`), so only work of identical settings is resumed or reused.
+    Every report is kept in ``workdir/eval/reports/``; ``workdir/eval/latest_step_<step>.json``
+    is the newest one of each checkpoint. Holds the lock ``workdir/eval/eval.lock``.
     """
-    if config.data.get("dataset_kind", "image") == "toy":
-        return _evaluate_toy(config, workdir)
-    if sample_metrics is None and config.eval.get("enable_sampling", False):
-        sample_metrics = default_sample_metrics(config)
-    report = {}
-    for step in checkpoint_steps(config, workdir):
-        report = _evaluate_images(config, workdir, step, sample_metrics)
-    return report
+    check_workdir(workdir)
+    with workdir_lock.hold(os.path.join(workdir, "eval"), "eval", mode="eval"):
+        if config.data.get("dataset_kind", "image") == "toy":
+            return _evaluate_toy(config, workdir)
+        if sample_metrics is None and config.eval.get("enable_sampling", False):
+            sample_metrics = default_sample_metrics(config)
+        report = {}
+        for step in checkpoint_steps(config, workdir):
+            report = _evaluate_images(config, workdir, step, sample_metrics)
+        return report
 
 
 def _masked_mean_stderr(values: np.ndarray) -> tuple[float, float]:
@@ -238,256 +290,467 @@ def _masked_mean_stderr(values: np.ndarray) -> tuple[float, float]:
     return float(values.mean()), float(values.std(ddof=1) / math.sqrt(len(values)))
 
 
-def _evaluate_images(config, workdir: str, step: int, sample_metrics) -> dict:
-    from scoresde_jax.data import eval_batches, num_eval_batches, to_model_space
-    from scoresde_jax.sharding import to_global_array
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
 
-    exp, state, step = restore_experiment(config, workdir, step)
-    ec, d = config.eval, config.data
-    is_main = jax.process_index() == 0
-    pindex, pcount = jax.process_index(), jax.process_count()
-    out_dir = os.path.join(workdir, "eval", f"step_{step}")
-    os.makedirs(out_dir, exist_ok=True)
-    n_dev = device_count(exp.mesh)
-    batch_size = -(-ec.batch_size // (n_dev * pcount)) * n_dev * pcount
-    max_examples = ec.get("max_examples", None)
-    report = {"step": step, "dataset": d.dataset, "sde": config.training.sde}
+
+def _weights(config) -> str:
+    weights = str(config.eval.get("weights", "ema")).lower()
+    if weights not in ("ema", "raw"):
+        raise ConfigError(f"eval.weights={weights!r}: use 'ema' or 'raw'.")
+    return weights
+
+
+class _ImageEval:
+    """What the parts of one checkpoint's evaluation share: the restored experiment, the mesh,
+    the common settings of their fingerprints and the report being assembled."""
+
+    def __init__(self, config, workdir: str, step: int | None):
+        self.config = config
+        self.exp, self.restored = restore_checkpoint(config, workdir, step)
+        self.step = self.restored.step
+        self.weights = _weights(config)
+        self.params = getattr(
+            self.restored.state, "ema_params" if self.weights == "ema" else "params"
+        )
+        self.is_main = jax.process_index() == 0
+        self.pindex, self.pcount = jax.process_index(), jax.process_count()
+        self.n_dev = device_count(self.exp.mesh)
+        self.out_dir = os.path.join(workdir, "eval", f"step_{self.step}")
+        self.eval_key = jax.random.fold_in(self.exp.eval_key, self.step)
+        ckpt = results.checkpoint_settings(self.restored, weights=self.weights)
+        # What every part's numbers depend on.
+        self.common = {
+            "checkpoint": ckpt,
+            "network": results.network_settings(config),
+            "seed": int(config.seed),
+            "num_devices": self.n_dev * self.pcount,
+        }
+        self.settings: dict = {}
+        self.reused: dict = {}
+        self.report: dict = {
+            "step": self.step,
+            "dataset": config.data.dataset,
+            "sde": config.training.sde,
+            "weights": self.weights,
+            "checkpoint": dict(
+                ckpt, path=self.restored.path, digests_verified=self.restored.verified
+            ),
+        }
+        if self.restored.skipped:
+            self.report["skipped_checkpoints"] = list(self.restored.skipped)
+
+    def batch_size(self, n_examples: int) -> int:
+        """``eval.batch_size``, or fewer when fewer examples are asked for, as a multiple of the
+        device count."""
+        size = min(int(self.config.eval.batch_size), max(int(n_examples), 1))
+        return _round_up(size, self.n_dev * self.pcount)
+
+    def split(self, split: str):
+        """``(source, number of examples, global batch size)`` of a data split."""
+        source = builders.image_source_from_config(self.config.data, split)
+        max_examples = self.config.eval.get("max_examples", None)
+        n = len(source) if max_examples is None else min(len(source), int(max_examples))
+        return source, n, self.batch_size(n)
+
+    def batches(self, source, n: int, batch_size: int):
+        from scoresde_jax.data import eval_batches, num_eval_batches
+
+        kw = dict(global_batch_size=batch_size, process_count=self.pcount, max_examples=n)
+        return num_eval_batches(source, **kw), eval_batches(source, process_index=self.pindex, **kw)
+
+    def global_(self, x):
+        from scoresde_jax.sharding import to_global_array
+
+        return to_global_array(np.asarray(x), self.exp.mesh)
+
+
+def _evaluate_images(config, workdir: str, step: int | None, sample_metrics) -> dict:
     t0 = time.perf_counter()
-    eval_key = jax.random.fold_in(exp.eval_key, step)
-
-    def batches(split):
-        source = builders.image_source_from_config(d, split)
-        n_batches = num_eval_batches(
-            source, global_batch_size=batch_size, process_count=pcount, max_examples=max_examples
+    ev = _ImageEval(config, workdir, step)
+    ec = config.eval
+    if ev.is_main:
+        log.info(
+            "Evaluating step %d (%s weights, %s) into %s",
+            ev.step,
+            ev.weights,
+            ev.restored.path,
+            ev.out_dir,
         )
-        it = eval_batches(
-            source,
-            global_batch_size=batch_size,
-            process_index=pindex,
-            process_count=pcount,
-            max_examples=max_examples,
-        )
-        return source, n_batches, it
-
-    def global_(x):
-        return to_global_array(np.asarray(x), exp.mesh)
-
     if ec.get("enable_loss", True):
-
-        def per_example_loss(params, key, x):
-            model_fn = lambda x, labels: exp.model.apply(params, x, labels, train=False)
-            return (exp.loss_fn(model_fn, x, key)[1],)
-
-        loss_fn = sharded_batch_fn(exp.mesh, per_example_loss, 1, 1)
-        _, n_batches, it = batches("test")
-        losses = []
-        for i, (images, _, mask) in enumerate(
-            tqdm(it, total=n_batches, desc="eval loss", disable=not is_main, leave=False)
-        ):
-            x = to_model_space(images, centered=d.centered)
-            (per,) = loss_fn(state.ema_params, jax.random.fold_in(eval_key, i), global_(x))
-            losses.append(to_host(per)[to_host(global_(mask))])
-        losses = np.concatenate(losses)
-        report["eval_loss"], report["eval_loss_stderr"] = _masked_mean_stderr(losses)
-        report["eval_loss_examples"] = len(losses)
-
+        _eval_loss(ev)
     if ec.get("enable_bpd", False):
-        ode = dict(
-            exact_trace=ec.get("exact_trace", False),
-            num_probes=ec.get("num_probes", 1),
-            rtol=ec.get("rtol", 1e-5),
-            atol=ec.get("atol", 1e-5),
-            solver=ec.get("ode_solver", "tsit5"),
-        )
-
-        def per_example_bpd(params, key, x01):
-            res = bits_per_dim(
-                exp.sde,
-                exp.score_fn(params),
-                x01,
-                key,
-                centered=d.centered,
-                dequantize=True,
-                **ode,
-            )
-            return res.bpd, jnp.broadcast_to(res.nfe, res.bpd.shape)
-
-        bpd_fn = sharded_batch_fn(exp.mesh, per_example_bpd, 1, 2)
         for split_i, split in enumerate(
             s.strip() for s in str(ec.get("bpd_dataset", "test")).split(",")
         ):
-            per_repeat = []
-            nfe_all = []
-            for r in range(ec.get("num_repeats", 1)):
-                path = os.path.join(out_dir, f"bpd_{split}_repeat_{r}.npz")
-                done = np.load(path) if os.path.exists(path) else None
-                if done is not None and bool(done["complete"]):
-                    per_repeat.append(done["bpd"])
-                    nfe_all.append(done["nfe"])
-                    continue
-                bpds = list(done["bpd"]) if done is not None else []
-                nfes = list(done["nfe"]) if done is not None else []
-                first = int(done["next_batch"]) if done is not None else 0
-                _, n_batches, it = batches(split)
-                key_r = jax.random.fold_in(eval_key, 1000 + 100 * split_i + r)
-                bar = tqdm(
-                    total=n_batches,
-                    initial=first,
-                    desc=f"bpd {split} {r + 1}/{ec.num_repeats}",
-                    disable=not is_main,
-                    leave=False,
-                )
-                for i, (images, _, mask) in enumerate(it):
-                    if i < first:
-                        continue
-                    x01 = images.astype(np.float32) / 255.0
-                    bpd, nfe = bpd_fn(state.ema_params, jax.random.fold_in(key_r, i), global_(x01))
-                    keep = to_host(global_(mask))
-                    bpds.extend(to_host(bpd)[keep].tolist())
-                    nfes.extend(to_host(nfe)[keep].tolist())
-                    bar.update(1)
-                    if is_main:
-                        atomic_savez(
-                            path,
-                            bpd=np.array(bpds),
-                            nfe=np.array(nfes),
-                            next_batch=i + 1,
-                            complete=False,
-                        )
-                bar.close()
-                if is_main:
-                    atomic_savez(
-                        path,
-                        bpd=np.array(bpds),
-                        nfe=np.array(nfes),
-                        next_batch=n_batches,
-                        complete=True,
-                    )
-                per_repeat.append(np.array(bpds))
-                nfe_all.append(np.array(nfes))
-            allb = np.concatenate(per_repeat)
-            finite = np.isfinite(allb)
-            mean, stderr = _masked_mean_stderr(allb[finite])
-            report[f"bpd_{split}"] = mean
-            report[f"bpd_{split}_stderr"] = stderr
-            report[f"bpd_{split}_per_repeat"] = [float(np.nanmean(b)) for b in per_repeat]
-            report[f"bpd_{split}_examples"] = int(len(per_repeat[0]))
-            report[f"bpd_{split}_failed_solves"] = int((~finite).sum())
-            report["bpd_nfe_mean"] = float(np.mean(np.concatenate(nfe_all)))
-
+            _eval_bpd(ev, split, split_i)
     if ec.get("enable_sampling", False):
-        report.update(
-            _sample_rounds(config, exp, state, step, out_dir, batch_size, eval_key, sample_metrics)
-        )
+        _sample_rounds(ev, sample_metrics)
 
+    report = ev.report
+    report["settings"] = ev.settings
+    report["reused"] = ev.reused
+    report["fingerprint"] = results.fingerprint(
+        {
+            "parts": {k: v.get("fingerprint") for k, v in ev.settings.items()},
+            "num_repeats": int(ec.get("num_repeats", 1)),
+            "num_samples": int(ec.get("num_samples", 0)) if ec.get("enable_sampling") else None,
+        }
+    )
+    report["created_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     report["eval_seconds"] = time.perf_counter() - t0
-    if is_main:
-        path = os.path.join(workdir, "eval", f"report_step_{step}.json")
-        with open(path, "w") as f:
-            json.dump(report, f, indent=2)
-        report["report_path"] = path
-    return report
+    if ev.is_main:
+        kept, latest = results.write_report(
+            os.path.join(workdir, "eval"), f"step_{ev.step}", report
+        )
+        report["report_path"], report["latest_path"] = kept, latest
+        log.info("Report written to %s (newest for this step: %s)", kept, latest)
+    return results.json_ready(report)
 
 
-def _sample_rounds(config, exp, state, step, out_dir, batch_size, eval_key, sample_metrics):
-    """``eval.num_samples`` samples in rounds of ``batch_size``; finished rounds are skipped."""
-    ec, d = config.eval, config.data
-    is_main = jax.process_index() == 0
-    n_rounds = -(-ec.num_samples // batch_size)
+def _eval_loss(ev: _ImageEval) -> None:
+    """The training loss on the test split (recomputed every time: one pass, no ODE)."""
+    from scoresde_jax.data import to_model_space
+
+    exp, d = ev.exp, ev.config.data
+
+    def per_example_loss(params, key, x):
+        model_fn = lambda x, labels: exp.model.apply(params, x, labels, train=False)
+        return (exp.loss_fn(model_fn, x, key)[1],)
+
+    source, n, batch_size = ev.split("test")
+    ev.settings["eval_loss"] = {
+        **ev.common,
+        "data": results.data_settings(ev.config),
+        "split": "test",
+        "examples": n,
+        "batch_size": batch_size,
+        "loss": {k: v for k, v in ev.config.training.items() if k in _LOSS_FIELDS},
+        "version": results.METRIC_VERSIONS["eval_loss"],
+    }
+    ev.settings["eval_loss"]["fingerprint"] = results.fingerprint(ev.settings["eval_loss"])
+    loss_fn = sharded_batch_fn(exp.mesh, per_example_loss, 1, 1)
+    n_batches, it = ev.batches(source, n, batch_size)
+    losses = []
+    for i, (images, _, mask) in enumerate(
+        tqdm(it, total=n_batches, desc="eval loss", disable=not ev.is_main, leave=False)
+    ):
+        x = to_model_space(images, centered=d.centered)
+        (per,) = loss_fn(ev.params, jax.random.fold_in(ev.eval_key, i), ev.global_(x))
+        losses.append(to_host(per)[to_host(ev.global_(mask))])
+    losses = np.concatenate(losses)
+    ev.report["eval_loss"], ev.report["eval_loss_stderr"] = _masked_mean_stderr(losses)
+    ev.report["eval_loss_examples"] = len(losses)
+
+
+# Training fields that define the loss evaluated on the test split.
+_LOSS_FIELDS = frozenset(
+    {
+        "loss",
+        "likelihood_weighting",
+        "importance_sampling",
+        "reduce_mean",
+        "ssm_num_projections",
+        "ssm_noise",
+        "ism_exact_trace",
+    }
+)
+
+
+def _ode_settings(ec) -> dict:
+    """The likelihood solver's options: ``bits_per_dim`` keyword arguments."""
+    return dict(
+        exact_trace=bool(ec.get("exact_trace", False)),
+        num_probes=int(ec.get("num_probes", 1)),
+        noise=str(ec.get("probe_noise", "rademacher")),
+        eps=float(ec.get("eps", 1e-5)),
+        rtol=float(ec.get("rtol", 1e-5)),
+        atol=float(ec.get("atol", 1e-5)),
+        solver=str(ec.get("ode_solver", "tsit5")),
+    )
+
+
+def _eval_bpd(ev: _ImageEval, split: str, split_i: int) -> None:
+    """Bits/dim of one split, ``eval.num_repeats`` passes, saved after every batch.
+
+    The passes live in ``eval/step_<step>/bpd_<split>-<fingerprint>/repeat_<r>.npz``; pass ``r``
+    depends on the settings and on ``r`` only, so raising ``num_repeats`` reuses earlier passes.
+    """
+    exp, ec, d = ev.exp, ev.config.eval, ev.config.data
+    ode = _ode_settings(ec)
+    source, n, batch_size = ev.split(split)
+    settings = {
+        **ev.common,
+        "data": results.data_settings(ev.config),
+        "split": split,
+        "split_index": split_i,  # part of the random stream
+        "max_examples": ec.get("max_examples", None),
+        "examples": n,
+        "batch_size": batch_size,
+        "likelihood": ode,
+        "dequantize": True,
+        "version": results.METRIC_VERSIONS["bpd"],
+    }
+    store = results.ResultDir(ev.out_dir, f"bpd_{split}", settings).open(write=ev.is_main)
+
+    def per_example_bpd(params, key, x01):
+        res = bits_per_dim(
+            exp.sde, exp.score_fn(params), x01, key, centered=d.centered, dequantize=True, **ode
+        )
+        return res.bpd, jnp.broadcast_to(res.nfe, res.bpd.shape)
+
+    bpd_fn = sharded_batch_fn(exp.mesh, per_example_bpd, 1, 2)
+    num_repeats = int(ec.get("num_repeats", 1))
+    n_batches = -(-n // batch_size)
+    if ev.is_main:
+        log.info(
+            "Bits/dim on %s: %d example(s) in %d batch(es) of %d, %d pass(es); %s, rtol %g, "
+            "atol %g, %s trace -> %s",
+            split,
+            n,
+            n_batches,
+            batch_size,
+            num_repeats,
+            ode["solver"],
+            ode["rtol"],
+            ode["atol"],
+            "exact" if ode["exact_trace"] else f"Hutchinson ({ode['num_probes']} probe(s))",
+            store.path,
+        )
+    per_repeat, nfe_all, reused = [], [], []
+    for r in range(num_repeats):
+        path = store.file(f"repeat_{r}.npz")
+        done = dict(np.load(path)) if os.path.exists(path) else None
+        if done is not None and bool(done["complete"]):
+            per_repeat.append(done["bpd"])
+            nfe_all.append(done["nfe"])
+            reused.append(float(done["completed_at"]))
+            continue
+        bpds = list(done["bpd"]) if done is not None else []
+        nfes = list(done["nfe"]) if done is not None else []
+        first = int(done["next_batch"]) if done is not None else 0
+        if first and ev.is_main:
+            log.info("Resuming %s pass %d at batch %d of %d", split, r + 1, first + 1, n_batches)
+        n_batches, it = ev.batches(source, n, batch_size)
+        key_r = jax.random.fold_in(ev.eval_key, 1000 + 100 * split_i + r)
+        bar = tqdm(
+            total=n_batches,
+            initial=first,
+            desc=f"bpd {split} {r + 1}/{num_repeats}",
+            disable=not ev.is_main,
+            leave=False,
+        )
+        for i, (images, _, mask) in enumerate(it):
+            if i < first:
+                continue
+            x01 = images.astype(np.float32) / 255.0
+            bpd, nfe = bpd_fn(ev.params, jax.random.fold_in(key_r, i), ev.global_(x01))
+            keep = to_host(ev.global_(mask))
+            bpds.extend(to_host(bpd)[keep].tolist())
+            nfes.extend(to_host(nfe)[keep].tolist())
+            bar.update(1)
+            last = i + 1 == n_batches
+            if ev.is_main:
+                atomic_savez(
+                    path,
+                    bpd=np.array(bpds),
+                    nfe=np.array(nfes),
+                    next_batch=i + 1,
+                    complete=last,
+                    completed_at=time.time() if last else float("nan"),
+                )
+        bar.close()
+        per_repeat.append(np.array(bpds))
+        nfe_all.append(np.array(nfes))
+    allb = np.concatenate(per_repeat)
+    finite = np.isfinite(allb)
+    mean, stderr = _masked_mean_stderr(allb[finite])
+    rep = ev.report
+    rep[f"bpd_{split}"] = mean
+    rep[f"bpd_{split}_stderr"] = stderr
+    rep[f"bpd_{split}_per_repeat"] = [float(np.nanmean(b)) for b in per_repeat]
+    rep[f"bpd_{split}_examples"] = int(len(per_repeat[0]))
+    rep[f"bpd_{split}_failed_solves"] = int((~finite).sum())
+    rep["bpd_nfe_mean"] = float(np.mean(np.concatenate(nfe_all)))
+    ev.settings[f"bpd_{split}"] = dict(
+        store.settings, fingerprint=store.fingerprint, dir=store.path, num_repeats=num_repeats
+    )
+    ev.reused[f"bpd_{split}"] = {
+        "reused_passes": len(reused),
+        "computed_passes": num_repeats - len(reused),
+        **(
+            results.reuse_note(max(reused), f"{len(reused)} finished pass(es)")
+            if reused
+            else {"reused": False}
+        ),
+    }
+
+
+def _sample_rounds(ev: _ImageEval, sample_metrics) -> None:
+    """``eval.num_samples`` samples in rounds; finished rounds of the same settings are reused.
+
+    Rounds live in ``eval/step_<step>/samples-<fingerprint>/samples_<r>.npz``. Round ``r``
+    depends on the settings and ``r`` only, so a larger ``num_samples`` reuses earlier rounds.
+    """
+    config, exp, ec, d = ev.config, ev.exp, ev.config.eval, ev.config.data
+    num_samples = int(ec.num_samples)
+    batch_size = ev.batch_size(num_samples)
+    settings = {
+        **ev.common,
+        "sampler": results.sampler_settings(config),
+        "batch_size": batch_size,
+        "image": {"shape": list(exp.data_shape), "centered": bool(d.centered)},
+        "version": results.METRIC_VERSIONS["samples"],
+    }
+    store = results.ResultDir(ev.out_dir, "samples", settings).open(write=ev.is_main)
+    n_rounds = -(-num_samples // batch_size)
     sample_fn = builders.sampler_from_config(config.sampling, exp.sde)
     run = sharded_sampler(exp.mesh, sample_fn, exp.score_fn, (batch_size, *exp.data_shape))
-    sample_dir = os.path.join(out_dir, "samples")
-    os.makedirs(sample_dir, exist_ok=True)
-    paths = [os.path.join(sample_dir, f"samples_{r}.npz") for r in range(n_rounds)]
-    nfe = None
+    paths = [store.file(f"samples_{r}.npz") for r in range(n_rounds)]
     todo = [r for r in range(n_rounds) if not os.path.exists(paths[r])]
-    if len(todo) < n_rounds:
-        log.info("Resuming sampling: %d of %d rounds already done", n_rounds - len(todo), n_rounds)
-    for r in tqdm(todo, desc="sampling rounds", disable=not is_main):
-        x, nfe = run(state.ema_params, jax.random.fold_in(eval_key, 10**6 + r))
+    finished = [results.file_time(paths[r]) for r in range(n_rounds) if r not in todo]
+    nfe = None
+    if ev.is_main:
+        log.info(
+            "Sampling %d image(s) with the %s sampler in %d round(s) of %d -> %s%s",
+            num_samples,
+            config.sampling.method,
+            n_rounds,
+            batch_size,
+            store.path,
+            f" ({n_rounds - len(todo)} round(s) already done with these settings)"
+            if finished
+            else "",
+        )
+    for r in tqdm(todo, desc="sampling rounds", disable=not ev.is_main):
+        x, nfe = run(ev.params, jax.random.fold_in(ev.eval_key, 10**6 + r))
         images = to_uint8(to_host(x), centered=d.centered)
-        if is_main:
-            atomic_savez(paths[r], samples=images)
+        nfe = int(to_host(nfe))
+        if ev.is_main:
+            atomic_savez(paths[r], samples=images, nfe=np.int64(nfe))
+    if nfe is None:  # every round was on disk
+        with np.load(paths[0]) as f:
+            nfe = int(f["nfe"]) if "nfe" in f.files else None
 
     def read_all():
-        left = ec.num_samples
+        left = num_samples
         for p in paths:
-            images = np.load(p)["samples"][:left]
+            with np.load(p) as f:
+                images = f["samples"][:left]
             left -= len(images)
             yield images
 
-    first = np.load(paths[0])["samples"][:64]
+    with np.load(paths[0]) as f:
+        first = f["samples"][:64]
     out = {
         "sampler": config.sampling.method,
-        "num_samples": int(ec.num_samples),
-        "sample_dir": sample_dir,
-        "samples_png": plotting.save_image_grid(os.path.join(out_dir, "samples.png"), first)
-        if is_main
+        "num_samples": num_samples,
+        "sample_dir": store.path,
+        "samples_png": plotting.save_image_grid(store.file("samples.png"), first)
+        if ev.is_main
         else None,
+        "sampling_nfe": nfe,
     }
-    if nfe is not None:
-        out["sampling_nfe"] = int(nfe)
     if sample_metrics is not None:
+        if ev.is_main:
+            log.info("Scoring %d sample(s) (sample-quality metrics)", num_samples)
         out.update(sample_metrics(config, read_all))
-    return out
+    ev.report.update(out)
+    ev.settings["sampling"] = dict(
+        store.settings,
+        fingerprint=store.fingerprint,
+        dir=store.path,
+        num_samples=num_samples,
+        nfe=nfe,
+        metrics_version=results.METRIC_VERSIONS["sample_metrics"],
+    )
+    ev.reused["sampling"] = {
+        "reused_rounds": n_rounds - len(todo),
+        "computed_rounds": len(todo),
+        **(
+            results.reuse_note(max(finished), f"{len(finished)} finished round(s)")
+            if finished
+            else {"reused": False}
+        ),
+    }
 
 
 def _evaluate_toy(config, workdir: str) -> dict:
-    exp, state, step = restore_experiment(config, workdir)
+    exp, restored = restore_checkpoint(config, workdir)
+    state, step = restored.state, restored.step
     ec = config.eval
+    weights = _weights(config)
+    params = state.ema_params if weights == "ema" else state.params
     out_dir = os.path.join(workdir, "eval")
     os.makedirs(out_dir, exist_ok=True)
     name = config.data.dataset
     train_data = make_toy_dataset(name, config.data.n_train, config.data.seed)
     test_data = make_toy_dataset(name, config.data.n_test, config.data.seed + 1)
+    ode = _ode_settings(ec)
 
     @jax.jit
     def nll_batch(params, x, key):
-        res = log_likelihood(
-            exp.sde,
-            exp.score_fn(params),
-            x,
-            key,
-            exact_trace=ec.exact_trace,
-            num_probes=ec.num_probes,
-            rtol=ec.rtol,
-            atol=ec.atol,
-            solver=ec.ode_solver,
-        )
+        res = log_likelihood(exp.sde, exp.score_fn(params), x, key, **ode)
         return -res.logp, res.nfe
 
     nlls, nfes = [], []
-    bs = ec.batch_size
+    bs = min(int(ec.batch_size), len(test_data))
+    log.info(
+        "Test NLL of %d point(s) (%s, rtol %g, atol %g)",
+        len(test_data),
+        ode["solver"],
+        ode["rtol"],
+        ode["atol"],
+    )
     for i in tqdm(range(0, len(test_data), bs), desc="test NLL", unit="batch", leave=False):
         x = test_data[i : i + bs]
         pad = bs - len(x)
         # Pad the last batch to the compiled shape and drop the padding afterwards.
         xb = np.concatenate([x, np.repeat(x[-1:], pad, 0)]) if pad else x
-        nll, nfe = nll_batch(state.ema_params, jnp.asarray(xb), jax.random.fold_in(exp.eval_key, i))
+        nll, nfe = nll_batch(params, jnp.asarray(xb), jax.random.fold_in(exp.eval_key, i))
         nlls.append(np.asarray(nll)[: len(x)])
         nfes.append(int(nfe))
     nll = np.concatenate(nlls)
 
     sample_fn = builders.sampler_from_config(config.sampling, exp.sde)
     sample = jax.jit(lambda params, key: sample_fn(exp.score_fn(params), key, (ec.num_samples, 2)))
-    res = sample(state.ema_params, jax.random.fold_in(exp.eval_key, 10**6 + step))
+    t_sample = time.perf_counter()
+    log.info("Drawing %d sample(s) with the %s sampler", ec.num_samples, config.sampling.method)
+    res = sample(params, jax.random.fold_in(exp.eval_key, 10**6 + step))
     samples = to_host(res.x)
+    log.info(
+        "  done in %.1f s (%d network evaluations)", time.perf_counter() - t_sample, int(res.nfe)
+    )
     is_main = jax.process_index() == 0
-    png = os.path.join(out_dir, f"samples_step_{step}.png")
+    settings = {
+        "checkpoint": results.checkpoint_settings(restored, weights=weights),
+        "network": results.network_settings(config),
+        "data": results.data_settings(config),
+        "seed": int(config.seed),
+        "likelihood": ode,
+        "batch_size": bs,
+        "sampler": results.sampler_settings(config),
+        "num_samples": int(ec.num_samples),
+        "version": results.METRIC_VERSIONS["toy_eval"],
+    }
+    fp = results.fingerprint(settings)
+    stem = os.path.join(out_dir, f"samples_step_{step}_{fp}")
     if is_main:
         plotting.scatter_samples(
-            png,
+            stem + ".png",
             data=test_data[: ec.num_samples],
             samples=samples,
             title=f"{name}: {config.training.sde}, step {step}, test NLL {nll.mean():.3f} nats",
         )
-        np.savez(os.path.join(out_dir, f"samples_step_{step}.npz"), samples=samples)
+        np.savez(stem + ".npz", samples=samples)
 
     true_logp = toy_density(name, test_data)
     report = {
         "step": step,
         "dataset": name,
         "sde": config.training.sde,
+        "weights": weights,
+        "checkpoint": dict(settings["checkpoint"], path=restored.path),
         "test_nll_nats": float(nll.mean()),
         "test_nll_stderr": float(nll.std(ddof=1) / math.sqrt(len(nll))),
         "num_test": len(nll),
@@ -497,7 +760,7 @@ def _evaluate_toy(config, workdir: str) -> dict:
         "sampler": config.sampling.method,
         "sampling_nfe": int(res.nfe),
         "num_samples": int(samples.shape[0]),
-        "samples_png": png,
+        "samples_png": stem + ".png",
     }
     if name == "gmm":
         # The mixture is known: how often samples land in each component, against the weights.
@@ -506,12 +769,14 @@ def _evaluate_toy(config, workdir: str) -> dict:
         report["sample_component_freqs"] = [round(float(f), 4) for f in freq]
         report["true_component_weights"] = [float(w) for w in TOY_GMM.weights]
         report["max_component_weight_error"] = float(np.max(np.abs(freq - TOY_GMM.weights)))
-    path = os.path.join(out_dir, f"report_step_{step}.json")
+    report["settings"] = settings
+    report["fingerprint"] = fp
+    report["reused"] = {"reused": False}
+    report["created_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     if is_main:
-        with open(path, "w") as f:
-            json.dump(report, f, indent=2)
-    report["report_path"] = path
-    return report
+        kept, latest = results.write_report(out_dir, f"step_{step}", report)
+        report["report_path"], report["latest_path"] = kept, latest
+    return results.json_ready(report)
 
 
 def sample(config, workdir: str) -> dict:
@@ -535,7 +800,16 @@ def sample(config, workdir: str) -> dict:
     n = -(-config.sampling.get("batch_size", 64) // n_dev) * n_dev
     sample_fn = builders.sampler_from_config(config.sampling, exp.sde)
     run = sharded_sampler(exp.mesh, sample_fn, exp.score_fn, (n, *exp.data_shape))
+    t0 = time.perf_counter()
+    if jax.process_index() == 0:
+        log.info(
+            "Drawing %d sample(s) from step %d with the %s sampler", n, step, config.sampling.method
+        )
     x, nfe = run(state.ema_params, jax.random.fold_in(exp.eval_key, 2 * 10**6 + step))
+    if jax.process_index() == 0:
+        log.info(
+            "  done in %.1f s (%d network evaluations)", time.perf_counter() - t0, int(to_host(nfe))
+        )
     x = to_host(x)
     out = {"step": step, "num_samples": n, "nfe": int(nfe)}
     if jax.process_index() != 0:
@@ -586,6 +860,12 @@ def reference_stats(config, workdir: str) -> dict:
     out_dir = os.path.join(workdir, "stats")
     os.makedirs(out_dir, exist_ok=True)
     stem = f"{str(d.dataset).lower()}_{split}"
+    common = {
+        "data": results.data_settings(config),
+        "split": split,
+        "max_examples": max_examples,
+        "version": results.METRIC_VERSIONS["reference_stats"],
+    }
     written = {}
     explicit = ec.get("inception_weights", None)
     try:
@@ -602,19 +882,25 @@ def reference_stats(config, workdir: str) -> dict:
             save_reference_stats,
         )
 
-        features = InceptionFeatures(str(weights), batch_size=batch)
-        stats, _ = inception_statistics(
-            make_batches(), features, keep_features=ec.get("kid_features", 10_000)
+        keep = int(ec.get("kid_features", 10_000))
+
+        def compute(path, meta):
+            features = InceptionFeatures(str(weights), batch_size=batch)
+            stats, _ = inception_statistics(make_batches(), features, keep_features=keep)
+            save_reference_stats(path, stats, dataset=str(d.dataset), split=split, **meta)
+
+        settings = dict(
+            common,
+            inception_weights=[os.path.basename(weights), os.path.getsize(weights)],
+            kid_features=keep,
         )
-        path = os.path.join(out_dir, f"{stem}_inception.npz")
-        save_reference_stats(path, stats, dataset=str(d.dataset), split=split)
-        written["inception"] = path
-        written["num_examples"] = stats.count
-    classifier = _classifier_stats(d, make_batches, out_dir, stem)
+        written.update(_keyed_stats(out_dir, stem, "inception", settings, compute))
+        written["num_examples"] = min(len(source), max_examples or len(source))
+    classifier = _classifier_stats(config, make_batches, out_dir, stem, common)
     if classifier:
         written.update(classifier)
     if not written:
-        raise FileNotFoundError(
+        raise MissingDataError(
             "Nothing to compute: no Inception weights were found (see the README, 'Sample "
             "quality') and the dataset has no project classifier."
         )

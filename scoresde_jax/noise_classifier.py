@@ -205,7 +205,10 @@ class _Setup(ReplicatedState):
 
 
 def _classifier_dir(config, workdir: str) -> str:
-    return config.classifier.get("workdir", None) or os.path.join(workdir, "classifier")
+    section = config.get("classifier", None)
+    return (section.get("workdir", None) if section else None) or os.path.join(
+        workdir, "classifier"
+    )
 
 
 def _eval_times(config) -> list[float]:
@@ -229,26 +232,36 @@ def train_classifier(config, workdir: str) -> dict:
     (sharded over the devices of the mesh, parameters replicated) for
     ``config.classifier.n_iters`` steps. Checkpoints go to ``workdir/classifier/checkpoints``
     (or ``config.classifier.workdir``) and training resumes from the newest one; SIGTERM/SIGINT
-    saves before returning. Every ``eval_freq`` steps (and at the end) the EMA parameters are
-    scored on the first ``eval_examples`` test images perturbed at each of ``eval_times``.
+    saves, then raises :class:`~scoresde_jax.errors.StoppedBySignal`. Every ``eval_freq`` steps
+    (and at the end) the EMA parameters are scored on the first ``eval_examples`` test images
+    perturbed at each of ``eval_times``.
 
     Returns:
       ``{"step", "loss", "train_accuracy", "test_accuracy": {t: accuracy}, "num_params",
       "checkpoint_dir", "seconds", "steps_per_s"}``.
     """
+    from scoresde_jax import workdir_lock
+    from scoresde_jax.train import check_workdir
+
+    check_workdir(workdir)
+    out_dir = _classifier_dir(config, workdir)
+    os.makedirs(out_dir, exist_ok=True)
+    with workdir_lock.hold(out_dir, "classifier", mode="train_classifier"):
+        return _train_classifier(config, out_dir)
+
+
+def _train_classifier(config, out_dir: str) -> dict:
     from jax.sharding import NamedSharding, PartitionSpec
 
     from scoresde_jax.data import train_batch
+    from scoresde_jax.errors import StoppedBySignal
     from scoresde_jax.parallel import device_count
     from scoresde_jax.sharding import replicated, to_global_array
-    from scoresde_jax.train import _StopSignal, check_workdir
+    from scoresde_jax.signals import StopSignal
     from scoresde_jax.writers import MetricWriter
 
-    check_workdir(workdir)
     setup = _Setup(config)
     c, d = config.classifier, config.data
-    out_dir = _classifier_dir(config, workdir)
-    os.makedirs(out_dir, exist_ok=True)
     eval_times = _eval_times(config)
     n_dev = device_count(setup.mesh)
     pindex, pcount = jax.process_index(), jax.process_count()
@@ -317,7 +330,7 @@ def train_classifier(config, workdir: str) -> dict:
         dynamic_ncols=True,
         disable=not show_bar,
     )
-    stop = _StopSignal()
+    stop = StopSignal().install()
     t0 = t_last = time.perf_counter()
     s_last = step = start
     window: list[dict] = []
@@ -379,20 +392,18 @@ def train_classifier(config, workdir: str) -> dict:
                 ckpt.save(state)
             if stop.received:
                 ckpt.wait()
-                log.warning(
-                    "Stopped by %s at step %d; checkpoint saved in %s. Run the same command to "
-                    "resume.",
-                    stop.received,
-                    step,
-                    ckpt.directory,
+                raise StoppedBySignal(
+                    f"Classifier training stopped by {stop.received} at step {step} of "
+                    f"{c.n_iters}; checkpoint saved in {ckpt.directory}. Resume with the same "
+                    "command.",
+                    signal_name=stop.received,
+                    step=step,
                 )
-                break
     finally:
-        stop.restore()
         bar.close()
         writer.close()
-        ckpt.wait()
         ckpt.close()
+        stop.restore()
     if not accuracy:  # nothing left to train: score the restored state
         accuracy = evaluate(state.ema_params)
     seconds = time.perf_counter() - t0

@@ -10,8 +10,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import signal
-import threading
 import time
 
 import jax
@@ -20,12 +18,14 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
-from scoresde_jax import builders, plotting
+from scoresde_jax import builders, plotting, workdir_lock
 from scoresde_jax.checkpoint import Checkpointer
 from scoresde_jax.data import make_toy_dataset
+from scoresde_jax.errors import ConfigError, StoppedBySignal
 from scoresde_jax.parallel import device_count, sharded_sampler
 from scoresde_jax.score import get_score_fn
 from scoresde_jax.sharding import make_data_mesh, put_global_batch, replicated
+from scoresde_jax.signals import StopSignal
 from scoresde_jax.state import init_state, learning_rate_schedule
 from scoresde_jax.train_step import make_eval_loss, make_train_step
 from scoresde_jax.writers import MetricWriter
@@ -104,6 +104,30 @@ class Experiment(ReplicatedState):
 
     def batch_sharding(self, batch_axis: int = 0) -> NamedSharding:
         return NamedSharding(self.mesh, PartitionSpec(*([None] * batch_axis), "data"))
+
+    def checkpoint_meta(self) -> dict:
+        """What a checkpoint records beside the state: the network's own noise levels, when
+        ``config.model.noise_levels`` gives them (a converted checkpoint's)."""
+        levels = getattr(self.model, "noise_levels", None)
+        if levels is None:
+            return {}
+        return {"noise_levels": list(levels), "noise_levels_file": self.config.model.noise_levels}
+
+    def check_restored(self, restored) -> None:
+        """Refuses a checkpoint whose recorded noise levels differ from the network's: its
+        outputs would be divided by the wrong sigmas."""
+        recorded = restored.meta.get("noise_levels")
+        ours = getattr(self.model, "noise_levels", None)
+        if recorded is None:
+            return
+        if ours is None or len(ours) != len(recorded) or not np.allclose(ours, recorded, rtol=1e-7):
+            path = restored.meta.get("noise_levels_file") or "<workdir>/noise_levels.npy"
+            raise ConfigError(
+                f"The checkpoint {restored.path} uses its own {len(recorded)} noise levels "
+                f"({recorded[0]:.6g} ... {recorded[-1]:.6g}), which this config's network does "
+                f"not: add --config.model.noise_levels={path} "
+                f"--config.model.num_scales={len(recorded)} to the command."
+            )
 
 
 def data_shape(config) -> tuple[int, ...]:
@@ -225,29 +249,6 @@ class _Feed:
             self._iterator.close()
 
 
-class _StopSignal:
-    """Turns SIGTERM/SIGINT into a flag checked between steps, so a preempted job saves first."""
-
-    def __init__(self):
-        self.received = None
-        self._previous = {}
-        if threading.current_thread() is not threading.main_thread():
-            return
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            self._previous[sig] = signal.signal(sig, self._handle)
-
-    def _handle(self, signum, frame):
-        if self.received is not None:  # a second signal: stop right away
-            self.restore()
-            raise KeyboardInterrupt
-        self.received = signal.Signals(signum).name
-
-    def restore(self):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous = {}
-
-
 def jitted_train_step(exp: Experiment):
     """The compiled ``step(state, batches) -> (state, metrics)`` of ``--mode train``.
 
@@ -293,16 +294,28 @@ def _check_frequencies(tc) -> None:
 def train(config, workdir: str):
     """Trains the model described by ``config``; checkpoints and logs go to ``workdir``.
 
-    Resumes automatically from the newest readable checkpoint in ``workdir/checkpoints``. Writes
-    TensorBoard events to ``workdir/tensorboard``, scalars to ``workdir/metrics.jsonl`` and sample
-    pictures to ``workdir/samples``. On SIGTERM/SIGINT (or a multi-host preemption notice) the
-    state is checkpointed before returning.
+    Resumes automatically from the newest checkpoint in ``workdir/checkpoints`` that restores
+    and verifies. Writes TensorBoard events to ``workdir/tensorboard``, scalars to
+    ``workdir/metrics.jsonl`` and sample pictures to ``workdir/samples``. Holds the lock
+    ``workdir/train.lock`` while it runs, so a second training of the same directory stops at
+    once.
 
     Returns:
       The final training state.
+
+    Raises:
+      StoppedBySignal: SIGTERM/SIGINT (or a multi-host preemption notice) arrived; the state was
+        checkpointed first, and running again resumes from it.
+      NonFiniteLossError: the loss became NaN or infinite; no checkpoint of that state is
+        written.
     """
     check_workdir(workdir)
     os.makedirs(workdir, exist_ok=True)
+    with workdir_lock.hold(workdir, "train", mode="train") as lock:
+        return _train(config, workdir, lock)
+
+
+def _train(config, workdir: str, lock):
     exp = build_experiment(config)
     tc = config.training
     _check_frequencies(tc)
@@ -318,14 +331,17 @@ def train(config, workdir: str):
         snapshot_freq=tc.snapshot_freq,
         max_snapshots=tc.get("max_to_keep", None),
     )
+    resumed = None
     if ckpt.latest_step() is not None:
-        state = ckpt.restore(exp.abstract_target())
-        log.info("Resumed from step %d in %s", int(jax.device_get(state.step)), ckpt.directory)
+        resumed = ckpt.restore_verified(exp.abstract_target())
+        exp.check_restored(resumed)
+        state = resumed.state
+        log.info("Resumed from step %d (%s)", resumed.step, resumed.path)
     else:
         state = exp.init_state()
     start = int(jax.device_get(state.step))
     if start % n_jit:
-        raise ValueError(
+        raise ConfigError(
             f"The checkpoint is at step {start}, not a multiple of "
             f"training.n_jitted_steps={n_jit}; "
             "resume with an n_jitted_steps that divides it."
@@ -338,7 +354,7 @@ def train(config, workdir: str):
         out_shardings=replicated(exp.mesh),
     )
     n_dev = device_count(exp.mesh)
-    n_snap = -(-tc.snapshot_samples // n_dev) * n_dev
+    n_snap = _snapshot_count(config, exp)
     snapshot = None
     if tc.get("snapshot_sampling", True):
         sample_fn = builders.sampler_from_config(config.sampling, exp.sde)
@@ -351,6 +367,14 @@ def train(config, workdir: str):
         enabled=is_main,
     )
     show_bar = is_main and tc.get("progress_bar", True)
+    if is_main and start < tc.n_iters:
+        log.info(
+            "Training steps %d-%d; compiling the training step first (%s, %s)",
+            start,
+            tc.n_iters,
+            config.model.get("name", "model"),
+            f"batch {tc.batch_size} on {n_dev} device(s)",
+        )
     bar = tqdm(
         total=tc.n_iters,
         initial=start,
@@ -359,81 +383,129 @@ def train(config, workdir: str):
         dynamic_ncols=True,
         disable=not show_bar,
     )
-    stop = _StopSignal()
     t_last, s_last = time.perf_counter(), start
     step = start
-    try:
-        while step < tc.n_iters:
-            batches = feed.train_batches(step)
-            new_state, metrics = p_step(state, batches)
-            metrics = jax.device_get(metrics)
-            if not metrics["all_finite"] or not math.isfinite(metrics["loss"]):
-                ckpt.wait()
-                raise NonFiniteLossError(
-                    f"Training loss became {metrics['loss']} between steps {step} and "
-                    f"{step + n_jit}. The last good checkpoint (step {ckpt.latest_step()}) in "
-                    f"{ckpt.directory} is kept. Lower optim.lr, check the data scaling, or "
-                    "enable optim.grad_clip."
-                )
-            state = new_state
-            step += n_jit
-            bar.update(n_jit)
-            final = step >= tc.n_iters
-            if step % tc.log_freq == 0 or final:
-                now = time.perf_counter()
-                rate = (step - s_last) / max(now - t_last, 1e-9)
-                t_last, s_last = now, step
-                scalars = {
-                    "loss": metrics["loss"],
-                    "grad_norm": metrics["grad_norm"],
-                    "learning_rate": lr_schedule(step),
-                    "steps_per_s": rate,
-                    "examples_per_s": rate * tc.batch_size,
-                }
-                writer.write_scalars(step, scalars)
-                bar.set_postfix(loss=f"{metrics['loss']:.4f}", steps_per_s=f"{rate:.3g}")
-                if not show_bar and is_main:
-                    left = (tc.n_iters - step) / max(rate, 1e-9)
-                    log.info(
-                        "step %d/%d loss %.5f %.3g steps/s ETA %.0f s",
-                        step,
-                        tc.n_iters,
-                        metrics["loss"],
-                        rate,
-                        left,
+    saved_this_run: list[int] = []
+    with StopSignal() as stop:
+        try:
+            while step < tc.n_iters:
+                if lock is not None:
+                    lock.check()
+                batches = feed.train_batches(step)
+                new_state, metrics = p_step(state, batches)
+                metrics = jax.device_get(metrics)
+                if not metrics["all_finite"] or not math.isfinite(metrics["loss"]):
+                    ckpt.wait()
+                    raise NonFiniteLossError(
+                        _non_finite_message(
+                            metrics["loss"], step, n_jit, ckpt, resumed, saved_this_run
+                        )
                     )
-            if eval_freq and (step % eval_freq == 0):
-                ev = float(jax.device_get(eval_loss(state, feed.eval_batch(step))))
-                writer.write_scalars(step, {"eval_loss": ev})
-            preempted = stop.received or ckpt.reached_preemption(step)
-            if step % tc.snapshot_freq == 0 or step % preempt_freq == 0 or final or preempted:
-                ckpt.save(state)
-            if snapshot is not None and (step % tc.snapshot_freq == 0 or final):
-                _write_snapshot(config, exp, feed, snapshot, state, step, workdir, writer)
-            if preempted:
-                ckpt.wait()
-                log.warning(
-                    "Stopped by %s at step %d; checkpoint saved in %s. Run the same command to "
-                    "resume.",
-                    stop.received or "a preemption notice",
-                    step,
-                    ckpt.directory,
-                )
-                break
-    finally:
-        stop.restore()
-        bar.close()
-        feed.close()
-        writer.close()
-        ckpt.wait()
-        ckpt.close()
+                state = new_state
+                step += n_jit
+                bar.update(n_jit)
+                final = step >= tc.n_iters
+                if step % tc.log_freq == 0 or final:
+                    now = time.perf_counter()
+                    rate = (step - s_last) / max(now - t_last, 1e-9)
+                    t_last, s_last = now, step
+                    scalars = {
+                        "loss": metrics["loss"],
+                        "grad_norm": metrics["grad_norm"],
+                        "learning_rate": lr_schedule(step),
+                        "steps_per_s": rate,
+                        "examples_per_s": rate * tc.batch_size,
+                    }
+                    writer.write_scalars(step, scalars)
+                    bar.set_postfix(loss=f"{metrics['loss']:.4f}", steps_per_s=f"{rate:.3g}")
+                    if not show_bar and is_main:
+                        left = (tc.n_iters - step) / max(rate, 1e-9)
+                        log.info(
+                            "step %d/%d loss %.5f %.3g steps/s ETA %.0f s",
+                            step,
+                            tc.n_iters,
+                            metrics["loss"],
+                            rate,
+                            left,
+                        )
+                if eval_freq and (step % eval_freq == 0):
+                    ev = float(jax.device_get(eval_loss(state, feed.eval_batch(step))))
+                    writer.write_scalars(step, {"eval_loss": ev})
+                preempted = stop.received or ckpt.reached_preemption(step)
+                if step % tc.snapshot_freq == 0 or step % preempt_freq == 0 or final or preempted:
+                    ckpt.save(state, meta=exp.checkpoint_meta())
+                    saved_this_run.append(step)
+                if preempted:
+                    ckpt.wait()
+                    raise StoppedBySignal(
+                        f"Stopped by {stop.received or 'a preemption notice'} at step {step} of "
+                        f"{tc.n_iters}; checkpoint saved in {ckpt.directory}. Resume with the "
+                        "same command.",
+                        signal_name=stop.received or "preemption",
+                        step=step,
+                    )
+                if snapshot is not None and (step % tc.snapshot_freq == 0 or final):
+                    bar.clear()
+                    _write_snapshot(config, exp, feed, snapshot, state, step, workdir, writer)
+                    bar.refresh()
+        finally:
+            bar.close()
+            feed.close()
+            writer.close()
+            ckpt.close()
     return state
+
+
+def _non_finite_message(loss, step, n_jit, ckpt, resumed, saved_this_run) -> str:
+    """What to say when the loss becomes NaN/Inf: which checkpoint is kept and how far it is to
+    be trusted."""
+    where = f"Training loss became {loss} between steps {step} and {step + n_jit}."
+    if saved_this_run:
+        last = saved_this_run[-1]
+        kept = (
+            f" The last good checkpoint (step {last}), saved by this run at a finite loss, is "
+            f"kept in {ckpt.directory}; nothing after it was saved."
+        )
+        advice = " Lower optim.lr, check the data scaling, or enable optim.grad_clip."
+    elif resumed is not None:
+        kept = (
+            f" This run resumed from checkpoint step {resumed.step} ({resumed.path}, "
+            f"{'digests verified' if resumed.verified else 'written without digests'}) and "
+            "diverged before saving anything: that checkpoint is kept as it was, but it may "
+            "itself lead to the NaN."
+        )
+        advice = (
+            " Try an older checkpoint (move the newer step directories aside), lower optim.lr, "
+            "check the data scaling, or enable optim.grad_clip."
+        )
+    else:
+        kept = " No checkpoint was written (the run started from scratch)."
+        advice = " Lower optim.lr, check the data scaling, or enable optim.grad_clip."
+    return where + kept + advice
+
+
+def _snapshot_count(config, exp) -> int:
+    """Samples in a training snapshot: ``snapshot_samples`` rounded up to the device count."""
+    n_dev = device_count(exp.mesh)
+    return -(-config.training.snapshot_samples // n_dev) * n_dev
 
 
 def _write_snapshot(config, exp, feed, snapshot, state, step, workdir, writer) -> None:
     key = jax.random.fold_in(exp.eval_key, step)
-    samples, _ = snapshot(state.ema_params, key)
+    t0 = time.perf_counter()
+    if jax.process_index() == 0:
+        log.info(
+            "Step %d: drawing %d samples for the snapshot picture (%s sampler)",
+            step,
+            _snapshot_count(config, exp),
+            config.sampling.method,
+        )
+    samples, nfe = snapshot(state.ema_params, key)
     samples = to_host(samples)
+    if jax.process_index() == 0:
+        log.info(
+            "  done in %.1f s (%d network evaluations)", time.perf_counter() - t0, int(to_host(nfe))
+        )
     if jax.process_index() != 0:
         return
     out = os.path.join(workdir, "samples")

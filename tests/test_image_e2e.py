@@ -93,12 +93,15 @@ def test_mnist_train_resume_eval_sample(tmp_path):
     assert 0.5 < report["bpd_test"] < 30
     assert len(report["bpd_test_per_repeat"]) == 2
     out = workdir / "eval" / "step_4"
-    rounds = sorted((out / "samples").glob("samples_*.npz"))
+    (sample_dir,) = out.glob("samples-*")
+    assert sample_dir == pathlib.Path(report["sample_dir"])
+    rounds = sorted(sample_dir.glob("samples_*.npz"))
     assert [p.name for p in rounds] == ["samples_0.npz", "samples_1.npz"]
     first = np.load(rounds[0])["samples"]
     assert first.dtype == np.uint8 and first.shape == (16, 28, 28, 1)
-    saved = json.loads((workdir / "eval" / "report_step_4.json").read_text())
+    saved = json.loads((workdir / "eval" / "latest_step_4.json").read_text())
     assert saved["bpd_test"] == report["bpd_test"]
+    assert saved["settings"]["sampling"]["nfe"] == report["sampling_nfe"]
     # No Inception weights here: sample quality is the FD in the MNIST classifier's features,
     # huge for an untrained network's samples next to the test set.
     assert report["fd_mnist_num_samples"] == 20 and report["fd_mnist"] > 100
@@ -110,6 +113,8 @@ def test_mnist_train_resume_eval_sample(tmp_path):
     again = evaluate(config, str(workdir))
     assert rounds[1].exists() and rounds[0].stat().st_mtime_ns == before
     assert again["bpd_test"] == report["bpd_test"]
+    assert again["reused"]["sampling"]["reused_rounds"] == 1
+    assert again["reused"]["bpd_test"]["reused_passes"] == 2
 
     result = sample(config, str(workdir))
     images = np.load(result["npz"])["samples"]
@@ -160,6 +165,18 @@ def test_reference_stats_then_fid_in_eval(tmp_path):
     ref = load_stats(written["inception"])
     assert written["num_examples"] == 12 and ref.features.shape == (12, 2048)
     assert ref.mu.shape == (2048,) and os.path.exists(written["classifier_mnist"])
+    assert not written["inception_reused"]
+    # Statistics are keyed by their settings: the same ones are reused, others written beside.
+    again = reference_stats(config, str(workdir))
+    assert again["inception_reused"] and again["inception_keyed"] == written["inception_keyed"]
+    config.eval.max_examples = 8
+    fewer = reference_stats(config, str(workdir))
+    assert fewer["inception_keyed"] != written["inception_keyed"] and fewer["num_examples"] == 8
+    assert load_stats(written["inception_keyed"]).features.shape == (12, 2048)
+    assert load_stats(fewer["inception"]).features.shape == (8, 2048)  # the newest
+    config.eval.max_examples = 12
+    written = reference_stats(config, str(workdir))
+    assert written["inception_reused"]
 
     config.eval.fid_stats_path = written["inception"]
     config.eval.enable_loss = False

@@ -157,6 +157,8 @@ def test_two_processes_train_like_one(runs):
     multi, single = runs
     ckpt = Checkpointer(str(multi), read_only=True)
     assert ckpt.all_steps() == [100, 200]
+    # One lock for the job (a lock per process would have refused process 1), released at the end.
+    assert not (multi / "train.lock").exists()
     for step in (100, 200):
         state = _restore(multi, step)
         assert int(jax.device_get(state.step)) == step

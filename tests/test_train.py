@@ -36,7 +36,7 @@ def test_resume_is_exact(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+def test_nan_loss_right_after_resume_names_that_checkpoint(tmp_path, monkeypatch):
     workdir = str(tmp_path / "w")
     train_lib.train(small_config(**{"training.n_iters": 100}), workdir)
 
@@ -48,13 +48,32 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
         return x
 
     monkeypatch.setattr(train_lib, "make_toy_dataset", poisoned)
-    with pytest.raises(train_lib.NonFiniteLossError, match="last good checkpoint \\(step 100\\)"):
+    with pytest.raises(train_lib.NonFiniteLossError) as err:
         train_lib.train(small_config(), workdir)
+    message = str(err.value)
+    # The checkpoint it resumed from is named, and not called good: it produced the NaN at once.
+    assert "resumed from checkpoint step 100" in message
+    assert "checkpoints/100" in message and "digests verified" in message
+    assert "good" not in message
     ckpt = Checkpointer(workdir)
     assert ckpt.all_steps() == [100]
     exp = train_lib.build_experiment(small_config())
     state = ckpt.restore(exp.abstract_target())
     assert all(np.isfinite(x).all() for x in leaves(state.params))
+
+
+def test_nan_loss_later_keeps_the_checkpoint_this_run_saved(tmp_path, monkeypatch):
+    workdir = str(tmp_path / "w")
+    real = train_lib._toy_batches
+
+    def poisoned(train_data, batch_size, n_steps, seed, step):
+        x = real(train_data, batch_size, n_steps, seed, step)
+        return np.full_like(x, np.nan) if step >= 100 else x
+
+    monkeypatch.setattr(train_lib, "_toy_batches", poisoned)
+    with pytest.raises(train_lib.NonFiniteLossError, match="last good checkpoint \\(step 100\\)"):
+        train_lib.train(small_config(), workdir)
+    assert Checkpointer(workdir).all_steps() == [100]
 
 
 def test_sharded_step_matches_single_device(tmp_path):

@@ -92,6 +92,9 @@ def get_default_configs() -> ml_collections.ConfigDict:
     evaluate.max_examples = placeholder(int)  # None: the whole split
     evaluate.exact_trace = False
     evaluate.num_probes = 1
+    evaluate.probe_noise = "rademacher"  # Hutchinson probes: "rademacher" | "gaussian"
+    evaluate.eps = 1e-5  # likelihood: the probability-flow ODE is integrated from t = eps to T
+    evaluate.weights = "ema"  # "ema" (as the paper) | "raw": which parameters are evaluated
     evaluate.rtol = 1e-5
     evaluate.atol = 1e-5
     evaluate.ode_solver = "tsit5"
@@ -122,6 +125,9 @@ def get_default_configs() -> ml_collections.ConfigDict:
     model.beta_min = 0.1
     model.beta_max = 20.0
     model.num_scales = 1000
+    # A file of the network's own noise levels (descending), used instead of the geometric
+    # sigma_min ... sigma_max sequence: what `convert --noise_levels=checkpoint` writes.
+    model.noise_levels = placeholder(str)
     model.ema_rate = 0.995  # short runs: the average must forget the initial weights quickly
     model.dropout = 0.1
     model.scale_by_sigma = False

@@ -80,6 +80,9 @@ def get_default_config() -> ml_collections.ConfigDict:
     evaluate.num_samples = 5_000
     evaluate.exact_trace = True  # 2-D: the exact divergence costs two JVPs
     evaluate.num_probes = 1
+    evaluate.probe_noise = "rademacher"  # Hutchinson probes: "rademacher" | "gaussian"
+    evaluate.eps = 1e-5  # likelihood: the probability-flow ODE is integrated from t = eps to T
+    evaluate.weights = "ema"  # "ema" (as the paper) | "raw": which parameters are evaluated
     evaluate.rtol = 1e-5
     evaluate.atol = 1e-5
     evaluate.ode_solver = "tsit5"

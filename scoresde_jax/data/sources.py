@@ -37,17 +37,24 @@ import functools
 import glob
 import gzip
 import io
+import logging
 import math
 import os
 import pickle
 import struct
 import tarfile
+import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 from PIL import Image
+
+from scoresde_jax.errors import DataError, MissingDataError, UserError
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "DATASETS",
@@ -111,7 +118,7 @@ class ImageSource(Protocol):
 def _check_indices(indices: np.ndarray, n: int) -> np.ndarray:
     idx = np.asarray(indices)
     if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer):
-        raise ValueError(f"indices must be a 1-D integer array, got {idx.dtype} {idx.shape}")
+        raise DataError(f"indices must be a 1-D integer array, got {idx.dtype} {idx.shape}")
     if idx.size and (idx.min() < 0 or idx.max() >= n):
         raise IndexError(f"indices must lie in [0, {n}), got [{idx.min()}, {idx.max()}]")
     return idx
@@ -177,7 +184,7 @@ class LazySource:
             raw, labels[k] = self.read(i)
             image = self.fit(raw)
             if image.shape != self.image_shape:
-                raise ValueError(
+                raise DataError(
                     f"{self.name}: example {i} has shape {image.shape} after preprocessing, "
                     f"expected {self.image_shape}"
                 )
@@ -204,7 +211,7 @@ class TintedSource:
 
     def __post_init__(self):
         if self.base.image_shape[-1] != 1:
-            raise ValueError(f"TintedSource needs one-channel images, got {self.base.image_shape}")
+            raise DataError(f"TintedSource needs one-channel images, got {self.base.image_shape}")
 
     @property
     def name(self) -> str:
@@ -256,7 +263,7 @@ def convert_channels(images: np.ndarray, num_channels: int) -> np.ndarray:
         x = images.astype(np.uint32)
         luma = (299 * x[..., 0] + 587 * x[..., 1] + 114 * x[..., 2] + 500) // 1000
         return luma.astype(np.uint8)[..., None]
-    raise ValueError(
+    raise DataError(
         f"cannot convert images with {c} channels to {num_channels}; supported are 1 -> 3 "
         "(repeat) and 3 -> 1 (luma); set config.data.num_channels to 1 or 3"
     )
@@ -283,7 +290,7 @@ def center_crop(image: np.ndarray, size: int) -> np.ndarray:
     """The central ``size x size`` window (offsets rounded down, as in score_sde)."""
     h, w = image.shape[:2]
     if h < size or w < size:
-        raise ValueError(f"cannot center-crop {size}x{size} from an image of {h}x{w}")
+        raise DataError(f"cannot center-crop {size}x{size} from an image of {h}x{w}")
     top, left = (h - size) // 2, (w - size) // 2
     return image[top : top + size, left : left + size]
 
@@ -310,7 +317,7 @@ def _fit_resize_small_crop(image: np.ndarray, size: int) -> np.ndarray:
 
 
 def _fit_exact(image: np.ndarray, size: int) -> np.ndarray:
-    raise ValueError(
+    raise DataError(
         f"image is {image.shape[0]}x{image.shape[1]} but config.data.image_size={size}; this "
         "dataset is not resized: use the files of that resolution (e.g. ffhq-r08.tfrecords for "
         "256) or set image_size to the resolution of the data"
@@ -370,6 +377,8 @@ class DatasetSpec:
         num_classes: number of labels when the dataset is labelled.
         tinted: grayscale images are colored by :class:`TintedSource` (a colorization
             benchmark made from a grayscale dataset).
+        native_shape: ``(H, W, C)`` of every image of the dataset where that is fixed; data of
+            another shape under this name is refused (a wrong file, not something to resize).
     """
 
     tfds_name: str | None
@@ -377,15 +386,18 @@ class DatasetSpec:
     test_split: str = "test"
     num_classes: int | None = None
     tinted: bool = False
+    native_shape: tuple[int, int, int] | None = None
 
 
 DATASETS: dict[str, DatasetSpec] = {
-    "cifar10": DatasetSpec("cifar10", "resize", num_classes=10),
-    "svhn": DatasetSpec("svhn_cropped", "resize", num_classes=10),
-    "mnist": DatasetSpec("mnist", "resize", num_classes=10),
+    "cifar10": DatasetSpec("cifar10", "resize", num_classes=10, native_shape=(32, 32, 3)),
+    "svhn": DatasetSpec("svhn_cropped", "resize", num_classes=10, native_shape=(32, 32, 3)),
+    "mnist": DatasetSpec("mnist", "resize", num_classes=10, native_shape=(28, 28, 1)),
     # MNIST digits, each in its own saturated color: data on which colorization means something.
     "coloredmnist": DatasetSpec("mnist", "resize", num_classes=10, tinted=True),
-    "fashionmnist": DatasetSpec("fashion_mnist", "resize", num_classes=10),
+    "fashionmnist": DatasetSpec(
+        "fashion_mnist", "resize", num_classes=10, native_shape=(28, 28, 1)
+    ),
     "celeba": DatasetSpec("celeb_a", "celeba"),
     # TFDS's LSUN has no test split; its validation split is the held-out set.
     "lsun": DatasetSpec("lsun/{category}", "resize_small_crop", test_split="validation"),
@@ -412,6 +424,17 @@ def _lazy_source(
     num_classes: int | None,
 ) -> LazySource:
     """A :class:`LazySource` whose images are fitted with the dataset's geometry."""
+    if length:
+        first = np.asarray(read(0)[0])
+        first = first[..., None] if first.ndim == 2 else first
+        _check_native_shape(first.shape, spec, name, name.split("/", 1)[0])
+        _log_conversion(
+            f"{name} (its first image)",
+            first.shape,
+            image_size=image_size,
+            num_channels=num_channels,
+            geometry=spec.geometry,
+        )
     return LazySource(
         name=name,
         length=length,
@@ -430,11 +453,11 @@ def _lazy_source(
 
 def _as_nhwc_uint8(images: np.ndarray, where: str) -> np.ndarray:
     if images.dtype != np.uint8:
-        raise ValueError(f"{where}: images must be uint8 (0..255), got {images.dtype}")
+        raise DataError(f"{where}: images must be uint8 (0..255), got {images.dtype}")
     if images.ndim == 3:  # [N, H, W] grayscale
         images = images[..., None]
     if images.ndim != 4 or images.shape[-1] not in (1, 3):
-        raise ValueError(
+        raise DataError(
             f"{where}: images must be [N, H, W, C] with C = 1 or 3 (channels last), "
             f"got shape {images.shape}"
         )
@@ -446,8 +469,57 @@ def _as_labels(labels: np.ndarray | None, n: int, where: str) -> np.ndarray:
         return np.full(n, -1, np.int32)
     labels = np.asarray(labels).reshape(-1)
     if len(labels) != n:
-        raise ValueError(f"{where}: {len(labels)} labels for {n} images")
+        raise DataError(f"{where}: {len(labels)} labels for {n} images")
     return labels.astype(np.int32)
+
+
+def _shape_text(shape) -> str:
+    return "x".join(str(int(n)) for n in shape)
+
+
+def describe_conversion(
+    native_shape, *, image_size: int, num_channels: int, geometry: str
+) -> str | None:
+    """What :func:`prepare_image` does to an image of ``native_shape`` (``None``: nothing)."""
+    h, w, c = native_shape
+    steps = []
+    if c != num_channels:
+        steps.append("RGB -> gray (ITU-R 601 luma)" if c == 3 else "gray -> RGB (channel repeated)")
+    if (h, w) != (image_size, image_size):
+        rule = {
+            "resize": "bilinear resize",
+            "celeba": "center crop 140x140, bilinear resize",
+            "resize_small_crop": "smaller side resized, center crop",
+            "exact": "refused (this dataset is never resized)",
+        }[geometry]
+        steps.append(f"{rule} {h}x{w} -> {image_size}x{image_size}")
+    return "; ".join(steps) or None
+
+
+def _check_native_shape(native_shape, spec: DatasetSpec, where: str, dataset: str) -> None:
+    if spec.native_shape is None or tuple(native_shape) == spec.native_shape:
+        return
+    raise DataError(
+        f"{where} holds {_shape_text(native_shape)} images, but {dataset} images are "
+        f"{_shape_text(spec.native_shape)}: this looks like another dataset. Point "
+        f"--config.data.path at the {dataset} files, or, to train on these images anyway "
+        "(converted to the config's image_size and num_channels), name them with another "
+        "--config.data.dataset (any name but the known ones, e.g. custom)."
+    )
+
+
+def _log_conversion(name: str, native_shape, **kwargs) -> None:
+    what = describe_conversion(native_shape, **kwargs)
+    if what:
+        log.info(
+            "Data %s: images of %s are converted to %dx%dx%d: %s",
+            name,
+            _shape_text(native_shape),
+            kwargs["image_size"],
+            kwargs["image_size"],
+            kwargs["num_channels"],
+            what,
+        )
 
 
 def _array_source(
@@ -461,6 +533,15 @@ def _array_source(
     num_channels: int,
 ) -> ArraySource:
     images = _as_nhwc_uint8(images, where)
+    dataset = name.split("/", 1)[0]
+    _check_native_shape(images.shape[1:], spec, where, dataset)
+    _log_conversion(
+        name,
+        images.shape[1:],
+        image_size=image_size,
+        num_channels=num_channels,
+        geometry=spec.geometry,
+    )
     labels = _as_labels(labels, len(images), where)
     num_classes = None
     if labels.size and labels.min() >= 0:
@@ -488,7 +569,7 @@ def _open_npz(
             # A single-split file serves whichever split is asked for.
             image_key, label_key = "images", "labels"
         else:
-            raise ValueError(
+            raise DataError(
                 f"{path} has no array '{split}_images' (it has {sorted(keys)}); save one with "
                 f"np.savez(path, {split}_images=uint8_nhwc, {split}_labels=int_labels), or "
                 "'images'/'labels' for a single-split file"
@@ -525,19 +606,25 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     with open(path, "rb") as f:
         raw = f.read()
     if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
+        try:
+            raw = gzip.decompress(raw)
+        except (EOFError, OSError, zlib.error) as e:
+            raise DataError(
+                f"{path} is a damaged or truncated gzip file ({type(e).__name__}: {e}); "
+                "download it again (see the README, Data)."
+            ) from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-        raise ValueError(f"{path} is not an IDX file (magic bytes {raw[:4].hex()})")
+        raise DataError(f"{path} is not an IDX file (magic bytes {raw[:4].hex()})")
     dtype, ndim = _IDX_DTYPES[raw[2]], raw[3]
     header = 4 + 4 * ndim
     if len(raw) < header:
-        raise ValueError(f"{path}: truncated IDX header")
+        raise DataError(f"{path}: truncated IDX header")
     dims = struct.unpack(f">{ndim}I", raw[4:header])
     expected = math.prod(dims) * dtype.itemsize
     if len(raw) - header != expected:
-        raise ValueError(
+        raise DataError(
             f"{path}: IDX header says {dims} x {dtype.itemsize} bytes = {expected} bytes of data, "
-            f"file holds {len(raw) - header}"
+            f"file holds {len(raw) - header}: the file is truncated or damaged; download it again"
         )
     return np.frombuffer(raw, dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
 
@@ -572,17 +659,17 @@ def _open_mnist_idx(
     label_file = _idx_file(path, split, "labels", 1)
     if image_file is None or label_file is None:
         prefix = _IDX_PREFIX[split]
-        raise FileNotFoundError(
+        raise MissingDataError(
             f"{path} lacks the {split} split: expected {prefix}-images-idx3-ubyte[.gz] and "
             f"{prefix}-labels-idx1-ubyte[.gz] (the files of the MNIST / Fashion-MNIST download)"
         )
     images, labels = read_idx(image_file), read_idx(label_file)
     if images.ndim != 3 or images.dtype != np.uint8:
-        raise ValueError(
+        raise DataError(
             f"{image_file}: expected uint8 [N, H, W], got {images.dtype} {images.shape}"
         )
     if labels.ndim != 1 or len(labels) != len(images):
-        raise ValueError(f"{label_file}: expected {len(images)} labels, got shape {labels.shape}")
+        raise DataError(f"{label_file}: expected {len(images)} labels, got shape {labels.shape}")
     return _array_source(
         name,
         images,
@@ -621,13 +708,13 @@ class _ArrayUnpickler(pickle.Unpickler):
 def _cifar_batch(raw: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
     batch = _ArrayUnpickler(io.BytesIO(raw), encoding="bytes").load()
     if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
-        raise ValueError(f"{where} is not a CIFAR-10 batch (no b'data' / b'labels')")
+        raise DataError(f"{where} is not a CIFAR-10 batch (no b'data' / b'labels')")
     data = np.asarray(batch[b"data"])
     labels = np.asarray(batch[b"labels"])
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
-        raise ValueError(f"{where}: expected uint8 [N, 3072] rows, got {data.dtype} {data.shape}")
+        raise DataError(f"{where}: expected uint8 [N, 3072] rows, got {data.dtype} {data.shape}")
     if labels.shape != (len(data),):
-        raise ValueError(f"{where}: {labels.shape} labels for {len(data)} images")
+        raise DataError(f"{where}: {labels.shape} labels for {len(data)} images")
     # Each row is the red plane, then green, then blue (CHW).
     return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels
 
@@ -654,7 +741,7 @@ def _open_cifar10_python(
 ) -> ArraySource:
     location = _cifar_location(path)
     if location is None:
-        raise FileNotFoundError(
+        raise MissingDataError(
             f"{path} is neither cifar-10-python.tar.gz nor a folder holding {_CIFAR_DIR}/ "
             "(data_batch_1..5, test_batch)"
         )
@@ -664,14 +751,14 @@ def _open_cifar10_python(
             members = {Path(m.name).name: m for m in tar.getmembers() if m.isfile()}
             for batch in _CIFAR_BATCHES[split]:
                 if batch not in members:
-                    raise FileNotFoundError(f"{location} has no member {_CIFAR_DIR}/{batch}")
+                    raise MissingDataError(f"{location} has no member {_CIFAR_DIR}/{batch}")
                 raw = tar.extractfile(members[batch]).read()
                 parts.append(_cifar_batch(raw, f"{location}:{batch}"))
     else:
         for batch in _CIFAR_BATCHES[split]:
             file = location / batch
             if not file.is_file():
-                raise FileNotFoundError(f"{location} has no {batch} (needed for the {split} split)")
+                raise MissingDataError(f"{location} has no {batch} (needed for the {split} split)")
             parts.append(_cifar_batch(file.read_bytes(), str(file)))
     images = np.concatenate([p[0] for p in parts])
     labels = np.concatenate([p[1] for p in parts])
@@ -696,7 +783,7 @@ def _split_folder(path: Path, split: str) -> Path:
         return path / split
     present = [s for s in SPLITS if (path / s).is_dir()]
     if present:
-        raise FileNotFoundError(
+        raise MissingDataError(
             f"{path} is split into {present} but has no '{split}' sub-folder; add it or point "
             "--config.data.path at a folder that holds the images directly"
         )
@@ -721,7 +808,7 @@ def _open_folder(
     root = _split_folder(path, split)
     files = _image_files(root)
     if not files:
-        raise FileNotFoundError(f"{root} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+        raise MissingDataError(f"{root} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
     classes_of = [p.relative_to(root).parts for p in files]
     num_classes = None
     labels = [-1] * len(files)
@@ -769,25 +856,25 @@ def _first_record(path: Path) -> bytes:
     with open(path, "rb") as f:
         header = f.read(_HEADER.size)
         if len(header) < _HEADER.size:
-            raise ValueError(f"{path} is empty or not a TFRecord file")
+            raise DataError(f"{path} is empty or not a TFRecord file")
         (length, _) = _HEADER.unpack(header)
         data = f.read(length)
     if len(data) != length:
-        raise ValueError(f"{path}: first record is truncated (not a TFRecord file?)")
+        raise DataError(f"{path}: first record is truncated (not a TFRecord file?)")
     return data
 
 
 def _decode_image_example(record: bytes, where: str) -> tuple[np.ndarray, int]:
     example = parse_tf_example(record)
     if "shape" not in example or "data" not in example:
-        raise ValueError(
+        raise DataError(
             f"{where} has features {sorted(example)}, not 'shape' and 'data' (the StyleGAN layout "
             "that write_tfrecord_images writes)"
         )
     shape = tuple(int(s) for s in example["shape"])
     data = example["data"][0] if len(example["data"]) else b""
     if len(shape) != 3 or math.prod(shape) != len(data):
-        raise ValueError(f"{where}: shape {shape} does not match {len(data)} bytes of data")
+        raise DataError(f"{where}: shape {shape} does not match {len(data)} bytes of data")
     image = np.frombuffer(data, np.uint8).reshape(shape).transpose(1, 2, 0)  # CHW -> HWC
     label = example.get("label")
     return image, int(label[0]) if label is not None and len(label) else -1
@@ -805,7 +892,7 @@ def _open_tfrecord(
 ) -> LazySource:
     files = _tfrecord_files(path, split)
     if not files:
-        raise FileNotFoundError(f"no *.tfrecords files at {path}")
+        raise MissingDataError(f"no *.tfrecords files at {path}")
     if spec.geometry == "exact":
         # The StyleGAN tool writes one file per resolution (name-r02 ... name-r10): keep the
         # file(s) whose images already have image_size pixels.
@@ -813,7 +900,7 @@ def _open_tfrecord(
         files = [f for f in files if sizes[f] == (image_size, image_size)]
         if not files:
             found = ", ".join(f"{f.name}: {h}x{w}" for f, (h, w) in sizes.items())
-            raise ValueError(
+            raise DataError(
                 f"no TFRecord file at {path} has {image_size}x{image_size} images ({found}); "
                 "these images are not resized: set config.data.image_size to one of those "
                 "resolutions or point --config.data.path at the file of that resolution"
@@ -876,7 +963,7 @@ def _open_tfds(
     category: str | None,
 ) -> LazySource:
     if spec.tfds_name is None:
-        raise ValueError(
+        raise DataError(
             f"{dataset} is not in TFDS: it is read from TFRecord files (the StyleGAN layout, one "
             "file per resolution); pass --config.data.path=FILE_OR_FOLDER, e.g. the folder "
             f"holding ffhq-r08.tfrecords for 256x256"
@@ -884,7 +971,7 @@ def _open_tfds(
     tfds_name = spec.tfds_name
     if "{category}" in tfds_name:
         if not category:
-            raise ValueError(
+            raise DataError(
                 f"{dataset} needs a category: set --config.data.category, e.g. church_outdoor or "
                 "bedroom"
             )
@@ -899,14 +986,14 @@ def _open_tfds(
         # error below); an implicit download would hang or fail on an offline cluster.
         ds = tfds.data_source(tfds_name, split=tfds_split, data_dir=data_dir, download=False)
     except tfds.core.DatasetNotFoundError:
-        raise ValueError(
+        raise DataError(
             f"TFDS has no dataset {tfds_name!r} (config.data.dataset={dataset!r}); known names "
             f"are {sorted(DATASETS)} or any TFDS name, or read a local copy with "
             f"--config.data.path=PATH; {_LOCAL_FORMATS_HELP}"
         ) from None
     except (NotImplementedError, AssertionError, OSError, ValueError, KeyError) as e:
         problem = _tfds_problem(tfds, tfds_name, data_dir, e)
-        raise FileNotFoundError(_tfds_help(tfds_name, tfds_split, data_dir, problem)) from e
+        raise MissingDataError(_tfds_help(tfds_name, tfds_split, data_dir, problem)) from e
 
     num_classes = spec.num_classes
     try:
@@ -946,9 +1033,12 @@ def detect_source(path: str | os.PathLike) -> str:
         matches = [Path(m) for m in glob.glob(text)]
         if matches and all(_is_tfrecord_name(m) for m in matches):
             return "tfrecord"
-        raise FileNotFoundError(f"the pattern {text} matches no *.tfrecords files")
+        raise MissingDataError(f"the pattern {text} matches no *.tfrecords files")
     if not p.exists():
-        raise FileNotFoundError(f"--config.data.path={text} does not exist")
+        raise MissingDataError(
+            f"--config.data.path={text} does not exist; point it at the data (README, Data) or "
+            "leave it unset to read the TFDS copy"
+        )
     if p.is_file():
         if p.suffix.lower() == ".npz":
             return "npz"
@@ -956,7 +1046,7 @@ def detect_source(path: str | os.PathLike) -> str:
             return "tfrecord"
         if _cifar_location(p) is not None:
             return "cifar10_python"
-        raise FileNotFoundError(
+        raise MissingDataError(
             f"cannot tell the format of {text}; name it *.npz / *.tfrecords, or set "
             f"--config.data.source to one of {SOURCES}"
         )
@@ -969,7 +1059,7 @@ def detect_source(path: str | os.PathLike) -> str:
             return "tfrecord"
     if next((f for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS), None) is not None:
         return "folder"
-    raise FileNotFoundError(
+    raise MissingDataError(
         f"{text} holds no supported data; expected one of the {_LOCAL_FORMATS_HELP}"
     )
 
@@ -1023,7 +1113,7 @@ def open_image_source(
     """
     if dataset_spec(dataset).tinted:
         if num_channels != 3:
-            raise ValueError(
+            raise DataError(
                 f"dataset {dataset!r} is colored: set config.data.num_channels=3 "
                 f"(got {num_channels})"
             )
@@ -1040,13 +1130,13 @@ def open_image_source(
         )
         return TintedSource(base, split)
     if split not in SPLITS:
-        raise ValueError(f"split={split!r}; use one of {SPLITS}")
+        raise DataError(f"split={split!r}; use one of {SPLITS}")
     if not isinstance(image_size, int) or image_size < 1:
-        raise ValueError(f"image_size must be a positive int, got {image_size!r}")
+        raise DataError(f"image_size must be a positive int, got {image_size!r}")
     if num_channels not in (1, 3):
-        raise ValueError(f"num_channels must be 1 or 3, got {num_channels!r}")
+        raise DataError(f"num_channels must be 1 or 3, got {num_channels!r}")
     if source != "auto" and source not in SOURCES:
-        raise ValueError(f"unknown data source {source!r}; use 'auto' or one of {SOURCES}")
+        raise DataError(f"unknown data source {source!r}; use 'auto' or one of {SOURCES}")
     spec = dataset_spec(dataset)
     if source == "auto":
         source = "tfds" if path is None else detect_source(path)
@@ -1063,20 +1153,40 @@ def open_image_source(
             category=category,
         )
     if path is None:
-        raise ValueError(
+        raise DataError(
             f"source={source!r} reads local files: set --config.data.path to the "
             f"{source} file or folder"
         )
     local = Path(path).expanduser()
     if source != "tfrecord" and not local.exists():
-        raise FileNotFoundError(f"--config.data.path={path} does not exist")
+        raise MissingDataError(
+            f"--config.data.path={path} does not exist; point it at the data (README, Data)"
+        )
     extra = {"verify_crc": verify_crc} if source == "tfrecord" else {}
-    return _LOCAL_READERS[source](
-        local,
-        split=split,
-        name=name,
-        spec=spec,
-        image_size=image_size,
-        num_channels=num_channels,
-        **extra,
-    )
+    try:
+        return _LOCAL_READERS[source](
+            local,
+            split=split,
+            name=name,
+            spec=spec,
+            image_size=image_size,
+            num_channels=num_channels,
+            **extra,
+        )
+    except UserError:
+        raise
+    except (
+        EOFError,
+        OSError,
+        zipfile.BadZipFile,
+        tarfile.TarError,
+        zlib.error,
+        pickle.UnpicklingError,
+        ValueError,
+    ) as e:
+        # Reading a damaged file fails deep inside numpy, tarfile or PIL: name the file.
+        raise DataError(
+            f"Cannot read the {split} split of --config.data.path={path} ({source}): "
+            f"{type(e).__name__}: {e}. The file looks damaged or truncated; copy or download it "
+            "again."
+        ) from None

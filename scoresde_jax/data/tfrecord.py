@@ -15,6 +15,8 @@ from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 
+from scoresde_jax.errors import DataError
+
 __all__ = [
     "TFRecordIndex",
     "crc32c",
@@ -123,7 +125,7 @@ def _read_varint(buf: memoryview, pos: int) -> tuple[int, int]:
     shift = 0
     while True:
         if pos >= len(buf):
-            raise ValueError("truncated protobuf varint")
+            raise DataError("truncated protobuf varint")
         byte = buf[pos]
         pos += 1
         result |= (byte & 0x7F) << shift
@@ -131,7 +133,7 @@ def _read_varint(buf: memoryview, pos: int) -> tuple[int, int]:
             return result, pos
         shift += 7
         if shift >= 70:
-            raise ValueError("protobuf varint longer than 10 bytes")
+            raise DataError("protobuf varint longer than 10 bytes")
 
 
 def _fields(buf: memoryview) -> Iterator[tuple[int, int, int | memoryview]]:
@@ -154,9 +156,9 @@ def _fields(buf: memoryview) -> Iterator[tuple[int, int, int | memoryview]]:
             value = buf[pos : pos + 4]
             pos += 4
         else:
-            raise ValueError(f"unsupported protobuf wire type {wire} (field {field})")
+            raise DataError(f"unsupported protobuf wire type {wire} (field {field})")
         if pos > end:
-            raise ValueError(f"truncated protobuf message (field {field})")
+            raise DataError(f"truncated protobuf message (field {field})")
         yield field, wire, value
 
 
@@ -278,14 +280,14 @@ def _scan_file(path: str, verify_crc: bool) -> tuple[list[int], list[int]]:
         while pos < size:
             header = f.read(_HEADER.size)
             if len(header) < _HEADER.size:
-                raise ValueError(f"{path}: truncated TFRecord header at byte {pos}")
+                raise DataError(f"{path}: truncated TFRecord header at byte {pos}")
             length, length_crc = _HEADER.unpack(header)
             if verify_crc and masked_crc32c(header[:8]) != length_crc:
-                raise ValueError(f"{path}: corrupt TFRecord length at byte {pos} (CRC mismatch)")
+                raise DataError(f"{path}: corrupt TFRecord length at byte {pos} (CRC mismatch)")
             start = pos + _HEADER.size
             pos = start + length + 4
             if pos > size:
-                raise ValueError(
+                raise DataError(
                     f"{path}: TFRecord at byte {start - _HEADER.size} claims {length} bytes but "
                     "the file ends first (truncated or not a TFRecord file)"
                 )
@@ -326,19 +328,19 @@ def read_record(index: TFRecordIndex, i: int, *, verify_crc: bool = False) -> by
             f.seek(offset)
             data = f.read(length)
             if len(data) != length:
-                raise ValueError(f"{path}: record {i} is truncated")
+                raise DataError(f"{path}: record {i} is truncated")
             return data
         f.seek(offset - _HEADER.size)
         raw = f.read(_HEADER.size + length + 4)
     if len(raw) != _HEADER.size + length + 4:
-        raise ValueError(f"{path}: record {i} is truncated")
+        raise DataError(f"{path}: record {i} is truncated")
     stored_length, length_crc = _HEADER.unpack(raw[: _HEADER.size])
     data = raw[_HEADER.size : _HEADER.size + length]
     (data_crc,) = struct.unpack("<I", raw[_HEADER.size + length :])
     if stored_length != length or masked_crc32c(raw[:8]) != length_crc:
-        raise ValueError(f"{path}: corrupt length of record {i} at byte {offset} (CRC mismatch)")
+        raise DataError(f"{path}: corrupt length of record {i} at byte {offset} (CRC mismatch)")
     if masked_crc32c(data) != data_crc:
-        raise ValueError(f"{path}: corrupt data in record {i} at byte {offset} (CRC mismatch)")
+        raise DataError(f"{path}: corrupt data in record {i} at byte {offset} (CRC mismatch)")
     return data
 
 
@@ -370,13 +372,13 @@ def write_tfrecord_images(
     """
     images = np.asarray(images)
     if images.dtype != np.uint8:
-        raise ValueError(f"images must be uint8, got {images.dtype}")
+        raise DataError(f"images must be uint8, got {images.dtype}")
     if images.ndim == 3:
         images = images[..., None]
     if images.ndim != 4:
-        raise ValueError(f"images must be [N, H, W, C], got shape {images.shape}")
+        raise DataError(f"images must be [N, H, W, C], got shape {images.shape}")
     if labels is not None and len(labels) != len(images):
-        raise ValueError(f"{len(labels)} labels for {len(images)} images")
+        raise DataError(f"{len(labels)} labels for {len(images)} images")
     with open(path, "wb") as f:
         for i, image in enumerate(images):
             chw = np.ascontiguousarray(image.transpose(2, 0, 1))

@@ -121,27 +121,63 @@ def convert_state_dict(
     return traverse_util.unflatten_dict(out)
 
 
-def check_sigmas_buffer(expected: np.ndarray, model_name: str) -> Callable[[np.ndarray], None]:
+def reproducing_config(buffer: np.ndarray) -> tuple[float, float, int] | None:
+    """``(sigma_min, sigma_max, num_scales)`` whose geometric sequence is ``buffer``, if any."""
+    b = np.asarray(buffer, np.float64).reshape(-1)
+    if len(b) < 2 or not np.all(b > 0) or not np.all(np.diff(b) < 0):
+        return None
+    geometric = np.exp(np.linspace(np.log(b[0]), np.log(b[-1]), len(b)))
+    if not np.allclose(b, geometric, rtol=2e-6, atol=0.0):
+        return None
+    # Nine significant digits: what a float32 buffer holds, and what a config would say.
+    return float(f"{b[-1]:.9g}"), float(f"{b[0]:.9g}"), len(b)
+
+
+def sigmas_mismatch_message(buffer: np.ndarray, expected: np.ndarray, model_name: str) -> str:
+    """Why a ``sigmas`` buffer cannot be used as it is, and the two ways out."""
+    b = np.asarray(buffer, np.float64).reshape(-1)
+    e = np.asarray(expected, np.float64).reshape(-1)
+    if b.shape != e.shape:
+        detail = f"{len(b)} levels against num_scales={len(e)}"
+    else:
+        worst = int(np.argmax(np.abs(b - e) / e))
+        detail = f"index {worst}: {b[worst]:.9g} against {e[worst]:.9g}"
+    head = (
+        f"The checkpoint's sigmas buffer ({len(b)} levels, {b[0]:.6g} ... {b[-1]:.6g}) differs "
+        f"from the noise levels of this {model_name}'s config ({detail}), and the network "
+        "divides its output by them."
+    )
+    found = reproducing_config(b)
+    if found is not None:
+        lo, hi, n = found
+        return (
+            f"{head} The buffer is the geometric sequence of --config.model.sigma_min={lo!r} "
+            f"--config.model.sigma_max={hi!r} --config.model.num_scales={n}: convert with those "
+            "(and use them in every later command), or convert with --noise_levels=checkpoint."
+        )
+    return (
+        f"{head} No sigma_min, sigma_max and num_scales reproduce it (it is not a geometric "
+        "sequence); convert with --noise_levels=checkpoint to use the checkpoint's own levels."
+    )
+
+
+def check_sigmas_buffer(
+    expected: np.ndarray, model_name: str, *, used: bool = True
+) -> Callable[[np.ndarray], None]:
     """A buffer check for the ``sigmas`` noise levels of the reference networks.
 
     The Flax networks compute their noise levels from ``sigma_min``, ``sigma_max`` and
-    ``num_scales``; a checkpoint whose buffer disagrees was trained with other levels, and its
-    outputs would be divided by the wrong sigma.
+    ``num_scales`` (or take ``model.noise_levels``); a checkpoint whose buffer disagrees was
+    trained with other levels, and its outputs would be divided by the wrong sigma. Where the
+    forward pass never reads the buffer (``used=False``) it is accepted as it is.
     """
 
     def check(value: np.ndarray) -> None:
+        if not used:
+            return
         value = np.asarray(value, dtype=np.float64)
-        if value.shape != expected.shape:
-            raise ValueError(
-                f"sigmas buffer has shape {value.shape} but this {model_name} has "
-                f"num_scales={expected.shape[0]}"
-            )
-        if not np.allclose(value, expected, rtol=1e-6, atol=0.0):
-            worst = int(np.argmax(np.abs(value - expected) / expected))
-            raise ValueError(
-                f"sigmas buffer disagrees with this {model_name}'s sigma_min/sigma_max/"
-                f"num_scales (index {worst}: {value[worst]} vs {expected[worst]})"
-            )
+        if value.shape != expected.shape or not np.allclose(value, expected, rtol=1e-6, atol=0.0):
+            raise ValueError(sigmas_mismatch_message(value, expected, model_name))
 
     return check
 

@@ -77,9 +77,45 @@ def noise_index(labels: jax.Array) -> jax.Array:
     return jnp.round(labels).astype(jnp.int32)
 
 
-def smld_sigmas(sigma_min: float, sigma_max: float, num_scales: int) -> np.ndarray:
-    """The SMLD noise levels, geometric and descending: ``sigmas[0] = sigma_max``."""
+def smld_sigmas(
+    sigma_min: float, sigma_max: float, num_scales: int, noise_levels: Sequence | None = None
+) -> np.ndarray:
+    """The SMLD noise levels, geometric and descending: ``sigmas[0] = sigma_max``; or the
+    explicit ``noise_levels`` (those of a converted checkpoint) when given."""
+    if noise_levels is not None:
+        return np.asarray(noise_levels, np.float64)
     return np.exp(np.linspace(np.log(sigma_max), np.log(sigma_min), num_scales))
+
+
+def noise_levels_from_config(model_config) -> tuple[float, ...] | None:
+    """``config.model.noise_levels``: a ``.npy`` or ``.json`` file of the noise levels (index 0
+    the largest) that a network divides by instead of the geometric ``sigma_min ... sigma_max``
+    sequence (written by ``python -m scoresde_jax.convert --noise_levels=checkpoint``);
+    ``None`` when unset."""
+    import json
+    import os
+
+    from scoresde_jax.errors import ConfigError
+
+    path = model_config.get("noise_levels", None)
+    if not path:
+        return None
+    if not os.path.isfile(path):
+        raise ConfigError(f"config.model.noise_levels={path!r}: no such file.")
+    if str(path).endswith(".json"):
+        with open(path) as f:
+            levels = np.asarray(json.load(f), np.float64)
+    else:
+        levels = np.load(path).astype(np.float64)
+    levels = levels.reshape(-1)
+    n = model_config.num_scales
+    if len(levels) != n or not np.all(np.isfinite(levels)) or not np.all(levels > 0):
+        raise ConfigError(
+            f"config.model.noise_levels={path!r} holds {len(levels)} levels; it needs "
+            f"num_scales={n} positive values (set --config.model.num_scales={len(levels)} if "
+            "the file is right)."
+        )
+    return tuple(float(v) for v in levels)
 
 
 class GroupNorm(layers.GroupNorm):
@@ -188,11 +224,12 @@ class DDPM(nn.Module):
     num_channels: int = 3
     nonlinearity: str = "swish"
     dtype: Dtype = jnp.float32
+    noise_levels: tuple[float, ...] | None = None
 
     @property
     def sigmas(self) -> np.ndarray:
         """The descending SMLD noise levels that integer labels index (float64)."""
-        return smld_sigmas(self.sigma_min, self.sigma_max, self.num_scales)
+        return smld_sigmas(self.sigma_min, self.sigma_max, self.num_scales, self.noise_levels)
 
     @nn.compact
     def __call__(self, x: jax.Array, labels: jax.Array, train: bool = False) -> jax.Array:
@@ -309,7 +346,8 @@ def params_from_torch_state_dict(state_dict: Mapping[str, np.ndarray], model: DD
     The reference keeps its layers in one ``all_modules`` list; its order is rebuilt from the
     hyperparameters of ``model``, so any configuration converts. Convolutions go from OIHW to
     HWIO and linear weights are transposed; ``module.`` prefixes (``DataParallel``) are removed.
-    The ``sigmas`` buffer is checked against ``model.sigmas``.
+    The ``sigmas`` buffer is checked against ``model.sigmas`` where the network divides by it
+    (``scale_by_sigma``).
 
     Args:
       state_dict: PyTorch key -> numpy array (e.g. ``{k: v.numpy() for k, v in sd.items()}``).
@@ -337,7 +375,11 @@ def params_from_torch_state_dict(state_dict: Mapping[str, np.ndarray], model: DD
         state_dict,
         abstract,
         torch_prefix,
-        buffers={"sigmas": _torch_import.check_sigmas_buffer(model.sigmas, "DDPM")},
+        buffers={
+            "sigmas": _torch_import.check_sigmas_buffer(
+                model.sigmas, "DDPM", used=model.scale_by_sigma
+            )
+        },
         model_name="DDPM",
     )
     return {"params": params}
@@ -366,4 +408,5 @@ def from_config(config) -> DDPM:
         num_channels=d.num_channels,
         nonlinearity=m.get("nonlinearity", "swish"),
         dtype=dtype_from_config(m),
+        noise_levels=noise_levels_from_config(m),
     )

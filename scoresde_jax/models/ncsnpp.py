@@ -20,7 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from scoresde_jax.models import layers
+from scoresde_jax.models import _torch_import, layers
+from scoresde_jax.models.ddpm import noise_levels_from_config
 from scoresde_jax.models.layers import (
     AttnBlockpp,
     Combine,
@@ -126,9 +127,13 @@ class NCSNpp(nn.Module):
     num_scales: int = 1000
     nonlinearity: str = "swish"
     dtype: Any = jnp.float32
+    noise_levels: tuple[float, ...] | None = None
 
     def sigmas(self) -> np.ndarray:
-        """The noise levels ``sigma_max ... sigma_min`` (geometric, ``num_scales``), float32."""
+        """The noise levels ``sigma_max ... sigma_min`` (geometric, ``num_scales``), float32, or
+        ``noise_levels`` (a converted checkpoint's own levels) when set."""
+        if self.noise_levels is not None:
+            return np.asarray(self.noise_levels, np.float32)
         return np.exp(
             np.linspace(np.log(self.sigma_max), np.log(self.sigma_min), self.num_scales)
         ).astype(np.float32)
@@ -346,6 +351,7 @@ def from_config(config) -> NCSNpp:
         num_scales=m.num_scales,
         nonlinearity=m.nonlinearity,
         dtype=_DTYPES[dtype_name],
+        noise_levels=noise_levels_from_config(m),
     )
 
 
@@ -540,12 +546,7 @@ def params_from_torch_state_dict(
         if model.embedding_type.lower() == "positional":
             ours, theirs = model.sigmas(), sd["sigmas"].astype(np.float32)
             if ours.shape != theirs.shape or not np.allclose(ours, theirs, rtol=1e-5):
-                raise ConversionError(
-                    "The checkpoint's sigmas buffer differs from the noise levels of "
-                    f"sigma_min={model.sigma_min}, sigma_max={model.sigma_max}, "
-                    f"num_scales={model.num_scales}, which this network divides by; fix the "
-                    "config (or pass check_sigmas=False)."
-                )
+                raise ConversionError(_torch_import.sigmas_mismatch_message(theirs, ours, "NCSN++"))
     return {"params": _unflatten(flat)}
 
 

@@ -34,7 +34,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from scoresde_jax.models import _torch_import
-from scoresde_jax.models.ddpm import dtype_from_config, noise_index, smld_sigmas
+from scoresde_jax.models.ddpm import (
+    dtype_from_config,
+    noise_index,
+    noise_levels_from_config,
+    smld_sigmas,
+)
 from scoresde_jax.models.layers import get_act, ncsn_conv1x1, ncsn_conv3x3
 
 __all__ = [
@@ -475,11 +480,12 @@ class NCSNv2(nn.Module):
     image_size: int = 32
     num_channels: int = 3
     dtype: Dtype = jnp.float32
+    noise_levels: tuple[float, ...] | None = None
 
     @property
     def sigmas(self) -> np.ndarray:
         """The descending noise levels that labels index (float64)."""
-        return smld_sigmas(self.sigma_min, self.sigma_max, self.num_scales)
+        return smld_sigmas(self.sigma_min, self.sigma_max, self.num_scales, self.noise_levels)
 
     @nn.compact
     def __call__(self, x: jax.Array, labels: jax.Array, train: bool = False) -> jax.Array:
@@ -525,11 +531,12 @@ class NCSN(nn.Module):
     image_size: int = 32
     num_channels: int = 3
     dtype: Dtype = jnp.float32
+    noise_levels: tuple[float, ...] | None = None
 
     @property
     def sigmas(self) -> np.ndarray:
         """The descending noise levels that labels index (float64)."""
-        return smld_sigmas(self.sigma_min, self.sigma_max, self.num_scales)
+        return smld_sigmas(self.sigma_min, self.sigma_max, self.num_scales, self.noise_levels)
 
     @nn.compact
     def __call__(self, x: jax.Array, labels: jax.Array, train: bool = False) -> jax.Array:
@@ -561,7 +568,8 @@ def params_from_torch_state_dict(
     Works for every architecture and width: the PyTorch key of each Flax parameter follows from
     its path (``res2_0/conv2/conv/kernel`` -> ``res2.0.conv2.conv.weight``). Convolutions go
     from OIHW to HWIO; embeddings and norm vectors are copied; ``module.`` prefixes are removed;
-    the ``sigmas`` buffer of NCSNv2 is checked against ``model.sigmas``.
+    the ``sigmas`` buffer of NCSNv2 is checked against ``model.sigmas`` when the output is divided
+    by it.
 
     Args:
       state_dict: PyTorch key -> numpy array.
@@ -580,7 +588,9 @@ def params_from_torch_state_dict(
     abstract = _torch_import.abstract_params(model, (1, size, size, channels))
     buffers = {}
     if isinstance(model, NCSNv2):
-        buffers["sigmas"] = _torch_import.check_sigmas_buffer(model.sigmas, name)
+        buffers["sigmas"] = _torch_import.check_sigmas_buffer(
+            model.sigmas, name, used=model.scale_by_sigma
+        )
     params = _torch_import.convert_state_dict(
         state_dict, abstract, _torch_prefix, buffers=buffers, model_name=name
     )
@@ -604,6 +614,7 @@ def from_config(config) -> NCSNv2 | NCSN:
         image_size=d.image_size,
         num_channels=d.get("num_channels", d.get("channels", 3)),
         dtype=dtype_from_config(m),
+        noise_levels=noise_levels_from_config(m),
     )
     if m.name == "ncsn":
         return NCSN(**common)

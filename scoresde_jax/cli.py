@@ -1,0 +1,425 @@
+"""The command line: ``python main.py --config CONFIG --workdir DIR --mode MODE``.
+
+What happens before any heavy work, in order, each within seconds of start-up:
+
+1. ``--help`` prints the usage and exits 0.
+2. The config file must exist, and every ``--config.a.b=value`` override must name a field of
+   it (the error names the section and the closest valid keys) with a value of the right type.
+3. The config's values are checked (:mod:`scoresde_jax.preflight`): known names, positive
+   sizes, batch sizes that divide over the devices, data that exist and can be read, a
+   checkpoint for the modes that need one, a work directory that can be written.
+4. The mode runs (:data:`MODES`), holding the lock of the directory it writes
+   (:mod:`scoresde_jax.workdir_lock`), and prints its JSON report.
+
+Exit statuses: 0 done; 2 a problem with the input, printed as one message naming the field or
+file and the fix, without a traceback (``--traceback`` or ``SCORESDE_TRACEBACK=1`` shows it);
+143 (SIGTERM) or 130 (SIGINT) a run that was stopped after saving its work and resumes when the
+same command runs again.
+
+Nothing here imports JAX before step 3, so mistakes in the command line are reported at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import difflib
+import errno
+import importlib.util
+import json
+import logging
+import os
+import re
+import sys
+from collections.abc import Callable
+
+from scoresde_jax.errors import (
+    EXIT_USER_ERROR,
+    ConfigError,
+    StoppedBySignal,
+    UserError,
+    WorkdirError,
+)
+
+__all__ = ["MODES", "Mode", "main", "run_mode", "user_errors", "parse_flags", "check_config_arg"]
+
+log = logging.getLogger("scoresde_jax")
+
+TRACEBACK_ENV = "SCORESDE_TRACEBACK"
+
+
+def _train(config, workdir):
+    from scoresde_jax.train import train
+
+    state = train(config, workdir)
+    import jax
+
+    step = int(jax.device_get(state.step))
+    print(f"Training done: step {step}; checkpoints in {os.path.join(workdir, 'checkpoints')}")
+    return None
+
+
+def _eval(config, workdir):
+    from scoresde_jax.evaluate import evaluate
+
+    return evaluate(config, workdir)
+
+
+def _sample(config, workdir):
+    from scoresde_jax.evaluate import sample
+
+    return sample(config, workdir)
+
+
+def _stats(config, workdir):
+    from scoresde_jax.evaluate import reference_stats
+
+    return reference_stats(config, workdir)
+
+
+def _train_classifier(config, workdir):
+    from scoresde_jax.noise_classifier import train_classifier
+
+    return train_classifier(config, workdir)
+
+
+def _latent(name):
+    def run(config, workdir):
+        from scoresde_jax import manipulate
+
+        return getattr(manipulate, f"{name}_mode")(config, workdir)
+
+    return run
+
+
+def _toy_figures(config, workdir):
+    from scoresde_jax.figures import toy_figures
+
+    return toy_figures(config, workdir)
+
+
+@dataclasses.dataclass(frozen=True)
+class Mode:
+    """One command: ``run(config, workdir) -> report dict or None``.
+
+    ``lock``: the sub-directory of the work directory the mode writes and locks (``""`` the
+    work directory itself; ``None`` when the mode's function takes its own lock).
+    ``needs_checkpoint``: the mode reads a trained (or converted) checkpoint.
+    """
+
+    run: Callable
+    help: str
+    lock: str | None = None
+    needs_checkpoint: bool = False
+
+
+MODES: dict[str, Mode] = {
+    "train": Mode(_train, "train the score model (resumes from the newest checkpoint)"),
+    "eval": Mode(_eval, "loss, bits/dim and sample quality of checkpoints", None, True),
+    "sample": Mode(
+        _sample,
+        "samples (or a controllable-generation task) from the newest checkpoint",
+        "samples",
+        True,
+    ),
+    "stats": Mode(_stats, "reference feature statistics of a dataset for FID/KID", "stats"),
+    "train_classifier": Mode(
+        _train_classifier, "the noise-conditional classifier of class-conditional sampling"
+    ),
+    "encode": Mode(_latent("encode"), "probability-flow latents of data", "latent", True),
+    "interpolate": Mode(_latent("interpolate"), "interpolation between latents", "latent", True),
+    "temperature": Mode(
+        _latent("temperature"), "samples at scaled prior temperatures", "latent", True
+    ),
+    "toy_figures": Mode(
+        _toy_figures, "score fields and trajectories of a 2-D toy model", "figures", True
+    ),
+}
+
+
+_USAGE = """\
+usage: python main.py --config CONFIG --workdir DIR [--mode MODE] [--config.SECTION.FIELD=VALUE ...]
+
+  --config FILE      an experiment config file (configs/...)
+  --workdir DIR      where checkpoints, logs, samples and reports go
+  --mode MODE        one of the modes below (default: train)
+  --multihost        join a multi-host job with jax.distributed (same command on every host)
+  --coordinator_address HOST:PORT, --num_processes N, --process_id I
+                     a multi-host job set up by hand
+  --traceback        show full tracebacks of errors (also: SCORESDE_TRACEBACK=1)
+
+Any config field can be overridden, e.g. --config.training.n_iters=2000.
+
+modes:
+{modes}
+
+Exit status: 0 done, 2 a problem with the input (the message says what to change),
+143 / 130 stopped by SIGTERM / SIGINT after saving (run the same command to resume).
+"""
+
+
+def usage() -> str:
+    width = max(len(m) for m in MODES)
+    lines = "\n".join(f"  {name:<{width}}  {mode.help}" for name, mode in MODES.items())
+    return _USAGE.format(modes=lines)
+
+
+# -------------------------------------------------------------------------------------------
+# Command-line checks that need no JAX.
+
+
+def _flag_value(argv: list[str], name: str) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg == f"--{name}" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(f"--{name}="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _config_file(spec: str) -> str:
+    """The file of a ``--config`` value (``path`` or ``path:argument``)."""
+    if os.path.exists(spec) or ":" not in spec:
+        return spec
+    return spec.rsplit(":", 1)[0]
+
+
+def _load_config(spec: str):
+    """The config of a config file as the flag would load it, overrides aside."""
+    path = _config_file(spec)
+    arg = spec[len(path) + 1 :] if spec != path else None
+    module_spec = importlib.util.spec_from_file_location("_scoresde_config", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.get_config(arg) if arg else module.get_config()
+
+
+def _unknown_override(config, argv: list[str]) -> str | None:
+    """A message for the first ``--config.*`` override that names no field of ``config``."""
+    for arg in argv:
+        m = re.match(r"^--config\.([^=]+)", arg)
+        if not m:
+            continue
+        node, walked = config, ["config"]
+        for part in m.group(1).split("."):
+            keys = list(node.keys()) if hasattr(node, "keys") else []
+            if part not in keys:
+                section = ".".join(walked)
+                close = difflib.get_close_matches(part, keys, n=3, cutoff=0.5)
+                hint = (
+                    f"did you mean {', '.join(f'{section}.{c}' for c in close)}?"
+                    if close
+                    else f"its fields are: {', '.join(sorted(keys))}."
+                    if keys
+                    else f"{section} is a value, not a section."
+                )
+                return f"{arg.split('=')[0]}: {section} has no field {part!r}; {hint}"
+            node = node[part]
+            walked.append(part)
+    return None
+
+
+def _fail(message: str, code: int = EXIT_USER_ERROR):
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def check_config_arg(argv: list[str]) -> None:
+    """``--config`` is given and names an existing file (else a message and exit 2)."""
+    spec = _flag_value(argv, "config")
+    if spec is None:
+        _fail("--config is required: an experiment config file, e.g. configs/toy/gmm.py.")
+    path = _config_file(spec)
+    if not os.path.isfile(path):
+        near = ""
+        folder = os.path.dirname(path) or "."
+        if os.path.isdir(folder):
+            names = [n for n in os.listdir(folder) if n.endswith(".py") and not n.startswith("_")]
+            close = difflib.get_close_matches(os.path.basename(path), names, n=3, cutoff=0.5)
+            if close:
+                near = f" Did you mean {', '.join(os.path.join(folder, c) for c in close)}?"
+        _fail(f"--config={spec}: no such config file.{near}")
+
+
+def _precheck_argv(argv: list[str]) -> None:
+    check_config_arg(argv)
+    if _flag_value(argv, "workdir") is None:
+        _fail("--workdir is required: the directory for checkpoints, logs and reports.")
+    mode = _flag_value(argv, "mode")
+    if mode is not None and mode not in MODES:
+        close = difflib.get_close_matches(mode, list(MODES), n=2)
+        hint = f" Did you mean {' or '.join(close)}?" if close else ""
+        _fail(f"--mode={mode}: unknown mode; use one of {', '.join(MODES)}.{hint}")
+
+
+# -------------------------------------------------------------------------------------------
+# Flags.
+
+
+def _define_flags():
+    from absl import flags
+    from ml_collections import config_flags
+
+    if "workdir" in flags.FLAGS:
+        return flags.FLAGS
+    config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
+    flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs, samples and reports.")
+    flags.DEFINE_enum("mode", "train", list(MODES), "What to run (see --help).")
+    flags.DEFINE_bool(
+        "multihost",
+        False,
+        "Join a multi-host job with jax.distributed (one process per host, same command on each).",
+    )
+    flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (manual multi-host).")
+    flags.DEFINE_integer("num_processes", None, "Number of processes (manual multi-host).")
+    flags.DEFINE_integer("process_id", None, "This process's index (manual multi-host).")
+    flags.DEFINE_bool("traceback", False, f"Show full tracebacks (also ${TRACEBACK_ENV}=1).")
+    return flags.FLAGS
+
+
+def parse_flags(argv: list[str], define: Callable) -> list[str]:
+    """``FLAGS(argv)`` after ``define()`` registers the flags; a bad flag or config override
+    becomes one message and exit 2."""
+    from absl import flags
+
+    FLAGS = define()
+    try:
+        return FLAGS(argv)
+    except flags.Error as e:
+        _fail(f"{e} (see --help).")
+    except (KeyError, AttributeError, TypeError, ValueError) as e:
+        spec = _flag_value(argv, "config")
+        try:
+            message = _unknown_override(_load_config(spec), argv[1:])
+        except Exception:  # noqa: BLE001 - the config file itself is broken: say so below
+            message = None
+        if message is None:
+            message = f"--config={spec}: could not apply the overrides: {e}"
+        _fail(message)
+    return []
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    return parse_flags(argv, _define_flags)
+
+
+def setup_logging() -> None:
+    """Our own progress at INFO; library chatter (Orbax logs every save) only when it matters;
+    no "Event loop is closed" noise from Orbax's threads at exit."""
+    logging.getLogger().setLevel(logging.WARNING)
+    logging.getLogger("scoresde_jax").setLevel(logging.INFO)
+    _quiet_shutdown()
+
+
+# -------------------------------------------------------------------------------------------
+# Running a mode.
+
+
+def _traceback_wanted() -> bool:
+    from absl import flags
+
+    env = os.environ.get(TRACEBACK_ENV, "").strip().lower() not in ("", "0", "false", "no")
+    return env or bool(flags.FLAGS["traceback"].value if "traceback" in flags.FLAGS else False)
+
+
+def _quiet_shutdown() -> None:
+    """Drops the "Event loop is closed" noise that Orbax's background threads print at exit."""
+    previous = sys.unraisablehook
+
+    def hook(unraisable):
+        exc = unraisable.exc_value
+        if isinstance(exc, RuntimeError) and "Event loop is closed" in str(exc):
+            return
+        previous(unraisable)
+
+    sys.unraisablehook = hook
+
+
+@contextlib.contextmanager
+def user_errors():
+    """Turns :class:`~scoresde_jax.errors.UserError` (and a full disk) into a message and an
+    exit status; everything else propagates with its traceback."""
+    try:
+        yield
+    except StoppedBySignal as e:
+        print(f"stopped: {e}", file=sys.stderr)
+        raise SystemExit(e.exit_code) from None
+    except UserError as e:
+        if _traceback_wanted():
+            raise
+        _fail(str(e), e.exit_code)
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+            raise
+        if _traceback_wanted():
+            raise
+        what = {
+            errno.ENOSPC: "no space left on the device",
+            errno.EDQUOT: "the disk quota is exhausted",
+            errno.EROFS: "the file system is read-only",
+            errno.EACCES: "permission denied",
+        }[e.errno]
+        where = e.filename or "the work directory"
+        _fail(
+            str(
+                WorkdirError(
+                    f"Could not write {where}: {what}. Checkpoints already on disk are intact; "
+                    "free space (or fix permissions) and run the same command again."
+                )
+            )
+        )
+
+
+def run_mode(config, workdir: str, mode: str) -> dict | None:
+    """Checks ``config`` for ``mode`` (:func:`scoresde_jax.preflight.check`), then runs the mode
+    holding the lock of the directory it writes."""
+    from scoresde_jax import preflight, workdir_lock
+
+    spec = MODES[mode]
+    preflight.check(config, workdir, mode, needs_checkpoint=spec.needs_checkpoint)
+    if spec.lock is None:
+        return spec.run(config, workdir)
+    with workdir_lock.hold(os.path.join(workdir, spec.lock), spec.lock or "workdir", mode=mode):
+        return spec.run(config, workdir)
+
+
+def _main(argv) -> None:
+    del argv
+    from absl import flags
+
+    FLAGS = flags.FLAGS
+    setup_logging()
+    with user_errors():
+        config = FLAGS.config
+        if config is None:
+            raise ConfigError(f"--config={FLAGS['config'].serialize()}: the file did not load.")
+        # TensorFlow (only ever used by input pipelines) must never take the accelerators.
+        try:
+            import tensorflow as tf
+
+            tf.config.set_visible_devices([], "GPU")
+        except ImportError:
+            pass
+        if FLAGS.multihost or FLAGS.num_processes is not None:
+            from scoresde_jax.distributed import initialize
+
+            initialize(
+                coordinator_address=FLAGS.coordinator_address,
+                num_processes=FLAGS.num_processes,
+                process_id=FLAGS.process_id,
+            )
+        report = run_mode(config, FLAGS.workdir, FLAGS.mode)
+    if report is not None:
+        print(json.dumps(report, indent=2))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``main.py``."""
+    argv = list(sys.argv if argv is None else argv)
+    if any(a in ("-h", "--help", "-?", "--helpshort", "--helpfull") for a in argv[1:]):
+        print(usage())
+        raise SystemExit(0)
+    _precheck_argv(argv[1:])
+    from absl import app
+
+    app.run(_main, argv=argv, flags_parser=_parse_flags)

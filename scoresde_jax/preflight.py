@@ -1,0 +1,219 @@
+"""Checks of a config and a work directory before any heavy work (model, compilation, data).
+
+:func:`check` runs at the start of every command-line mode. It reports the first problem as a
+:class:`~scoresde_jax.errors.UserError` whose message names the field or file and the fix:
+
+* config values: known names (SDE, sampler, predictor, corrector, solver, network, data source,
+  loss, task, ...), positive sizes and tolerances;
+* devices: batch sizes that split evenly over the devices of the mesh;
+* data: the files exist and open (each split the mode reads), so that a wrong path fails in
+  seconds instead of after the model is built (opened sources are kept for the run);
+* checkpoints: modes that read one find at least one step directory;
+* the work directory can be created and written.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tempfile
+from collections.abc import Iterable
+
+from scoresde_jax.errors import ConfigError, MissingCheckpointError, WorkdirError
+
+__all__ = ["check", "check_config", "check_choice"]
+
+
+def check_choice(field: str, value, choices: Iterable[str]) -> str:
+    """``value`` lower-cased if it is one of ``choices``; else a :class:`ConfigError` naming
+    ``field``, the valid values and the closest ones."""
+    choices = list(choices)
+    text = str(value).strip().lower()
+    if text in choices:
+        return text
+    close = difflib.get_close_matches(text, choices, n=2, cutoff=0.5)
+    hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+    raise ConfigError(
+        f"config.{field}={value!r} is not valid{hint}; use one of {', '.join(map(repr, choices))}."
+    )
+
+
+def _positive(config, field: str, *, allow_none: bool = False, integer: bool = True) -> None:
+    section, name = field.rsplit(".", 1)
+    node = config
+    for part in section.split("."):
+        node = node.get(part) if hasattr(node, "get") else None
+        if node is None:
+            return
+    if name not in node:
+        return
+    value = node[name]
+    if value is None and allow_none:
+        return
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+    if integer:
+        ok = ok and float(value).is_integer()
+    if not ok:
+        kind = "a positive integer" if integer else "a positive number"
+        raise ConfigError(f"config.{field}={value!r}: must be {kind}.")
+
+
+def check_config(config, mode: str) -> None:
+    """Names and ranges of the config fields ``mode`` reads."""
+    from scoresde_jax.builders import SAMPLER_METHODS
+    from scoresde_jax.models import MODELS
+    from scoresde_jax.odeint import SOLVERS
+    from scoresde_jax.sampling import CORRECTORS, PREDICTORS
+    from scoresde_jax.sde import SDES
+
+    t, s, e, d, m = config.training, config.sampling, config.eval, config.data, config.model
+    sde_names = [*SDES, "ve", "vp", "subvp"]
+    check_choice("training.sde", t.sde, sde_names)
+    check_choice("training.loss", t.get("loss", "dsm"), ["dsm", "ism", "ssm", "ssm_vr"])
+    check_choice("model.name", m.name, MODELS)
+    check_choice("sampling.method", s.method, SAMPLER_METHODS)
+    check_choice("sampling.predictor", s.predictor, PREDICTORS)
+    check_choice("sampling.corrector", s.corrector, CORRECTORS)
+    tasks = ["generate", "class", "inpaint", "colorize"]
+    check_choice("sampling.task", s.get("task", "generate"), tasks)
+    for field in ("sampling.ode_solver", "eval.ode_solver", "latent.ode_solver"):
+        section, name = field.split(".")
+        if section in config and name in config[section]:
+            check_choice(field, config[section][name], SOLVERS)
+    if "probe_noise" in e:
+        check_choice("eval.probe_noise", e.probe_noise, ["rademacher", "gaussian"])
+    if "weights" in e:
+        check_choice("eval.weights", e.weights, ["ema", "raw"])
+    if "dtype" in m:
+        check_choice("model.dtype", m.dtype, ["float32", "bfloat16", "float16"])
+    check_choice("optim.optimizer", config.optim.optimizer, ["adam", "adamw"])
+    kind = check_choice("data.dataset_kind", d.get("dataset_kind", "image"), ["image", "toy"])
+    if kind == "toy":
+        from scoresde_jax.data import TOY_DATASETS
+
+        check_choice("data.dataset", d.dataset, TOY_DATASETS)
+    else:
+        from scoresde_jax.data import SOURCES
+
+        check_choice("data.source", d.get("source", "auto"), ["auto", *SOURCES])
+        if d.num_channels not in (1, 3):
+            raise ConfigError(f"config.data.num_channels={d.num_channels!r}: use 1 or 3.")
+        _positive(config, "data.image_size")
+        for split in str(e.get("bpd_dataset", "test")).split(","):
+            check_choice("eval.bpd_dataset", split, ["test", "train"])
+    for field in (
+        "training.batch_size",
+        "training.n_jitted_steps",
+        "training.snapshot_freq",
+        "training.log_freq",
+        "training.snapshot_samples",
+        "eval.batch_size",
+        "eval.num_samples",
+        "eval.num_repeats",
+        "eval.num_probes",
+        "sampling.batch_size",
+        "sampling.n_steps_each",
+        "classifier.batch_size",
+    ):
+        _positive(config, field)
+    _positive(config, "eval.max_examples", allow_none=True)
+    _positive(config, "sampling.num_steps", allow_none=True)
+    _positive(config, "training.max_to_keep", allow_none=True)
+    for field in ("eval.rtol", "eval.atol", "sampling.rtol", "sampling.atol", "optim.lr"):
+        _positive(config, field, integer=False)
+    if t.n_iters < 0:
+        raise ConfigError(f"config.training.n_iters={t.n_iters!r}: must be 0 or more.")
+    for field, path in (
+        ("eval.fid_stats_path", e.get("fid_stats_path", None)),
+        ("eval.inception_weights", e.get("inception_weights", None)),
+    ):
+        if path and not os.path.isfile(os.path.expanduser(path)):
+            raise ConfigError(f"config.{field}={path!r}: no such file.")
+
+
+def _check_devices(config, mode: str) -> None:
+    import jax
+
+    visible = jax.device_count()
+    wanted = config.get("num_devices", None)
+    if wanted is not None and not 1 <= wanted <= visible:
+        raise ConfigError(
+            f"config.num_devices={wanted}: {visible} device(s) are visible; use 1..{visible} or "
+            "leave it unset for all of them."
+        )
+    n = wanted or visible
+    fields = {"train": "training.batch_size", "train_classifier": "classifier.batch_size"}
+    if mode in fields:
+        section, name = fields[mode].split(".")
+        batch = config[section][name]
+        if batch % n:
+            raise ConfigError(
+                f"config.{fields[mode]}={batch} does not split over the {n} devices; use a "
+                f"multiple of {n} (e.g. {max(n, batch - batch % n)}), or set config.num_devices."
+            )
+
+
+def _splits(config, mode: str) -> tuple[str, ...]:
+    e, s, lt = config.eval, config.sampling, config.get("latent", {})
+    if mode in ("train", "train_classifier"):
+        return ("train", "test")
+    if mode == "stats":
+        return (str(e.get("stats_split", "train")),)
+    if mode == "eval":
+        splits = []
+        if e.get("enable_loss", True):
+            splits.append("test")
+        if e.get("enable_bpd", False):
+            splits += [x.strip() for x in str(e.get("bpd_dataset", "test")).split(",")]
+        return tuple(dict.fromkeys(splits))
+    if mode in ("encode", "interpolate"):
+        return (str(lt.get("split", "test")),)
+    if mode == "sample" and str(s.get("task", "generate")).lower() in ("inpaint", "colorize"):
+        return () if s.get("task_inputs", None) else (str(s.get("task_split", "test")),)
+    return ()
+
+
+def _check_data(config, mode: str) -> None:
+    if config.data.get("dataset_kind", "image") == "toy":
+        return
+    from scoresde_jax import builders
+
+    for split in _splits(config, mode):
+        builders.image_source_from_config(config.data, split)  # raises with the file named
+
+
+def _check_checkpoint(workdir: str) -> None:
+    folder = os.path.join(os.path.abspath(workdir), "checkpoints")
+    steps = []
+    if os.path.isdir(folder):
+        steps = [n for n in os.listdir(folder) if n.isdigit()]
+    if not steps:
+        raise MissingCheckpointError(
+            f"No checkpoint in {folder}. Train first with --mode train and the same --workdir, "
+            "or convert one with `python -m scoresde_jax.convert`."
+        )
+
+
+def _check_workdir(workdir: str) -> None:
+    if "://" in str(workdir):
+        raise WorkdirError(
+            f"--workdir={workdir!r} is a URL; use a filesystem path every host can see (NFS, "
+            "Filestore, or a bucket mounted with gcsfuse, e.g. /mnt/bucket/run)."
+        )
+    path = os.path.abspath(workdir)
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        raise WorkdirError(f"--workdir={workdir}: cannot write there ({e.strerror}).") from None
+
+
+def check(config, workdir: str, mode: str, *, needs_checkpoint: bool = False) -> None:
+    """All checks for running ``mode`` on ``workdir`` (see the module docstring)."""
+    check_config(config, mode)
+    if needs_checkpoint:
+        _check_checkpoint(workdir)
+    _check_devices(config, mode)
+    _check_data(config, mode)
+    _check_workdir(workdir)

@@ -1,0 +1,338 @@
+"""One writer per work directory: a lock file with the holder's identity and a renewed lease.
+
+A run that writes results (training, evaluation, sampling, ...) holds ``<workdir>/<name>.lock``,
+a small JSON file naming its host, process id, start time and the time of its last heartbeat. A
+second process that wants the same lock stops at once with a message naming the holder. A lock
+whose holder is gone is taken over with a warning:
+
+* on the same host, when its process id no longer runs (or now belongs to another process);
+* from any host, when its lease has expired: the holder renews its heartbeat every
+  ``lease / 4`` seconds, so a heartbeat older than the lease (``$SCORESDE_LOCK_LEASE_S``, default
+  120 s) means the holder was killed or lost the file system. This works across hosts on shared
+  storage, where process ids mean nothing.
+
+The file is created with a hard link from a private temporary file, which is atomic on local
+disks and on NFS; a file system without hard links falls back to ``O_EXCL``. A multi-host job
+holds one lock, taken by process 0 (:func:`hold`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+
+from scoresde_jax.errors import WorkdirLockedError
+
+__all__ = ["WorkdirLock", "hold", "lease_seconds"]
+
+log = logging.getLogger(__name__)
+
+_LEASE_ENV = "SCORESDE_LOCK_LEASE_S"
+_DEFAULT_LEASE_S = 120.0
+
+# Locks this process holds, by path: a mode that locks its directory may call a library
+# function (train) that locks it again.
+_HELD: dict[str, WorkdirLock | None] = {}
+_HELD_GUARD = threading.Lock()
+
+
+def lease_seconds() -> float:
+    """The lease of a lock: a heartbeat older than this marks a dead holder."""
+    value = os.environ.get(_LEASE_ENV)
+    if not value:
+        return _DEFAULT_LEASE_S
+    try:
+        lease = float(value)
+    except ValueError:
+        lease = -1.0
+    if lease <= 0:
+        raise WorkdirLockedError(f"${_LEASE_ENV}={value!r}: use a positive number of seconds.")
+    return lease
+
+
+def _process_start(pid: int) -> str | None:
+    """The start time of process ``pid`` in clock ticks since boot (Linux), to tell a reused
+    process id from the original holder; ``None`` where ``/proc`` does not say."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # The command name (field 2) is in parentheses and may hold spaces.
+    return stat.rsplit(")", 1)[-1].split()[19]
+
+
+def _pid_running(pid: int, start: str | None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, owned by someone else
+    if start is not None:
+        now = _process_start(pid)
+        if now is not None and now != start:
+            return False  # the id was reused by a newer process
+    return True
+
+
+def _describe(holder: dict, now: float) -> str:
+    started = holder.get("started")
+    since = ""
+    if isinstance(started, int | float):
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started))
+        since = f", started {when} ({now - started:.0f} s ago)"
+    beat = holder.get("heartbeat")
+    beat_text = f", last heartbeat {now - beat:.0f} s ago" if isinstance(beat, int | float) else ""
+    mode = f" ({holder['mode']})" if holder.get("mode") else ""
+    return (
+        f"process {holder.get('pid', '?')} on host {holder.get('host', '?')}{mode}"
+        f"{since}{beat_text}"
+    )
+
+
+class WorkdirLock:
+    """The lock ``<directory>/<name>.lock``.
+
+    Args:
+      directory: the work directory (created if needed).
+      name: which writer: ``"train"``, ``"eval"``, ... (independent writers may run together).
+      mode: recorded in the lock file and named in messages.
+      lease: seconds without heartbeat after which the lock counts as abandoned.
+    """
+
+    def __init__(
+        self, directory: str, name: str, *, mode: str | None = None, lease: float | None = None
+    ):
+        self.path = os.path.join(os.path.abspath(directory), f"{name}.lock")
+        self.mode = mode or name
+        self.lease = float(lease) if lease is not None else lease_seconds()
+        self.token = uuid.uuid4().hex
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._started = time.time()
+
+    # -- file contents ------------------------------------------------------------------------
+
+    def _record(self) -> dict:
+        pid = os.getpid()
+        return {
+            "host": socket.gethostname(),
+            "pid": pid,
+            "pid_start": _process_start(pid),
+            "mode": self.mode,
+            "started": self._started,
+            "heartbeat": time.time(),
+            "lease_s": self.lease,
+            "token": self.token,
+        }
+
+    def _read(self) -> dict | None:
+        try:
+            with open(self.path) as f:
+                text = f.read()
+        except FileNotFoundError:
+            return None
+        try:
+            holder = json.loads(text)
+        except ValueError:
+            holder = None
+        if not isinstance(holder, dict):
+            # Being written by the O_EXCL fallback, or damaged: its age is the file's age.
+            try:
+                mtime = os.stat(self.path).st_mtime
+            except FileNotFoundError:
+                return None
+            holder = {"heartbeat": mtime, "lease_s": self.lease, "token": None, "damaged": True}
+        return holder
+
+    def _write_tmp(self, record: dict) -> str:
+        tmp = f"{self.path}.{self.token}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(record, f)
+            f.flush()
+            os.fsync(f.fileno())
+        return tmp
+
+    def _create(self) -> bool:
+        """Creates the lock file atomically; False when it exists."""
+        tmp = self._write_tmp(self._record())
+        try:
+            os.link(tmp, self.path)
+            return True
+        except FileExistsError:
+            return False
+        except OSError as e:
+            if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+                raise
+            # No hard links on this file system.
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                return False
+            with os.fdopen(fd, "w") as f:
+                json.dump(self._record(), f)
+            return True
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(tmp)
+
+    # -- acquire and release ------------------------------------------------------------------
+
+    def stale_reason(self, holder: dict, now: float | None = None) -> str | None:
+        """Why ``holder`` no longer holds the lock, or ``None`` while it does."""
+        now = time.time() if now is None else now
+        beat = holder.get("heartbeat")
+        lease = holder.get("lease_s") or self.lease
+        if isinstance(beat, int | float) and now - beat > lease:
+            return (
+                f"its lease expired ({now - beat:.0f} s since the last heartbeat, lease "
+                f"{lease:.0f} s)"
+            )
+        if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int):
+            if not _pid_running(holder["pid"], holder.get("pid_start")):
+                return f"process {holder['pid']} on this host is gone"
+        return None
+
+    def acquire(self) -> WorkdirLock:
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        for _ in range(20):
+            if self._create():
+                break
+            holder = self._read()
+            if holder is None:
+                continue  # released in the meantime
+            now = time.time()
+            reason = self.stale_reason(holder, now)
+            if reason is None:
+                expires = (holder.get("heartbeat") or now) + (holder.get("lease_s") or self.lease)
+                raise WorkdirLockedError(
+                    f"{os.path.dirname(self.path)} is in use by another run: "
+                    f"{_describe(holder, now)}. Two runs writing one work directory would "
+                    "replace each other's results; wait for that run to end, stop it, or use "
+                    f"another --workdir. If that process is gone (e.g. it ran on another host), "
+                    f"its lock {self.path} expires in {max(expires - now, 0):.0f} s, or delete "
+                    "the file."
+                )
+            if self._take_over(holder):
+                log.warning(
+                    "Took over the lock %s of %s: %s.", self.path, _describe(holder, now), reason
+                )
+                break
+        else:
+            raise WorkdirLockedError(f"Could not take the lock {self.path}; try again.")
+        self._thread = threading.Thread(target=self._heartbeat, name="workdir-lock", daemon=True)
+        self._thread.start()
+        return self
+
+    def _take_over(self, stale: dict) -> bool:
+        """Removes the stale lock file, unless another process replaced it meanwhile."""
+        aside = f"{self.path}.{self.token}.stale"
+        try:
+            os.rename(self.path, aside)
+        except FileNotFoundError:
+            return False
+        moved = None
+        with contextlib.suppress(OSError, ValueError):
+            with open(aside) as f:
+                moved = json.load(f)
+        if isinstance(moved, dict) and moved.get("token") != stale.get("token"):
+            # Another process took the lock over between our read and our rename: put it back.
+            with contextlib.suppress(OSError):
+                os.link(aside, self.path)
+            os.remove(aside)
+            return False
+        os.remove(aside)
+        return self._create()
+
+    def _heartbeat(self) -> None:
+        interval = max(self.lease / 4, 0.05)
+        while not self._stop.wait(interval):
+            holder = self._read()
+            if holder is None or holder.get("token") != self.token:
+                self.lost = True
+                log.error(
+                    "The lock %s was taken by %s; this run no longer owns its work directory.",
+                    self.path,
+                    "nobody" if holder is None else _describe(holder, time.time()),
+                )
+                return
+            with contextlib.suppress(OSError):
+                os.replace(self._write_tmp(self._record()), self.path)
+
+    def check(self) -> None:
+        """Raises when another process has taken the lock over (e.g. after a long pause)."""
+        if self.lost:
+            raise WorkdirLockedError(
+                f"This run lost the lock {self.path} to another process and stops so as not to "
+                "write over its results."
+            )
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        holder = self._read()
+        if holder is not None and holder.get("token") == self.token:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self.path)
+
+    def __enter__(self) -> WorkdirLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+@contextlib.contextmanager
+def hold(directory: str, name: str, *, mode: str | None = None):
+    """Holds the lock ``<directory>/<name>.lock`` for the duration of the block.
+
+    Re-entrant within a process. In a multi-host job only process 0 takes the lock; the others
+    learn whether it succeeded and raise the same :class:`WorkdirLockedError` if it did not.
+    Yields the :class:`WorkdirLock` (``None`` on processes other than 0).
+    """
+    import jax
+
+    path = os.path.join(os.path.abspath(directory), f"{name}.lock")
+    with _HELD_GUARD:
+        reentered = path in _HELD
+        held = _HELD.get(path)
+    if reentered:
+        yield held
+        return
+    lock = WorkdirLock(directory, name, mode=mode) if jax.process_index() == 0 else None
+    error = None
+    if lock is not None:
+        try:
+            lock.acquire()
+        except WorkdirLockedError as e:
+            error = e
+    if jax.process_count() > 1:
+        import numpy as np
+        from jax.experimental import multihost_utils
+
+        ok = multihost_utils.broadcast_one_to_all(np.int32(error is None))
+        if not int(ok) and error is None:
+            error = WorkdirLockedError(
+                f"Process 0 could not take the lock {path}: another run uses {directory}."
+            )
+    if error is not None:
+        raise error
+    with _HELD_GUARD:
+        _HELD[path] = lock
+    try:
+        yield lock
+    finally:
+        with _HELD_GUARD:
+            _HELD.pop(path, None)
+        if lock is not None:
+            lock.release()
