@@ -114,55 +114,56 @@ class _Unreadable(Exception):
 
 
 # -------------------------------------------------------------------------------------------
-# Digests: computed on the device, exact integer arithmetic, independent of reduction order.
+# Digests: exact integer arithmetic on the host copy, independent of devices and sharding.
+
+_CHUNK = 1 << 22  # words per pass: bounds the temporary memory of a digest
 
 
-def _words(x: jax.Array) -> jax.Array:
-    """The bits of ``x`` as a flat uint32 array."""
-    x = jnp.ravel(x)
-    if x.dtype == jnp.bool_:
-        return x.astype(jnp.uint32)
-    size = jnp.dtype(x.dtype).itemsize
-    if size == 4:
-        return jax.lax.bitcast_convert_type(x, jnp.uint32)
-    if size == 2:
-        return jax.lax.bitcast_convert_type(x, jnp.uint16).astype(jnp.uint32)
-    if size == 1:
-        return jax.lax.bitcast_convert_type(x, jnp.uint8).astype(jnp.uint32)
-    if size == 8:
-        return jnp.ravel(jax.lax.bitcast_convert_type(x, jnp.uint32))
-    raise TypeError(f"no digest for dtype {x.dtype}")
-
-
-def _leaf_digest(x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Two position-weighted sums of the words of ``x`` (mod 2^32) and whether ``x`` is finite.
-
-    The weights are odd, so changing any one word changes the first sum; the second mixes each
-    word nonlinearly, so that changes in several words are very unlikely to cancel in both.
-    """
-    w = _words(x)
-    i = jnp.arange(w.shape[0], dtype=jnp.uint32)
-    a = (i * jnp.uint32(0x9E3779B1) + jnp.uint32(0x7F4A7C15)) | jnp.uint32(1)
-    b = (i * jnp.uint32(0xC2B2AE3D) + jnp.uint32(0x27D4EB2F)) | jnp.uint32(1)
-    mixed = (w ^ (w >> 15)) * jnp.uint32(0x85EBCA6B)
-    mixed = mixed ^ (mixed >> 13)
-    h1 = jnp.sum(w * a, dtype=jnp.uint32)
-    h2 = jnp.sum(mixed * b, dtype=jnp.uint32)
-    finite = jnp.all(jnp.isfinite(x)) if jnp.issubdtype(x.dtype, jnp.inexact) else jnp.bool_(True)
-    return jnp.stack([h1, h2]), finite
-
-
-@jax.jit
-def _tree_digests(tree):
-    flat, _ = jax.tree_util.tree_flatten_with_path(tree)
-    return [_leaf_digest(x) for _, x in flat]
-
-
-def _local(x) -> np.ndarray:
-    """A replicated (possibly multi-host) result as a numpy array."""
+def _host(x) -> np.ndarray:
+    """The whole of a (replicated, possibly multi-host) array on this host."""
     if getattr(x, "is_fully_addressable", True):
         return np.asarray(x)
     return np.asarray(x.addressable_data(0))
+
+
+def _words(a: np.ndarray) -> np.ndarray:
+    """The bits of ``a`` as a flat uint32 array."""
+    a = np.ascontiguousarray(a).reshape(-1)
+    if a.dtype == np.bool_:
+        return a.astype(np.uint32)
+    size = a.dtype.itemsize
+    if size in (4, 8):
+        return a.view(np.uint32)
+    if size == 2:
+        return a.view(np.uint16).astype(np.uint32)
+    if size == 1:
+        return a.view(np.uint8).astype(np.uint32)
+    raise TypeError(f"no digest for dtype {a.dtype}")
+
+
+def _leaf_digest(x) -> tuple[str, bool]:
+    """Two position-weighted sums of the 32-bit words of ``x`` (mod 2^32), as 16 hex digits,
+    and whether ``x`` is finite.
+
+    The weights are odd, so changing any one word changes the first sum; the second mixes each
+    word nonlinearly, so that changes in several words are very unlikely to cancel in both.
+    Integer sums do not depend on their order, so the digest is exact and reproducible.
+    """
+    a = _host(x)
+    w = _words(a)
+    h1 = h2 = 0
+    with np.errstate(over="ignore"):
+        for start in range(0, len(w), _CHUNK):
+            c = w[start : start + _CHUNK]
+            i = np.arange(start, start + len(c), dtype=np.uint64).astype(np.uint32)
+            wa = (i * np.uint32(0x9E3779B1) + np.uint32(0x7F4A7C15)) | np.uint32(1)
+            wb = (i * np.uint32(0xC2B2AE3D) + np.uint32(0x27D4EB2F)) | np.uint32(1)
+            mixed = (c ^ (c >> np.uint32(15))) * np.uint32(0x85EBCA6B)
+            mixed ^= mixed >> np.uint32(13)
+            h1 = (h1 + int(np.sum(c * wa, dtype=np.uint32))) & 0xFFFFFFFF
+            h2 = (h2 + int(np.sum(mixed * wb, dtype=np.uint32))) & 0xFFFFFFFF
+    finite = bool(np.isfinite(a).all()) if jnp.issubdtype(a.dtype, jnp.inexact) else True
+    return f"{h1:08x}{h2:08x}", finite
 
 
 def state_digests(tree) -> tuple[dict[str, str], list[str]]:
@@ -171,14 +172,11 @@ def state_digests(tree) -> tuple[dict[str, str], list[str]]:
     The digest depends only on each array's bits, shape order and dtype, not on the device,
     the number of devices or the sharding, so a checkpoint verifies wherever it is restored.
     """
-    paths = [path for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
-    results = _tree_digests(tree)
     digests, non_finite = {}, []
-    for path, (words, finite) in zip(paths, results, strict=True):
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
         name = jax.tree_util.keystr(path)
-        h = _local(words).astype(np.uint64)
-        digests[name] = f"{int(h[0]):08x}{int(h[1]):08x}"
-        if not bool(_local(finite)):
+        digests[name], finite = _leaf_digest(leaf)
+        if not finite:
             non_finite.append(name)
     return digests, non_finite
 

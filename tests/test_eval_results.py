@@ -7,6 +7,7 @@ import math
 import pathlib
 import shutil
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from test_image_e2e import needs_mnist, tiny_config
@@ -14,17 +15,21 @@ from test_image_e2e import needs_mnist, tiny_config
 from scoresde_jax import evaluate as evaluate_lib
 from scoresde_jax import results
 from scoresde_jax import train as train_lib
+from scoresde_jax.checkpoint import Checkpointer
 
 pytestmark = [needs_mnist, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A tiny MNIST model after two steps; tests evaluate copies of this work directory."""
+    """A checkpoint of the tiny MNIST network (its initial weights, saved as step 2): what is
+    evaluated does not matter here, only which settings the results belong to. Tests evaluate
+    copies of this work directory."""
     workdir = tmp_path_factory.mktemp("trained") / "run"
-    config = tiny_config(**{"training.n_iters": 2, "training.snapshot_freq": 2})
-    config.training.snapshot_sampling = False
-    train_lib.train(config, str(workdir))
+    exp = train_lib.build_experiment(_config())
+    ckpt = Checkpointer(str(workdir), async_save=False)
+    ckpt.save(exp.init_state().replace(step=jnp.asarray(2, jnp.int32)))
+    ckpt.close()
     return workdir
 
 
@@ -36,6 +41,9 @@ def _copy(trained, tmp_path) -> pathlib.Path:
 
 def _config(**fields):
     base = {
+        # One device: batch sizes are then exactly what the settings ask for, and compiling
+        # for one device is quicker.
+        "num_devices": 1,
         "training.n_iters": 2,
         "training.snapshot_freq": 2,
         "eval.enable_loss": False,
@@ -65,7 +73,7 @@ def test_sampler_settings_get_their_own_results_and_reports(trained, tmp_path, m
     assert b["sampler"] == "pc" and b["sampling_nfe"] != a["sampling_nfe"]
     assert a["sample_dir"] != b["sample_dir"] and a["fd_mnist"] != b["fd_mnist"]
     assert not b["reused"]["sampling"]["reused"]
-    # num_samples below eval.batch_size: one round of 8 samples, not a padded round of 32.
+    # num_samples below eval.batch_size: one round of 8 samples, not a round of 32.
     assert a["settings"]["sampling"]["batch_size"] == 8
     assert len(list(pathlib.Path(a["sample_dir"]).glob("samples_*.npz"))) == 1
     # Both reports stay on disk with their own sampler; the stable path is the newer one.
@@ -169,4 +177,4 @@ def test_one_example_report_is_strict_json(trained, tmp_path):
     assert report["eval_loss_examples"] == 1 and report["eval_loss_stderr"] is None
     saved = _no_nan(pathlib.Path(report["latest_path"]).read_text())
     assert saved["eval_loss_stderr"] is None and math.isfinite(saved["eval_loss"])
-    assert saved["settings"]["eval_loss"]["batch_size"] == 8  # one example on 8 devices
+    assert saved["settings"]["eval_loss"]["batch_size"] == 1  # not a padded batch of 32

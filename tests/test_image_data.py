@@ -809,3 +809,34 @@ def test_to_global_array_on_fake_devices(batch_axis):
     assert x.sharding.spec == PartitionSpec(*([None] * batch_axis), "data")
     assert len(x.addressable_shards) == n
     assert x.addressable_shards[0].data.shape[batch_axis] == 2
+
+
+def test_conversions_are_logged_and_foreign_data_refused(tmp_path, caplog):
+    import logging
+
+    rgb = np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    path = tmp_path / "rgb.npz"
+    np.savez(path, train_images=rgb)
+    with caplog.at_level(logging.INFO, logger="scoresde_jax.data.sources"):
+        source = open_image_source(
+            dataset="my_images", split="train", image_size=28, num_channels=1, path=str(path)
+        )
+    assert source.image_shape == (28, 28, 1)
+    assert "images of 32x32x3 are converted to 28x28x1" in caplog.text
+    # Datasets of other names: the smaller side resized, then a center crop.
+    assert "RGB -> gray (ITU-R 601 luma); smaller side resized, center crop 32x32 -> 28x28" in (
+        caplog.text
+    )
+    # The same file named as MNIST is another dataset, not something to convert.
+    with pytest.raises(ValueError, match="32x32x3 images, but MNIST images are 28x28x1"):
+        open_image_source(
+            dataset="MNIST", split="train", image_size=28, num_channels=1, path=str(path)
+        )
+    caplog.clear()
+    gray = rgb[..., :1]
+    np.savez(path, train_images=gray)
+    with caplog.at_level(logging.INFO, logger="scoresde_jax.data.sources"):
+        open_image_source(
+            dataset="my_images", split="train", image_size=32, num_channels=1, path=str(path)
+        )
+    assert "converted" not in caplog.text  # nothing to do, nothing said
