@@ -93,16 +93,29 @@ class _OrbaxSaveErrors(logging.Filter):
     fails: the same failure reaches :meth:`Checkpointer.wait` or :meth:`Checkpointer.save`, which
     raise it once (as one message with the directory and the space needed, for a full disk)."""
 
+    _ORBAX = f"{os.sep}orbax{os.sep}checkpoint{os.sep}"
+
     def filter(self, record: logging.LogRecord) -> bool:
-        in_orbax = f"{os.sep}orbax{os.sep}checkpoint{os.sep}" in (record.pathname or "")
-        return not (in_orbax and record.levelno >= logging.ERROR)
+        if record.levelno < logging.ERROR:
+            return True
+        if self._ORBAX in (record.pathname or ""):
+            return False
+        # asyncio reports the same failure again when Orbax's write task is collected
+        # ("Task exception was never retrieved").
+        tb = record.exc_info[2] if record.exc_info else None
+        while tb is not None:
+            if self._ORBAX in tb.tb_frame.f_code.co_filename:
+                return False
+            tb = tb.tb_next
+        return True
 
 
 def _quiet_orbax_save_errors() -> None:
-    # Orbax logs through absl, whose records all go to the "absl" logger.
-    logger = logging.getLogger("absl")
-    if not any(isinstance(f, _OrbaxSaveErrors) for f in logger.filters):
-        logger.addFilter(_OrbaxSaveErrors())
+    # Orbax logs through absl, whose records all go to the "absl" logger; asyncio has its own.
+    for name in ("absl", "asyncio"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _OrbaxSaveErrors) for f in logger.filters):
+            logger.addFilter(_OrbaxSaveErrors())
 
 
 class CheckpointRestoreError(UserError, RuntimeError):

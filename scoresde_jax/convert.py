@@ -264,6 +264,10 @@ class ConversionInputError(UserError, ValueError):
     """The checkpoint does not fit the config (or cannot be read)."""
 
 
+class StepExistsError(UserError, FileExistsError):
+    """The work directory already holds a checkpoint of the step being converted."""
+
+
 NOISE_LEVELS_FILE = "noise_levels.npy"
 
 
@@ -360,7 +364,7 @@ def convert_checkpoint(
     saved_step = int(state.step)
     if saved_step in ckpt.all_steps():
         ckpt.close()
-        raise ConversionInputError(
+        raise StepExistsError(
             f"{ckpt.directory} already has a checkpoint for step {saved_step}; convert into an "
             "empty workdir or choose another --step."
         )

@@ -8,6 +8,7 @@ started again with the same command continues where it stopped.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -208,12 +209,18 @@ def _keyed_stats(out_dir: str, stem: str, kind: str, settings: dict, compute) ->
         log.info("Reusing %s (statistics of the same settings)", keyed)
     else:
         compute(keyed, {"settings": results.canonical(settings), "fingerprint": fp})
-    tmp = f"{stable}.tmp-{os.getpid()}"
-    try:
-        os.link(keyed, tmp)
-    except OSError:  # no hard links here: copy
-        shutil.copyfile(keyed, tmp)
-    os.replace(tmp, stable)
+    if not (os.path.exists(stable) and os.path.samefile(stable, keyed)):
+        # A hard link (a copy where there are none) under a temporary name, renamed over the
+        # stable name. The temporary name must be new: writing through an old link to the same
+        # file would change the keyed statistics themselves.
+        tmp = f"{stable}.tmp-{os.getpid()}"
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        try:
+            os.link(keyed, tmp)
+        except OSError:
+            shutil.copyfile(keyed, tmp)
+        os.replace(tmp, stable)
     return {
         kind: stable,
         f"{kind}_keyed": keyed,

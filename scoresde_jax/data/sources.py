@@ -422,12 +422,18 @@ def _lazy_source(
     image_size: int,
     num_channels: int,
     num_classes: int | None,
+    check_native_shape: bool = True,
 ) -> LazySource:
-    """A :class:`LazySource` whose images are fitted with the dataset's geometry."""
+    """A :class:`LazySource` whose images are fitted with the dataset's geometry.
+
+    ``check_native_shape``: refuse local files whose images do not have the dataset's shape
+    (TFDS serves a dataset by its name, so there the check is moot).
+    """
     if length:
         first = np.asarray(read(0)[0])
         first = first[..., None] if first.ndim == 2 else first
-        _check_native_shape(first.shape, spec, name, name.split("/", 1)[0])
+        if check_native_shape:
+            _check_native_shape(first.shape, spec, name, name.split("/", 1)[0])
         _log_conversion(
             f"{name} (its first image)",
             first.shape,
@@ -685,6 +691,10 @@ _CIFAR_BATCHES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["t
 _CIFAR_DIR = "cifar-10-batches-py"
 
 
+class UnsafePickleError(DataError, pickle.UnpicklingError):
+    """A pickled CIFAR-10 batch asks for code to run: it is not a CIFAR-10 file."""
+
+
 class _ArrayUnpickler(pickle.Unpickler):
     """Unpickles only numpy arrays, lists and dicts: a CIFAR batch needs nothing else, and a
     tampered archive then cannot run code."""
@@ -702,7 +712,10 @@ class _ArrayUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):
         if (module, name) in self._ALLOWED:
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a CIFAR-10 batch file")
+        raise UnsafePickleError(
+            f"{module}.{name} is not allowed in a CIFAR-10 batch file: this file is not one of "
+            "the CIFAR-10 python batches and is not read"
+        )
 
 
 def _cifar_batch(raw: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
@@ -1014,6 +1027,7 @@ def _open_tfds(
         image_size=image_size,
         num_channels=num_channels,
         num_classes=num_classes,
+        check_native_shape=False,
     )
 
 
