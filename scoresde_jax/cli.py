@@ -33,6 +33,7 @@ import re
 import sys
 from collections.abc import Callable
 
+from scoresde_jax import compile_cache
 from scoresde_jax.errors import (
     EXIT_USER_ERROR,
     ConfigError,
@@ -147,6 +148,9 @@ usage: python main.py --config CONFIG --workdir DIR [--mode MODE] [--config.SECT
   --coordinator_address HOST:PORT, --num_processes N, --process_id I
                      a multi-host job set up by hand
   --traceback        show full tracebacks of errors (also: SCORESDE_TRACEBACK=1)
+  --compilation_cache DIR|off
+                     JAX's persistent compilation cache, so reruns skip compiling (default:
+                     $SCORESDE_COMPILATION_CACHE, else ~/.cache/scoresde_jax/jax)
 
 Any config field can be overridden, e.g. --config.training.n_iters=2000.
 
@@ -274,6 +278,12 @@ def _define_flags():
     flags.DEFINE_integer("num_processes", None, "Number of processes (manual multi-host).")
     flags.DEFINE_integer("process_id", None, "This process's index (manual multi-host).")
     flags.DEFINE_bool("traceback", False, f"Show full tracebacks (also ${TRACEBACK_ENV}=1).")
+    flags.DEFINE_string(
+        "compilation_cache",
+        None,
+        "Directory of JAX's persistent compilation cache, or 'off' (default: "
+        f"${compile_cache.ENV}, else {compile_cache.default_dir()}).",
+    )
     return flags.FLAGS
 
 
@@ -389,6 +399,7 @@ def _main(argv) -> None:
 
     FLAGS = flags.FLAGS
     setup_logging()
+    compile_cache.enable(FLAGS.compilation_cache)
     with user_errors():
         config = FLAGS.config
         if config is None:

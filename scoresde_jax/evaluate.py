@@ -793,16 +793,19 @@ def sample(config, workdir: str) -> dict:
     instead (see :mod:`scoresde_jax.tasks`).
 
     Uses the sampler of ``config.sampling`` (any PC predictor/corrector or the ODE), split over
-    the devices of the mesh. Writes ``workdir/samples/sample_step_<step>.{png,npz}``: a PNG grid
-    (images) or a scatter plot next to data (2-D toy sets), and the raw samples (uint8 for
-    images).
+    the devices of the mesh. Writes ``workdir/samples/step_<step>/sample-<fingerprint>/`` with
+    ``samples.png`` (a PNG grid of images, or a scatter plot next to data for 2-D toy sets),
+    ``samples.npz`` (uint8 for images) and ``settings.json`` (checkpoint, weights, network,
+    sampler, seed and number of samples: other settings get their own directory), and copies
+    the newest to ``workdir/samples/sample_step_<step>.{png,npz}``.
     """
     task = str(config.sampling.get("task", "generate")).lower()
     if task != "generate":
         from scoresde_jax.tasks import run_task
 
         return run_task(config, workdir)
-    exp, state, step = restore_experiment(config, workdir)
+    exp, restored = restore_checkpoint(config, workdir)
+    state, step = restored.state, restored.step
     n_dev = device_count(exp.mesh)
     n = -(-config.sampling.get("batch_size", 64) // n_dev) * n_dev
     sample_fn = builders.sampler_from_config(config.sampling, exp.sde)
@@ -822,18 +825,36 @@ def sample(config, workdir: str) -> dict:
     if jax.process_index() != 0:
         return out
     out_dir = os.path.join(workdir, "samples")
-    os.makedirs(out_dir, exist_ok=True)
-    stem = os.path.join(out_dir, f"sample_step_{step}")
+    settings = {
+        "checkpoint": results.checkpoint_settings(restored, weights="ema"),
+        "network": results.network_settings(config),
+        "sampler": results.sampler_settings(config),
+        "seed": int(config.seed),
+        "num_samples": n,
+        "num_devices": n_dev,  # the key of each device's share of the samples
+    }
+    store = results.ResultDir(os.path.join(out_dir, f"step_{step}"), "sample", settings).open()
     if exp.is_image:
         images = to_uint8(x, centered=config.data.centered)
-        png = plotting.save_image_grid(stem + ".png", images)
-        np.savez(stem + ".npz", samples=images)
+        plotting.save_image_grid(store.file("samples.png"), images)
+        atomic_savez(store.file("samples.npz"), samples=images)
     else:
         data = make_toy_dataset(config.data.dataset, n, config.data.seed + 1)
         title = f"{config.data.dataset}: {config.sampling.method} sampler, step {step}"
-        png = plotting.scatter_samples(stem + ".png", data=data, samples=x, title=title)
-        np.savez(stem + ".npz", samples=x)
-    return out | {"png": png, "npz": stem + ".npz"}
+        plotting.scatter_samples(store.file("samples.png"), data=data, samples=x, title=title)
+        atomic_savez(store.file("samples.npz"), samples=x)
+    stem = os.path.join(out_dir, f"sample_step_{step}")
+    for ext in ("png", "npz"):  # the newest, at the path earlier versions wrote
+        shutil.copyfile(store.file(f"samples.{ext}"), f"{stem}.{ext}.tmp")
+        os.replace(f"{stem}.{ext}.tmp", f"{stem}.{ext}")
+    log.info("Samples written to %s (newest for this step: %s.png)", store.path, stem)
+    return out | {
+        "png": stem + ".png",
+        "npz": stem + ".npz",
+        "sample_dir": store.path,
+        "fingerprint": store.fingerprint,
+        "settings": store.settings,
+    }
 
 
 def reference_stats(config, workdir: str) -> dict:

@@ -58,6 +58,26 @@ def _positive(config, field: str, *, allow_none: bool = False, integer: bool = T
         raise ConfigError(f"config.{field}={value!r}: must be {kind}.")
 
 
+def check_frequencies(tc) -> None:
+    """``training.n_jitted_steps`` must divide every frequency of ``config.training``: the
+    loop only sees every ``n_jitted_steps``-th step."""
+    n_jit = tc.n_jitted_steps
+    freqs = {
+        "snapshot_freq": tc.snapshot_freq,
+        "snapshot_freq_for_preemption": tc.get("snapshot_freq_for_preemption", tc.snapshot_freq),
+        "log_freq": tc.log_freq,
+        "eval_freq": tc.get("eval_freq", tc.log_freq),
+        "n_iters": tc.n_iters,
+    }
+    bad = {k: v for k, v in freqs.items() if n_jit >= 1 and v % n_jit}
+    if n_jit < 1 or bad:
+        raise ConfigError(
+            f"config.training.n_jitted_steps={n_jit} must divide "
+            f"{', '.join(f'training.{k} ({v})' for k, v in bad.items())}; "
+            "change those fields or n_jitted_steps."
+        )
+
+
 def check_config(config, mode: str) -> None:
     """Names and ranges of the config fields ``mode`` reads."""
     from scoresde_jax.builders import SAMPLER_METHODS
@@ -123,6 +143,8 @@ def check_config(config, mode: str) -> None:
         _positive(config, field, integer=False)
     if t.n_iters < 0:
         raise ConfigError(f"config.training.n_iters={t.n_iters!r}: must be 0 or more.")
+    if mode == "train":
+        check_frequencies(t)
     for field, path in (
         ("eval.fid_stats_path", e.get("fid_stats_path", None)),
         ("eval.inception_weights", e.get("inception_weights", None)),

@@ -23,6 +23,7 @@ from scoresde_jax.checkpoint import Checkpointer
 from scoresde_jax.data import make_toy_dataset
 from scoresde_jax.errors import ConfigError, StoppedBySignal
 from scoresde_jax.parallel import device_count, sharded_sampler
+from scoresde_jax.preflight import check_frequencies
 from scoresde_jax.score import get_score_fn
 from scoresde_jax.sharding import make_data_mesh, put_global_batch, replicated
 from scoresde_jax.signals import StopSignal
@@ -273,24 +274,6 @@ def jitted_train_step(exp: Experiment):
     )
 
 
-def _check_frequencies(tc) -> None:
-    n_jit = tc.n_jitted_steps
-    freqs = {
-        "snapshot_freq": tc.snapshot_freq,
-        "snapshot_freq_for_preemption": tc.get("snapshot_freq_for_preemption", tc.snapshot_freq),
-        "log_freq": tc.log_freq,
-        "eval_freq": tc.get("eval_freq", tc.log_freq),
-        "n_iters": tc.n_iters,
-    }
-    bad = {k: v for k, v in freqs.items() if v % n_jit}
-    if n_jit < 1 or bad:
-        raise ValueError(
-            f"training.n_jitted_steps={n_jit} must divide "
-            f"{', '.join(f'{k} ({v})' for k, v in bad.items())}; "
-            "change those fields or n_jitted_steps."
-        )
-
-
 def train(config, workdir: str):
     """Trains the model described by ``config``; checkpoints and logs go to ``workdir``.
 
@@ -318,7 +301,7 @@ def train(config, workdir: str):
 def _train(config, workdir: str, lock):
     exp = build_experiment(config)
     tc = config.training
-    _check_frequencies(tc)
+    check_frequencies(tc)
     n_jit = tc.n_jitted_steps
     preempt_freq = tc.get("snapshot_freq_for_preemption", tc.snapshot_freq)
     eval_freq = tc.get("eval_freq", 0) or 0

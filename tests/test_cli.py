@@ -89,6 +89,7 @@ def test_bad_overrides_name_the_field(tmp_path, override, needles):
         ("--config.eval.ode_solver=rk45", ["eval.ode_solver", "tsit5"]),
         ("--config.eval.num_samples=0", ["eval.num_samples=0", "positive integer"]),
         ("--config.training.batch_size=7", ["training.batch_size=7", "8 devices"]),
+        ("--config.training.n_jitted_steps=7", ["n_jitted_steps=7 must divide", "n_iters"]),
     ],
 )
 def test_bad_values_name_the_field(tmp_path, override, needles):

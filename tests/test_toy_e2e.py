@@ -90,8 +90,27 @@ def test_cli_train_then_eval(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout[proc.stdout.index("{") :])
     assert out["num_samples"] == 100 and out["nfe"] > 10
-    assert np.load(out["npz"])["samples"].shape == (100, 2)
+    ode = np.load(out["npz"])["samples"]
+    assert ode.shape == (100, 2)
     assert pathlib.Path(out["png"]).exists()
+    ode_dir = pathlib.Path(out["sample_dir"])
+    assert (
+        json.loads((ode_dir / "settings.json").read_text())["settings"]["sampler"]["method"]
+        == "ode"
+    )
+    # Another sampler gets its own directory; the ODE samples stay, the stable path is the newest.
+    proc = subprocess.run(
+        [*common, "--mode=sample"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    pc = json.loads(proc.stdout[proc.stdout.index("{") :])
+    assert pc["sample_dir"] != out["sample_dir"] and pc["fingerprint"] != out["fingerprint"]
+    np.testing.assert_array_equal(np.load(ode_dir / "samples.npz")["samples"], ode)
+    newest = np.load(pc["npz"])["samples"]
+    np.testing.assert_array_equal(
+        newest, np.load(pathlib.Path(pc["sample_dir"]) / "samples.npz")["samples"]
+    )
+    assert not np.array_equal(newest, ode)
 
 
 def test_eval_without_checkpoint_says_how_to_fix(tmp_path):
