@@ -72,3 +72,21 @@ def test_samplers_bench_smoke(tmp_path):
     assert len(adaptive) == 2 and all(r["nfe"] > 0 for r in adaptive)
     # Converged probability-flow samples are exact up to sampling noise (n = 256 in --quick).
     assert all(r["sw"] < 0.5 and r["weight_tv"] < 0.2 for r in fixed[1:] + adaptive), results
+
+
+def test_startup_bench_smoke():
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench/startup.py"), "--config", "configs/toy/moons.py"]
+        + ["--runs", "cold,warm", "--batch", "64"],
+        cwd=ROOT,
+        env=dict(os.environ, XLA_FLAGS=""),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    row = json.loads(proc.stdout[proc.stdout.index("{") :])
+    assert row["cold"]["seconds"] > 0 and row["warm"]["seconds"] > 0
+    # The warm run reads what the cold run compiled (at least the training step).
+    assert row["cold"]["cache_hits"] == 0 and row["warm"]["cache_hits"] >= 1, row
+    assert row["warm_over_cold"] == round(row["warm"]["seconds"] / row["cold"]["seconds"], 3)

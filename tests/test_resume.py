@@ -277,16 +277,21 @@ def test_full_disk_ends_with_one_message_and_an_intact_checkpoint(tmp_path, at_2
     prefix = _private_tmpfs_prefix(mount_point)
     if prefix is None:
         pytest.skip("cannot mount a small tmpfs here (no unshare, or mounts are not permitted)")
-    # Room for the run as it is and a few small files, but not for another checkpoint.
-    used = _tmpfs_bytes(at_200)
-    checkpoint = _tmpfs_bytes(at_200 / "checkpoints" / "200")
+    # Room for the run as it is and a few small files, but not for another checkpoint. Only
+    # step 200 is copied: with nothing older to delete, no space can be freed during the save
+    # (Orbax may remove a checkpoint beyond the kept ones while the next one is written).
+    staged = tmp_path / "staged"
+    shutil.copytree(at_200, staged, symlinks=True)
+    shutil.rmtree(staged / "checkpoints" / "100")
+    checkpoint = _tmpfs_bytes(staged / "checkpoints" / "200")
+    used = _tmpfs_bytes(staged)
     size_kib = (used + 8 * 4096 + checkpoint // 2) // 1024
     small = mount_point / "w"
     out = tmp_path / "after"
     cmd = [sys.executable, str(ROOT / "main.py"), "--config", str(ROOT / "configs/toy/gmm.py")]
     cmd += ["--workdir", str(small), "--mode", "train", "--config.training.n_iters=300"]
     script = (
-        f"mount -t tmpfs -o size={size_kib}k tmpfs {mount_point} && cp -a {at_200} {small} && "
+        f"mount -t tmpfs -o size={size_kib}k tmpfs {mount_point} && cp -a {staged} {small} && "
         f"{shlex.join(cmd + CLI_OVERRIDES)}; rc=$?; cp -a {small} {out}; exit $rc"
     )
     proc = subprocess.run([*prefix, "sh", "-c", script], cwd=ROOT, capture_output=True, text=True)
@@ -298,7 +303,7 @@ def test_full_disk_ends_with_one_message_and_an_intact_checkpoint(tmp_path, at_2
     assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr
     # The last good checkpoint is intact, no partial directory is left, and training resumes
     # from it (on a disk with room) to the same state as an uninterrupted run.
-    assert _finished_steps(out) == [100, 200]
+    assert _finished_steps(out) == [200]
     assert not list((out / "checkpoints").glob("*tmp*"))
     resumed = train_lib.train(_config(300), str(out))
     for a, b in zip(straight[300], leaves(resumed), strict=True):
