@@ -9,10 +9,10 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def test_likelihood_bench_smoke():
+def run_bench(script: str, *args: str) -> subprocess.CompletedProcess:
+    """``python bench/<script> args...`` on one CPU device; fails the test on a non-zero exit."""
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench/likelihood.py"), "--dim", "2", "--batch", "8"]
-        + ["--repeats", "1", "--hidden", "32", "32", "--rtol", "1e-3"],
+        [sys.executable, str(ROOT / "bench" / script), *args],
         cwd=ROOT,
         env=dict(os.environ, XLA_FLAGS=""),
         capture_output=True,
@@ -20,6 +20,14 @@ def test_likelihood_bench_smoke():
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def test_likelihood_bench_smoke():
+    proc = run_bench(
+        "likelihood.py",
+        *["--dim", "2", "--batch", "8", "--repeats", "1", "--hidden", "32", "32", "--rtol", "1e-3"],
+    )
     rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     assert len(rows) == 1
     row = rows[0]
@@ -30,17 +38,12 @@ def test_likelihood_bench_smoke():
 
 
 def test_train_bench_smoke():
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench/train.py"), "--config", "configs/mnist/ddpmpp_vp.py"]
-        + ["--batch", "8", "--steps", "1", "--warmup", "0", "--host_devices", "2"]
-        + ["--override", "model.nf=8", "model.ch_mult=(1,2)", "model.attn_resolutions=()"],
-        cwd=ROOT,
-        env=dict(os.environ, XLA_FLAGS=""),
-        capture_output=True,
-        text=True,
-        timeout=300,
+    proc = run_bench(
+        "train.py",
+        *["--config", "configs/mnist/ddpmpp_vp.py", "--batch", "8", "--steps", "1"],
+        *["--warmup", "0", "--host_devices", "2", "--override", "model.nf=8"],
+        *["model.ch_mult=(1,2)", "model.attn_resolutions=()"],
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     assert len(rows) == 1
     row = rows[0]
@@ -51,16 +54,11 @@ def test_train_bench_smoke():
 
 def test_samplers_bench_smoke(tmp_path):
     out = tmp_path / "samplers.json"
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench/samplers.py"), "--quick", "--problems", "gmm2d"]
-        + ["--samplers", "dpm_solver_pp_3m", "dpm_solver_adaptive_23", "--out", str(out)],
-        cwd=ROOT,
-        env=dict(os.environ, XLA_FLAGS=""),
-        capture_output=True,
-        text=True,
-        timeout=300,
+    proc = run_bench(
+        "samplers.py",
+        *["--quick", "--problems", "gmm2d", "--out", str(out)],
+        *["--samplers", "dpm_solver_pp_3m", "dpm_solver_adaptive_23"],
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     summary = next(r["summary"] for r in rows if "summary" in r)
     assert summary["reference"]["nfe"] == 1000 and summary["floor"]["sw"]["mean"] > 0
@@ -75,18 +73,16 @@ def test_samplers_bench_smoke(tmp_path):
 
 
 def test_startup_bench_smoke():
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench/startup.py"), "--config", "configs/toy/moons.py"]
-        + ["--runs", "cold,warm", "--batch", "64"],
-        cwd=ROOT,
-        env=dict(os.environ, XLA_FLAGS=""),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_bench("startup.py", "--config", "configs/toy/moons.py", "--runs", "cold,warm")
     row = json.loads(proc.stdout[proc.stdout.index("{") :])
     assert row["cold"]["seconds"] > 0 and row["warm"]["seconds"] > 0
     # The warm run reads what the cold run compiled (at least the training step).
     assert row["cold"]["cache_hits"] == 0 and row["warm"]["cache_hits"] >= 1, row
     assert row["warm_over_cold"] == round(row["warm"]["seconds"] / row["cold"]["seconds"], 3)
+
+
+def test_checkpoint_bench_smoke():
+    proc = run_bench("checkpoint.py", "--mib", "4", "--leaves", "8", "--repeats", "1")
+    row = json.loads(proc.stdout[proc.stdout.index("{") :])
+    assert row["state_mib"] == 4.0 and row["leaves"] == 9
+    assert row["digest_s"] > 0 and row["save_s"] > 0 and row["verified_restore_s"] > 0
