@@ -54,7 +54,7 @@ def test_second_run_reads_the_training_step_from_the_cache(tmp_path):
     cache = tmp_path / "cache"
     env = dict(os.environ, XLA_FLAGS="", JAX_LOG_COMPILES="1")
 
-    def train(workdir, *extra):
+    def train(workdir, *extra, env=env):
         return subprocess.run(
             [
                 sys.executable,
@@ -84,9 +84,10 @@ def test_second_run_reads_the_training_step_from_the_cache(tmp_path):
     assert second.returncode == 0, second.stderr[-3000:]
     hits = [line for line in second.stderr.splitlines() if "compilation cache hit" in line]
     assert any("step" in line for line in hits), second.stderr[-3000:]
-    # Turned off: nothing is read or written.
+    # Turned off by the flag, with the variable naming the filled cache: nothing is read or
+    # written.
     before = sorted(p.name for p in cache.iterdir())
-    third = train("three", "--compilation_cache=off")
+    third = train("three", "--compilation_cache=off", env={**env, compile_cache.ENV: str(cache)})
     assert third.returncode == 0, third.stderr[-3000:]
     assert "compilation cache hit" not in third.stderr
     assert sorted(p.name for p in cache.iterdir()) == before
