@@ -28,7 +28,7 @@ def main(argv=None) -> dict:
     import jax
     import numpy as np
 
-    from scoresde_jax.checkpoint import Checkpointer, state_digests
+    from scoresde_jax.run.checkpoint import Checkpointer, state_digests
 
     n = int(args.mib * 2**20 / 4 / args.leaves)
     rng = np.random.default_rng(0)

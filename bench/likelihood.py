@@ -3,7 +3,7 @@
 Both paths compute bits/dim of the same 8-bit data with the same score network, the same
 dequantization noise and the same Hutchinson probes, at the same rtol/atol:
 
-* ``device``: :func:`scoresde_jax.likelihood.bits_per_dim` under ``jax.jit``; the adaptive solver
+* ``device``: :func:`scoresde_jax.core.likelihood.bits_per_dim` under ``jax.jit``; the adaptive solver
   loop runs inside the compiled program.
 * ``host``: the original score_sde design. The state lives in a float64 numpy vector on the host;
   ``scipy.integrate.solve_ivp(method="RK45")`` calls a jitted drift + divergence function for
@@ -37,16 +37,16 @@ import numpy as np
 import scipy
 import scipy.integrate
 
-from scoresde_jax.likelihood import (
+from scoresde_jax.core.likelihood import (
     bits_per_dim,
     dequantize,
     drift_and_divergence,
     logp_to_bpd,
     sample_probes,
 )
+from scoresde_jax.core.score import get_score_fn
+from scoresde_jax.core.sde import VESDE, get_sde
 from scoresde_jax.models import MLPScore
-from scoresde_jax.score import get_score_fn
-from scoresde_jax.sde import VESDE, get_sde
 
 # Per-dimension defaults: low-dimensional data uses the exact trace, image-sized data Hutchinson.
 _EXACT_TRACE_MAX_DIM = 16

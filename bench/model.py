@@ -28,12 +28,12 @@ import numpy as np
 
 sys.path.insert(0, os.getcwd())
 
-from scoresde_jax import builders  # noqa: E402
-from scoresde_jax.models.summary import load_config  # noqa: E402
-from scoresde_jax.score import time_labels  # noqa: E402
-from scoresde_jax.state import init_state  # noqa: E402
-from scoresde_jax.train import data_shape  # noqa: E402
-from scoresde_jax.train_step import make_train_step  # noqa: E402
+from scoresde_jax.core.score import time_labels  # noqa: E402
+from scoresde_jax.run import experiment as builders  # noqa: E402
+from scoresde_jax.run.experiment import data_shape  # noqa: E402
+from scoresde_jax.run.state import init_state  # noqa: E402
+from scoresde_jax.run.summary import load_config  # noqa: E402
+from scoresde_jax.run.train_step import make_train_step  # noqa: E402
 
 DEFAULT_CONFIGS = (
     "configs/ve/cifar10_ncsnpp_continuous.py",

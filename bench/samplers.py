@@ -53,10 +53,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from scoresde_jax import sampling
+from scoresde_jax.core.gmm import GaussianMixture
+from scoresde_jax.core.sde import get_sde
 from scoresde_jax.data import TOY_GMM
-from scoresde_jax.gmm import GaussianMixture
 from scoresde_jax.metrics.sample_distance import random_directions, sliced_wasserstein, weight_error
-from scoresde_jax.sde import get_sde
 
 REFERENCE = ("pc_reverse_diffusion", 1000)
 

@@ -65,8 +65,9 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.getcwd())
 
-from scoresde_jax.models.summary import load_config  # noqa: E402
-from scoresde_jax.train import build_experiment, jitted_train_step  # noqa: E402
+from scoresde_jax.run.experiment import build_experiment  # noqa: E402
+from scoresde_jax.run.summary import load_config  # noqa: E402
+from scoresde_jax.run.trainer import jitted_train_step  # noqa: E402
 
 
 def _override(config, assignment: str) -> None:

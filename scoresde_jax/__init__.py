@@ -11,18 +11,18 @@ import importlib
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "GaussianMixture": "scoresde_jax.gmm",
-    "SubVPSDE": "scoresde_jax.sde",
-    "VESDE": "scoresde_jax.sde",
-    "VPSDE": "scoresde_jax.sde",
-    "bits_per_dim": "scoresde_jax.likelihood",
-    "classifier_guided_score_fn": "scoresde_jax.guidance",
+    "GaussianMixture": "scoresde_jax.core.gmm",
+    "SubVPSDE": "scoresde_jax.core.sde",
+    "VESDE": "scoresde_jax.core.sde",
+    "VPSDE": "scoresde_jax.core.sde",
+    "bits_per_dim": "scoresde_jax.core.likelihood",
+    "classifier_guided_score_fn": "scoresde_jax.core.guidance",
     "decode": "scoresde_jax.sampling",
     "encode": "scoresde_jax.sampling",
-    "get_loss_fn": "scoresde_jax.losses",
-    "get_score_fn": "scoresde_jax.score",
-    "get_sde": "scoresde_jax.sde",
-    "log_likelihood": "scoresde_jax.likelihood",
+    "get_loss_fn": "scoresde_jax.core.losses",
+    "get_score_fn": "scoresde_jax.core.score",
+    "get_sde": "scoresde_jax.core.sde",
+    "log_likelihood": "scoresde_jax.core.likelihood",
     "ode_sample": "scoresde_jax.sampling",
     "pc_sample": "scoresde_jax.sampling",
 }

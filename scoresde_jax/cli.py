@@ -5,11 +5,11 @@ What happens before any heavy work, in order, each within seconds of start-up:
 1. ``--help`` prints the usage and exits 0.
 2. The config file must exist, and every ``--config.a.b=value`` override must name a field of
    it (the error names the section and the closest valid keys) with a value of the right type.
-3. The config's values are checked (:mod:`scoresde_jax.preflight`): known names, positive
+3. The config's values are checked (:mod:`scoresde_jax.run.preflight`): known names, positive
    sizes, batch sizes that divide over the devices, data that exist and can be read, a
    checkpoint for the modes that need one, a work directory that can be written.
 4. The mode runs (:data:`MODES`), holding the lock of the directory it writes
-   (:mod:`scoresde_jax.workdir_lock`), and prints its JSON report.
+   (:mod:`scoresde_jax.run.workdir_lock`), and prints its JSON report.
 
 Exit statuses: 0 done; 2 a problem with the input, printed as one message naming the field or
 file and the fix, without a traceback (``--traceback`` or ``SCORESDE_TRACEBACK=1`` shows it);
@@ -33,7 +33,6 @@ import re
 import sys
 from collections.abc import Callable
 
-from scoresde_jax import compile_cache
 from scoresde_jax.errors import (
     EXIT_USER_ERROR,
     ConfigError,
@@ -41,8 +40,19 @@ from scoresde_jax.errors import (
     UserError,
     WorkdirError,
 )
+from scoresde_jax.run import compile_cache
 
-__all__ = ["MODES", "Mode", "main", "run_mode", "user_errors", "parse_flags", "check_config_arg"]
+__all__ = [
+    "MODES",
+    "SAMPLE_TASKS",
+    "Mode",
+    "sample",
+    "main",
+    "run_mode",
+    "user_errors",
+    "parse_flags",
+    "check_config_arg",
+]
 
 log = logging.getLogger("scoresde_jax")
 
@@ -50,7 +60,7 @@ TRACEBACK_ENV = "SCORESDE_TRACEBACK"
 
 
 def _train(config, workdir):
-    from scoresde_jax.train import train
+    from scoresde_jax.run.trainer import train
 
     state = train(config, workdir)
     import jax
@@ -61,32 +71,47 @@ def _train(config, workdir):
 
 
 def _eval(config, workdir):
-    from scoresde_jax.evaluate import evaluate
+    from scoresde_jax.modes.evaluate import evaluate
 
     return evaluate(config, workdir)
 
 
-def _sample(config, workdir):
-    from scoresde_jax.evaluate import sample
+SAMPLE_TASKS = {
+    "generate": ("evaluate", "sample"),
+    "inpaint": ("tasks", "inpaint"),
+    "colorize": ("tasks", "colorize"),
+    "class": ("classifier", "sample_class"),
+}
+"""``config.sampling.task`` of ``--mode sample`` -> the function of :mod:`scoresde_jax.modes`."""
 
-    return sample(config, workdir)
+
+def sample(config, workdir):
+    """``--mode sample``: the task ``config.sampling.task`` (default ``"generate"``)."""
+    task = str(config.sampling.get("task", "generate")).strip().lower()
+    if task not in SAMPLE_TASKS:
+        raise ConfigError(
+            f"Unknown config.sampling.task={task!r}; choose one of {sorted(SAMPLE_TASKS)} "
+            "('generate': unconditional samples, the default)."
+        )
+    module, name = SAMPLE_TASKS[task]
+    return getattr(importlib.import_module(f"scoresde_jax.modes.{module}"), name)(config, workdir)
 
 
 def _stats(config, workdir):
-    from scoresde_jax.evaluate import reference_stats
+    from scoresde_jax.modes.evaluate import reference_stats
 
     return reference_stats(config, workdir)
 
 
 def _train_classifier(config, workdir):
-    from scoresde_jax.noise_classifier import train_classifier
+    from scoresde_jax.modes.classifier import train_classifier
 
     return train_classifier(config, workdir)
 
 
 def _latent(name):
     def run(config, workdir):
-        from scoresde_jax import manipulate
+        from scoresde_jax.modes import latent as manipulate
 
         return getattr(manipulate, f"{name}_mode")(config, workdir)
 
@@ -94,7 +119,7 @@ def _latent(name):
 
 
 def _toy_figures(config, workdir):
-    from scoresde_jax.figures import toy_figures
+    from scoresde_jax.modes.figures import toy_figures
 
     return toy_figures(config, workdir)
 
@@ -118,7 +143,7 @@ MODES: dict[str, Mode] = {
     "train": Mode(_train, "train the score model (resumes from the newest checkpoint)"),
     "eval": Mode(_eval, "loss, bits/dim and sample quality of checkpoints", None, True),
     "sample": Mode(
-        _sample,
+        sample,
         "samples (or a controllable-generation task) from the newest checkpoint",
         "samples",
         True,
@@ -381,9 +406,9 @@ def user_errors():
 
 
 def run_mode(config, workdir: str, mode: str) -> dict | None:
-    """Checks ``config`` for ``mode`` (:func:`scoresde_jax.preflight.check`), then runs the mode
+    """Checks ``config`` for ``mode`` (:func:`scoresde_jax.run.preflight.check`), then runs the mode
     holding the lock of the directory it writes."""
-    from scoresde_jax import preflight, workdir_lock
+    from scoresde_jax.run import preflight, workdir_lock
 
     spec = MODES[mode]
     preflight.check(config, workdir, mode, needs_checkpoint=spec.needs_checkpoint)
@@ -412,7 +437,7 @@ def _main(argv) -> None:
         except ImportError:
             pass
         if FLAGS.multihost or FLAGS.num_processes is not None:
-            from scoresde_jax.distributed import initialize
+            from scoresde_jax.run.distributed import initialize
 
             initialize(
                 coordinator_address=FLAGS.coordinator_address,
@@ -434,3 +459,98 @@ def main(argv: list[str] | None = None) -> None:
     from absl import app
 
     app.run(_main, argv=argv, flags_parser=_parse_flags)
+
+
+# -------------------------------------------------------------------------------------------
+# The checkpoint converter, ``python -m scoresde_jax.convert``.
+
+
+CONVERT_USAGE = """\
+usage: python -m scoresde_jax.convert --config CONFIG --checkpoint FILE --workdir DIR
+           [--source torch|flax] [--step N] [--noise_levels config|checkpoint]
+
+Converts a checkpoint of the paper's official code into this package's training state in
+DIR/checkpoints; then `python main.py --config CONFIG --workdir DIR --mode sample` (or eval,
+or train to fine-tune) uses it.
+
+  --config FILE        the config the checkpoint was trained with, e.g.
+                       configs/ve/cifar10_ncsnpp_continuous.py (--config.a.b=v overrides work)
+  --checkpoint FILE    score_sde_pytorch: checkpoint_N.pth (needs PyTorch: pip install torch)
+                       or a state_dict saved as .npz; score_sde (Flax): its checkpoint file
+  --workdir DIR        where checkpoints/ is written (must not hold that step already)
+  --source SOURCE      torch (default) or flax
+  --step N             save under step N instead of the checkpoint's own step
+  --noise_levels WHICH config (default): the network divides by the noise levels of
+                       sigma_min, sigma_max and num_scales; a checkpoint whose sigmas buffer
+                       differs is refused, naming the values that reproduce it if any.
+                       checkpoint: use the checkpoint's own sigmas buffer; it is written to
+                       DIR/noise_levels.npy, and every later command on DIR needs
+                       --config.model.noise_levels=DIR/noise_levels.npy
+  --traceback          full tracebacks of errors (also SCORESDE_TRACEBACK=1)
+
+Exit status: 0 converted; 2 the input cannot be converted (the message says why).
+"""
+
+
+def _convert_main(argv) -> None:
+    """``python -m scoresde_jax.convert`` (see :data:`CONVERT_USAGE`)."""
+    del argv
+    import jax
+    import numpy as np
+    from absl import flags
+
+    from scoresde_jax.modes import convert
+
+    setup_logging()
+    f = flags.FLAGS
+    with user_errors():
+        try:
+            state = convert.convert_checkpoint(
+                f.config,
+                source=f.source,
+                checkpoint=f.checkpoint,
+                workdir=f.workdir,
+                step=f.step,
+                noise_levels=f.noise_levels,
+            )
+        except UserError:
+            raise
+        except (ValueError, ImportError, FileNotFoundError, FileExistsError, KeyError) as e:
+            raise convert.ConversionInputError(f"Cannot convert {f.checkpoint}: {e}") from e
+    n = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
+    print(
+        f"Converted {f.checkpoint} ({f.source}, step {int(state.step)}, {n:,} parameters) "
+        f"into {os.path.join(f.workdir, 'checkpoints')}"
+    )
+
+
+def _define_convert_flags():
+    from absl import flags
+    from ml_collections import config_flags
+
+    if "checkpoint" in flags.FLAGS:
+        return flags.FLAGS
+    config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
+    flags.DEFINE_enum("source", "torch", ["torch", "flax"], "Checkpoint format.")
+    flags.DEFINE_string("checkpoint", None, "Checkpoint file (.pth/.npz, or a msgpack file).")
+    flags.DEFINE_string("workdir", None, "Experiment directory (checkpoints/ is written).")
+    flags.DEFINE_integer("step", None, "Save under this step (default: the checkpoint's).")
+    flags.DEFINE_enum(
+        "noise_levels", "config", ["config", "checkpoint"], "Noise levels of the network."
+    )
+    flags.DEFINE_bool("traceback", False, "Show full tracebacks.")
+    flags.mark_flags_as_required(["config", "checkpoint", "workdir"])
+    return flags.FLAGS
+
+
+def convert_cli(argv: list[str] | None = None) -> None:
+    import sys
+
+    from absl import app
+
+    argv = list(sys.argv if argv is None else argv)
+    if any(a in ("-h", "--help", "--helpshort", "--helpfull") for a in argv[1:]):
+        print(CONVERT_USAGE)
+        raise SystemExit(0)
+    check_config_arg(argv[1:])
+    app.run(_convert_main, argv=argv, flags_parser=lambda a: parse_flags(a, _define_convert_flags))

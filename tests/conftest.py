@@ -16,7 +16,7 @@ if not os.environ.get("SCORESDE_COMPILATION_CACHE"):
 
 import jax  # noqa: E402
 
-from scoresde_jax import compile_cache  # noqa: E402
+from scoresde_jax.run import compile_cache  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 compile_cache.enable(min_compile_time_s=0.5)

@@ -1,4 +1,4 @@
-"""The paper's formulas for the three SDEs, written out independently of ``scoresde_jax.sde``.
+"""The paper's formulas for the three SDEs, written out independently of ``scoresde_jax.core.sde``.
 
 Tests compare the library against these (float64 numpy by default) rather than against itself.
 Every function takes ``xp`` so the same formula can also run inside a JAX model function.

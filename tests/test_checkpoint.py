@@ -11,14 +11,14 @@ import optax
 import orbax.checkpoint as ocp
 import pytest
 
-from scoresde_jax.checkpoint import (
+from scoresde_jax.errors import MissingCheckpointError
+from scoresde_jax.run.checkpoint import (
     Checkpointer,
     CheckpointRestoreError,
     combined_digest,
     state_digests,
 )
-from scoresde_jax.errors import MissingCheckpointError
-from scoresde_jax.state import TrainState
+from scoresde_jax.run.state import TrainState
 
 
 def _state(step: int, scale: float = 1.0) -> TrainState:
@@ -70,7 +70,7 @@ def test_silently_changed_arrays_fall_back_to_the_previous_checkpoint(tmp_path, 
     writer = ocp.StandardCheckpointer()
     writer.save(path, _state(200, scale=1.0001), force=True)
     writer.wait_until_finished()
-    with caplog.at_level(logging.WARNING, logger="scoresde_jax.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="scoresde_jax.run.checkpoint"):
         restored = Checkpointer(str(tmp_path), read_only=True).restore_verified(_abstract())
     assert restored.step == 100 and restored.verified
     assert "differ from the digests written with them" in caplog.text
@@ -104,7 +104,7 @@ def test_checkpoint_of_an_earlier_version_restores_with_a_warning(tmp_path, capl
     manager.save(300, args=ocp.args.StandardSave(_state(300)))
     manager.wait_until_finished()
     manager.close()
-    with caplog.at_level(logging.WARNING, logger="scoresde_jax.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="scoresde_jax.run.checkpoint"):
         restored = Checkpointer(str(tmp_path), read_only=True).restore_verified(_abstract())
     assert restored.step == 300 and not restored.verified
     assert "written without digests" in caplog.text

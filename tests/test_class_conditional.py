@@ -7,7 +7,6 @@ On MNIST a tiny classifier trains, resumes exactly, and drives ``--mode sample``
 ``class`` end to end.
 """
 
-import importlib.util
 import json
 import math
 import os
@@ -21,16 +20,16 @@ import pytest
 from mixture_scores import isotropic_score_fn
 from train_utils import leaves, override
 
-from scoresde_jax.gmm import GaussianMixture
+from scoresde_jax.core.gmm import GaussianMixture
+from scoresde_jax.core.sde import get_sde
 from scoresde_jax.models.classifier import count_params, get_classifier
-from scoresde_jax.noise_classifier import (
+from scoresde_jax.modes.classifier import (
     classifier_guided_score_fn,
     classifier_log_prob_fn,
     sample_class,
     train_classifier,
 )
 from scoresde_jax.sampling import ode_sample, pc_sample
-from scoresde_jax.sde import get_sde
 
 WEIGHTS = np.array([0.5, 0.3, 0.2])
 MEANS = np.array([[-3.0, 0.0], [3.0, 0.0], [0.0, 4.0]])
@@ -219,8 +218,8 @@ def score_workdir(tmp_path_factory):
     """A score checkpoint of a tiny network (its freshly initialized state: training score
     networks is tested in test_image_e2e.py, and the compile of a training step would double
     this file's time)."""
-    from scoresde_jax.checkpoint import Checkpointer
-    from scoresde_jax.train import build_experiment
+    from scoresde_jax.run.checkpoint import Checkpointer
+    from scoresde_jax.run.experiment import build_experiment
 
     workdir = tmp_path_factory.mktemp("mnist_class")
     ckpt = Checkpointer(str(workdir))
@@ -249,8 +248,8 @@ def test_mnist_classifier_trains_resumes_and_samples_a_class(score_workdir, tmp_
     shutil.copytree(clf_dir / "checkpoints" / "2", resumed_dir / "checkpoints" / "2")
     resumed = train_classifier(tiny_config(**{"classifier.workdir": str(resumed_dir)}), workdir)
     assert resumed["step"] == 4
-    from scoresde_jax.checkpoint import Checkpointer
-    from scoresde_jax.noise_classifier import _Setup
+    from scoresde_jax.modes.classifier import _Setup
+    from scoresde_jax.run.checkpoint import Checkpointer
 
     setup = _Setup(tiny_config())
     restore = lambda d: Checkpointer(str(d), read_only=True).restore(setup.abstract_target())
@@ -269,14 +268,10 @@ def test_mnist_classifier_trains_resumes_and_samples_a_class(score_workdir, tmp_
     g = np.asarray(grads(jax.random.normal(jax.random.PRNGKey(0), (4, 28, 28, 1))))
     assert np.all(np.isfinite(g)) and np.all(np.abs(g).reshape(len(times), -1).max(1) > 0)
 
-    # The sampling CLI with task "class" (through the task dispatcher where it exists).
-    config = tiny_config()
-    if importlib.util.find_spec("scoresde_jax.tasks") is not None:
-        from scoresde_jax.evaluate import sample
+    # The sampling CLI with task "class", through the task table of --mode sample.
+    from scoresde_jax.cli import sample
 
-        out = sample(config, workdir)
-    else:
-        out = sample_class(config, workdir)
+    out = sample(tiny_config(), workdir)
     assert out["label"] == 3 and out["step"] == 0 and out["classifier_step"] == 4
     assert out["png"].endswith("class_3_step_0.png") and os.path.getsize(out["png"]) > 100
     images = np.load(out["npz"])["samples"]

@@ -6,7 +6,7 @@ import pathlib
 import subprocess
 import sys
 
-from scoresde_jax import compile_cache
+from scoresde_jax.run import compile_cache
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from ml_collections import ConfigDict
 
-from scoresde_jax import builders
-from scoresde_jax.models.summary import count_parameters, load_config
+from scoresde_jax.run import experiment as builders
+from scoresde_jax.run.summary import count_parameters, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(

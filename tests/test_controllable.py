@@ -1,5 +1,5 @@
-"""Inpainting and colorization (scoresde_jax.controllable) against closed-form Gaussian laws, the
-mask builders, and the command-line tasks (scoresde_jax.tasks) end to end on tiny MNIST models.
+"""Inpainting and colorization (scoresde_jax.sampling.controllable) against closed-form Gaussian laws, the
+mask builders, and the command-line tasks (scoresde_jax.modes.tasks) end to end on tiny MNIST models.
 
 Ground truth. The data are ``N(mu, Sigma)`` with the exact score
 ``-(a_t^2 Sigma + s_t^2 I)^{-1} (x - a_t mu)``. Two laws are known in closed form:
@@ -11,7 +11,7 @@ Ground truth. The data are ``N(mu, Sigma)`` with the exact score
 
 The sampler must reproduce the second within sampling error; where known and unknown parts are
 correlated the two laws differ by many standard errors (the method's approximation, see the
-docstring of scoresde_jax.controllable), and where they are independent they coincide, which
+docstring of scoresde_jax.sampling.controllable), and where they are independent they coincide, which
 checks the predictor-corrector path as well. Tolerances are ``Z`` standard errors of the sample
 mean and covariance at ``N`` samples.
 """
@@ -29,9 +29,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scoresde_jax import controllable
-from scoresde_jax.gmm import GaussianMixture
-from scoresde_jax.sde import get_sde
+from scoresde_jax.core.gmm import GaussianMixture
+from scoresde_jax.core.sde import get_sde
+from scoresde_jax.sampling import controllable
 
 SDE_NAMES = ("vesde", "vpsde", "subvpsde")
 N = 4000  # samples per run
@@ -186,7 +186,7 @@ def test_inpaint_reproduces_the_exact_law_of_the_replacement_sampler(sde_name):
 
 def test_replacement_bias_persists_as_the_step_count_grows():
     """Not a discretization error: the law of the replacement sampler converges (numbers in the
-    docstring of scoresde_jax.controllable) to one off the posterior."""
+    docstring of scoresde_jax.sampling.controllable) to one off the posterior."""
     post_mean, post_cov = posterior(MU, SIGMA, KNOWN, Y)
     std = np.sqrt(np.diag(post_cov))
     for name in SDE_NAMES:
@@ -524,9 +524,8 @@ def grid_shape(rows, cols, h=28, w=28, pad=2):
 @pytest.mark.slow
 def test_cli_inpaint_on_mnist(tmp_path):
     from configs.mnist.ddpmpp_vp import get_config
-    from scoresde_jax import train as train_lib
-    from scoresde_jax.evaluate import sample
-    from scoresde_jax.tasks import TASKS, run_task
+    from scoresde_jax.cli import SAMPLE_TASKS, sample
+    from scoresde_jax.run import trainer as train_lib
 
     workdir = tmp_path / "run"
     train_lib.train(tiny_config(get_config), str(workdir))
@@ -535,8 +534,8 @@ def test_cli_inpaint_on_mnist(tmp_path):
     with pytest.raises(ValueError, match="3-channel"):
         sample(tiny_config(get_config, **{"sampling.task": "colorize"}), str(workdir))
     with pytest.raises(ValueError, match="colorize"):
-        run_task(tiny_config(get_config, **{"sampling.task": "paint"}), str(workdir))
-    assert sorted(TASKS) == ["class", "colorize", "inpaint"]
+        sample(tiny_config(get_config, **{"sampling.task": "paint"}), str(workdir))
+    assert sorted(SAMPLE_TASKS) == ["class", "colorize", "generate", "inpaint"]
 
     # Inputs from the test split, a built-in mask; 3 x 2 = 6 samples padded to the 8 devices.
     config = tiny_config(
@@ -604,9 +603,9 @@ def test_cli_inpaint_on_mnist(tmp_path):
 @pytest.mark.slow
 def test_cli_colorize_on_colored_mnist(tmp_path):
     from configs.mnist.ddpmpp_vp_colored import get_config
-    from scoresde_jax.checkpoint import Checkpointer
-    from scoresde_jax.evaluate import sample
-    from scoresde_jax.train import build_experiment
+    from scoresde_jax.cli import sample
+    from scoresde_jax.run.checkpoint import Checkpointer
+    from scoresde_jax.run.experiment import build_experiment
 
     # The initial parameters, saved as a step-0 checkpoint: the task machinery is under test
     # here, and training (test_cli_inpaint_on_mnist) would only add compile time.

@@ -12,10 +12,10 @@ import pytest
 from fixture_utils import load_fixture, nhwc, per_sample_error
 from train_utils import override
 
-from scoresde_jax.convert import ConversionInputError, convert_checkpoint
 from scoresde_jax.errors import ConfigError
-from scoresde_jax.evaluate import restore_checkpoint
 from scoresde_jax.models import ddpm
+from scoresde_jax.modes.convert import ConversionInputError, convert_checkpoint
+from scoresde_jax.run.experiment import ddpm_from_config, restore_checkpoint
 
 # Fixture -> our config file (the fixture's overrides are applied on top). Both networks divide
 # their output by sigmas[labels], so the buffer decides the output.
@@ -103,7 +103,7 @@ def test_checkpoint_levels_reproduce_the_reference_output(tmp_path, name):
 def test_buffer_the_network_never_reads_is_accepted(tmp_path):
     # DDPM with the VP SDE does not divide by sigma: any buffer converts, the output is unchanged.
     config, _, state_dict, io = load_fixture("ddpm_vp_small")
-    model = ddpm.from_config(config)
+    model = ddpm_from_config(config)
     state_dict = dict(state_dict, sigmas=np.asarray(state_dict["sigmas"]) * 3.0 + 1.0)
     params = ddpm.params_from_torch_state_dict(state_dict, model)
     with jax.default_matmul_precision("float32"):

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 from fixture_utils import count, load_fixture, nhwc, per_sample_error
 
-from scoresde_jax.models import MODELS, _torch_import, ddpm, get_model
+from scoresde_jax.models import MODELS, _torch_import, ddpm
+from scoresde_jax.run.experiment import ddpm_from_config
+from scoresde_jax.run.experiment import model_from_config as get_model
 
 NAMES = ["ddpm_vp_small", "ddpm_ve_small"]
 
@@ -16,7 +18,7 @@ NAMES = ["ddpm_vp_small", "ddpm_ve_small"]
 @pytest.fixture(scope="module", params=NAMES)
 def converted(request):
     config, meta, state_dict, io = load_fixture(request.param)
-    model = ddpm.from_config(config)
+    model = ddpm_from_config(config)
     params = ddpm.params_from_torch_state_dict(state_dict, model)
     return request.param, model, params, meta, io, state_dict
 
@@ -52,7 +54,7 @@ def test_full_size_parameter_count(name):
     for key, value in full["config_values"].items():
         section, field = key.split(".")
         config[section][field] = tuple(value) if isinstance(value, list) else value
-    model = ddpm.from_config(config)
+    model = ddpm_from_config(config)
     assert (model.nf, tuple(model.ch_mult), model.num_res_blocks) == (128, (1, 2, 2, 2), 2)
     abstract = _torch_import.abstract_params(model, (1, 32, 32, 3))  # shapes only
     assert count(abstract) == full["num_parameters"] == 35_218_947
@@ -60,7 +62,7 @@ def test_full_size_parameter_count(name):
 
 def test_bfloat16_close_to_float32():
     config, _, state_dict, io = load_fixture("ddpm_vp_small")
-    model = ddpm.from_config(config)
+    model = ddpm_from_config(config)
     params = ddpm.params_from_torch_state_dict(state_dict, model)
     x, labels = nhwc(io["x"]), jnp.asarray(io["labels"])
     out32 = np.asarray(jax.jit(model.apply)(params, x, labels))
@@ -76,10 +78,10 @@ def test_bfloat16_close_to_float32():
 def test_config_dtype():
     config, *_ = load_fixture("ddpm_vp_small")
     config.model.dtype = "bfloat16"
-    assert ddpm.from_config(config).dtype == jnp.bfloat16
+    assert ddpm_from_config(config).dtype == jnp.bfloat16
     config.model.dtype = "int8"
     with pytest.raises(ValueError, match="model.dtype"):
-        ddpm.from_config(config)
+        ddpm_from_config(config)
 
 
 def test_dropout_only_in_training():
@@ -146,7 +148,7 @@ def test_layouts(converted):
 
 def test_missing_key_is_reported():
     config, _, state_dict, _ = load_fixture("ddpm_vp_small")
-    model = ddpm.from_config(config)
+    model = ddpm_from_config(config)
     del state_dict["all_modules.3.Conv_1.weight"]
     with pytest.raises(ValueError, match=r"missing keys \(1\): all_modules\.3\.Conv_1\.weight"):
         ddpm.params_from_torch_state_dict(state_dict, model)
@@ -154,7 +156,7 @@ def test_missing_key_is_reported():
 
 def test_unexpected_key_is_reported():
     config, _, state_dict, _ = load_fixture("ddpm_vp_small")
-    model = ddpm.from_config(config)
+    model = ddpm_from_config(config)
     state_dict["all_modules.99.weight"] = np.zeros((3,), np.float32)
     with pytest.raises(ValueError, match=r"unexpected keys \(1\): all_modules\.99\.weight"):
         ddpm.params_from_torch_state_dict(state_dict, model)
@@ -163,7 +165,7 @@ def test_unexpected_key_is_reported():
 def test_shape_mismatch_is_reported():
     config, _, state_dict, _ = load_fixture("ddpm_vp_small")
     config.model.nf = 64  # the checkpoint has nf = 32
-    model = ddpm.from_config(config)
+    model = ddpm_from_config(config)
     with pytest.raises(ValueError, match="shape mismatches"):
         ddpm.params_from_torch_state_dict(state_dict, model)
 
@@ -171,6 +173,6 @@ def test_shape_mismatch_is_reported():
 def test_wrong_sigmas_are_reported():
     config, _, state_dict, _ = load_fixture("ddpm_ve_small")
     config.model.sigma_max = 25
-    model = ddpm.from_config(config)
+    model = ddpm_from_config(config)
     with pytest.raises(ValueError, match="sigmas buffer .* differs .*sigma_max=50.0"):
         ddpm.params_from_torch_state_dict(state_dict, model)

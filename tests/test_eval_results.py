@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from test_image_e2e import needs_mnist, tiny_config
 
-from scoresde_jax import evaluate as evaluate_lib
-from scoresde_jax import results
-from scoresde_jax import train as train_lib
-from scoresde_jax.checkpoint import Checkpointer
+from scoresde_jax.modes import evaluate as evaluate_lib
+from scoresde_jax.run import results
+from scoresde_jax.run.checkpoint import Checkpointer
+from scoresde_jax.run.experiment import build_experiment
 
 pytestmark = [needs_mnist, pytest.mark.slow]
 
@@ -26,7 +26,7 @@ def trained(tmp_path_factory):
     evaluated does not matter here, only which settings the results belong to. Tests evaluate
     copies of this work directory."""
     workdir = tmp_path_factory.mktemp("trained") / "run"
-    exp = train_lib.build_experiment(_config())
+    exp = build_experiment(_config())
     ckpt = Checkpointer(str(workdir), async_save=False)
     ckpt.save(exp.init_state().replace(step=jnp.asarray(2, jnp.int32)))
     ckpt.close()

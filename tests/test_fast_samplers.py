@@ -21,7 +21,8 @@ import numpy as np
 import pytest
 from mixture_scores import counting, isotropic_score_fn
 
-from scoresde_jax.gmm import GaussianMixture
+from scoresde_jax.core.gmm import GaussianMixture
+from scoresde_jax.core.sde import get_sde
 from scoresde_jax.sampling._common import SampleResult
 from scoresde_jax.sampling.fast import (
     dpm_solver_pp_sample,
@@ -31,7 +32,6 @@ from scoresde_jax.sampling.fast import (
     sigma_of_t,
     t_of_sigma,
 )
-from scoresde_jax.sde import get_sde
 
 SDE_NAMES = ("vesde", "vpsde", "subvpsde")
 WEIGHTS = np.array([0.2, 0.3, 0.5])

@@ -37,9 +37,10 @@ from mixture_scores import counting, isotropic_score_fn
 from test_fast_samplers import GAUSS_MEAN, GAUSS_STD, observed_slopes
 
 from configs.toy.gmm import get_config
-from scoresde_jax import builders
+from scoresde_jax.core.sde import get_sde
 from scoresde_jax.data import TOY_GMM
 from scoresde_jax.metrics.sample_distance import random_directions, sliced_wasserstein, weight_error
+from scoresde_jax.run import experiment as builders
 from scoresde_jax.sampling import (
     dpm_solver_adaptive_sample,
     dpm_solver_pp_sample,
@@ -49,7 +50,6 @@ from scoresde_jax.sampling import (
     sde_adaptive_sample,
 )
 from scoresde_jax.sampling.fast import dpm_solver_fast_orders, scale_of_sigma, sigma_of_t
-from scoresde_jax.sde import get_sde
 
 WEIGHTS = np.array([0.2, 0.3, 0.5])
 MEANS = np.array([[-2.0, -2.0], [-2.0, 2.0], [2.0, 0.0]])

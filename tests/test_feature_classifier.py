@@ -13,6 +13,7 @@ import jax
 import numpy as np
 import pytest
 
+from scoresde_jax.core.mesh import make_data_mesh
 from scoresde_jax.data import open_image_source
 from scoresde_jax.metrics.classifier import (
     CLASSIFIERS,
@@ -31,7 +32,6 @@ from scoresde_jax.metrics.classifier import (
     train_classifier,
 )
 from scoresde_jax.metrics.fid import FeatureStats, Stats, save_stats
-from scoresde_jax.sharding import make_data_mesh
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SCORESDE_SHARED", REPO.parent / "shared"))

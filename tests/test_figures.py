@@ -18,9 +18,9 @@ from train_utils import override
 
 from configs.mnist.ddpmpp_vp import get_config as mnist_config
 from configs.toy.gmm import get_config
-from scoresde_jax import manipulate
-from scoresde_jax.figures import toy_figures
-from scoresde_jax.train import train
+from scoresde_jax.modes import latent as manipulate
+from scoresde_jax.modes.figures import toy_figures
+from scoresde_jax.run.trainer import train
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

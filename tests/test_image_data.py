@@ -19,7 +19,7 @@ import pytest
 from jax.sharding import PartitionSpec
 from PIL import Image
 
-from scoresde_jax import builders, sharding
+from scoresde_jax.core import mesh as sharding
 from scoresde_jax.data import (
     ArraySource,
     TrainIterator,
@@ -31,13 +31,14 @@ from scoresde_jax.data import (
     prepare_image,
     read_idx,
     sources,
-    tfrecord,
     to_global_array,
     to_model_space,
     train_batch,
     train_example_indices,
     write_tfrecord_images,
 )
+from scoresde_jax.io import tfrecord
+from scoresde_jax.run import experiment as builders
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SCORESDE_SHARED", REPO.parent / "shared"))

@@ -11,8 +11,8 @@ import pytest
 from train_utils import leaves, override
 
 from configs.mnist.ddpmpp_vp import get_config
-from scoresde_jax import train as train_lib
-from scoresde_jax.evaluate import evaluate, sample
+from scoresde_jax.modes.evaluate import evaluate, sample
+from scoresde_jax.run import trainer as train_lib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED = pathlib.Path(os.environ.get("SCORESDE_SHARED", ROOT.parent / "shared"))
@@ -155,8 +155,8 @@ def test_reference_stats_then_fid_in_eval(tmp_path):
     config = tiny_config(**{"training.n_iters": 2, "training.snapshot_freq": 2})
     config.training.snapshot_sampling = False
     train_lib.train(config, str(workdir))
-    from scoresde_jax.evaluate import reference_stats
     from scoresde_jax.metrics import load_stats
+    from scoresde_jax.modes.evaluate import reference_stats
 
     config.eval.inception_weights = str(INCEPTION)
     config.eval.max_examples = 12

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
+from scoresde_jax.core.mesh import make_data_mesh
 from scoresde_jax.metrics import (
     INCEPTION_WEIGHTS_NAME,
     INCEPTION_WEIGHTS_SHA256,
@@ -35,7 +36,6 @@ from scoresde_jax.metrics import (
     resize_bilinear,
     variables_from_state_dict,
 )
-from scoresde_jax.sharding import make_data_mesh
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SCORESDE_SHARED", REPO.parent / "shared"))

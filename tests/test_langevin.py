@@ -22,11 +22,11 @@ from train_utils import override
 
 from configs.toy.default import get_default_config
 from configs.toy.gmm_ve import get_config as gmm_ve_config
-from scoresde_jax import builders
+from scoresde_jax.core.gmm import GaussianMixture
+from scoresde_jax.core.sde import get_sde
 from scoresde_jax.data import TOY_GMM
-from scoresde_jax.gmm import GaussianMixture
+from scoresde_jax.run import experiment as builders
 from scoresde_jax.sampling import annealed_langevin_sample, annealed_noise_levels, langevin_sample
-from scoresde_jax.sde import get_sde
 
 
 def _component_freqs(mixture: GaussianMixture, x):
@@ -246,8 +246,8 @@ def test_config_methods(method, nfe):
 
 @pytest.mark.slow
 def test_toy_trained_with_ssm_and_ism_samples_with_annealed_langevin(tmp_path):
-    from scoresde_jax.evaluate import sample
-    from scoresde_jax.train import train
+    from scoresde_jax.modes.evaluate import sample
+    from scoresde_jax.run.trainer import train
 
     for loss in ("ssm", "ism"):
         config = override(

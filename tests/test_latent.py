@@ -22,16 +22,16 @@ import numpy as np
 import pytest
 from mixture_scores import isotropic_score_fn
 
-from scoresde_jax.gmm import GaussianMixture
-from scoresde_jax.latent import (
+from scoresde_jax.core.gmm import GaussianMixture
+from scoresde_jax.core.sde import get_sde
+from scoresde_jax.sampling import decode, ode_sample, ode_trajectory, reverse_sde_trajectory
+from scoresde_jax.sampling.latent import (
     interpolate,
     prior_moment_zscores,
     round_trip,
     slerp,
     temperature_sample,
 )
-from scoresde_jax.sampling import decode, ode_sample, ode_trajectory, reverse_sde_trajectory
-from scoresde_jax.sde import get_sde
 
 SDE_NAMES = ("vesde", "vpsde", "subvpsde")
 WEIGHTS = np.array([0.3, 0.5, 0.2])

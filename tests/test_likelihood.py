@@ -1,4 +1,4 @@
-"""Tests for scoresde_jax.likelihood against closed-form densities.
+"""Tests for scoresde_jax.core.likelihood against closed-form densities.
 
 The score networks are replaced by the exact perturbed score of Gaussian mixtures, for which the
 model's density is known in closed form, so every check compares with ground truth.
@@ -12,15 +12,15 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from scoresde_jax.gmm import GaussianMixture
-from scoresde_jax.likelihood import (
+from scoresde_jax.core.gmm import GaussianMixture
+from scoresde_jax.core.likelihood import (
     bits_per_dim,
     dequantize,
     log_likelihood,
     logp_to_bpd,
     sample_probes,
 )
-from scoresde_jax.sde import get_sde
+from scoresde_jax.core.sde import get_sde
 
 EPS = 1e-5
 

@@ -1,4 +1,4 @@
-"""Tests of scoresde_jax.losses against hand computations and closed forms.
+"""Tests of scoresde_jax.core.losses against hand computations and closed forms.
 
 Two kinds of ground truth:
 
@@ -21,8 +21,8 @@ import pytest
 import sde_reference as ref
 from scipy import integrate
 
-from scoresde_jax import losses
-from scoresde_jax.sde import get_sde, importance_sample_t
+from scoresde_jax.core import losses
+from scoresde_jax.core.sde import get_sde, importance_sample_t
 
 T = 1.0
 

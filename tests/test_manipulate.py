@@ -18,10 +18,10 @@ import pytest
 from train_utils import override
 
 from configs.mnist.ddpmpp_vp import get_config
-from scoresde_jax import manipulate
-from scoresde_jax.checkpoint import Checkpointer
-from scoresde_jax.latent import slerp
-from scoresde_jax.train import build_experiment
+from scoresde_jax.modes import latent as manipulate
+from scoresde_jax.run.checkpoint import Checkpointer
+from scoresde_jax.run.experiment import build_experiment
+from scoresde_jax.sampling.latent import slerp
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED = pathlib.Path(os.environ.get("SCORESDE_SHARED", ROOT.parent / "shared"))

@@ -20,8 +20,8 @@ import pytest
 from train_utils import override
 
 from configs.toy.gmm import get_config
-from scoresde_jax.checkpoint import Checkpointer
-from scoresde_jax.train import build_experiment
+from scoresde_jax.run.checkpoint import Checkpointer
+from scoresde_jax.run.experiment import build_experiment
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

@@ -22,9 +22,7 @@ import numpy as np
 import pytest
 from flax import serialization
 
-from scoresde_jax import convert
-from scoresde_jax.checkpoint import Checkpointer
-from scoresde_jax.models import get_model, layers
+from scoresde_jax.models import layers
 from scoresde_jax.models.ncsnpp import (
     ConversionError,
     NCSNpp,
@@ -33,7 +31,10 @@ from scoresde_jax.models.ncsnpp import (
     params_from_torch_state_dict,
     torch_trainable_keys,
 )
-from scoresde_jax.train import build_experiment
+from scoresde_jax.modes import convert
+from scoresde_jax.run.checkpoint import Checkpointer
+from scoresde_jax.run.experiment import build_experiment
+from scoresde_jax.run.experiment import model_from_config as get_model
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SCORESDE_SHARED", REPO.parent / "shared"))

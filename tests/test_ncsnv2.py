@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 from fixture_utils import count, load_fixture, nhwc, per_sample_error
 
-from scoresde_jax.models import MODELS, _torch_import, get_model, ncsnv2
+from scoresde_jax.models import MODELS, _torch_import, ncsnv2
+from scoresde_jax.run.experiment import model_from_config as get_model
+from scoresde_jax.run.experiment import ncsnv2_from_config
 
 NAMES = ["ncsnv2_64_small", "ncsnv2_128_small", "ncsnv2_256_small", "ncsn_small"]
 
@@ -16,7 +18,7 @@ NAMES = ["ncsnv2_64_small", "ncsnv2_128_small", "ncsnv2_256_small", "ncsn_small"
 @pytest.fixture(scope="module", params=NAMES)
 def converted(request):
     config, meta, state_dict, io = load_fixture(request.param)
-    model = ncsnv2.from_config(config)
+    model = ncsnv2_from_config(config)
     params = ncsnv2.params_from_torch_state_dict(state_dict, model)
     return request.param, model, params, meta, io, state_dict
 
@@ -58,7 +60,7 @@ def test_full_size_parameter_count(name):
     for key, value in full["config_values"].items():
         section, field = key.split(".")
         config[section][field] = value
-    model = ncsnv2.from_config(config)
+    model = ncsnv2_from_config(config)
     assert model.nf == 128
     abstract = _torch_import.abstract_params(model, (1, 32, 32, 3))
     assert count(abstract) == full["num_parameters"]
@@ -66,7 +68,7 @@ def test_full_size_parameter_count(name):
 
 def test_bfloat16_close_to_float32():
     config, _, state_dict, io = load_fixture("ncsnv2_64_small")
-    model = ncsnv2.from_config(config)
+    model = ncsnv2_from_config(config)
     params = ncsnv2.params_from_torch_state_dict(state_dict, model)
     x, labels = nhwc(io["x"]), jnp.asarray(io["labels"])
     out32 = np.asarray(jax.jit(model.apply)(params, x, labels))
@@ -81,7 +83,7 @@ def test_bfloat16_close_to_float32():
 
 def test_float_labels_round_to_indices():
     config, _, state_dict, io = load_fixture("ncsn_small")
-    model = ncsnv2.from_config(config)
+    model = ncsnv2_from_config(config)
     variables = ncsnv2.params_from_torch_state_dict(state_dict, model)
     x, labels = nhwc(io["x"]), np.asarray(io["labels"])
     apply = jax.jit(model.apply)
@@ -98,7 +100,7 @@ def test_unknown_names():
     config, *_ = load_fixture("ncsnv2_64_small")
     config.model.name = "ddpm"
     with pytest.raises(ValueError, match="not an NCSN model"):
-        ncsnv2.from_config(config)
+        ncsnv2_from_config(config)
 
 
 def test_bilinear_resize_matches_align_corners():
@@ -116,7 +118,7 @@ def test_bilinear_resize_matches_align_corners():
 
 def test_module_prefix_and_layouts():
     config, _, state_dict, _ = load_fixture("ncsn_small")
-    model = ncsnv2.from_config(config)
+    model = ncsnv2_from_config(config)
     params = ncsnv2.params_from_torch_state_dict(
         {f"module.{k}": v for k, v in state_dict.items()}, model
     )
@@ -136,7 +138,7 @@ def test_module_prefix_and_layouts():
 
 def test_missing_and_unexpected_keys_are_reported():
     config, _, state_dict, _ = load_fixture("ncsnv2_64_small")
-    model = ncsnv2.from_config(config)
+    model = ncsnv2_from_config(config)
     broken = dict(state_dict)
     del broken["refine3.msf.convs.1.bias"]
     broken["refine3.msf.convs.2.bias"] = np.zeros((12,), np.float32)
@@ -150,7 +152,7 @@ def test_missing_and_unexpected_keys_are_reported():
 def test_wrong_architecture_is_reported():
     config, _, state_dict, _ = load_fixture("ncsnv2_128_small")
     config.model.name = "ncsnv2_64"  # the checkpoint is an ncsnv2_128
-    model = ncsnv2.from_config(config)
+    model = ncsnv2_from_config(config)
     with pytest.raises(ValueError, match="does not match this NCSNv2"):
         ncsnv2.params_from_torch_state_dict(state_dict, model)
 
@@ -159,9 +161,9 @@ def test_shape_mismatch_and_sigmas_are_reported():
     config, _, state_dict, _ = load_fixture("ncsnv2_64_small")
     config.model.nf = 16
     with pytest.raises(ValueError, match="shape mismatches"):
-        ncsnv2.params_from_torch_state_dict(state_dict, ncsnv2.from_config(config))
+        ncsnv2.params_from_torch_state_dict(state_dict, ncsnv2_from_config(config))
     config.model.nf = 12
     config.model.num_scales = 100
     # The message names the config values that reproduce the checkpoint's buffer.
     with pytest.raises(ValueError, match="232 levels against num_scales=100.*num_scales=232"):
-        ncsnv2.params_from_torch_state_dict(state_dict, ncsnv2.from_config(config))
+        ncsnv2.params_from_torch_state_dict(state_dict, ncsnv2_from_config(config))

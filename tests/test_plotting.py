@@ -3,8 +3,7 @@
 import numpy as np
 import pytest
 
-from scoresde_jax.evaluate import to_uint8
-from scoresde_jax.plotting import image_grid
+from scoresde_jax.io.images import image_grid, to_uint8
 
 
 def test_image_grid_places_every_image():

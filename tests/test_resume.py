@@ -16,8 +16,9 @@ import pytest
 from test_train import small_config
 from train_utils import leaves
 
-from scoresde_jax import train as train_lib
-from scoresde_jax.checkpoint import Checkpointer, CheckpointRestoreError
+from scoresde_jax.run import trainer as train_lib
+from scoresde_jax.run.checkpoint import Checkpointer, CheckpointRestoreError
+from scoresde_jax.run.experiment import build_experiment
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -85,7 +86,7 @@ def _cli_train(workdir: pathlib.Path, n_iters: int) -> subprocess.CompletedProce
 
 
 def _restored_leaves(workdir: pathlib.Path, n_iters: int):
-    exp = train_lib.build_experiment(_config(n_iters))
+    exp = build_experiment(_config(n_iters))
     state = Checkpointer(str(workdir), read_only=True).restore(exp.abstract_target())
     return int(state.step), leaves(state)
 
@@ -218,8 +219,8 @@ def test_unreadable_latest_checkpoint_falls_back_and_training_recovers(tmp_path,
     assert _finished_steps(workdir) == [100, 200]
     _corrupt(workdir / "checkpoints" / "200")
 
-    exp = train_lib.build_experiment(_config(200))
-    with caplog.at_level(logging.WARNING, logger="scoresde_jax.checkpoint"):
+    exp = build_experiment(_config(200))
+    with caplog.at_level(logging.WARNING, logger="scoresde_jax.run.checkpoint"):
         state = Checkpointer(str(workdir), read_only=True).restore(exp.abstract_target())
     assert int(state.step) == 100
     assert "checkpoints/200 is unreadable" in caplog.text
@@ -239,7 +240,7 @@ def test_no_readable_checkpoint_is_a_clear_error(tmp_path):
     workdir = tmp_path / "w"
     train_lib.train(_config(100), str(workdir))
     _corrupt(workdir / "checkpoints" / "100")
-    exp = train_lib.build_experiment(_config(100))
+    exp = build_experiment(_config(100))
     with pytest.raises(CheckpointRestoreError, match="None of the checkpoints"):
         Checkpointer(str(workdir), read_only=True).restore(exp.abstract_target())
     assert jax.device_count() == 8

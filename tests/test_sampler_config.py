@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from configs.toy.gmm import get_config
-from scoresde_jax import builders
 from scoresde_jax.data import TOY_GMM
+from scoresde_jax.run import experiment as builders
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,8 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec
 from mixture_scores import counting, isotropic_score_fn
 
-from scoresde_jax.gmm import GaussianMixture
+from scoresde_jax.core.gmm import GaussianMixture
+from scoresde_jax.core.sde import get_sde
 from scoresde_jax.sampling import (
     CORRECTORS,
     PREDICTORS,
@@ -32,7 +33,6 @@ from scoresde_jax.sampling import (
     ode_sample,
     pc_sample,
 )
-from scoresde_jax.sde import get_sde
 
 SDE_NAMES = ("vesde", "vpsde", "subvpsde")
 WEIGHTS = np.array([0.2, 0.3, 0.5])

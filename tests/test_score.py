@@ -1,4 +1,4 @@
-"""Tests of scoresde_jax.score: the labels a network sees and how its output becomes a score."""
+"""Tests of scoresde_jax.core.score: the labels a network sees and how its output becomes a score."""
 
 import jax
 import jax.numpy as jnp
@@ -7,9 +7,9 @@ import pytest
 import sde_reference as ref
 from scipy import stats
 
-from scoresde_jax.gmm import GaussianMixture
-from scoresde_jax.score import get_score_fn, time_labels
-from scoresde_jax.sde import get_sde
+from scoresde_jax.core.gmm import GaussianMixture
+from scoresde_jax.core.score import get_score_fn, time_labels
+from scoresde_jax.core.sde import get_sde
 
 N = 1000
 # Grid times t_i = i / (N - 1) (correctly rounded float32, so that floor((N - 1) t_i) = i) and a

@@ -1,4 +1,4 @@
-"""Implicit and sliced score matching (scoresde_jax.score_matching) against closed forms.
+"""Implicit and sliced score matching (scoresde_jax.core.score_matching) against closed forms.
 
 Ground truth:
 
@@ -30,9 +30,10 @@ import sde_reference as ref
 from scipy import integrate
 from train_utils import override
 
-from scoresde_jax import builders, losses
-from scoresde_jax import score_matching as sm
-from scoresde_jax.sde import get_sde, importance_sample_t
+from scoresde_jax.core import losses
+from scoresde_jax.core import score_matching as sm
+from scoresde_jax.core.sde import get_sde, importance_sample_t
+from scoresde_jax.run import experiment as builders
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 MU = np.array([0.5, -1.0, 2.0])
@@ -480,7 +481,7 @@ MNIST = pathlib.Path(os.environ.get("SCORESDE_SHARED", ROOT.parent / "shared")) 
 @pytest.mark.slow
 def test_mnist_trains_one_step_with_sliced_score_matching(tmp_path):
     from configs.mnist.ddpmpp_vp import get_config
-    from scoresde_jax.train import train
+    from scoresde_jax.run.trainer import train
 
     fields = {
         "num_devices": 1,  # compile once for one device: the step is all compilation here

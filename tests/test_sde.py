@@ -1,4 +1,4 @@
-"""Tests of scoresde_jax.sde against the paper's formulas, scipy and forward simulations."""
+"""Tests of scoresde_jax.core.sde against the paper's formulas, scipy and forward simulations."""
 
 import dataclasses
 import math
@@ -10,9 +10,9 @@ import pytest
 import sde_reference as ref
 from scipy import integrate, stats
 
-from scoresde_jax import sde as sde_lib
-from scoresde_jax.gmm import GaussianMixture
-from scoresde_jax.sde import VESDE, VPSDE, SubVPSDE, get_sde
+from scoresde_jax.core import sde as sde_lib
+from scoresde_jax.core.gmm import GaussianMixture
+from scoresde_jax.core.sde import VESDE, VPSDE, SubVPSDE, get_sde
 
 # Times that include the stiff region near 0, where sigma_t must stay accurate.
 TIMES = np.asarray([1e-6, 1e-5, 1e-3, 0.01, 0.1, 0.37, 0.5, 0.9, 1.0], np.float32)

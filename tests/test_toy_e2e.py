@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from configs.toy.gmm import get_config
-from scoresde_jax.evaluate import evaluate
-from scoresde_jax.train import train
+from scoresde_jax.modes.evaluate import evaluate
+from scoresde_jax.run.trainer import train
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

@@ -6,8 +6,9 @@ import pytest
 from train_utils import leaves, override
 
 from configs.toy.gmm import get_config
-from scoresde_jax import train as train_lib
-from scoresde_jax.checkpoint import Checkpointer
+from scoresde_jax.run import trainer as train_lib
+from scoresde_jax.run.checkpoint import Checkpointer
+from scoresde_jax.run.experiment import build_experiment
 
 
 def small_config(**overrides):
@@ -57,7 +58,7 @@ def test_nan_loss_right_after_resume_names_that_checkpoint(tmp_path, monkeypatch
     assert "good" not in message
     ckpt = Checkpointer(workdir)
     assert ckpt.all_steps() == [100]
-    exp = train_lib.build_experiment(small_config())
+    exp = build_experiment(small_config())
     state = ckpt.restore(exp.abstract_target())
     assert all(np.isfinite(x).all() for x in leaves(state.params))
 
@@ -90,7 +91,7 @@ def test_sharded_step_matches_single_device(tmp_path):
 
 def test_sharded_step_keeps_shardings_and_compiles_once():
     config = small_config(**{"training.n_jitted_steps": 2})
-    exp = train_lib.build_experiment(config)
+    exp = build_experiment(config)
     assert exp.mesh.shape["data"] == 8
     step = train_lib.jitted_train_step(exp)
     state = exp.init_state()

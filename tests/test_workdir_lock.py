@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from scoresde_jax import workdir_lock
 from scoresde_jax.errors import WorkdirLockedError
-from scoresde_jax.workdir_lock import WorkdirLock
+from scoresde_jax.run import workdir_lock
+from scoresde_jax.run.workdir_lock import WorkdirLock
 
 
 def _fake_holder(path, **fields):
@@ -51,7 +51,7 @@ def test_lock_of_a_dead_process_is_taken_over(tmp_path, caplog):
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     )
     _fake_holder(tmp_path / "train.lock", pid=int(dead.stdout))
-    with caplog.at_level(logging.WARNING, logger="scoresde_jax.workdir_lock"):
+    with caplog.at_level(logging.WARNING, logger="scoresde_jax.run.workdir_lock"):
         lock = WorkdirLock(str(tmp_path), "train").acquire()
     try:
         assert "Took over the lock" in caplog.text and "is gone" in caplog.text
@@ -74,7 +74,7 @@ def test_other_host_is_refused_until_its_lease_expires(tmp_path, caplog):
         WorkdirLock(str(tmp_path), "train").acquire()
     # The same record with a heartbeat older than its lease: that host is gone.
     _fake_holder(path, host="elsewhere-7", pid=1, heartbeat=time.time() - 130, lease_s=120.0)
-    with caplog.at_level(logging.WARNING, logger="scoresde_jax.workdir_lock"):
+    with caplog.at_level(logging.WARNING, logger="scoresde_jax.run.workdir_lock"):
         with WorkdirLock(str(tmp_path), "train"):
             assert "lease expired" in caplog.text
 

@@ -69,7 +69,7 @@ def get_default_configs() -> ml_collections.ConfigDict:
     sampling.batch_size = 64
     sampling.task = "generate"  # "generate" | "class" | "inpaint" | "colorize"
     sampling.label = placeholder(int)  # task "class": the class to sample
-    # Tasks "inpaint" and "colorize" (scoresde_jax.tasks), with the PC sampler options above.
+    # Tasks "inpaint" and "colorize" (scoresde_jax.modes.tasks), with the PC sampler options above.
     sampling.task_inputs = placeholder(str)  # .npz, image file or folder; None: the dataset
     sampling.task_split = "test"  # dataset split the inputs come from when task_inputs is None
     sampling.num_inputs = 8  # how many input images (the first ones)

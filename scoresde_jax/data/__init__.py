@@ -5,6 +5,7 @@ Images flow ``open_image_source`` (any supported format -> uint8 at the model's 
 -> ``to_global_array`` (one ``jax.Array`` sharded over the ``data`` mesh axis).
 """
 
+from scoresde_jax.core.mesh import to_global_array
 from scoresde_jax.data.pipeline import (
     TrainIterator,
     eval_batches,
@@ -30,7 +31,6 @@ from scoresde_jax.data.sources import (
     write_tfrecord_images,
 )
 from scoresde_jax.data.toy import TOY_DATASETS, TOY_GMM, make_toy_dataset, toy_density
-from scoresde_jax.sharding import to_global_array
 
 __all__ = [
     "DATASETS",

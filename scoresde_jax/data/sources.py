@@ -841,7 +841,7 @@ def _open_folder(
     )
 
 
-from scoresde_jax.data.tfrecord import (  # noqa: E402
+from scoresde_jax.io.tfrecord import (  # noqa: E402
     _HEADER,
     TFRecordIndex,
     index_tfrecords,

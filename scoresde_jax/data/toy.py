@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from scoresde_jax.gmm import GaussianMixture
+from scoresde_jax.core.gmm import GaussianMixture
 
 __all__ = ["TOY_DATASETS", "TOY_GMM", "make_toy_dataset", "toy_density"]
 

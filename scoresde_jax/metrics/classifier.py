@@ -55,7 +55,9 @@ import optax
 from flax import traverse_util
 from jax.sharding import Mesh
 
-from scoresde_jax.fileio import atomic_savez
+from scoresde_jax.core.mesh import batch_sharding, map_fixed_batches, put_global_batch, replicated
+from scoresde_jax.data import open_image_source
+from scoresde_jax.io.files import atomic_savez
 from scoresde_jax.metrics.fid import (
     FeatureStats,
     Stats,
@@ -64,8 +66,6 @@ from scoresde_jax.metrics.fid import (
     load_stats_meta,
     save_stats,
 )
-from scoresde_jax.parallel import map_fixed_batches
-from scoresde_jax.sharding import batch_sharding, put_global_batch, replicated
 
 __all__ = [
     "CLASSIFIERS",
@@ -364,7 +364,7 @@ def feature_fn(
 
     Args:
       classifier: from :func:`load_classifier` or :func:`train_classifier`.
-      mesh: optional mesh with a ``data`` axis (:func:`scoresde_jax.sharding.make_data_mesh`):
+      mesh: optional mesh with a ``data`` axis (:func:`scoresde_jax.core.mesh.make_data_mesh`):
         each chunk is split over it and the parameters are replicated. ``batch_size`` is rounded
         up to a multiple of the axis size. Every process passes the same, global images.
       batch_size: images per compiled call.
@@ -719,7 +719,6 @@ _CLI_DATASETS = {"mnist": ("MNIST", "mnist"), "cifar10": ("CIFAR10", "cifar10_sm
 
 
 def _load_split(dataset: str, split: str, data_path: str | None) -> tuple[np.ndarray, np.ndarray]:
-    from scoresde_jax.data import open_image_source
 
     config_name, clf_name = _CLI_DATASETS[dataset]
     spec = CLASSIFIERS[clf_name]

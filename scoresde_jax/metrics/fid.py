@@ -28,7 +28,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import special
 
-from scoresde_jax.fileio import atomic_savez
+from scoresde_jax.io.files import atomic_savez
 
 __all__ = [
     "PUBLISHED_NUM_SAMPLES",

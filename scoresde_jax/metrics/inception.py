@@ -60,7 +60,7 @@ import numpy as np
 from flax import traverse_util
 from jax.sharding import Mesh
 
-from scoresde_jax.sharding import batch_sharding, replicated
+from scoresde_jax.core.mesh import batch_sharding, replicated
 
 __all__ = [
     "INCEPTION_NUM_CLASSES",
@@ -437,7 +437,7 @@ def make_inception_fn(
 
     Args:
       variables: from :func:`load_inception_params`; placed on the devices once, here.
-      mesh: optional mesh with a ``data`` axis (:func:`scoresde_jax.sharding.make_data_mesh`):
+      mesh: optional mesh with a ``data`` axis (:func:`scoresde_jax.core.mesh.make_data_mesh`):
         the batch is split over it and the parameters are replicated. A batch whose size is not
         a multiple of the axis is padded with zeros for the call and the padding is cut off
         again, so any batch size works. Every process passes the same, global batch.

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from scoresde_jax.core.mesh import map_fixed_batches
 from scoresde_jax.metrics.fid import (
     FeatureStats,
     ISAccumulator,
@@ -22,7 +23,6 @@ from scoresde_jax.metrics.fid import (
     save_stats,
 )
 from scoresde_jax.metrics.inception import load_inception_params, make_inception_fn
-from scoresde_jax.parallel import map_fixed_batches
 
 __all__ = ["InceptionFeatures", "inception_statistics", "inception_metrics"]
 

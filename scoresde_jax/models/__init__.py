@@ -1,23 +1,19 @@
 """Score networks (Flax Linen), all called as ``model.apply(params, x, labels, train=False)``.
 
 ``x`` is a batch ``[B, ...]`` (images are NHWC), ``labels`` the noise-conditioning labels of
-:func:`scoresde_jax.score.time_labels`; with ``train=True`` dropout is active and needs an rng
+:func:`scoresde_jax.core.score.time_labels`; with ``train=True`` dropout is active and needs an rng
 named ``"dropout"``.
 
-:data:`MODELS` maps ``config.model.name`` to the module whose ``from_config(config)`` turns the
-experiment config into a constructor call with typed arguments. Modules are imported when a
-model is built, so importing this package stays cheap.
+:data:`MODELS` maps each network's name (``config.model.name``) to its module, where the
+checkpoint converter finds the network's PyTorch weight mapping; building a network from a
+config is :func:`scoresde_jax.run.experiment.model_from_config`.
 """
 
 from __future__ import annotations
 
-import importlib
-
-import flax.linen as nn
-
 from scoresde_jax.models.mlp import MLPScore
 
-__all__ = ["MODELS", "MLPScore", "get_model"]
+__all__ = ["MODELS", "MLPScore"]
 
 MODELS: dict[str, str] = {
     "mlp": "scoresde_jax.models.mlp",
@@ -28,11 +24,3 @@ MODELS: dict[str, str] = {
     "ncsnv2_128": "scoresde_jax.models.ncsnv2",
     "ncsnv2_256": "scoresde_jax.models.ncsnv2",
 }
-
-
-def get_model(config) -> nn.Module:
-    """Builds the network named by ``config.model.name`` from an experiment config."""
-    name = config.model.name
-    if name not in MODELS:
-        raise ValueError(f"Unknown config.model.name={name!r}; choose one of {sorted(MODELS)}.")
-    return importlib.import_module(MODELS[name]).from_config(config)

@@ -9,7 +9,7 @@ dense layers and added to the feature maps of every residual block (NCSN++'s tim
 Both networks are called as ``model.apply(params, x, noise_level, train=False)``:
 
 * ``x``: ``[B, H, W, C]`` (NHWC) perturbed images, already scaled to unit variance by the caller
-  (:func:`scoresde_jax.noise_classifier.classifier_log_prob_fn`);
+  (:func:`scoresde_jax.modes.classifier.classifier_log_prob_fn`);
 * ``noise_level``: ``[B]`` positive noise levels ``sigma_t / alpha_t`` (the VE noise level that
   corresponds to time ``t`` under any of the three SDEs; for the VE SDE it is ``sigma_t``);
 * output: logits ``[B, num_classes]``.

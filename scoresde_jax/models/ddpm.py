@@ -44,7 +44,6 @@ __all__ = [
     "GroupNorm",
     "NIN",
     "ResnetBlockDDPM",
-    "from_config",
     "params_from_torch_state_dict",
 ]
 
@@ -55,21 +54,10 @@ Dtype = Any
 _GROUPS = 32
 
 
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
-
-
-def dtype_from_config(model_config) -> Dtype:
-    """The compute dtype named by ``config.model.dtype`` (optional, default ``"float32"``)."""
-    name = str(model_config.get("dtype", "float32"))
-    if name not in _DTYPES:
-        raise ValueError(f"Unknown model.dtype={name!r}; use one of {sorted(_DTYPES)}.")
-    return _DTYPES[name]
-
-
 def noise_index(labels: jax.Array) -> jax.Array:
     """Labels as int32 indices into ``sigmas``; floating labels are rounded to the nearest index.
 
-    Discrete VE labels are integers already (:func:`scoresde_jax.score.time_labels`); rounding
+    Discrete VE labels are integers already (:func:`scoresde_jax.core.score.time_labels`); rounding
     lets callers that build shapes with float placeholders (e.g. ``init``) use the same call.
     """
     if jnp.issubdtype(labels.dtype, jnp.integer):
@@ -85,37 +73,6 @@ def smld_sigmas(
     if noise_levels is not None:
         return np.asarray(noise_levels, np.float64)
     return np.exp(np.linspace(np.log(sigma_max), np.log(sigma_min), num_scales))
-
-
-def noise_levels_from_config(model_config) -> tuple[float, ...] | None:
-    """``config.model.noise_levels``: a ``.npy`` or ``.json`` file of the noise levels (index 0
-    the largest) that a network divides by instead of the geometric ``sigma_min ... sigma_max``
-    sequence (written by ``python -m scoresde_jax.convert --noise_levels=checkpoint``);
-    ``None`` when unset."""
-    import json
-    import os
-
-    from scoresde_jax.errors import ConfigError
-
-    path = model_config.get("noise_levels", None)
-    if not path:
-        return None
-    if not os.path.isfile(path):
-        raise ConfigError(f"config.model.noise_levels={path!r}: no such file.")
-    if str(path).endswith(".json"):
-        with open(path) as f:
-            levels = np.asarray(json.load(f), np.float64)
-    else:
-        levels = np.load(path).astype(np.float64)
-    levels = levels.reshape(-1)
-    n = model_config.num_scales
-    if len(levels) != n or not np.all(np.isfinite(levels)) or not np.all(levels > 0):
-        raise ConfigError(
-            f"config.model.noise_levels={path!r} holds {len(levels)} levels; it needs "
-            f"num_scales={n} positive values (set --config.model.num_scales={len(levels)} if "
-            "the file is right)."
-        )
-    return tuple(float(v) for v in levels)
 
 
 class GroupNorm(layers.GroupNorm):
@@ -383,30 +340,3 @@ def params_from_torch_state_dict(state_dict: Mapping[str, np.ndarray], model: DD
         model_name="DDPM",
     )
     return {"params": params}
-
-
-def from_config(config) -> DDPM:
-    """Builds :class:`DDPM` from an experiment config (``config.model`` and ``config.data``).
-
-    ``config.model.dtype`` (optional, default ``"float32"``) selects the compute dtype.
-    """
-    m, d = config.model, config.data
-    return DDPM(
-        nf=m.nf,
-        ch_mult=tuple(m.ch_mult),
-        num_res_blocks=m.num_res_blocks,
-        attn_resolutions=tuple(m.attn_resolutions),
-        dropout=m.dropout,
-        resamp_with_conv=m.resamp_with_conv,
-        conditional=m.conditional,
-        centered=d.centered,
-        scale_by_sigma=m.scale_by_sigma,
-        sigma_min=m.sigma_min,
-        sigma_max=m.sigma_max,
-        num_scales=m.num_scales,
-        image_size=d.image_size,
-        num_channels=d.num_channels,
-        nonlinearity=m.get("nonlinearity", "swish"),
-        dtype=dtype_from_config(m),
-        noise_levels=noise_levels_from_config(m),
-    )

@@ -79,16 +79,3 @@ class MLPScore(nn.Module):
         if self.scale_by_sigma:
             out = out / labels[:, None]
         return out
-
-
-def from_config(config) -> MLPScore:
-    """``config.model`` fields ``hidden``, ``embedding``, ``embed_dim``, ``fourier_scale``,
-    ``scale_by_sigma``."""
-    m = config.model
-    return MLPScore(
-        hidden=tuple(m.hidden),
-        embedding=m.embedding,
-        embed_dim=m.embed_dim,
-        fourier_scale=m.fourier_scale,
-        scale_by_sigma=m.scale_by_sigma,
-    )

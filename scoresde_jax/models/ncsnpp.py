@@ -21,7 +21,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from scoresde_jax.models import _torch_import, layers
-from scoresde_jax.models.ddpm import noise_levels_from_config
 from scoresde_jax.models.layers import (
     AttnBlockpp,
     Combine,
@@ -41,7 +40,6 @@ __all__ = [
     "ConversionError",
     "abstract_variables",
     "count_params",
-    "from_config",
     "params_from_flax_tree",
     "params_from_torch_state_dict",
     "torch_trainable_keys",
@@ -52,8 +50,6 @@ _PROGRESSIVE_INPUT = ("none", "input_skip", "residual")
 _COMBINE = ("sum", "cat")
 _RESBLOCKS = ("ddpm", "biggan")
 _EMBEDDINGS = ("fourier", "positional")
-
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
 class NCSNpp(nn.Module):
@@ -304,55 +300,6 @@ class NCSNpp(nn.Module):
         if self.scale_by_sigma:
             h = h / used_sigmas[:, None, None, None]
         return h
-
-
-def from_config(config) -> NCSNpp:
-    """Builds :class:`NCSNpp` from ``config.model`` and ``config.data`` (the original layout).
-
-    ``config.model.dtype`` (optional, default ``"float32"``) selects the compute dtype
-    (``"bfloat16"`` for mixed precision). The Fourier embedding needs continuous training
-    (``config.training.continuous``), as in the reference.
-    """
-    m, d = config.model, config.data
-    if m.embedding_type.lower() == "fourier" and not config.training.get("continuous", True):
-        raise ValueError(
-            "model.embedding_type='fourier' embeds noise levels and needs training.continuous=True"
-            "; use embedding_type='positional' for discrete time steps."
-        )
-    dtype_name = str(m.get("dtype", "float32"))
-    if dtype_name not in _DTYPES:
-        raise ValueError(f"Unknown model.dtype={dtype_name!r}; use one of {sorted(_DTYPES)}.")
-    return NCSNpp(
-        image_size=d.image_size,
-        num_channels=d.num_channels,
-        centered=d.centered,
-        nf=m.nf,
-        ch_mult=tuple(m.ch_mult),
-        num_res_blocks=m.num_res_blocks,
-        attn_resolutions=tuple(m.attn_resolutions),
-        dropout=m.dropout,
-        resamp_with_conv=m.resamp_with_conv,
-        conditional=m.conditional,
-        fir=m.fir,
-        fir_kernel=tuple(m.fir_kernel),
-        skip_rescale=m.skip_rescale,
-        resblock_type=m.resblock_type,
-        progressive=m.progressive,
-        progressive_input=m.progressive_input,
-        progressive_combine=m.progressive_combine,
-        attention_type=m.get("attention_type", "ddpm"),
-        embedding_type=m.embedding_type,
-        fourier_scale=m.get("fourier_scale", 16.0),
-        init_scale=m.init_scale,
-        conv_size=m.get("conv_size", 3),
-        scale_by_sigma=m.scale_by_sigma,
-        sigma_min=m.sigma_min,
-        sigma_max=m.sigma_max,
-        num_scales=m.num_scales,
-        nonlinearity=m.nonlinearity,
-        dtype=_DTYPES[dtype_name],
-        noise_levels=noise_levels_from_config(m),
-    )
 
 
 # ----------------------------------------------------------------------------------------------

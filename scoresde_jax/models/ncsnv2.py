@@ -13,7 +13,7 @@ used throughout.
   through an embedding of per-class scale, mean-shift and bias; the output is the score itself.
 
 Labels are integer indices into the descending noise levels ``sigmas`` (``sigmas[0]`` is
-``sigma_max``), as produced by :func:`scoresde_jax.score.time_labels` for a discrete VE SDE;
+``sigma_max``), as produced by :func:`scoresde_jax.core.score.time_labels` for a discrete VE SDE;
 floating labels are rounded to the nearest index. These networks are for discrete-time
 training only (``training.continuous = False``).
 
@@ -35,9 +35,7 @@ import numpy as np
 
 from scoresde_jax.models import _torch_import
 from scoresde_jax.models.ddpm import (
-    dtype_from_config,
     noise_index,
-    noise_levels_from_config,
     smld_sigmas,
 )
 from scoresde_jax.models.layers import get_act, ncsn_conv1x1, ncsn_conv3x3
@@ -47,7 +45,6 @@ __all__ = [
     "NCSNv2",
     "ConditionalInstanceNorm2dPlus",
     "InstanceNorm2dPlus",
-    "from_config",
     "params_from_torch_state_dict",
 ]
 
@@ -381,7 +378,7 @@ class RefineBlock(nn.Module):
 # dilation, name of the RefineBlock that reads this stage, its width multiplier). Each stage is
 # two residual blocks; the first one resamples.
 _Stage = tuple[str, int, bool, int, str, int]
-_ARCHITECTURES: dict[str, tuple[_Stage, ...]] = {
+ARCHITECTURES: dict[str, tuple[_Stage, ...]] = {
     "ncsnv2_64": (
         ("res1", 1, False, 1, "refine4", 1),
         ("res2", 2, True, 1, "refine3", 1),
@@ -490,13 +487,13 @@ class NCSNv2(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, labels: jax.Array, train: bool = False) -> jax.Array:
         del train  # no dropout or batch statistics
-        if self.architecture not in _ARCHITECTURES:
+        if self.architecture not in ARCHITECTURES:
             raise ValueError(
                 f"Unknown NCSNv2 architecture {self.architecture!r}; "
-                f"choose one of {sorted(_ARCHITECTURES)}."
+                f"choose one of {sorted(ARCHITECTURES)}."
             )
         labels = _check_inputs(x, labels, "NCSNv2")
-        h = _refinenet(self, x, None, _ARCHITECTURES[self.architecture], None)
+        h = _refinenet(self, x, None, ARCHITECTURES[self.architecture], None)
         if self.scale_by_sigma:
             used = jnp.asarray(self.sigmas, jnp.float32)[labels]
             h = h / used[:, None, None, None]
@@ -542,7 +539,7 @@ class NCSN(nn.Module):
     def __call__(self, x: jax.Array, labels: jax.Array, train: bool = False) -> jax.Array:
         del train
         labels = _check_inputs(x, labels, "NCSN")
-        return _refinenet(self, x, labels, _ARCHITECTURES["ncsnv2_64"], self.num_scales)
+        return _refinenet(self, x, labels, ARCHITECTURES["ncsnv2_64"], self.num_scales)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -595,32 +592,3 @@ def params_from_torch_state_dict(
         state_dict, abstract, _torch_prefix, buffers=buffers, model_name=name
     )
     return {"params": params}
-
-
-def from_config(config) -> NCSNv2 | NCSN:
-    """Builds :class:`NCSN` (``model.name == "ncsn"``) or :class:`NCSNv2` (``ncsnv2_*``).
-
-    ``config.model.dtype`` (optional, default ``"float32"``) selects the compute dtype.
-    """
-    m, d = config.model, config.data
-    common = dict(
-        nf=m.nf,
-        centered=d.centered,
-        sigma_min=m.sigma_min,
-        sigma_max=m.sigma_max,
-        num_scales=m.num_scales,
-        nonlinearity=m.get("nonlinearity", "elu"),
-        interpolation=m.get("interpolation", "bilinear"),
-        image_size=d.image_size,
-        num_channels=d.get("num_channels", d.get("channels", 3)),
-        dtype=dtype_from_config(m),
-        noise_levels=noise_levels_from_config(m),
-    )
-    if m.name == "ncsn":
-        return NCSN(**common)
-    if m.name in _ARCHITECTURES:
-        return NCSNv2(architecture=m.name, scale_by_sigma=m.get("scale_by_sigma", True), **common)
-    raise ValueError(
-        f"config.model.name={m.name!r} is not an NCSN model; "
-        f"choose 'ncsn' or one of {sorted(_ARCHITECTURES)}."
-    )

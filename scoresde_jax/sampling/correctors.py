@@ -12,8 +12,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from scoresde_jax.core.sde import SDE, VPSDE, ScoreFn, SubVPSDE, batch_mul
 from scoresde_jax.sampling._common import step_index
-from scoresde_jax.sde import SDE, VPSDE, ScoreFn, SubVPSDE, batch_mul
 
 __all__ = ["CORRECTORS", "annealed_langevin", "langevin", "none_corrector"]
 

@@ -48,8 +48,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from scoresde_jax.core.sde import SDE, VESDE, VPSDE, ScoreFn, SubVPSDE
 from scoresde_jax.sampling._common import SampleResult, check_shape
-from scoresde_jax.sde import SDE, VESDE, VPSDE, ScoreFn, SubVPSDE
 
 __all__ = [
     "dpm_solver_adaptive_sample",

@@ -28,8 +28,8 @@ import math
 import jax
 import jax.numpy as jnp
 
+from scoresde_jax.core.sde import SDE, VESDE, VPSDE, ScoreFn, SubVPSDE, batch_mul
 from scoresde_jax.sampling._common import SampleResult, check_shape
-from scoresde_jax.sde import SDE, VESDE, VPSDE, ScoreFn, SubVPSDE, batch_mul
 
 __all__ = ["annealed_langevin_sample", "annealed_noise_levels", "langevin_sample"]
 

@@ -6,7 +6,7 @@ integrating a data point from ``eps`` up to ``T`` gives its (deterministic, inve
 code. The integration is diffrax's adaptive Runge--Kutta inside one XLA while loop, so all of it
 traces under ``jax.jit``.
 
-The number of score evaluations (``nfe``) is exact; :mod:`scoresde_jax.odeint` explains how it
+The number of score evaluations (``nfe``) is exact; :mod:`scoresde_jax.core.odeint` explains how it
 is counted. ``denoise=True`` adds one.
 """
 
@@ -15,10 +15,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from scoresde_jax import odeint
-from scoresde_jax.odeint import SOLVERS
+from scoresde_jax.core import odeint
+from scoresde_jax.core.odeint import SOLVERS
+from scoresde_jax.core.sde import SDE, ScoreFn, probability_flow_drift, reverse_discretize
 from scoresde_jax.sampling._common import SampleResult, check_shape
-from scoresde_jax.sde import SDE, ScoreFn, probability_flow_drift, reverse_discretize
 
 __all__ = ["SOLVERS", "decode", "encode", "ode_sample"]
 
@@ -88,7 +88,7 @@ def ode_sample(
       eps: the final time.
       rtol: relative tolerance of the step-size controller.
       atol: absolute tolerance of the step-size controller.
-      solver: one of :data:`scoresde_jax.odeint.SOLVERS` (``"tsit5"``, ``"dopri5"``, ``"dopri8"``,
+      solver: one of :data:`scoresde_jax.core.odeint.SOLVERS` (``"tsit5"``, ``"dopri5"``, ``"dopri8"``,
         ``"bosh3"``, ``"heun"``; ``"euler"`` takes ``sde.N`` fixed steps).
       denoise: finish with the noise-free mean of one reverse-diffusion predictor step at ``eps``
         (one more score evaluation).

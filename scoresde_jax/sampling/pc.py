@@ -8,10 +8,10 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from scoresde_jax.core.sde import SDE, VPSDE, ScoreFn, SubVPSDE
 from scoresde_jax.sampling._common import SampleResult, check_shape
 from scoresde_jax.sampling.correctors import CORRECTORS
 from scoresde_jax.sampling.predictors import FLOW_PREDICTORS, PREDICTORS
-from scoresde_jax.sde import SDE, VPSDE, ScoreFn, SubVPSDE
 
 __all__ = ["pc_sample"]
 

@@ -14,8 +14,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from scoresde_jax.sampling._common import step_index
-from scoresde_jax.sde import (
+from scoresde_jax.core.sde import (
     SDE,
     VESDE,
     VPSDE,
@@ -24,6 +23,7 @@ from scoresde_jax.sde import (
     reverse_discretize,
     reverse_drift_diffusion,
 )
+from scoresde_jax.sampling._common import step_index
 
 __all__ = [
     "FLOW_PREDICTORS",

@@ -38,9 +38,9 @@ import jax
 import jax.numpy as jnp
 import lineax
 
+from scoresde_jax.core.sde import SDE, ScoreFn, batch_mul, reverse_drift_diffusion
 from scoresde_jax.sampling._common import SampleResult, check_shape
 from scoresde_jax.sampling.fast import check_tolerances
-from scoresde_jax.sde import SDE, ScoreFn, batch_mul, reverse_drift_diffusion
 
 __all__ = ["SDE_SOLVERS", "sde_adaptive_sample"]
 

@@ -14,15 +14,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from scoresde_jax import odeint
-from scoresde_jax.sampling._common import check_shape
-from scoresde_jax.sde import (
+from scoresde_jax.core import odeint
+from scoresde_jax.core.sde import (
     SDE,
     ScoreFn,
     batch_mul,
     probability_flow_drift,
     reverse_drift_diffusion,
 )
+from scoresde_jax.sampling._common import check_shape
 
 __all__ = ["Trajectory", "ode_trajectory", "reverse_sde_trajectory"]
 

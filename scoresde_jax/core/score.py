@@ -25,7 +25,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from scoresde_jax.sde import SDE, VESDE, VPSDE, ScoreFn, SubVPSDE, batch_mul
+from scoresde_jax.core.sde import SDE, VESDE, VPSDE, ScoreFn, SubVPSDE, batch_mul
 
 ModelFn = Callable[[jax.Array, jax.Array], jax.Array]
 

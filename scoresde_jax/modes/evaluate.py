@@ -21,16 +21,43 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from scoresde_jax import builders, plotting, results, workdir_lock
-from scoresde_jax.checkpoint import Checkpointer
-from scoresde_jax.data import TOY_GMM, make_toy_dataset, toy_density
-from scoresde_jax.errors import ConfigError, MissingCheckpointError, MissingDataError
-from scoresde_jax.fileio import atomic_savez
-from scoresde_jax.likelihood import bits_per_dim, log_likelihood
-from scoresde_jax.parallel import device_count, sharded_batch_fn, sharded_sampler
-from scoresde_jax.plotting import to_uint8
-from scoresde_jax.sharding import make_data_mesh
-from scoresde_jax.train import build_experiment, check_workdir, to_host
+from scoresde_jax.core.likelihood import bits_per_dim, log_likelihood
+from scoresde_jax.core.mesh import (
+    device_count,
+    make_data_mesh,
+    sharded_batch_fn,
+    sharded_sampler,
+    to_global_array,
+)
+from scoresde_jax.data import (
+    TOY_GMM,
+    eval_batches,
+    make_toy_dataset,
+    num_eval_batches,
+    to_model_space,
+    toy_density,
+)
+from scoresde_jax.errors import ConfigError, MissingDataError
+from scoresde_jax.io import images as plotting
+from scoresde_jax.io.files import atomic_savez
+from scoresde_jax.io.images import to_uint8
+from scoresde_jax.metrics.classifier import (
+    classifier_fd,
+    classifier_for_dataset,
+    load_classifier,
+)
+from scoresde_jax.metrics.classifier import reference_stats as classifier_reference_stats
+from scoresde_jax.metrics.fid import save_stats
+from scoresde_jax.metrics.inception import find_inception_weights
+from scoresde_jax.metrics.quality import (
+    InceptionFeatures,
+    inception_metrics,
+    inception_statistics,
+    save_reference_stats,
+)
+from scoresde_jax.run import experiment as builders
+from scoresde_jax.run import results, workdir_lock
+from scoresde_jax.run.experiment import check_workdir, checkpoint_steps, restore_checkpoint, to_host
 
 __all__ = [
     "evaluate",
@@ -38,9 +65,6 @@ __all__ = [
     "reference_stats",
     "gaussian_nll",
     "sample",
-    "to_uint8",
-    "checkpoint_steps",
-    "restore_experiment",
 ]
 
 log = logging.getLogger(__name__)
@@ -59,65 +83,6 @@ def gaussian_nll(train: np.ndarray, test: np.ndarray) -> float:
     _, logdet = np.linalg.slogdet(cov)
     maha = np.einsum("ni,ij,nj->n", d, np.linalg.inv(cov), d)
     return float(np.mean(0.5 * (maha + logdet + train.shape[1] * math.log(2 * math.pi))))
-
-
-def restore_checkpoint(config, workdir: str, step: int | None = None):
-    """``(experiment, restored)`` for checkpoint ``step`` (default: the newest one that restores
-    and verifies); ``restored`` is a :class:`~scoresde_jax.checkpoint.RestoredCheckpoint`."""
-    check_workdir(workdir)
-    exp = build_experiment(config)
-    restored = Checkpointer(workdir, read_only=True).restore_verified(exp.abstract_target(), step)
-    exp.check_restored(restored)
-    return exp, restored
-
-
-def restore_experiment(config, workdir: str, step: int | None = None):
-    """``(experiment, state, step)`` of checkpoint ``step`` (default: the newest readable one)."""
-    exp, restored = restore_checkpoint(config, workdir, step)
-    return exp, restored.state, restored.step
-
-
-def checkpoint_steps(config, workdir: str) -> list[int | None]:
-    """The checkpoint steps ``--mode eval`` evaluates, from ``config.eval.checkpoints``.
-
-    ``"latest"`` (default): the newest checkpoint that restores and verifies (``[None]``);
-    ``"all"``: every saved one; ``"snapshots"``: snapshots ``k * training.snapshot_freq`` for
-    ``eval.begin_ckpt <= k <= eval.end_ckpt`` (the original code's numbering); or a
-    comma-separated list of steps.
-    """
-    ckpt = Checkpointer(workdir, read_only=True)
-    saved = ckpt.all_steps()
-    if not saved:
-        raise MissingCheckpointError(
-            f"No checkpoint in {ckpt.directory}. Train first with --mode train and the same "
-            "--workdir."
-        )
-    which = str(config.eval.get("checkpoints", "latest")).strip().lower()
-    if which == "latest":
-        return [None]
-    if which == "all":
-        return saved
-    if which == "snapshots":
-        freq = config.training.snapshot_freq
-        wanted = range(config.eval.begin_ckpt, config.eval.end_ckpt + 1)
-        steps = [k * freq for k in wanted if k * freq in saved]
-        if not steps:
-            raise MissingCheckpointError(
-                f"No snapshot k * {freq} for k in [{config.eval.begin_ckpt}, "
-                f"{config.eval.end_ckpt}] in {ckpt.directory}; saved steps: {saved}."
-            )
-        return steps
-    try:
-        steps = [int(s) for s in which.split(",") if s.strip()]
-    except ValueError:
-        raise ConfigError(
-            f"eval.checkpoints={which!r}: use 'latest', 'all', 'snapshots' or a comma-separated "
-            "list of steps."
-        ) from None
-    missing = [s for s in steps if s not in saved]
-    if missing:
-        raise MissingCheckpointError(f"No checkpoint for steps {missing}; saved steps: {saved}.")
-    return steps
 
 
 def default_sample_metrics(config) -> SampleMetrics | None:
@@ -144,7 +109,6 @@ def default_sample_metrics(config) -> SampleMetrics | None:
             f"eval.fid_stats_path={stats_path!r} does not exist. Compute reference statistics "
             "with --mode stats (or use score_sde's / pytorch-fid's .npz files)."
         )
-    from scoresde_jax.metrics.inception import find_inception_weights
 
     skipped = {}
     try:
@@ -158,8 +122,6 @@ def default_sample_metrics(config) -> SampleMetrics | None:
         )
         log.warning("FID, KID and the Inception Score are skipped: %s", e)
     if weights is not None:
-        from scoresde_jax.metrics.quality import InceptionFeatures, inception_metrics
-
         features = InceptionFeatures(
             str(weights), mesh=mesh, batch_size=ec.get("inception_batch_size", 200)
         )
@@ -188,7 +150,6 @@ def default_sample_metrics(config) -> SampleMetrics | None:
 
 def _classifier_metrics(data_config, mesh):
     """FD in the feature space of the project's classifier for this dataset, or ``None``."""
-    from scoresde_jax.metrics.classifier import classifier_fd, classifier_for_dataset
 
     d = data_config
     name = classifier_for_dataset(str(d.dataset), d.image_size, d.num_channels)
@@ -230,12 +191,6 @@ def _keyed_stats(out_dir: str, stem: str, kind: str, settings: dict, compute) ->
 
 
 def _classifier_stats(config, make_batches, out_dir: str, stem: str, common: dict) -> dict:
-    from scoresde_jax.metrics.classifier import (
-        classifier_for_dataset,
-        load_classifier,
-        reference_stats,
-    )
-    from scoresde_jax.metrics.fid import save_stats
 
     d = config.data
     name = classifier_for_dataset(str(d.dataset), d.image_size, d.num_channels)
@@ -244,7 +199,7 @@ def _classifier_stats(config, make_batches, out_dir: str, stem: str, common: dic
     clf = load_classifier(name)
 
     def compute(path, meta):
-        stats = reference_stats(clf, make_batches())
+        stats = classifier_reference_stats(clf, make_batches())
         save_stats(
             path,
             stats.mean,
@@ -274,7 +229,7 @@ def evaluate(config, workdir: str, *, sample_metrics: SampleMetrics | None = Non
     fitted-Gaussian baseline, the true NLL where known, and samples next to the test data.
 
     Partial results are saved under directories named by the fingerprint of their settings
-    (:mod:`scoresde_jax.results`), so only work of identical settings is resumed or reused.
+    (:mod:`scoresde_jax.run.results`), so only work of identical settings is resumed or reused.
     Every report is kept in ``workdir/eval/reports/``; ``workdir/eval/latest_step_<step>.json``
     is the newest one of each checkpoint. Holds the lock ``workdir/eval/eval.lock``.
     """
@@ -361,13 +316,11 @@ class _ImageEval:
         return source, n, self.batch_size(n)
 
     def batches(self, source, n: int, batch_size: int):
-        from scoresde_jax.data import eval_batches, num_eval_batches
 
         kw = dict(global_batch_size=batch_size, process_count=self.pcount, max_examples=n)
         return num_eval_batches(source, **kw), eval_batches(source, process_index=self.pindex, **kw)
 
     def global_(self, x):
-        from scoresde_jax.sharding import to_global_array
 
         return to_global_array(np.asarray(x), self.exp.mesh)
 
@@ -417,7 +370,6 @@ def _evaluate_images(config, workdir: str, step: int | None, sample_metrics) -> 
 
 def _eval_loss(ev: _ImageEval) -> None:
     """The training loss on the test split (recomputed every time: one pass, no ODE)."""
-    from scoresde_jax.data import to_model_space
 
     exp, d = ev.exp, ev.config.data
 
@@ -789,8 +741,8 @@ def _evaluate_toy(config, workdir: str) -> dict:
 def sample(config, workdir: str) -> dict:
     """Draws ``config.sampling.batch_size`` samples from the latest checkpoint's EMA parameters.
 
-    ``config.sampling.task`` other than ``"generate"`` runs a controllable-generation task
-    instead (see :mod:`scoresde_jax.tasks`).
+    (``config.sampling.task="generate"``; :data:`scoresde_jax.cli.SAMPLE_TASKS` lists the
+    others.)
 
     Uses the sampler of ``config.sampling`` (any PC predictor/corrector or the ODE), split over
     the devices of the mesh. Writes ``workdir/samples/step_<step>/sample-<fingerprint>/`` with
@@ -799,11 +751,6 @@ def sample(config, workdir: str) -> dict:
     sampler, seed and number of samples: other settings get their own directory), and copies
     the newest to ``workdir/samples/sample_step_<step>.{png,npz}``.
     """
-    task = str(config.sampling.get("task", "generate")).lower()
-    if task != "generate":
-        from scoresde_jax.tasks import run_task
-
-        return run_task(config, workdir)
     exp, restored = restore_checkpoint(config, workdir)
     state, step = restored.state, restored.step
     n_dev = device_count(exp.mesh)
@@ -870,8 +817,6 @@ def reference_stats(config, workdir: str) -> dict:
 
     Runs on the local devices of one process.
     """
-    from scoresde_jax.data import eval_batches, num_eval_batches
-    from scoresde_jax.metrics.inception import find_inception_weights
 
     ec, d = config.eval, config.data
     split = ec.get("stats_split", "train")
@@ -904,12 +849,6 @@ def reference_stats(config, workdir: str) -> dict:
         weights = None
         log.warning("No Inception statistics: %s", str(e).splitlines()[0])
     if weights is not None:
-        from scoresde_jax.metrics.quality import (
-            InceptionFeatures,
-            inception_statistics,
-            save_reference_stats,
-        )
-
         keep = int(ec.get("kid_features", 10_000))
 
         def compute(path, meta):

@@ -143,6 +143,6 @@ def _fsal_state(solver_obj, term, t0, t1, y0, f0, args):
     if signature(reference) != signature(state):
         raise NotImplementedError(
             f"unexpected {type(solver_obj).__name__} solver state {reference}; this diffrax "
-            "version is not supported by scoresde_jax.odeint"
+            "version is not supported by scoresde_jax.core.odeint"
         )
     return state

@@ -14,7 +14,7 @@ level (:mod:`scoresde_jax.models.classifier`). A ``scale`` other than 1 multipli
 classifier's gradient (``scale > 1`` sharpens the class, as in later "classifier guidance" work).
 
 Library functions (no configs): :func:`classifier_guided_score_fn` (from
-:mod:`scoresde_jax.guidance`), :func:`classifier_log_prob_fn`, :func:`classifier_inputs`,
+:mod:`scoresde_jax.core.guidance`), :func:`classifier_log_prob_fn`, :func:`classifier_inputs`,
 :func:`perturb`, :func:`make_classifier_train_step`. Command-line entries (read the config):
 
 * :func:`train_classifier` (``--mode train_classifier``): trains ``config.classifier`` on the
@@ -40,12 +40,38 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from scoresde_jax import builders, plotting
-from scoresde_jax.checkpoint import Checkpointer
-from scoresde_jax.guidance import LogProbFn, classifier_guided_score_fn
-from scoresde_jax.sde import SDE, batch_mul
-from scoresde_jax.state import TrainState, ema_update, make_optimizer
-from scoresde_jax.train import ReplicatedState
+from scoresde_jax.core.guidance import LogProbFn, classifier_guided_score_fn
+from scoresde_jax.core.mesh import (
+    device_count,
+    make_data_mesh,
+    replicated,
+    sharded_sampler,
+    to_global_array,
+)
+from scoresde_jax.core.sde import SDE, batch_mul
+from scoresde_jax.data import eval_batches, to_model_space, train_batch
+from scoresde_jax.errors import StoppedBySignal
+from scoresde_jax.io import images as plotting
+from scoresde_jax.io.images import to_uint8
+from scoresde_jax.metrics.classifier import (
+    classifier_for_dataset,
+    evaluate_accuracy,
+    load_classifier,
+)
+from scoresde_jax.models.classifier import get_classifier
+from scoresde_jax.run import experiment as builders
+from scoresde_jax.run import workdir_lock
+from scoresde_jax.run.checkpoint import Checkpointer
+from scoresde_jax.run.experiment import (
+    ReplicatedState,
+    check_workdir,
+    data_shape,
+    restore_experiment,
+    to_host,
+)
+from scoresde_jax.run.signals import StopSignal
+from scoresde_jax.run.state import TrainState, ema_update, make_optimizer
+from scoresde_jax.run.writers import MetricWriter
 
 __all__ = [
     "LogProbFn",
@@ -147,7 +173,6 @@ def make_classifier_train_step(
 def classifier_from_config(config) -> nn.Module:
     """The network of ``config.classifier`` (see :data:`scoresde_jax.models.classifier.
     CLASSIFIERS`) with ``config.data.num_classes`` outputs."""
-    from scoresde_jax.models.classifier import get_classifier
 
     c = config.classifier
     common = dict(
@@ -179,8 +204,6 @@ class _Setup(ReplicatedState):
     """Network, optimizer, SDE, mesh and abstract (sharded) state of ``config.classifier``."""
 
     def __init__(self, config, mesh=None):
-        from scoresde_jax.sharding import make_data_mesh
-        from scoresde_jax.train import data_shape
 
         _check_image_config(config)
         c = config.classifier
@@ -240,8 +263,6 @@ def train_classifier(config, workdir: str) -> dict:
       ``{"step", "loss", "train_accuracy", "test_accuracy": {t: accuracy}, "num_params",
       "checkpoint_dir", "seconds", "steps_per_s"}``.
     """
-    from scoresde_jax import workdir_lock
-    from scoresde_jax.train import check_workdir
 
     check_workdir(workdir)
     out_dir = _classifier_dir(config, workdir)
@@ -252,13 +273,6 @@ def train_classifier(config, workdir: str) -> dict:
 
 def _train_classifier(config, out_dir: str) -> dict:
     from jax.sharding import NamedSharding, PartitionSpec
-
-    from scoresde_jax.data import train_batch
-    from scoresde_jax.errors import StoppedBySignal
-    from scoresde_jax.parallel import device_count
-    from scoresde_jax.sharding import replicated, to_global_array
-    from scoresde_jax.signals import StopSignal
-    from scoresde_jax.writers import MetricWriter
 
     setup = _Setup(config)
     c, d = config.classifier, config.data
@@ -421,11 +435,6 @@ def _make_evaluator(config, setup: _Setup, test_source, eval_times: list[float])
     images, each perturbed at every ``t`` (fixed noise, so numbers compare across steps)."""
     from jax.sharding import NamedSharding, PartitionSpec
 
-    from scoresde_jax.data import eval_batches, to_model_space
-    from scoresde_jax.parallel import device_count
-    from scoresde_jax.sharding import replicated, to_global_array
-    from scoresde_jax.train import to_host
-
     c, d = config.classifier, config.data
     sde = setup.sde
     n_dev = device_count(setup.mesh)
@@ -499,10 +508,6 @@ def sample_class(config, workdir: str) -> dict:
     ``classifier.compare_unconditional``, how many unconditional samples from the same noise do
     (``unconditional_label_fraction``, about 0.1 for ten balanced classes).
     """
-    from scoresde_jax.evaluate import restore_experiment
-    from scoresde_jax.parallel import device_count, sharded_sampler
-    from scoresde_jax.plotting import to_uint8
-    from scoresde_jax.train import to_host
 
     _check_image_config(config)
     label = _requested_label(config)
@@ -546,12 +551,6 @@ def sample_class(config, workdir: str) -> dict:
         "nfe": int(nfe),
         "sampling_seconds": seconds,
     }
-
-    from scoresde_jax.metrics.classifier import (
-        classifier_for_dataset,
-        evaluate_accuracy,
-        load_classifier,
-    )
 
     d = config.data
     judge_name = classifier_for_dataset(str(d.dataset), d.image_size, d.num_channels)

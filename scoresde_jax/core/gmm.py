@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from scoresde_jax.sde import SDE, ScoreFn
+from scoresde_jax.core.sde import SDE, ScoreFn
 
 __all__ = ["GaussianMixture"]
 

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from scoresde_jax.state import TrainState, ema_update
+from scoresde_jax.run.state import TrainState, ema_update
 
 __all__ = ["make_train_step", "make_eval_loss"]
 

@@ -1,7 +1,7 @@
 """Parameter counts of the networks of experiment configs, without allocating any weights.
 
-    python -m scoresde_jax.models.summary                      # the full-size CIFAR-10 configs
-    python -m scoresde_jax.models.summary configs/vp/cifar10_ddpm.py --json
+    python -m scoresde_jax.run.summary                      # the full-size CIFAR-10 configs
+    python -m scoresde_jax.run.summary configs/vp/cifar10_ddpm.py --json
 
 Run from the repository root (config files import ``configs.*``).
 """
@@ -17,6 +17,9 @@ import sys
 
 import jax
 import jax.numpy as jnp
+
+from scoresde_jax.run.experiment import data_shape
+from scoresde_jax.run.experiment import model_from_config as get_model
 
 __all__ = ["count_parameters", "load_config", "main"]
 
@@ -42,8 +45,6 @@ def load_config(path: str):
 
 def count_parameters(config) -> int:
     """Number of parameters of ``config``'s network (all leaves of its parameter tree)."""
-    from scoresde_jax.models import get_model
-    from scoresde_jax.train import data_shape
 
     model = get_model(config)
     x = jnp.zeros((1, *data_shape(config)), jnp.float32)

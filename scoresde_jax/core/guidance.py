@@ -4,7 +4,7 @@ of perturbed data (paper, Section 5, Eq. 14).
 ``grad_x log p_t(x | y) = grad_x log p_t(x) + grad_x log p_t(y | x)`` (Bayes' rule; ``p_t(y)``
 does not depend on ``x``), so any sampler that takes a ``score_fn(x, t)`` samples
 class-conditionally when given :func:`classifier_guided_score_fn`. Training the classifier and
-the command-line entries live in :mod:`scoresde_jax.noise_classifier`.
+the command-line entries live in :mod:`scoresde_jax.modes.classifier`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from scoresde_jax.sde import ScoreFn
+from scoresde_jax.core.sde import ScoreFn
 
 __all__ = ["LogProbFn", "classifier_guided_score_fn"]
 

@@ -14,7 +14,7 @@ dimensions: the mean (``True``) or half the sum (``False``, the convention of th
 of the SMLD papers). Half the sum makes the likelihood-weighted loss an upper bound on the negative
 log-likelihood (up to a constant); the mean keeps the loss scale independent of the data size.
 
-Implicit and sliced score matching (:mod:`scoresde_jax.score_matching`) train the same models with
+Implicit and sliced score matching (:mod:`scoresde_jax.core.score_matching`) train the same models with
 the same loss signature; :func:`get_loss_fn` picks them with ``loss="ism" | "ssm" | "ssm_vr"``.
 """
 
@@ -25,14 +25,14 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from scoresde_jax.score import ModelFn, get_score_fn
-from scoresde_jax.score_matching import (
+from scoresde_jax.core.score import ModelFn, get_score_fn
+from scoresde_jax.core.score_matching import (
     OBJECTIVES,
     implicit_score_matching,
     score_matching_loss,
     sliced_score_matching,
 )
-from scoresde_jax.sde import SDE, VESDE, VPSDE, SubVPSDE, batch_mul, importance_sample_t
+from scoresde_jax.core.sde import SDE, VESDE, VPSDE, SubVPSDE, batch_mul, importance_sample_t
 
 LossFn = Callable[[ModelFn, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
 
@@ -91,7 +91,7 @@ def sde_loss(
     Args:
       sde: the forward SDE.
       model_fn: ``model_fn(x, labels) -> output``, converted to a score by
-        :func:`scoresde_jax.score.get_score_fn`.
+        :func:`scoresde_jax.core.score.get_score_fn`.
       batch: data ``[B, ...]``.
       key: a PRNG key for ``t`` and ``z``.
       continuous: whether the network is conditioned on continuous time (passed to
@@ -149,7 +149,7 @@ def smld_loss(
 
     The network is conditioned on an integer label ``i`` that indexes the noise levels in
     *descending* order, ``sigmas = flip(sde.discrete_sigmas)`` (label 0 is ``sigma_max``), as NCSN
-    does and as :func:`scoresde_jax.score.time_labels` assumes for a discrete VE model. Each example
+    does and as :func:`scoresde_jax.core.score.time_labels` assumes for a discrete VE model. Each example
     contributes ``sigma_i^2 reduce(||model_fn(x + sigma_i z, i) + z / sigma_i||^2)``.
 
     Random draws::
@@ -159,7 +159,7 @@ def smld_loss(
         z = jax.random.normal(k_z, batch.shape)
 
     Args:
-      sde: a :class:`~scoresde_jax.sde.VESDE`, which supplies the noise levels.
+      sde: a :class:`~scoresde_jax.core.sde.VESDE`, which supplies the noise levels.
       model_fn: ``model_fn(x, labels) -> score`` with integer labels ``[B]``.
       batch: data ``[B, ...]``.
       key: a PRNG key.
@@ -201,7 +201,7 @@ def ddpm_loss(
         z = jax.random.normal(k_z, batch.shape)
 
     Args:
-      sde: a :class:`~scoresde_jax.sde.VPSDE`, which supplies the beta schedule.
+      sde: a :class:`~scoresde_jax.core.sde.VPSDE`, which supplies the beta schedule.
       model_fn: ``model_fn(x, labels) -> predicted noise`` with integer labels ``[B]``.
       batch: data ``[B, ...]``.
       key: a PRNG key.
@@ -239,7 +239,7 @@ def get_loss_fn(
     """Picks the training loss for an SDE, as ``loss_fn(model_fn, batch, key)``.
 
     With ``loss="dsm"`` (the default) the denoising losses below; with ``"ism"``, ``"ssm"`` or
-    ``"ssm_vr"`` :func:`scoresde_jax.score_matching.score_matching_loss` with the same time
+    ``"ssm_vr"`` :func:`scoresde_jax.core.score_matching.score_matching_loss` with the same time
     sampling, weighting and reduction (discrete time draws the SMLD / DDPM noise levels).
 
     ============  ===========  ==================================
@@ -259,7 +259,7 @@ def get_loss_fn(
       eps: smallest time of the continuous loss.
       loss: ``"dsm"``, ``"ism"``, ``"ssm"`` or ``"ssm_vr"`` (:data:`LOSSES`).
       ism_exact_trace: ISM: exact Jacobian trace (data of at most
-        :data:`~scoresde_jax.score_matching.EXACT_TRACE_MAX_DIM` dimensions) or Hutchinson's.
+        :data:`~scoresde_jax.core.score_matching.EXACT_TRACE_MAX_DIM` dimensions) or Hutchinson's.
       ssm_num_projections: projections per example of SSM / SSM-VR (probes of Hutchinson ISM).
       ssm_noise: projection law, ``"rademacher"`` or ``"gaussian"``.
 

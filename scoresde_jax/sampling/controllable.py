@@ -52,8 +52,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from scoresde_jax.core.sde import SDE, ScoreFn, batch_mul
 from scoresde_jax.sampling import CORRECTORS, PREDICTORS, SampleResult
-from scoresde_jax.sde import SDE, ScoreFn, batch_mul
 
 __all__ = [
     "COLOR_TRANSFORM",

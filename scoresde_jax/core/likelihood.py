@@ -33,9 +33,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from scoresde_jax import odeint
-from scoresde_jax.odeint import SOLVERS
-from scoresde_jax.sde import SDE, ScoreFn, probability_flow_drift
+from scoresde_jax.core import odeint
+from scoresde_jax.core.odeint import SOLVERS
+from scoresde_jax.core.sde import SDE, ScoreFn, probability_flow_drift
 
 __all__ = [
     "NOISES",
@@ -223,7 +223,7 @@ def log_likelihood(
       eps: start time; ``eps > 0`` avoids the singular score at ``t = 0``.
       rtol: relative tolerance of the step-size controller.
       atol: absolute tolerance of the step-size controller.
-      solver: an adaptive solver of :data:`scoresde_jax.odeint.SOLVERS` (``"tsit5"``,
+      solver: an adaptive solver of :data:`scoresde_jax.core.odeint.SOLVERS` (``"tsit5"``,
         ``"dopri5"``, ``"dopri8"``, ``"bosh3"``, ``"heun"``); ``nfe`` is exact (see there).
       max_steps: cap on attempted steps; examples get ``logp = NaN`` if it is reached.
 

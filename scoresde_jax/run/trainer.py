@@ -13,31 +13,33 @@ import os
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
-from scoresde_jax import builders, plotting, workdir_lock
-from scoresde_jax.checkpoint import Checkpointer
-from scoresde_jax.data import make_toy_dataset
+from scoresde_jax.core.mesh import (
+    device_count,
+    put_global_batch,
+    replicated,
+    sharded_sampler,
+    to_global_array,
+)
+from scoresde_jax.data import TrainIterator, make_toy_dataset, train_batch
 from scoresde_jax.errors import ConfigError, StoppedBySignal
-from scoresde_jax.parallel import device_count, sharded_sampler
-from scoresde_jax.preflight import check_frequencies
-from scoresde_jax.score import get_score_fn
-from scoresde_jax.sharding import make_data_mesh, put_global_batch, replicated
-from scoresde_jax.signals import StopSignal
-from scoresde_jax.state import init_state, learning_rate_schedule
-from scoresde_jax.train_step import make_eval_loss, make_train_step
-from scoresde_jax.writers import MetricWriter
+from scoresde_jax.io import images as plotting
+from scoresde_jax.run import experiment as builders
+from scoresde_jax.run import workdir_lock
+from scoresde_jax.run.checkpoint import Checkpointer
+from scoresde_jax.run.experiment import Experiment, build_experiment, check_workdir, to_host
+from scoresde_jax.run.preflight import check_frequencies
+from scoresde_jax.run.signals import StopSignal
+from scoresde_jax.run.state import learning_rate_schedule
+from scoresde_jax.run.train_step import make_eval_loss, make_train_step
+from scoresde_jax.run.writers import MetricWriter
 
 __all__ = [
     "train",
-    "Experiment",
-    "build_experiment",
     "jitted_train_step",
     "NonFiniteLossError",
-    "to_host",
 ]
 
 log = logging.getLogger(__name__)
@@ -45,119 +47,6 @@ log = logging.getLogger(__name__)
 
 class NonFiniteLossError(FloatingPointError):
     """Raised when the training loss becomes NaN or Inf."""
-
-
-class ReplicatedState:
-    """A ``TrainState`` of ``self.model`` and ``self.optimizer`` over ``self.mesh``, created
-    directly with replicated shardings; subclasses set ``model``, ``optimizer``, ``mesh``,
-    ``data_shape`` and ``init_key``, then call :meth:`_setup_state`.
-
-    The abstract state (``jax.eval_shape`` of the init) gives the shardings and is also the
-    Orbax restore target.
-    """
-
-    def _setup_state(self) -> None:
-        def init(key):
-            x = jnp.zeros((1, *self.data_shape), jnp.float32)
-            params = self.model.init(key, x, jnp.ones((1,), jnp.float32))
-            return init_state(params, self.optimizer)
-
-        self._init = init
-        self.abstract_state = jax.eval_shape(init, self.init_key)
-        self.state_sharding = jax.tree.map(lambda _: replicated(self.mesh), self.abstract_state)
-
-    def init_state(self):
-        """Parameters created directly with their (replicated) shardings."""
-        return jax.jit(self._init, out_shardings=self.state_sharding)(self.init_key)
-
-    def abstract_target(self):
-        """Shapes, dtypes and shardings of the state: the restore target."""
-        return jax.tree.map(
-            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-            self.abstract_state,
-            self.state_sharding,
-        )
-
-
-class Experiment(ReplicatedState):
-    """Everything built from a config: SDE, network, optimizer, loss, mesh, abstract state."""
-
-    def __init__(self, config):
-        self.config = config
-        self.sde = builders.sde_from_config(config)
-        self.model = builders.model_from_config(config)
-        self.optimizer = builders.optimizer_from_config(config.optim)
-        self.loss_fn = builders.loss_from_config(config, self.sde)
-        self.mesh = make_data_mesh(config.get("num_devices", None))
-        self.data_shape = data_shape(config)
-        self.continuous = config.training.continuous
-        key = jax.random.PRNGKey(config.seed)
-        self.init_key, self.train_key, self.eval_key = jax.random.split(key, 3)
-        self._setup_state()
-
-    @property
-    def is_image(self) -> bool:
-        return len(self.data_shape) == 3
-
-    def score_fn(self, params):
-        model_fn = lambda x, labels: self.model.apply(params, x, labels, train=False)
-        return get_score_fn(self.sde, model_fn, continuous=self.continuous)
-
-    def batch_sharding(self, batch_axis: int = 0) -> NamedSharding:
-        return NamedSharding(self.mesh, PartitionSpec(*([None] * batch_axis), "data"))
-
-    def checkpoint_meta(self) -> dict:
-        """What a checkpoint records beside the state: the network's own noise levels, when
-        ``config.model.noise_levels`` gives them (a converted checkpoint's)."""
-        levels = getattr(self.model, "noise_levels", None)
-        if levels is None:
-            return {}
-        return {"noise_levels": list(levels), "noise_levels_file": self.config.model.noise_levels}
-
-    def check_restored(self, restored) -> None:
-        """Refuses a checkpoint whose recorded noise levels differ from the network's: its
-        outputs would be divided by the wrong sigmas."""
-        recorded = restored.meta.get("noise_levels")
-        ours = getattr(self.model, "noise_levels", None)
-        if recorded is None:
-            return
-        if ours is None or len(ours) != len(recorded) or not np.allclose(ours, recorded, rtol=1e-7):
-            path = restored.meta.get("noise_levels_file") or "<workdir>/noise_levels.npy"
-            raise ConfigError(
-                f"The checkpoint {restored.path} uses its own {len(recorded)} noise levels "
-                f"({recorded[0]:.6g} ... {recorded[-1]:.6g}), which this config's network does "
-                f"not: add --config.model.noise_levels={path} "
-                f"--config.model.num_scales={len(recorded)} to the command."
-            )
-
-
-def data_shape(config) -> tuple[int, ...]:
-    """Shape of one example: ``(dim,)`` for vector data, ``(H, W, C)`` (NHWC) for images."""
-    if config.data.get("dim", None):
-        return (config.data.dim,)
-    return (config.data.image_size, config.data.image_size, config.data.num_channels)
-
-
-def build_experiment(config) -> Experiment:
-    return Experiment(config)
-
-
-def to_host(x: jax.Array) -> np.ndarray:
-    """The whole of a (possibly multi-host) global array, on every process."""
-    if getattr(x, "is_fully_addressable", True):
-        return np.asarray(x)
-    from jax.experimental import multihost_utils
-
-    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-
-
-def check_workdir(workdir: str) -> None:
-    """Work directories are filesystem paths (logs are appended and pictures written there)."""
-    if "://" in str(workdir):
-        raise ValueError(
-            f"--workdir={workdir!r} is a URL; use a filesystem path every host can see (NFS, "
-            "Filestore, or a bucket mounted with gcsfuse, e.g. /mnt/bucket/run)."
-        )
 
 
 def _toy_batches(train_data: np.ndarray, batch_size: int, n_steps: int, seed: int, step: int):
@@ -187,7 +76,6 @@ class _Feed:
             self.train_data = make_toy_dataset(d.dataset, d.n_train, d.seed)
             self.eval_data = make_toy_dataset(d.dataset, d.get("n_test", 5_000), d.seed + 1)
             return
-        from scoresde_jax.data import TrainIterator
 
         d = config.data
         self.pcount, self.pindex = jax.process_count(), jax.process_index()
@@ -215,7 +103,6 @@ class _Feed:
         if not self.exp.is_image:
             x = _toy_batches(self.train_data, self.batch_size, self.n_jit, self.config.seed, step)
             return put_global_batch(x, self.exp.mesh, batch_axis=1)
-        from scoresde_jax.sharding import to_global_array
 
         got, local = next(self._next)
         if got != step:
@@ -228,8 +115,6 @@ class _Feed:
             rng = np.random.default_rng([self.config.seed, step, 7])
             idx = rng.integers(0, len(self.eval_data), size=self.batch_size)
             return put_global_batch(self.eval_data[idx], self.exp.mesh)
-        from scoresde_jax.data import train_batch
-        from scoresde_jax.sharding import to_global_array
 
         prep = dict(self.prep, random_flip=False)
         local = train_batch(

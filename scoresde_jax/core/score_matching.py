@@ -1,6 +1,6 @@
 """Score matching without a denoising target: implicit and sliced score matching.
 
-Denoising score matching (:mod:`scoresde_jax.losses`) regresses the model on the score of the
+Denoising score matching (:mod:`scoresde_jax.core.losses`) regresses the model on the score of the
 Gaussian perturbation kernel. The objectives here instead only need the model ``s`` and its
 Jacobian ``grad_x s``, and are minimized by the score of whatever distribution the points ``x``
 come from:
@@ -36,8 +36,8 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from scoresde_jax.score import ModelFn, get_score_fn
-from scoresde_jax.sde import SDE, VESDE, VPSDE, SubVPSDE, batch_mul, importance_sample_t
+from scoresde_jax.core.score import ModelFn, get_score_fn
+from scoresde_jax.core.sde import SDE, VESDE, VPSDE, SubVPSDE, batch_mul, importance_sample_t
 
 ScoreAt = Callable[[jax.Array], jax.Array]
 
@@ -270,7 +270,7 @@ def score_matching_loss(
     Args:
       sde: the forward SDE.
       model_fn: ``model_fn(x, labels) -> output``; continuous time: converted to a score by
-        :func:`scoresde_jax.score.get_score_fn`; discrete: NCSN (VE, outputs the score) or DDPM
+        :func:`scoresde_jax.core.score.get_score_fn`; discrete: NCSN (VE, outputs the score) or DDPM
         (VP, predicts the noise) labels as in ``smld_loss`` / ``ddpm_loss``.
       batch: data ``[B, ...]``.
       key: PRNG key.

@@ -3,11 +3,11 @@
 Tasks (:data:`TASKS`):
 
 * ``inpaint``: fill in the region of ``sampling.inpaint_mask`` of each input image
-  (:func:`scoresde_jax.controllable.inpaint`);
+  (:func:`scoresde_jax.sampling.controllable.inpaint`);
 * ``colorize``: color the gray level of each input image, with a model of 3-channel images
-  (:func:`scoresde_jax.controllable.colorize`);
+  (:func:`scoresde_jax.sampling.controllable.colorize`);
 * ``class``: class-conditional sampling with a noise-conditional classifier
-  (:func:`scoresde_jax.noise_classifier.sample_class`).
+  (:func:`scoresde_jax.modes.classifier.sample_class`).
 
 Inpainting and colorization read their inputs from the dataset (``sampling.task_split``) or from
 ``sampling.task_inputs`` (an ``.npz`` of uint8 images, an image file or a folder of images), draw
@@ -27,38 +27,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from scoresde_jax import builders, controllable, plotting
-from scoresde_jax.data import to_model_space
-from scoresde_jax.parallel import device_count, sharded_batch_fn
-from scoresde_jax.plotting import to_uint8
+from scoresde_jax.core.mesh import device_count, put_global_batch, sharded_batch_fn
+from scoresde_jax.data import prepare_image, to_model_space
+from scoresde_jax.io import images as plotting
+from scoresde_jax.io.images import to_uint8
+from scoresde_jax.run import experiment as builders
+from scoresde_jax.run.experiment import restore_experiment, to_host
+from scoresde_jax.sampling import controllable
 
-__all__ = ["TASKS", "load_task_inputs", "run_task"]
+__all__ = ["inpaint", "colorize", "load_task_inputs"]
 
 log = logging.getLogger(__name__)
 
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
-
-
-def run_task(config, workdir: str) -> dict:
-    """Runs the controllable-generation task ``config.sampling.task``; returns its report.
-
-    Raises:
-      ValueError: for a task that is not in :data:`TASKS`.
-    """
-    task = str(config.sampling.get("task", "generate")).strip().lower()
-    if task not in TASKS:
-        raise ValueError(
-            f"Unknown config.sampling.task={task!r}; choose one of {sorted(TASKS)}, or "
-            "'generate' (unconditional samples, the default of --mode sample)."
-        )
-    return TASKS[task](config, workdir)
-
-
-def _class_task(config, workdir: str) -> dict:
-    # Imported here: the classifier and its training live in their own module.
-    from scoresde_jax.noise_classifier import sample_class
-
-    return sample_class(config, workdir)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -66,7 +47,6 @@ def _class_task(config, workdir: str) -> dict:
 
 
 def _prepare(images: list[np.ndarray], image_size: int, num_channels: int, where: str):
-    from scoresde_jax.data import prepare_image
 
     out = []
     for i, image in enumerate(images):
@@ -216,8 +196,6 @@ def _sampler_options(s) -> dict:
 def _run_rounds(fn, params, key, batch: np.ndarray, round_size: int, mesh, task: str):
     """``fn(params, key, x) -> (x, nfe)`` over ``batch`` in rounds of ``round_size`` rows
     (the last one padded with copies of the first row); returns host arrays."""
-    from scoresde_jax.sharding import put_global_batch
-    from scoresde_jax.train import to_host
 
     n = len(batch)
     n_rounds = -(-n // round_size)
@@ -245,7 +223,6 @@ def _run_rounds(fn, params, key, batch: np.ndarray, round_size: int, mesh, task:
 
 
 def _image_task(config, workdir: str, task: str) -> dict:
-    from scoresde_jax.evaluate import restore_experiment
 
     _check_image_task(config, task)
     d, s = config.data, config.sampling
@@ -348,17 +325,11 @@ def _image_task(config, workdir: str, task: str) -> dict:
     return out
 
 
-def _inpaint_task(config, workdir: str) -> dict:
+def inpaint(config, workdir: str) -> dict:
+    """``--mode sample --config.sampling.task=inpaint``."""
     return _image_task(config, workdir, "inpaint")
 
 
-def _colorize_task(config, workdir: str) -> dict:
+def colorize(config, workdir: str) -> dict:
+    """``--mode sample --config.sampling.task=colorize``."""
     return _image_task(config, workdir, "colorize")
-
-
-TASKS = {
-    "inpaint": _inpaint_task,
-    "colorize": _colorize_task,
-    "class": _class_task,
-}
-"""``config.sampling.task`` -> ``task(config, workdir) -> dict`` (the task's report)."""

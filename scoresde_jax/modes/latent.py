@@ -28,14 +28,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from scoresde_jax import builders, figures, odeint, plotting
+from scoresde_jax.core import odeint
+from scoresde_jax.core.mesh import device_count, put_global_batch, sharded_batch_fn
 from scoresde_jax.data import TOY_GMM, make_toy_dataset, to_model_space
-from scoresde_jax.evaluate import restore_experiment
-from scoresde_jax.fileio import atomic_savez
-from scoresde_jax.latent import interpolate, prior_moment_zscores, round_trip, temperature_sample
-from scoresde_jax.parallel import device_count, sharded_batch_fn
-from scoresde_jax.sharding import put_global_batch
-from scoresde_jax.train import to_host
+from scoresde_jax.io import images as plotting
+from scoresde_jax.io import plots
+from scoresde_jax.io.files import atomic_savez
+from scoresde_jax.run import experiment as builders
+from scoresde_jax.run.experiment import parse_floats, restore_experiment, to_host
+from scoresde_jax.sampling.latent import (
+    interpolate,
+    prior_moment_zscores,
+    round_trip,
+    temperature_sample,
+)
 
 __all__ = ["encode_mode", "interpolate_mode", "temperature_mode"]
 
@@ -146,7 +152,7 @@ def encode_mode(config, workdir: str) -> dict:
     boundary between ink and background, a point between two modes), so the largest error
     shrinks more slowly with the tolerance than the others;
     ``latent_*`` compares the latents with the prior (see
-    :func:`scoresde_jax.latent.prior_moment_zscores`: z-scores, about standard normal for prior
+    :func:`scoresde_jax.sampling.latent.prior_moment_zscores`: z-scores, about standard normal for prior
     samples).
     """
     n = _check_count(config.latent.num_inputs, "latent.num_inputs", 2)
@@ -192,7 +198,7 @@ def encode_mode(config, workdir: str) -> dict:
         report["changed_pixel_fraction"] = float(np.mean(rec_images != images))
         if jax.process_index() == 0:
             rows = np.stack([images, rec_images, _latent_picture(z, sde.prior_std)])
-            figures.labeled_image_grid(
+            plots.labeled_image_grid(
                 stem + ".png",
                 rows,
                 ["original", "decoded", "latent"],
@@ -202,7 +208,7 @@ def encode_mode(config, workdir: str) -> dict:
         report["latent_mean_per_dim"] = [float(v) for v in z.mean(0)]
         report["latent_cov"] = np.cov(z.T).tolist()
         if jax.process_index() == 0:
-            figures.plot_toy_encoding(
+            plots.plot_toy_encoding(
                 stem + ".png",
                 data=x,
                 latents=z,
@@ -263,7 +269,7 @@ def interpolate_mode(config, workdir: str) -> dict:
     if jax.process_index() == 0:
         if exp.is_image:
             pics = plotting.to_uint8(path, centered=config.data.centered)
-            figures.labeled_image_grid(
+            plots.labeled_image_grid(
                 stem + ".png",
                 pics,
                 [f"pair {i + 1}" for i in range(pairs)],
@@ -271,7 +277,7 @@ def interpolate_mode(config, workdir: str) -> dict:
             )
         else:
             prior = np.asarray(sde.prior_sample(jax.random.fold_in(key, 1), (2000, 2)))
-            figures.plot_toy_interpolation(
+            plots.plot_toy_interpolation(
                 stem + ".png",
                 data=make_toy_dataset(config.data.dataset, 5000, config.data.seed + 1),
                 paths=path,
@@ -290,14 +296,14 @@ def temperature_mode(config, workdir: str) -> dict:
     """``--mode temperature``: decoded prior samples at several temperatures.
 
     The latents are ``tau * z`` for each ``tau`` in ``latent.temperatures``, with the same base
-    noise ``z`` in every row (see :func:`scoresde_jax.latent.temperature_sample` for what the
+    noise ``z`` in every row (see :func:`scoresde_jax.sampling.latent.temperature_sample` for what the
     temperature means for VE, VP and sub-VP). Writes
     ``workdir/latent/temperature_step_<step>.{png,npz,json}``; the report gives, per
     temperature, the evaluations and the spread of the samples (for the Gaussian-mixture toy
     also their mean true log-density).
     """
     n = _check_count(config.latent.num_inputs, "latent.num_inputs")
-    temps = figures.parse_floats(config.latent.temperatures, "latent.temperatures")
+    temps = parse_floats(config.latent.temperatures, "latent.temperatures")
     if any(t < 0 or not math.isfinite(t) for t in temps):
         raise ValueError(f"latent.temperatures={config.latent.temperatures!r}: need tau >= 0")
     ode = _ode_kwargs(config)
@@ -355,14 +361,14 @@ def temperature_mode(config, workdir: str) -> dict:
             pics = np.stack(
                 [plotting.to_uint8(samples[t], centered=config.data.centered) for t in temps]
             )
-            figures.labeled_image_grid(
+            plots.labeled_image_grid(
                 stem + ".png",
                 pics,
                 [rf"$\tau$ = {t:g}" for t in temps],
                 title=f"step {step}: decoded $\\tau z$, the same $z$ in each row",
             )
         else:
-            figures.plot_toy_temperature(
+            plots.plot_toy_temperature(
                 stem + ".png",
                 data=make_toy_dataset(config.data.dataset, 5000, config.data.seed + 1),
                 samples=samples,

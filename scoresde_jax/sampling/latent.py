@@ -38,8 +38,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from scoresde_jax.core.sde import SDE, ScoreFn, batch_mul
 from scoresde_jax.sampling import SampleResult, decode, encode
-from scoresde_jax.sde import SDE, ScoreFn, batch_mul
 
 __all__ = [
     "InterpolationResult",

@@ -1,35 +1,13 @@
-"""Pictures of what a model learned on 2-D data, and the drawings of the latent modes.
+"""Pictures of 2-D toy models and labelled image grids, drawn from numpy arrays into PNG files.
 
-``toy_figures(config, workdir)`` (``--mode toy_figures``) writes two pictures for a 2-D toy
-config, from its newest checkpoint, to ``workdir/figures/``:
-
-* ``score_field_step_<step>.png``: the learned score ``s_theta(x, t)`` at several times over the
-  density ``p_t`` it should describe; for the Gaussian mixture (``data.dataset = "gmm"``,
-  :data:`scoresde_jax.data.TOY_GMM`) also the exact score ``grad log p_t`` and the error
-  ``sigma_t |s_theta - grad log p_t|`` (the noise-prediction error, comparable across times), with
-  the error as a function of the density. At small ``t`` the score is only learned where data
-  lies: the error is large in the low-density space between the modes, which is where samplers
-  start from. Larger noise spreads the data over the whole plane and the score becomes accurate
-  everywhere, the reason for training on many noise levels (Song & Ermon 2019, Section 3;
-  paper, Section 3). The other toy sets have no closed-form perturbed density: their panels
-  show the learned field over a histogram of perturbed data.
-* ``trajectories_step_<step>.png``: paths of the reverse SDE (Euler--Maruyama) and of the
-  probability-flow ODE started from the same prior points (paper, Figure 2).
-
-The drawing functions below take numpy arrays only; :mod:`scoresde_jax.manipulate` uses them for
-the 2-D pictures of ``--mode encode|interpolate|temperature``.
+Used by ``--mode toy_figures`` (score fields and trajectories) and by the latent modes
+(``--mode encode|interpolate|temperature``).
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import math
-import os
-import time
 
-import jax
-import jax.numpy as jnp
 import matplotlib
 import numpy as np
 
@@ -38,38 +16,23 @@ matplotlib.use("Agg")  # no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.collections import LineCollection  # noqa: E402
 
-from scoresde_jax.plotting import image_grid  # noqa: E402
+from scoresde_jax.io.images import image_grid  # noqa: E402
 
 __all__ = [
     "labeled_image_grid",
-    "parse_floats",
     "plot_score_fields",
     "plot_toy_encoding",
     "plot_toy_interpolation",
     "plot_toy_temperature",
     "plot_trajectories",
-    "toy_figures",
+    "square_limit",
 ]
 
-log = logging.getLogger(__name__)
 
 _DATA_STYLE = dict(s=2, c="0.65", alpha=0.35, linewidths=0)
 
 
-def parse_floats(text, field: str) -> list[float]:
-    """``"0.5, 1,2"`` -> ``[0.5, 1.0, 2.0]``; an error naming the config ``field`` otherwise."""
-    try:
-        values = [float(v) for v in str(text).split(",") if v.strip()]
-    except ValueError:
-        raise ValueError(
-            f"{field}={text!r}: use comma-separated numbers, e.g. '0.5,0.75,1.0'"
-        ) from None
-    if not values:
-        raise ValueError(f"{field}={text!r} holds no numbers; use e.g. '0.5,0.75,1.0'")
-    return values
-
-
-def _limit(points: np.ndarray, q: float = 0.995, margin: float = 1.25) -> float:
+def square_limit(points: np.ndarray, q: float = 0.995, margin: float = 1.25) -> float:
     return float(np.quantile(np.abs(points), q)) * margin
 
 
@@ -135,7 +98,7 @@ def plot_toy_encoding(
 ) -> str:
     """Three scatter panels: the encoded data, its latents over the prior, the reconstructions."""
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.5))
-    lim = _limit(data)
+    lim = square_limit(data)
     axes[0].scatter(data[:, 0], data[:, 1], s=2, alpha=0.5, linewidths=0)
     axes[0].set_title(f"data (n={len(data)})")
     _square(axes[0], lim)
@@ -178,14 +141,14 @@ def plot_toy_interpolation(
         ax.scatter(paths[i, :, 0], paths[i, :, 1], s=6, color=color, zorder=3)
         ax.scatter([x0[i, 0], x1[i, 0]], [x0[i, 1], x1[i, 1]], s=40, marker="x", color="k")
     ax.set_title("decoded interpolants (x: inputs, dotted: straight line)")
-    _square(ax, _limit(data))
+    _square(ax, square_limit(data))
     ax = axes[1]
     ax.scatter(prior_samples[:, 0], prior_samples[:, 1], **_DATA_STYLE)
     for i in range(len(latent_paths)):
         ax.plot(latent_paths[i, :, 0], latent_paths[i, :, 1], "-", color=f"C{i % 10}", lw=1.3)
         ax.scatter(latent_paths[i, [0, -1], 0], latent_paths[i, [0, -1], 1], s=20, color="k")
     ax.set_title("slerp in latent space (gray: prior samples)")
-    _square(ax, _limit(np.concatenate([prior_samples, latent_paths.reshape(-1, 2)])))
+    _square(ax, square_limit(np.concatenate([prior_samples, latent_paths.reshape(-1, 2)])))
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -198,7 +161,7 @@ def plot_toy_temperature(
     """One scatter panel of samples per temperature, over the data."""
     n = len(samples)
     fig, axes = plt.subplots(1, n, figsize=(3.3 * n, 3.6), squeeze=False)
-    lim = _limit(data)
+    lim = square_limit(data)
     for ax, (tau, x) in zip(axes[0], samples.items(), strict=True):
         ax.scatter(data[:, 0], data[:, 1], **_DATA_STYLE)
         ax.scatter(x[:, 0], x[:, 1], s=2, linewidths=0, c="C3", alpha=0.7)
@@ -360,7 +323,7 @@ def plot_trajectories(
     fig, axes = plt.subplots(
         1, 3, figsize=(15, 5.2), width_ratios=[1, 1, 1.15], layout="constrained"
     )
-    lim = max(_limit(data), float(np.abs(sde_xs[0]).max()) * 1.05)
+    lim = max(square_limit(data), float(np.abs(sde_xs[0]).max()) * 1.05)
     for ax, ts, xs, name in (
         (axes[0], sde_ts, sde_xs_drawn, "reverse SDE (Euler-Maruyama)"),
         (axes[1], ode_ts, ode_xs, "probability-flow ODE"),
@@ -384,169 +347,3 @@ def plot_trajectories(
     caption = "black circles: the common starts at t = T; red: the ends"
     fig.suptitle(f"{title}\n{caption}" if title else caption, fontsize=10)
     return _save(fig, path, dpi=80)
-
-
-# --------------------------------------------------------------------------- --mode toy_figures
-
-
-def _histogram_log_density(points: np.ndarray, grid: np.ndarray) -> np.ndarray:
-    """log of a histogram density of ``points`` on the cell centres ``grid`` (rows: y)."""
-    step = grid[1] - grid[0]
-    edges = np.concatenate([grid - step / 2, grid[-1:] + step / 2])
-    hist, _, _ = np.histogram2d(points[:, 1], points[:, 0], bins=(edges, edges))
-    hist = hist / (len(points) * step**2)
-    return np.log(np.maximum(hist, 1e-12))
-
-
-def toy_figures(config, workdir: str) -> dict:
-    """``--mode toy_figures``: the score-field and trajectory pictures of a 2-D toy checkpoint.
-
-    Reads ``config.figures`` (``score_times``, ``arrows``, ``num_trajectories``,
-    ``sde_steps``) and ``config.latent`` (ODE solver and tolerances); see the module docstring
-    for what is drawn. Returns the paths and, for the Gaussian mixture, the score errors.
-    """
-    from scoresde_jax.data import TOY_GMM, make_toy_dataset
-    from scoresde_jax.evaluate import restore_experiment
-    from scoresde_jax.sampling.trajectory import ode_trajectory, reverse_sde_trajectory
-
-    d = config.data
-    if d.get("dataset_kind", "image") != "toy" or d.get("dim", None) != 2:
-        raise ValueError(
-            f"--mode toy_figures draws 2-D score fields and paths; dataset {d.dataset!r} is not a "
-            "2-D toy set. Use a config from configs/toy/ (images: --mode sample, encode, "
-            "interpolate or temperature)."
-        )
-    fc, lc = config.figures, config.latent
-    times = parse_floats(fc.score_times, "figures.score_times")
-    exp, state, step = restore_experiment(config, workdir)
-    # A few thousand 2-D points: one device is plenty, and fetching the replicated parameters
-    # to the host keeps these small programs off the multi-device mesh.
-    params = jax.device_get(state.ema_params)
-    sde, eps = exp.sde, float(config.sampling.eps)
-    if any(not 0 < t <= sde.T for t in times):
-        raise ValueError(f"figures.score_times={fc.score_times!r}: every time must be in (0, T]")
-    out_dir = os.path.join(workdir, "figures")
-    is_main = jax.process_index() == 0
-    if is_main:
-        os.makedirs(out_dir, exist_ok=True)
-    name = d.dataset
-    data = make_toy_dataset(name, 5000, d.seed + 1)
-    key = jax.random.fold_in(exp.eval_key, 4 * 10**6 + step)
-    exact_fn = TOY_GMM.score_fn(sde) if name == "gmm" else None
-    t0 = time.perf_counter()
-
-    # (a) Score fields: arrows on a coarse grid, density and error on a fine one.
-    lim = _limit(data)
-    fine = np.linspace(-lim, lim, 120)
-    fx, fy = np.meshgrid(fine, fine)
-    fine_xy = np.stack([fx.ravel(), fy.ravel()], -1).astype(np.float32)
-    coarse = np.linspace(-lim, lim, fc.arrows + 2)[1:-1]
-    cx, cy = np.meshgrid(coarse, coarse)
-    arrow_xy = np.stack([cx.ravel(), cy.ravel()], -1).astype(np.float32)
-
-    @jax.jit
-    def fields(params, x, t):
-        tt = jnp.full((x.shape[0],), t, jnp.float32)
-        sigma = sde.marginal_coeffs(tt)[1][:, None]
-        learned = sigma * exp.score_fn(params)(x, tt)
-        exact = sigma * exact_fn(x, tt) if exact_fn is not None else jnp.zeros_like(x)
-        logp = TOY_GMM.marginal_logpdf(sde, x, tt) if exact_fn is not None else tt
-        return learned, exact, logp
-
-    learned_a, exact_a, log_density, error = [], [], [], []
-    rng = np.random.default_rng(d.seed)
-    report_errors = {}
-    # Without a closed form, the density comes from a histogram of perturbed data.
-    big = make_toy_dataset(name, 200_000, d.seed + 2) if exact_fn is None else None
-    for t in times:
-        la, ea, _ = fields(params, jnp.asarray(arrow_xy), t)
-        lf, ef, lp = (np.asarray(a) for a in fields(params, jnp.asarray(fine_xy), t))
-        learned_a.append(np.asarray(la))
-        exact_a.append(np.asarray(ea))
-        g = len(fine)
-        if exact_fn is not None:
-            log_density.append(lp.reshape(g, g))
-            err = np.linalg.norm(lf - ef, axis=-1)
-            error.append(err.reshape(g, g))
-            # The error where the data is (weighted by p_t) and in the low-density region.
-            w = np.exp(lp - lp.max())
-            low = lp < lp.max() - math.log(1e4)
-            report_errors[f"t={t:g}"] = {
-                "error_weighted_by_density": float((w * err).sum() / w.sum()),
-                "error_low_density": float(err[low].mean()) if low.any() else None,
-                "low_density_fraction_of_box": float(low.mean()),
-            }
-        else:
-            alpha, sigma = (float(v[0]) for v in sde.marginal_coeffs(jnp.full((1,), t)))
-            pert = alpha * big + sigma * rng.standard_normal(big.shape).astype(np.float32)
-            log_density.append(_histogram_log_density(pert, fine))
-    title = f"{name}: {config.training.sde}, step {step}"
-    score_png = os.path.join(out_dir, f"score_field_step_{step}.png")
-    if is_main:
-        plot_score_fields(
-            score_png,
-            times=times,
-            grid=fine,
-            log_density=np.stack(log_density),
-            arrows_xy=arrow_xy,
-            learned=np.stack(learned_a),
-            exact=np.stack(exact_a) if exact_fn is not None else None,
-            error=np.stack(error) if exact_fn is not None else None,
-            density_label="exact" if exact_fn is not None else "histogram of perturbed data",
-            title=title + (" (learned vs exact score)" if exact_fn is not None else ""),
-        )
-    log.info("score fields at t = %s done in %.1f s", times, time.perf_counter() - t0)
-
-    # (b) Trajectories of the reverse SDE and of the probability-flow ODE from the same starts.
-    t1 = time.perf_counter()
-    k_prior, k_noise = jax.random.split(key)
-    x_T = sde.prior_sample(k_prior, (fc.num_trajectories, 2))
-    ode_ts = np.linspace(sde.T, eps, 201)
-
-    @jax.jit
-    def paths(params, x_T, key):
-        score_fn = exp.score_fn(params)
-        sde_tr = reverse_sde_trajectory(sde, score_fn, key, x_T, fc.sde_steps, eps=eps)
-        ode_tr = ode_trajectory(
-            sde, score_fn, x_T, ode_ts, rtol=lc.rtol, atol=lc.atol, solver=lc.ode_solver
-        )
-        return sde_tr, ode_tr
-
-    sde_tr, ode_tr = jax.device_get(paths(params, x_T, k_noise))
-    traj_png = os.path.join(out_dir, f"trajectories_step_{step}.png")
-    if is_main:
-        plot_trajectories(
-            traj_png,
-            data=data,
-            sde_ts=np.asarray(sde_tr.ts),
-            sde_xs=np.asarray(sde_tr.xs),
-            ode_ts=np.asarray(ode_tr.ts),
-            ode_xs=np.asarray(ode_tr.xs),
-            title=f"{title}: {fc.num_trajectories} paths from the same prior points",
-        )
-    log.info(
-        "trajectories done in %.1f s (ODE: %d evaluations)",
-        time.perf_counter() - t1,
-        int(ode_tr.nfe),
-    )
-    report = {
-        "step": step,
-        "dataset": name,
-        "sde": config.training.sde,
-        "score_times": times,
-        "score_field_png": score_png,
-        "trajectories_png": traj_png,
-        "sde_steps": int(fc.sde_steps),
-        "ode_nfe": int(ode_tr.nfe),
-    }
-    if exact_fn is not None:
-        report["score_errors"] = report_errors
-        ends = {"sde": sde_tr.xs[-1], "ode": ode_tr.xs[-1]}
-        for kind, x in ends.items():
-            report[f"{kind}_endpoints_mean_true_logp"] = float(
-                np.mean(np.asarray(TOY_GMM.logpdf(jnp.asarray(x))))
-            )
-    if is_main:
-        with open(os.path.join(out_dir, f"report_step_{step}.json"), "w") as f:
-            json.dump(report, f, indent=2)
-    return report

@@ -80,11 +80,11 @@ def check_frequencies(tc) -> None:
 
 def check_config(config, mode: str) -> None:
     """Names and ranges of the config fields ``mode`` reads."""
-    from scoresde_jax.builders import SAMPLER_METHODS
+    from scoresde_jax.core.odeint import SOLVERS
+    from scoresde_jax.core.sde import SDES
     from scoresde_jax.models import MODELS
-    from scoresde_jax.odeint import SOLVERS
+    from scoresde_jax.run.experiment import SAMPLER_METHODS
     from scoresde_jax.sampling import CORRECTORS, PREDICTORS
-    from scoresde_jax.sde import SDES
 
     t, s, e, d, m = config.training, config.sampling, config.eval, config.data, config.model
     sde_names = [*SDES, "ve", "vp", "subvp"]
@@ -198,7 +198,7 @@ def _splits(config, mode: str) -> tuple[str, ...]:
 def _check_data(config, mode: str) -> None:
     if config.data.get("dataset_kind", "image") == "toy":
         return
-    from scoresde_jax import builders
+    from scoresde_jax.run import experiment as builders
 
     for split in _splits(config, mode):
         builders.image_source_from_config(config.data, split)  # raises with the file named

@@ -1,0 +1,1 @@
+"""The mathematics: SDEs, scores, losses, likelihoods, guidance, Gaussian mixtures, the mesh."""

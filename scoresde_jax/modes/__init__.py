@@ -1,0 +1,1 @@
+"""One module per command of ``main.py`` (see :data:`scoresde_jax.cli.MODES`)."""

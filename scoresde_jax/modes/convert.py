@@ -1,0 +1,374 @@
+"""Converts checkpoints of the paper's code into our Orbax training state.
+
+Command line::
+
+    python -m scoresde_jax.convert --config configs/ve/cifar10_ncsnpp_continuous.py \\
+        --source torch --checkpoint checkpoint_24.pth --workdir runs/ncsnpp_ve
+    python -m scoresde_jax.convert --config ... --source flax --checkpoint checkpoint_26 \\
+        --workdir ...
+
+Afterwards ``python main.py --config ... --workdir ... --mode sample`` draws samples from it with
+any sampler.
+
+Sources:
+
+* ``torch``: a ``score_sde_pytorch`` checkpoint (``.pth``: a dict with ``model`` (a DataParallel
+  ``state_dict``), ``ema`` (``shadow_params`` in parameter order), ``optimizer`` (Adam) and
+  ``step``), or a bare ``state_dict`` in a ``.pth`` or ``.npz`` file (then the EMA equals the
+  weights and the step is 0). Reading ``.pth`` needs PyTorch, which is optional.
+* ``flax``: an original ``score_sde`` checkpoint (``flax.training.checkpoints`` msgpack, with
+  ``optimizer.target``, ``params_ema``, the Adam moments and ``step``), or a bare parameter tree.
+
+Each model module listed in :data:`scoresde_jax.models.MODELS` plugs in by defining
+``params_from_torch_state_dict(state_dict, model) -> variables`` and, optionally,
+``params_from_flax_tree(tree, model)`` (default: the tree as is, checked against the model) and
+``torch_trainable_keys(keys, model)`` (default: every key but buffers), which gives the order of
+the PyTorch EMA's ``shadow_params``.
+
+Adam moments are converted too when the checkpoint has them (so training can resume);
+otherwise the optimizer state is fresh. The step counters of the optimizer follow ``step``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from scoresde_jax.errors import UserError
+from scoresde_jax.models import MODELS
+from scoresde_jax.run.checkpoint import Checkpointer
+from scoresde_jax.run.experiment import build_experiment
+from scoresde_jax.run.state import TrainState
+
+__all__ = [
+    "convert_checkpoint",
+    "load_torch_checkpoint",
+    "load_flax_checkpoint",
+    "state_from_torch",
+    "state_from_flax",
+]
+
+log = logging.getLogger(__name__)
+
+# PyTorch buffers that are not parameters (never in the EMA or the optimizer).
+_BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def _model_module(config):
+    name = config.model.name
+    if name not in MODELS:
+        raise ConversionInputError(
+            f"Unknown config.model.name={name!r}; choose one of {sorted(MODELS)}."
+        )
+    return importlib.import_module(MODELS[name])
+
+
+def _is_buffer(key: str) -> bool:
+    return key == "sigmas" or key.split(".")[-1] in _BUFFER_SUFFIXES
+
+
+def _strip_module(keys: list[str]) -> list[str]:
+    if keys and all(k.startswith("module.") for k in keys):
+        return [k[len("module.") :] for k in keys]
+    return list(keys)
+
+
+def _to_numpy(value) -> np.ndarray:
+    if hasattr(value, "detach"):  # a torch tensor
+        value = value.detach().cpu()
+        if value.is_floating_point():
+            value = value.float()
+        value = value.numpy()
+    return np.asarray(value)
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading files.
+
+
+def load_torch_checkpoint(path: str) -> dict[str, Any]:
+    """Reads a PyTorch checkpoint (``.pth``/``.pt``, needs torch) or a state_dict ``.npz``.
+
+    Returns:
+      A dict with ``model`` (key -> numpy array, in the file's order) and, when the file is a
+      full training checkpoint, ``ema`` (``shadow_params`` as numpy arrays), ``optimizer``
+      (PyTorch's optimizer ``state_dict``, tensors as numpy) and ``step``.
+    """
+    if path.endswith(".npz"):
+        with np.load(path) as data:
+            return {"model": {k: data[k] for k in data.files}}
+    try:
+        import torch
+    except ImportError as err:
+        raise ImportError(
+            f"Reading {path} needs PyTorch, which is an optional dependency: pip install torch "
+            "(the CPU build is enough), or save the state_dict as .npz elsewhere: "
+            "np.savez(f, **{k: v.numpy() for k, v in state_dict.items()})."
+        ) from err
+    raw = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"{path} holds a {type(raw).__name__}, not a checkpoint dict")
+    if "model" not in raw:  # a bare state_dict
+        return {"model": {k: _to_numpy(v) for k, v in raw.items()}}
+    out: dict[str, Any] = {"model": {k: _to_numpy(v) for k, v in raw["model"].items()}}
+    if "ema" in raw and raw["ema"] is not None:
+        out["ema"] = [_to_numpy(p) for p in raw["ema"]["shadow_params"]]
+    if "optimizer" in raw and raw["optimizer"] is not None:
+        opt = raw["optimizer"]
+        out["optimizer"] = {
+            "state": {
+                int(i): {k: _to_numpy(v) for k, v in s.items()} for i, s in opt["state"].items()
+            },
+            "param_groups": opt["param_groups"],
+        }
+    if "step" in raw:
+        out["step"] = int(raw["step"])
+    return out
+
+
+def load_flax_checkpoint(path: str) -> dict[str, Any]:
+    """Reads an original ``score_sde`` msgpack checkpoint into nested dicts of numpy arrays."""
+    from flax import serialization
+
+    with open(path, "rb") as f:
+        return serialization.msgpack_restore(f.read())
+
+
+# ----------------------------------------------------------------------------------------------
+# Building the training state.
+
+
+def _trainable_keys(module, keys: list[str], model) -> list[str]:
+    if hasattr(module, "torch_trainable_keys"):
+        return list(module.torch_trainable_keys(keys, model))
+    return [k for k in _strip_module(keys) if not _is_buffer(k)]
+
+
+def _with_adam_moments(opt_state, mu, nu, step: int):
+    """``opt_state`` with its Adam moments replaced and every step counter set to ``step``."""
+    count = jnp.asarray(step, jnp.int32)
+    fields = {"count": count}
+    if mu is not None:
+        fields.update(mu=mu, nu=nu)
+    try:
+        return optax.tree_utils.tree_set(opt_state, **fields)
+    except KeyError:
+        log.warning("The optimizer has no Adam state; its state starts fresh.")
+        return opt_state
+
+
+def state_from_torch(ckpt: Mapping[str, Any], model, optimizer, module=None) -> TrainState:
+    """A :class:`TrainState` from :func:`load_torch_checkpoint`'s result.
+
+    Args:
+      ckpt: ``model`` state_dict, optionally ``ema``, ``optimizer`` and ``step``.
+      model: the Flax network.
+      optimizer: the experiment's optax optimizer.
+      module: the model's module (with ``params_from_torch_state_dict``); default: looked up from
+        the network's own module.
+    """
+    module = module or importlib.import_module(type(model).__module__)
+    convert = module.params_from_torch_state_dict
+    names = _strip_module(list(ckpt["model"]))
+    sd = dict(zip(names, ckpt["model"].values(), strict=True))
+    params = convert(sd, model)
+
+    ema_params = params
+    if ckpt.get("ema") is not None:
+        trainable = _trainable_keys(module, list(sd), model)
+        shadow = ckpt["ema"]
+        if len(shadow) != len(trainable):
+            raise ValueError(
+                f"The EMA has {len(shadow)} shadow parameters but the model state_dict has "
+                f"{len(trainable)} trainable parameters; the checkpoint is inconsistent."
+            )
+        ema_sd = dict(sd)
+        for key, value in zip(trainable, shadow, strict=True):
+            if tuple(value.shape) != tuple(sd[key].shape):
+                raise ValueError(
+                    f"EMA shadow parameter for {key} has shape {value.shape}, the model's "
+                    f"{sd[key].shape}: the EMA is not in parameter order."
+                )
+            ema_sd[key] = value
+        ema_params = convert(ema_sd, model)
+
+    step = int(ckpt.get("step", 0))
+    opt_state = optimizer.init(params)
+    mu = nu = None
+    if ckpt.get("optimizer") is not None and ckpt["optimizer"]["state"]:
+        # PyTorch's optimizer indexes model.parameters(): every state_dict key but buffers.
+        param_keys = [k for k in sd if not _is_buffer(k)]
+        exp_avg, exp_avg_sq = dict(sd), dict(sd)
+        for i, key in enumerate(param_keys):
+            s = ckpt["optimizer"]["state"].get(i)
+            exp_avg[key] = s["exp_avg"] if s else np.zeros_like(sd[key])
+            exp_avg_sq[key] = s["exp_avg_sq"] if s else np.zeros_like(sd[key])
+        mu, nu = convert(exp_avg, model), convert(exp_avg_sq, model)
+    opt_state = _with_adam_moments(opt_state, mu, nu, step)
+    return TrainState(
+        step=jnp.asarray(step, jnp.int32), params=params, ema_params=ema_params, opt_state=opt_state
+    )
+
+
+def _flax_params(module, tree, model):
+    if hasattr(module, "params_from_flax_tree"):
+        return module.params_from_flax_tree(tree, model)
+    return {"params": tree}
+
+
+def state_from_flax(raw: Mapping[str, Any], model, optimizer, module=None) -> TrainState:
+    """A :class:`TrainState` from an original ``score_sde`` checkpoint (or a bare param tree)."""
+    module = module or importlib.import_module(type(model).__module__)
+    if "optimizer" not in raw:  # a bare parameter tree
+        params = _flax_params(module, raw, model)
+        return TrainState(
+            step=jnp.asarray(0, jnp.int32),
+            params=params,
+            ema_params=params,
+            opt_state=optimizer.init(params),
+        )
+    target = raw["optimizer"]["target"]
+    params = _flax_params(module, target, model)
+    ema_params = _flax_params(module, raw.get("params_ema", target), model)
+    step = int(np.asarray(raw.get("step", 0)).reshape(-1)[0])
+    mu = nu = None
+    param_states = raw["optimizer"].get("state", {}).get("param_states")
+    if param_states:
+        mu = _flax_params(module, _pick_leaf_field(param_states, "grad_ema"), model)
+        nu = _flax_params(module, _pick_leaf_field(param_states, "grad_sq_ema"), model)
+    opt_state = _with_adam_moments(optimizer.init(params), mu, nu, step)
+    return TrainState(
+        step=jnp.asarray(step, jnp.int32), params=params, ema_params=ema_params, opt_state=opt_state
+    )
+
+
+def _pick_leaf_field(tree: Mapping, field: str):
+    # flax.optim stores one {grad_ema, grad_sq_ema} record per parameter.
+    if field in tree and not isinstance(tree[field], Mapping):
+        return tree[field]
+    return {k: _pick_leaf_field(v, field) for k, v in tree.items()}
+
+
+# ----------------------------------------------------------------------------------------------
+# Entry point.
+
+
+class ConversionInputError(UserError, ValueError):
+    """The checkpoint does not fit the config (or cannot be read)."""
+
+
+class StepExistsError(UserError, FileExistsError):
+    """The work directory already holds a checkpoint of the step being converted."""
+
+
+NOISE_LEVELS_FILE = "noise_levels.npy"
+
+
+def _torch_sigmas(ckpt: Mapping[str, Any]) -> np.ndarray:
+    names = _strip_module(list(ckpt["model"]))
+    sd = dict(zip(names, ckpt["model"].values(), strict=True))
+    if "sigmas" not in sd:
+        raise ConversionInputError(
+            "--noise_levels=checkpoint: the checkpoint has no sigmas buffer; convert with the "
+            "default --noise_levels=config."
+        )
+    return np.asarray(sd["sigmas"], np.float64).reshape(-1)
+
+
+def convert_checkpoint(
+    config,
+    *,
+    source: str,
+    checkpoint: str,
+    workdir: str,
+    step: int | None = None,
+    noise_levels: str = "config",
+) -> TrainState:
+    """Converts ``checkpoint`` and saves it as an Orbax checkpoint in ``workdir/checkpoints``.
+
+    Args:
+      config: the experiment config the checkpoint was trained with.
+      source: ``"torch"`` (score_sde_pytorch ``.pth``, or a state_dict ``.npz``) or ``"flax"``
+        (score_sde msgpack).
+      checkpoint: path of the file to convert.
+      workdir: experiment directory; the state is saved under ``workdir/checkpoints``.
+      step: save under this step instead of the checkpoint's own.
+      noise_levels: ``"config"``: the network's noise levels come from ``sigma_min``,
+        ``sigma_max`` and ``num_scales``, and a ``sigmas`` buffer that the network reads must
+        equal them (the error names the values that reproduce it, when some do);
+        ``"checkpoint"``: the network uses the checkpoint's own buffer, written to
+        ``workdir/noise_levels.npy`` (later commands pass
+        ``--config.model.noise_levels=<that file>``; restoring checks it).
+
+    Returns:
+      The saved :class:`TrainState` (on the experiment's mesh).
+    """
+
+    if source not in ("torch", "flax"):
+        raise ConversionInputError(f"Unknown source {source!r}; use 'torch' or 'flax'.")
+    if noise_levels not in ("config", "checkpoint"):
+        raise ConversionInputError(f"noise_levels={noise_levels!r}; use 'config' or 'checkpoint'.")
+    raw = load_torch_checkpoint(checkpoint) if source == "torch" else None
+    if noise_levels == "checkpoint":
+        if source != "torch":
+            raise ConversionInputError(
+                "--noise_levels=checkpoint reads the sigmas buffer of a score_sde_pytorch "
+                "checkpoint; the Flax checkpoints of score_sde have none."
+            )
+        levels = _torch_sigmas(raw)
+        os.makedirs(workdir, exist_ok=True)
+        levels_path = os.path.abspath(os.path.join(workdir, NOISE_LEVELS_FILE))
+        np.save(levels_path, levels)
+        config = config.copy_and_resolve_references()
+        config.model.num_scales = len(levels)
+        config.model.noise_levels = levels_path
+        log.info(
+            "The network uses the checkpoint's %d noise levels (%s); pass "
+            "--config.model.noise_levels=%s --config.model.num_scales=%d to later commands.",
+            len(levels),
+            levels_path,
+            levels_path,
+            len(levels),
+        )
+    exp = build_experiment(config)
+    module = _model_module(config)
+    try:
+        if source == "torch":
+            state = state_from_torch(raw, exp.model, exp.optimizer, module)
+        else:
+            raw = load_flax_checkpoint(checkpoint)
+            state = state_from_flax(raw, exp.model, exp.optimizer, module)
+    except ValueError as e:  # the weights do not fit the config's network
+        raise ConversionInputError(str(e)) from None
+    if step is not None:
+        state = state.replace(step=jnp.asarray(step, jnp.int32))
+
+    expected = jax.tree.structure(exp.abstract_state)
+    if jax.tree.structure(state) != expected:
+        raise ConversionInputError(
+            "The converted state does not have the structure of the experiment's state:\n"
+            f"  converted: {jax.tree.structure(state)}\n  expected:  {expected}"
+        )
+    state = jax.tree.map(lambda x, a: jnp.asarray(x, a.dtype), state, exp.abstract_state)
+    state = jax.device_put(state, exp.state_sharding)
+
+    ckpt = Checkpointer(workdir)
+    saved_step = int(state.step)
+    if saved_step in ckpt.all_steps():
+        ckpt.close()
+        raise StepExistsError(
+            f"{ckpt.directory} already has a checkpoint for step {saved_step}; convert into an "
+            "empty workdir or choose another --step."
+        )
+    ckpt.save(state, force=True, meta=exp.checkpoint_meta())
+    ckpt.close()
+    log.info("Saved step %d to %s", saved_step, ckpt.directory)
+    return state

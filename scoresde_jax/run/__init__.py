@@ -1,0 +1,1 @@
+"""Configs to library objects: the experiment, the trainer, state, checkpoints, writers."""
