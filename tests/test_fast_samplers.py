@@ -28,9 +28,6 @@ from scoresde_jax.sampling.fast import (
     dpm_solver_pp_sample,
     edm_sample,
     make_denoiser,
-    scale_of_sigma,
-    sigma_of_t,
-    t_of_sigma,
 )
 
 SDE_NAMES = ("vesde", "vpsde", "subvpsde")
@@ -67,7 +64,7 @@ def gaussian_score_fn(sde):
 
 
 def sigma_at(sde, t):
-    return float(sigma_of_t(sde, jnp.float32(t)))
+    return float(sde.noise_level(jnp.float32(t)))
 
 
 def exact_gaussian_flow(sde, method, z):
@@ -80,14 +77,14 @@ def exact_gaussian_flow(sde, method, z):
     z = np.asarray(z, np.float64)
     c2 = GAUSS_STD**2
     s_max = sigma_at(sde, sde.T)
-    y0 = z / float(scale_of_sigma(sde, jnp.float32(s_max)))
+    y0 = z / float(sde.scale_of_noise_level(jnp.float32(s_max)))
     if method in ("heun", "euler"):
         s_end = sde.sigma_min if sde.name == "vesde" else sigma_at(sde, 1e-3)
         y1 = GAUSS_MEAN + (y0 - GAUSS_MEAN) * math.sqrt((c2 + s_end**2) / (c2 + s_max**2))
         return GAUSS_MEAN + (y1 - GAUSS_MEAN) * c2 / (c2 + s_end**2)
     s_end = sigma_at(sde, 1e-3)
     y1 = GAUSS_MEAN + (y0 - GAUSS_MEAN) * math.sqrt((c2 + s_end**2) / (c2 + s_max**2))
-    return float(scale_of_sigma(sde, jnp.float32(s_end))) * y1
+    return float(sde.scale_of_noise_level(jnp.float32(s_end))) * y1
 
 
 def observed_slopes(run, steps, reference, *, robust=False):
@@ -109,11 +106,11 @@ def observed_slopes(run, steps, reference, *, robust=False):
 def test_sigma_time_change_of_variables(sde_name):
     sde = get_sde(sde_name)
     t = jnp.linspace(1e-3, sde.T, 101)
-    sigma = sigma_of_t(sde, t)
+    sigma = sde.noise_level(t)
     alpha, std = sde.marginal_coeffs(t)
-    np.testing.assert_allclose(t_of_sigma(sde, sigma), t, rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(scale_of_sigma(sde, sigma), alpha, rtol=1e-4)
-    np.testing.assert_allclose(scale_of_sigma(sde, sigma) * sigma, std, rtol=1e-4)
+    np.testing.assert_allclose(sde.time_of_noise_level(sigma), t, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(sde.scale_of_noise_level(sigma), alpha, rtol=1e-4)
+    np.testing.assert_allclose(sde.scale_of_noise_level(sigma) * sigma, std, rtol=1e-4)
     assert np.all(np.diff(np.asarray(sigma)) > 0)
 
 

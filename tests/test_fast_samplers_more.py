@@ -49,7 +49,7 @@ from scoresde_jax.sampling import (
     pc_sample,
     sde_adaptive_sample,
 )
-from scoresde_jax.sampling.fast import dpm_solver_fast_orders, scale_of_sigma, sigma_of_t
+from scoresde_jax.sampling.fast import dpm_solver_fast_orders
 
 WEIGHTS = np.array([0.2, 0.3, 0.5])
 MEANS = np.array([[-2.0, -2.0], [-2.0, 2.0], [2.0, 0.0]])
@@ -88,8 +88,8 @@ def exact_gaussian_end(sde, z):
     """``x(eps)`` of the probability flow of ``N(mu, c^2 I)`` from ``x(T) = z``, in float64:
     ``y - mu`` scales by ``sqrt((c^2 + sigma^2) / (c^2 + sigma_T^2))`` and ``x = s y``."""
     c2 = GAUSS_STD**2
-    s_max, s_end = (float(sigma_of_t(sde, jnp.float64(t))) for t in (sde.T, EPS))
-    scale_max, scale_end = (float(scale_of_sigma(sde, jnp.float64(s))) for s in (s_max, s_end))
+    s_max, s_end = (float(sde.noise_level(jnp.float64(t))) for t in (sde.T, EPS))
+    scale_max, scale_end = (float(sde.scale_of_noise_level(jnp.float64(s))) for s in (s_max, s_end))
     y0 = np.asarray(z, np.float64) / scale_max
     y1 = GAUSS_MEAN + (y0 - GAUSS_MEAN) * math.sqrt((c2 + s_end**2) / (c2 + s_max**2))
     return scale_end * y1

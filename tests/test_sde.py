@@ -450,3 +450,37 @@ def test_sde_is_hashable_and_static(name):
     other = get_sde(name, N=10, T=2.0)
     jf(other, x)
     assert len(traces) == 2  # different parameters are a different static value
+
+
+@pytest.mark.parametrize("name", ["vesde", "vpsde", "subvpsde"])
+def test_noise_parametrization_is_one_consistent_set(name):
+    # x_t = s(t) (x_0 + sigma(t) z): every method of the parametrization against the marginal
+    # coefficients, in float64 on host numbers and in float32 on arrays, and each inverse map.
+    sde = sde_lib.get_sde(name)
+    ts = np.linspace(1e-3, sde.T, 37)
+    if name == "vesde":  # the closed forms of the paper, Appendix B, in float64
+        alpha, std = np.ones_like(ts), 0.01 * 5000.0**ts
+    else:
+        b = 0.1 * ts + 0.5 * (20.0 - 0.1) * ts**2
+        alpha = np.exp(-0.5 * b)
+        std = np.sqrt(-np.expm1(-b)) if name == "vpsde" else -np.expm1(-b)
+    for t, a, s in zip(ts, alpha, std, strict=True):
+        sigma = sde.noise_level(float(t))
+        assert isinstance(sigma, float)  # host numbers stay float64 (static grids)
+        np.testing.assert_allclose(sigma, s / a, rtol=1e-12)
+        np.testing.assert_allclose(sde.scale_of_noise_level(sigma), a, rtol=1e-12)
+        np.testing.assert_allclose(sde.marginal_std(float(t)), s, rtol=1e-12)
+        np.testing.assert_allclose(sde.log_snr(float(t)), np.log(a**2 / s**2), rtol=1e-10)
+        np.testing.assert_allclose(sde.time_of_noise_level(sigma), t, rtol=1e-10)
+        np.testing.assert_allclose(sde.time_of_marginal_std(s), t, rtol=1e-9)
+    t32 = jnp.asarray(ts, jnp.float32)
+    sigma32 = sde.noise_level(t32)
+    assert isinstance(sigma32, jax.Array) and sigma32.dtype == jnp.float32
+    np.testing.assert_allclose(sigma32, std / alpha, rtol=2e-5)
+    np.testing.assert_allclose(sde.time_of_noise_level(sigma32), ts, rtol=2e-4, atol=1e-6)
+    np.testing.assert_allclose(sde.time_of_marginal_std(sde.marginal_std(t32)), ts, rtol=2e-3)
+
+
+def test_sdes_outside_the_package_are_refused():
+    with pytest.raises(TypeError, match="needs an SDE"):
+        sde_lib.check_sde(object(), "a sampler")

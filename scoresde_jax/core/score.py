@@ -15,7 +15,9 @@ VE          discrete     ``round((T - t)(N - 1))`` (NCSN index) ``output``
 
 VP-type networks predict the noise ``eps`` (DDPM's parametrisation), so the score is
 ``-eps / sigma``; VE networks output the score directly (NCSN++ divides by sigma itself when
-``scale_by_sigma`` is set).
+``scale_by_sigma`` is set). Each SDE holds its rows of the table
+(:meth:`~scoresde_jax.core.sde.SDEBase.time_labels`,
+:meth:`~scoresde_jax.core.sde.SDEBase.score_from_output`).
 """
 
 from __future__ import annotations
@@ -23,9 +25,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import jax
-import jax.numpy as jnp
 
-from scoresde_jax.core.sde import SDE, VESDE, VPSDE, ScoreFn, SubVPSDE, batch_mul
+from scoresde_jax.core.sde import SDE, ScoreFn, check_sde
 
 ModelFn = Callable[[jax.Array, jax.Array], jax.Array]
 
@@ -34,43 +35,22 @@ __all__ = ["ModelFn", "get_score_fn", "time_labels"]
 
 def time_labels(sde: SDE, t: jax.Array, *, continuous: bool) -> jax.Array:
     """The conditioning label the network sees at time ``t`` (see the module table)."""
-    if isinstance(sde, VESDE):
-        if continuous:
-            return sde.marginal_coeffs(t)[1]
-        return jnp.round((sde.T - t) / sde.T * (sde.N - 1)).astype(jnp.int32)
-    if isinstance(sde, (VPSDE, SubVPSDE)):
-        if continuous or isinstance(sde, SubVPSDE):
-            return t * 999
-        return t / sde.T * (sde.N - 1)
-    raise TypeError(f"Unsupported SDE {type(sde).__name__}")
+    check_sde(sde, "time_labels")
+    return sde.time_labels(t, continuous=continuous)
 
 
 def get_score_fn(sde: SDE, model_fn: ModelFn, *, continuous: bool) -> ScoreFn:
-    """Wraps a model function into ``score_fn(x, t)`` following the module table.
+    """``score_fn(x, t)`` of a network ``model_fn(x, labels)`` trained on ``sde``.
 
     Args:
-      sde: the forward SDE the model was trained for.
-      model_fn: ``model_fn(x, labels) -> output``.
+      sde: the SDE the network was trained on.
+      model_fn: ``model_fn(x, labels) -> output`` (e.g. ``functools.partial(model.apply, params)``).
       continuous: whether the model was trained in continuous time (``training.continuous``).
     """
-    if isinstance(sde, VESDE):
+    check_sde(sde, "get_score_fn")
 
-        def score_fn(x, t):
-            return model_fn(x, time_labels(sde, t, continuous=continuous))
+    def score_fn(x, t):
+        labels = sde.time_labels(t, continuous=continuous)
+        return sde.score_from_output(model_fn(x, labels), t, labels, continuous=continuous)
 
-        return score_fn
-
-    if isinstance(sde, (VPSDE, SubVPSDE)):
-
-        def score_fn(x, t):
-            labels = time_labels(sde, t, continuous=continuous)
-            out = model_fn(x, labels)
-            if continuous or isinstance(sde, SubVPSDE):
-                std = sde.marginal_coeffs(t)[1]
-            else:
-                std = sde.sqrt_1m_alphas_cumprod[labels.astype(jnp.int32)]
-            return batch_mul(-1.0 / std, out)
-
-        return score_fn
-
-    raise TypeError(f"Unsupported SDE {type(sde).__name__}")
+    return score_fn

@@ -23,10 +23,13 @@ from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 __all__ = [
+    "SDEBase",
+    "check_sde",
     "SDES",
     "VESDE",
     "VPSDE",
@@ -61,8 +64,23 @@ def _std_normal_logp(z: jax.Array, var: float) -> jax.Array:
     return -0.5 * d * math.log(2 * math.pi * var) - 0.5 * sq / var
 
 
-class _SDEBase:
-    """Shared methods. Subclasses define ``drift_diffusion``, ``marginal_coeffs`` and the prior."""
+def _xp(x):
+    """numpy for host numbers (static grids stay float64, also inside a ``jax.jit`` trace),
+    jax.numpy for arrays."""
+    return np if isinstance(x, int | float | np.ndarray | np.generic) else jnp
+
+
+class SDEBase:
+    """Shared methods. Subclasses define ``drift_diffusion``, ``marginal_coeffs``, the prior and
+    their noise parametrization.
+
+    Noise parametrization (each SDE gives it in closed form; samplers and score conversions use
+    only these methods): ``x_t = s(t) (x_0 + sigma(t) z)`` with the scale ``s(t)`` and the noise
+    level ``sigma(t)`` of the scaled variable (Karras et al. 2022, Eq. 4);
+    ``marginal_std(t) = s(t) sigma(t)``; ``log_snr(t) = -2 log sigma(t)``. The inverse maps take
+    a noise level (or a marginal std) back to its time. Every method accepts host numbers
+    (answering in float64) or arrays.
+    """
 
     N: int
     T: float
@@ -99,9 +117,41 @@ class _SDEBase:
     def drift_diffusion(self, x: jax.Array, t: jax.Array) -> tuple[jax.Array, jax.Array]:
         raise NotImplementedError
 
+    def noise_level(self, t):
+        """``sigma(t)``: the noise level of ``x_t / s(t)``."""
+        raise NotImplementedError
+
+    def time_of_noise_level(self, sigma):
+        """Inverse of :meth:`noise_level`."""
+        raise NotImplementedError
+
+    def scale_of_noise_level(self, sigma):
+        """The scale ``s`` at noise level ``sigma`` (written in ``sigma`` to skip a round trip)."""
+        raise NotImplementedError
+
+    def marginal_std(self, t):
+        """``s(t) sigma(t)``: the std of the perturbation kernel (host numbers or arrays)."""
+        raise NotImplementedError
+
+    def time_of_marginal_std(self, std):
+        """Inverse of :meth:`marginal_std`."""
+        raise NotImplementedError
+
+    def log_snr(self, t):
+        """``log(s^2 / std^2) = -2 log sigma(t)``."""
+        return -2 * _xp(t).log(self.noise_level(t))
+
+    def time_labels(self, t: jax.Array, *, continuous: bool) -> jax.Array:
+        """The conditioning label the network sees at time ``t`` (see :mod:`.score`)."""
+        raise NotImplementedError
+
+    def score_from_output(self, out, t, labels, *, continuous: bool) -> jax.Array:
+        """The score of a network's output ``out`` at time ``t`` (labels from :meth:`time_labels`)."""
+        raise NotImplementedError
+
 
 @dataclasses.dataclass(frozen=True)
-class VESDE(_SDEBase):
+class VESDE(SDEBase):
     """Variance-exploding SDE (the continuous limit of SMLD / NCSN).
 
     As in the paper (Appendix B), the perturbation kernel is taken to be ``N(x_0, sigma(t)^2 I)``;
@@ -146,6 +196,30 @@ class VESDE(_SDEBase):
     def marginal_coeffs(self, t):
         return jnp.ones_like(t), self.sigma(t)
 
+    def noise_level(self, t):
+        return self.sigma(t)
+
+    def time_of_noise_level(self, sigma):
+        return self.T * _xp(sigma).log(sigma / self.sigma_min) / math.log(
+            self.sigma_max / self.sigma_min
+        )
+
+    def scale_of_noise_level(self, sigma):
+        return _xp(sigma).ones_like(sigma)
+
+    marginal_std = noise_level
+    time_of_marginal_std = time_of_noise_level
+
+    def time_labels(self, t, *, continuous):
+        # NCSN++ (continuous) embeds sigma(t); NCSN / NCSNv2 index their discrete noise levels,
+        # largest first.
+        if continuous:
+            return self.sigma(t)
+        return jnp.round((self.T - t) / self.T * (self.N - 1)).astype(jnp.int32)
+
+    def score_from_output(self, out, t, labels, *, continuous):
+        return out  # SMLD networks output the score itself
+
     def discretize(self, x, t):
         """SMLD: ``x_i = x_{i-1} + sqrt(sigma_i^2 - sigma_{i-1}^2) z`` (paper, Eq. 8)."""
         idx = _time_index(t, self.N, self.T)
@@ -156,7 +230,7 @@ class VESDE(_SDEBase):
 
 
 @dataclasses.dataclass(frozen=True)
-class _BetaSDE(_SDEBase):
+class _BetaSDE(SDEBase):
     beta_min: float = 0.1
     beta_max: float = 20.0
     N: int = 1000
@@ -183,7 +257,18 @@ class _BetaSDE(_SDEBase):
     def time_of_integrated_beta(self, b: jax.Array) -> jax.Array:
         """Inverse of :meth:`integrated_beta` (written to avoid cancellation)."""
         slope = (self.beta_max - self.beta_min) / self.T
-        return 2 * b / (self.beta_min + jnp.sqrt(self.beta_min**2 + 2 * slope * b))
+        return 2 * b / (self.beta_min + _xp(b).sqrt(self.beta_min**2 + 2 * slope * b))
+
+    def time_labels(self, t, *, continuous):
+        # DDPM++ and friends see 999 t; the discrete DDPM networks their step index.
+        return t * 999 if continuous else t / self.T * (self.N - 1)
+
+    def score_from_output(self, out, t, labels, *, continuous):
+        if continuous:
+            std = self.marginal_coeffs(t)[1]
+        else:
+            std = self.sqrt_1m_alphas_cumprod[labels.astype(jnp.int32)]
+        return batch_mul(-1.0 / std, out)  # the network predicts the noise
 
     @property
     def discrete_betas(self) -> jax.Array:
@@ -221,6 +306,23 @@ class VPSDE(_BetaSDE):
         log_mean = -0.5 * self.integrated_beta(t)
         return jnp.exp(log_mean), jnp.sqrt(-jnp.expm1(2 * log_mean))
 
+    def noise_level(self, t):
+        xp = _xp(t)
+        return xp.sqrt(xp.expm1(self.integrated_beta(t)))
+
+    def time_of_noise_level(self, sigma):
+        return self.time_of_integrated_beta(_xp(sigma).log1p(sigma**2))
+
+    def scale_of_noise_level(self, sigma):  # s^2 (1 + sigma^2) = 1
+        return 1 / np.sqrt(1 + sigma**2) if _xp(sigma) is np else jax.lax.rsqrt(1 + sigma**2)
+
+    def marginal_std(self, t):
+        xp = _xp(t)
+        return xp.sqrt(-xp.expm1(-self.integrated_beta(t)))
+
+    def time_of_marginal_std(self, std):
+        return self.time_of_integrated_beta(-_xp(std).log1p(-(std**2)))
+
     def discretize(self, x, t):
         """DDPM: ``x_i = sqrt(1 - beta_i) x_{i-1} + sqrt(beta_i) z`` (paper, Eq. 10)."""
         idx = _time_index(t, self.N, self.T)
@@ -248,11 +350,41 @@ class SubVPSDE(_BetaSDE):
         log_mean = -0.5 * self.integrated_beta(t)
         return jnp.exp(log_mean), -jnp.expm1(2 * log_mean)
 
+    def noise_level(self, t):
+        return 2 * _xp(t).sinh(0.5 * self.integrated_beta(t))
+
+    def time_of_noise_level(self, sigma):
+        return self.time_of_integrated_beta(2 * _xp(sigma).arcsinh(0.5 * sigma))
+
+    def scale_of_noise_level(self, sigma):  # s^2 + sigma s - 1 = 0
+        return 2 / (sigma + _xp(sigma).sqrt(sigma**2 + 4))
+
+    def marginal_std(self, t):
+        return -_xp(t).expm1(-self.integrated_beta(t))
+
+    def time_of_marginal_std(self, std):
+        return self.time_of_integrated_beta(-_xp(std).log1p(-std))
+
+    def time_labels(self, t, *, continuous):
+        return t * 999  # no discrete counterpart: always the continuous label
+
+    def score_from_output(self, out, t, labels, *, continuous):
+        return batch_mul(-1.0 / self.marginal_coeffs(t)[1], out)
+
 
 SDE = VESDE | VPSDE | SubVPSDE
 
 SDES: dict[str, type] = {"vesde": VESDE, "vpsde": VPSDE, "subvpsde": SubVPSDE}
 _ALIASES = {"ve": "vesde", "vp": "vpsde", "subvp": "subvpsde", "sub-vp": "subvpsde"}
+
+
+def check_sde(sde, needed_by: str) -> None:
+    """Raises ``TypeError`` unless ``sde`` is one of the package's SDEs (:data:`SDES`)."""
+    if not isinstance(sde, SDEBase):
+        raise TypeError(
+            f"{needed_by} needs an SDE of scoresde_jax.core.sde ({', '.join(SDES)}), "
+            f"got {type(sde).__name__}"
+        )
 
 
 def get_sde(name: str, **params) -> SDE:

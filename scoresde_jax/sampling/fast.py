@@ -16,7 +16,7 @@ diffusion-based generative models", Eq. 4 with ``s = 1``)
 
 with the denoiser ``D(y; sigma) = y + sigma^2 score_y`` and ``score_y(y, sigma) =
 s score_x(s y, t(sigma))``. ``sigma(t)`` is monotone and inverted in closed form
-(:func:`t_of_sigma`), so all samplers work on a grid of ``sigma`` and ask ``score_fn`` at the
+(:meth:`~scoresde_jax.core.sde.SDEBase.time_of_noise_level`), so all samplers work on a grid of ``sigma`` and ask ``score_fn`` at the
 matching times.
 
 * :func:`edm_sample`: Karras et al.'s Algorithms 1 and 2 (Heun, optional stochastic churn) on a
@@ -48,7 +48,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from scoresde_jax.core.sde import SDE, VESDE, VPSDE, ScoreFn, SubVPSDE
+from scoresde_jax.core.sde import SDE, ScoreFn, check_sde
 from scoresde_jax.sampling._common import SampleResult, check_shape
 
 __all__ = [
@@ -58,50 +58,9 @@ __all__ = [
     "dpm_solver_sample",
     "edm_sample",
     "make_denoiser",
-    "scale_of_sigma",
-    "sigma_of_t",
-    "t_of_sigma",
 ]
 
 Denoiser = Callable[[jax.Array, jax.Array], jax.Array]
-
-
-def sigma_of_t(sde: SDE, t):
-    """The noise level ``sigma(t)`` of the scaled variable ``y = x / s(t)``."""
-    if isinstance(sde, VESDE):
-        return sde.sigma(t)
-    b = sde.integrated_beta(t)
-    if isinstance(sde, VPSDE):
-        return jnp.sqrt(jnp.expm1(b))
-    if isinstance(sde, SubVPSDE):
-        return 2 * jnp.sinh(0.5 * b)
-    raise TypeError(f"no sigma(t) for {type(sde).__name__}")
-
-
-def t_of_sigma(sde: SDE, sigma):
-    """Inverse of :func:`sigma_of_t` in closed form.
-
-    VE is log-linear in ``t``; for VP ``B(t) = log(1 + sigma^2)``, for sub-VP
-    ``B(t) = 2 asinh(sigma / 2)``, and ``B`` (quadratic in ``t``) is inverted by the SDE.
-    """
-    if isinstance(sde, VESDE):
-        return sde.T * jnp.log(sigma / sde.sigma_min) / math.log(sde.sigma_max / sde.sigma_min)
-    if isinstance(sde, VPSDE):
-        return sde.time_of_integrated_beta(jnp.log1p(sigma**2))
-    if isinstance(sde, SubVPSDE):
-        return sde.time_of_integrated_beta(2 * jnp.arcsinh(0.5 * sigma))
-    raise TypeError(f"no t(sigma) for {type(sde).__name__}")
-
-
-def scale_of_sigma(sde: SDE, sigma):
-    """The scale ``s`` at noise level ``sigma`` (written in ``sigma`` to skip a round trip)."""
-    if isinstance(sde, VESDE):
-        return jnp.ones_like(sigma)
-    if isinstance(sde, VPSDE):  # alpha^2 (1 + sigma^2) = 1
-        return jax.lax.rsqrt(1 + sigma**2)
-    if isinstance(sde, SubVPSDE):  # alpha^2 + sigma alpha - 1 = 0
-        return 2 / (sigma + jnp.sqrt(sigma**2 + 4))
-    raise TypeError(f"no scale for {type(sde).__name__}")
 
 
 def make_denoiser(sde: SDE, score_fn: ScoreFn) -> Denoiser:
@@ -109,16 +68,11 @@ def make_denoiser(sde: SDE, score_fn: ScoreFn) -> Denoiser:
 
     def denoiser(y, sigma):
         sigma = jnp.asarray(sigma, y.dtype)
-        s = scale_of_sigma(sde, sigma)
-        t = jnp.full((y.shape[0],), t_of_sigma(sde, sigma), y.dtype)
+        s = sde.scale_of_noise_level(sigma)
+        t = jnp.full((y.shape[0],), sde.time_of_noise_level(sigma), y.dtype)
         return y + (sigma**2 * s) * score_fn(s * y, t)
 
     return denoiser
-
-
-def _check_sde(sde: SDE) -> None:
-    if not isinstance(sde, VESDE | VPSDE | SubVPSDE):
-        raise TypeError(f"fast samplers need a VESDE, VPSDE or SubVPSDE, got {type(sde).__name__}")
 
 
 def _check_eps(sde: SDE, eps: float) -> None:
@@ -142,15 +96,12 @@ def _initial_y(sde: SDE, key, shape, z, sigma_start: float) -> jax.Array:
         z = sde.prior_sample(key, shape)
     elif tuple(z.shape) != shape:
         raise ValueError(f"z has shape {tuple(z.shape)} but shape={shape} was requested")
-    return z / scale_of_sigma(sde, jnp.asarray(sigma_start, z.dtype))
+    return z / sde.scale_of_noise_level(jnp.asarray(sigma_start, z.dtype))
 
 
 def _sigma_at(sde: SDE, t: float) -> float:
-    """``sigma(t)`` in Python floats, for the static grids (also inside a ``jax.jit`` trace)."""
-    if isinstance(sde, VESDE):
-        return sde.sigma_min * (sde.sigma_max / sde.sigma_min) ** (t / sde.T)
-    b = sde.integrated_beta(t)
-    return math.sqrt(math.expm1(b)) if isinstance(sde, VPSDE) else 2 * math.sinh(0.5 * b)
+    """``sigma(t)`` in float64, for the static grids (also inside a ``jax.jit`` trace)."""
+    return float(sde.noise_level(float(t)))
 
 
 def edm_sample(
@@ -207,13 +158,13 @@ def edm_sample(
     Raises:
       ValueError: for a bad shape, step count or noise range.
     """
-    _check_sde(sde)
+    check_sde(sde, "the fast samplers")
     shape = check_shape(shape)
     if num_steps < 1:
         raise ValueError(f"need num_steps >= 1, got {num_steps}")
     sigma_top = _sigma_at(sde, sde.T)
     if sigma_min is None:
-        sigma_min = sde.sigma_min if isinstance(sde, VESDE) else _sigma_at(sde, 1e-3)
+        sigma_min = _sigma_at(sde, 0.0) or _sigma_at(sde, 1e-3)  # VE: sigma_min
     if sigma_max is None:
         sigma_max = sigma_top
     if not 0 < sigma_min < sigma_max:
@@ -368,7 +319,7 @@ def dpm_solver_pp_sample(
     Raises:
       ValueError: for a bad shape, step count, order or ``eps``.
     """
-    _check_sde(sde)
+    check_sde(sde, "the fast samplers")
     shape = check_shape(shape)
     if num_steps < 1:
         raise ValueError(f"need num_steps >= 1, got {num_steps}")
@@ -396,7 +347,7 @@ def dpm_solver_pp_sample(
 
     zeros = jnp.zeros_like(y)
     y, _, _ = jax.lax.fori_loop(0, num_steps, step, (y, zeros, zeros))
-    x = scale_of_sigma(sde, sigmas_j[-1]) * y
+    x = sde.scale_of_noise_level(sigmas_j[-1]) * y
     return SampleResult(x, num_steps)
 
 
@@ -419,8 +370,8 @@ def _make_noise_predictor(sde: SDE, score_fn: ScoreFn) -> Denoiser:
 
     def noise(y, sigma):
         sigma = jnp.asarray(sigma, y.dtype)
-        s = scale_of_sigma(sde, sigma)
-        t = jnp.full((y.shape[0],), t_of_sigma(sde, sigma), y.dtype)
+        s = sde.scale_of_noise_level(sigma)
+        t = jnp.full((y.shape[0],), sde.time_of_noise_level(sigma), y.dtype)
         return -(sigma * s) * score_fn(s * y, t)
 
     return noise
@@ -552,7 +503,7 @@ def dpm_solver_sample(
     Raises:
       ValueError: for a bad shape, budget, order or ``eps``.
     """
-    _check_sde(sde)
+    check_sde(sde, "the fast samplers")
     shape = check_shape(shape)
     _check_eps(sde, eps)
     if order not in (1, 2, 3):
@@ -580,7 +531,7 @@ def dpm_solver_sample(
     )
     for i in range(n_main, len(orders)):
         y = _singlestep(noise, y, lam_j[i], h_j[i], orders[i])
-    x = scale_of_sigma(sde, jnp.asarray(sigma_end, dtype)) * y
+    x = sde.scale_of_noise_level(jnp.asarray(sigma_end, dtype)) * y
     return SampleResult(x, sum(orders))
 
 
@@ -641,7 +592,7 @@ def dpm_solver_adaptive_sample(
     Raises:
       ValueError: for a bad shape, order, tolerance or ``eps``.
     """
-    _check_sde(sde)
+    check_sde(sde, "the fast samplers")
     shape = check_shape(shape)
     _check_eps(sde, eps)
     if order not in (2, 3):
@@ -658,7 +609,7 @@ def dpm_solver_adaptive_sample(
     batch = shape[0]
 
     def scaled(v, lam):
-        return scale_of_sigma(sde, jnp.exp(-lam)) * v
+        return sde.scale_of_noise_level(jnp.exp(-lam)) * v
 
     def cond(carry):
         *_, attempts, done = carry
@@ -709,5 +660,5 @@ def dpm_solver_adaptive_sample(
         jnp.array(False),
     )
     y, *_, nfe, _, done = jax.lax.while_loop(cond, body, init)
-    x = scale_of_sigma(sde, jnp.asarray(sigma_end, dtype)) * y
+    x = sde.scale_of_noise_level(jnp.asarray(sigma_end, dtype)) * y
     return SampleResult(jnp.where(done, x, jnp.nan), nfe)

@@ -28,7 +28,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from scoresde_jax.core.sde import SDE, VESDE, VPSDE, ScoreFn, SubVPSDE, batch_mul
+from scoresde_jax.core.sde import SDE, ScoreFn, batch_mul, check_sde
 from scoresde_jax.sampling._common import SampleResult, check_shape
 
 __all__ = ["annealed_langevin_sample", "annealed_noise_levels", "langevin_sample"]
@@ -117,21 +117,6 @@ def langevin_sample(
     return SampleResult(x, n_steps + int(denoise))
 
 
-def _time_of_kernel_std(sde: SDE, sigma: jax.Array) -> jax.Array:
-    """Inverse of ``t -> sigma_t``, the std of the perturbation kernel, in closed form.
-
-    VE: ``sigma_t = sigma_min (sigma_max / sigma_min)^(t / T)``; VP: ``sigma_t^2 = 1 - exp(-B)``;
-    sub-VP: ``sigma_t = 1 - exp(-B)``; ``B(t) = int_0^t beta`` is inverted by the SDE.
-    """
-    if isinstance(sde, VESDE):
-        return sde.T * jnp.log(sigma / sde.sigma_min) / math.log(sde.sigma_max / sde.sigma_min)
-    if isinstance(sde, VPSDE):
-        return sde.time_of_integrated_beta(-jnp.log1p(-jnp.square(sigma)))
-    if isinstance(sde, SubVPSDE):
-        return sde.time_of_integrated_beta(-jnp.log1p(-sigma))
-    raise TypeError(f"Unsupported SDE {type(sde).__name__}")
-
-
 def annealed_noise_levels(
     sde: SDE, num_levels: int, sigma_min: float | None = None
 ) -> tuple[jax.Array, jax.Array]:
@@ -161,14 +146,11 @@ def annealed_noise_levels(
     """
     if num_levels < 1:
         raise ValueError(f"need num_levels >= 1, got {num_levels}")
-    if isinstance(sde, VESDE):
-        top = sde.sigma_max
-    else:  # Python floats, so that the check below also works under jax.jit
-        b_t = sde.beta_min * sde.T + 0.5 * (sde.beta_max - sde.beta_min) * sde.T
-        top = math.sqrt(-math.expm1(-b_t)) if isinstance(sde, VPSDE) else -math.expm1(-b_t)
+    check_sde(sde, "annealed_noise_levels")
+    # Python floats, so that the check below also works under jax.jit.
+    top, lowest = float(sde.marginal_std(float(sde.T))), float(sde.marginal_std(0.0))
     if sigma_min is None:
-        sigma_min = sde.sigma_min if isinstance(sde, VESDE) else 0.01
-    lowest = sde.sigma_min if isinstance(sde, VESDE) else 0.0
+        sigma_min = lowest or 0.01  # VE: its sigma_min
     if not (sigma_min > 0 and lowest <= sigma_min < top):
         raise ValueError(
             f"sigma_min={sigma_min} is outside the noise levels of {type(sde).__name__}, "
@@ -177,7 +159,7 @@ def annealed_noise_levels(
     log_sigmas = jnp.linspace(math.log(top), math.log(sigma_min), num_levels, dtype=jnp.float32)
     if num_levels == 1:
         log_sigmas = jnp.full((1,), math.log(sigma_min), jnp.float32)
-    t = jnp.clip(_time_of_kernel_std(sde, jnp.exp(log_sigmas)), 0.0, sde.T)
+    t = jnp.clip(sde.time_of_marginal_std(jnp.exp(log_sigmas)), 0.0, sde.T)
     t = t.at[0].set(sde.T) if num_levels > 1 else t
     return t, sde.marginal_coeffs(t)[1]
 
