@@ -3,8 +3,8 @@
 Both paths compute bits/dim of the same 8-bit data with the same score network, the same
 dequantization noise and the same Hutchinson probes, at the same rtol/atol:
 
-* ``device``: :func:`scoresde_jax.core.likelihood.bits_per_dim` under ``jax.jit``; the adaptive solver
-  loop runs inside the compiled program.
+* ``device``: :func:`scoresde_jax.core.likelihood.bits_per_dim` under ``jax.jit``; the adaptive
+  solver loop runs inside the compiled program.
 * ``host``: the original score_sde design. The state lives in a float64 numpy vector on the host;
   ``scipy.integrate.solve_ivp(method="RK45")`` calls a jitted drift + divergence function for
   every right-hand-side evaluation and copies the result back to numpy.

@@ -1,9 +1,12 @@
 """scoresde_jax: score-based generative modeling through SDEs (Song et al., ICLR 2021) in JAX.
 
-The names users need most are re-exported here; everything else lives in its module:
-``sde``, ``score``, ``losses``, ``sampling``, ``likelihood``, ``gmm``, ``models``, ``train``,
-``evaluate``. They are imported on first use, so that ``import scoresde_jax`` (and the command
-line's checks of its arguments) start without loading JAX.
+The package has three layers (see the README's design section): the library (``core``,
+``sampling``, ``models``, ``data``, ``metrics``, ``io``), ``run`` (configs to library objects,
+the trainer, checkpoints) and ``modes`` (one per command of ``main.py``). The names users need
+most are listed here, and the core modules are reachable as ``scoresde_jax.sde``,
+``scoresde_jax.likelihood`` and so on. They are imported on first use, so that
+``import scoresde_jax`` (and the command line's checks of its arguments) start without loading
+JAX.
 """
 
 import importlib
@@ -27,6 +30,12 @@ _EXPORTS = {
     "pc_sample": "scoresde_jax.sampling",
 }
 
+# The library's modules under their short names (``scoresde_jax.sde.get_sde(...)``).
+_MODULES = {
+    name: f"scoresde_jax.core.{name}"
+    for name in ("sde", "score", "losses", "likelihood", "gmm", "guidance", "score_matching")
+}
+
 __all__ = sorted(_EXPORTS)
 
 
@@ -35,8 +44,12 @@ def __getattr__(name: str):
         value = getattr(importlib.import_module(_EXPORTS[name]), name)
         globals()[name] = value
         return value
+    if name in _MODULES:
+        value = importlib.import_module(_MODULES[name])
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'scoresde_jax' has no attribute {name!r}")
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_EXPORTS))
+    return sorted(set(globals()) | set(_EXPORTS) | set(_MODULES))

@@ -1,5 +1,6 @@
-"""Inpainting and colorization (scoresde_jax.sampling.controllable) against closed-form Gaussian laws, the
-mask builders, and the command-line tasks (scoresde_jax.modes.tasks) end to end on tiny MNIST models.
+"""Inpainting and colorization (scoresde_jax.sampling.controllable) against closed-form Gaussian
+laws, the mask builders, and the command-line tasks (scoresde_jax.modes.tasks) end to end on tiny
+MNIST models.
 
 Ground truth. The data are ``N(mu, Sigma)`` with the exact score
 ``-(a_t^2 Sigma + s_t^2 I)^{-1} (x - a_t mu)``. Two laws are known in closed form:
@@ -11,7 +12,8 @@ Ground truth. The data are ``N(mu, Sigma)`` with the exact score
 
 The sampler must reproduce the second within sampling error; where known and unknown parts are
 correlated the two laws differ by many standard errors (the method's approximation, see the
-docstring of scoresde_jax.sampling.controllable), and where they are independent they coincide, which
+docstring of scoresde_jax.sampling.controllable), and where they are independent they coincide,
+which
 checks the predictor-corrector path as well. Tolerances are ``Z`` standard errors of the sample
 mean and covariance at ``N`` samples.
 """

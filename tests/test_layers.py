@@ -174,3 +174,13 @@ def test_the_checks_see_the_package():
     # Guards the test itself: the graph must hold the known downward edges.
     assert "scoresde_jax.core.sde" in {t for t, _, _ in GRAPH["scoresde_jax.core.score"]}
     assert len(MODULES) > 40
+
+
+def test_core_modules_keep_their_short_names():
+    import scoresde_jax
+    from scoresde_jax.core import likelihood, sde
+
+    assert scoresde_jax.sde is sde and scoresde_jax.likelihood is likelihood
+    assert scoresde_jax.sde.get_sde("vesde").sigma_max == 50.0
+    with pytest.raises(AttributeError):
+        scoresde_jax.no_such_module  # noqa: B018

@@ -1,4 +1,5 @@
-"""Tests of scoresde_jax.core.score: the labels a network sees and how its output becomes a score."""
+"""Tests of scoresde_jax.core.score: the labels a network sees and how its output becomes a
+score."""
 
 import jax
 import jax.numpy as jnp

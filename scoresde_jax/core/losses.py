@@ -14,8 +14,8 @@ dimensions: the mean (``True``) or half the sum (``False``, the convention of th
 of the SMLD papers). Half the sum makes the likelihood-weighted loss an upper bound on the negative
 log-likelihood (up to a constant); the mean keeps the loss scale independent of the data size.
 
-Implicit and sliced score matching (:mod:`scoresde_jax.core.score_matching`) train the same models with
-the same loss signature; :func:`get_loss_fn` picks them with ``loss="ism" | "ssm" | "ssm_vr"``.
+Implicit and sliced score matching (:mod:`scoresde_jax.core.score_matching`) train the same models
+with the same loss signature; :func:`get_loss_fn` picks them with ``loss="ism" | "ssm" | "ssm_vr"``.
 """
 
 from __future__ import annotations
@@ -149,8 +149,8 @@ def smld_loss(
 
     The network is conditioned on an integer label ``i`` that indexes the noise levels in
     *descending* order, ``sigmas = flip(sde.discrete_sigmas)`` (label 0 is ``sigma_max``), as NCSN
-    does and as :func:`scoresde_jax.core.score.time_labels` assumes for a discrete VE model. Each example
-    contributes ``sigma_i^2 reduce(||model_fn(x + sigma_i z, i) + z / sigma_i||^2)``.
+    does and as :func:`scoresde_jax.core.score.time_labels` assumes for a discrete VE model. Each
+    example contributes ``sigma_i^2 reduce(||model_fn(x + sigma_i z, i) + z / sigma_i||^2)``.
 
     Random draws::
 

@@ -146,7 +146,7 @@ class SDEBase:
         raise NotImplementedError
 
     def score_from_output(self, out, t, labels, *, continuous: bool) -> jax.Array:
-        """The score of a network's output ``out`` at time ``t`` (labels from :meth:`time_labels`)."""
+        """The score of a network's output ``out`` at ``t`` (labels of :meth:`time_labels`)."""
         raise NotImplementedError
 
 
@@ -200,8 +200,10 @@ class VESDE(SDEBase):
         return self.sigma(t)
 
     def time_of_noise_level(self, sigma):
-        return self.T * _xp(sigma).log(sigma / self.sigma_min) / math.log(
-            self.sigma_max / self.sigma_min
+        return (
+            self.T
+            * _xp(sigma).log(sigma / self.sigma_min)
+            / math.log(self.sigma_max / self.sigma_min)
         )
 
     def scale_of_noise_level(self, sigma):

@@ -152,8 +152,8 @@ def encode_mode(config, workdir: str) -> dict:
     boundary between ink and background, a point between two modes), so the largest error
     shrinks more slowly with the tolerance than the others;
     ``latent_*`` compares the latents with the prior (see
-    :func:`scoresde_jax.sampling.latent.prior_moment_zscores`: z-scores, about standard normal for prior
-    samples).
+    :func:`scoresde_jax.sampling.latent.prior_moment_zscores`: z-scores, about standard normal for
+    prior samples).
     """
     n = _check_count(config.latent.num_inputs, "latent.num_inputs", 2)
     ode = _ode_kwargs(config)
@@ -296,8 +296,8 @@ def temperature_mode(config, workdir: str) -> dict:
     """``--mode temperature``: decoded prior samples at several temperatures.
 
     The latents are ``tau * z`` for each ``tau`` in ``latent.temperatures``, with the same base
-    noise ``z`` in every row (see :func:`scoresde_jax.sampling.latent.temperature_sample` for what the
-    temperature means for VE, VP and sub-VP). Writes
+    noise ``z`` in every row (see :func:`scoresde_jax.sampling.latent.temperature_sample` for what
+    the temperature means for VE, VP and sub-VP). Writes
     ``workdir/latent/temperature_step_<step>.{png,npz,json}``; the report gives, per
     temperature, the evaluations and the spread of the samples (for the Gaussian-mixture toy
     also their mean true log-density).

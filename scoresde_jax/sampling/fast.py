@@ -16,8 +16,8 @@ diffusion-based generative models", Eq. 4 with ``s = 1``)
 
 with the denoiser ``D(y; sigma) = y + sigma^2 score_y`` and ``score_y(y, sigma) =
 s score_x(s y, t(sigma))``. ``sigma(t)`` is monotone and inverted in closed form
-(:meth:`~scoresde_jax.core.sde.SDEBase.time_of_noise_level`), so all samplers work on a grid of ``sigma`` and ask ``score_fn`` at the
-matching times.
+by the SDE (:meth:`~scoresde_jax.core.sde.SDEBase.time_of_noise_level`), so all samplers work on
+a grid of ``sigma`` and ask ``score_fn`` at the matching times.
 
 * :func:`edm_sample`: Karras et al.'s Algorithms 1 and 2 (Heun, optional stochastic churn) on a
   ``rho``-spaced grid of ``sigma``.

@@ -88,8 +88,8 @@ def ode_sample(
       eps: the final time.
       rtol: relative tolerance of the step-size controller.
       atol: absolute tolerance of the step-size controller.
-      solver: one of :data:`scoresde_jax.core.odeint.SOLVERS` (``"tsit5"``, ``"dopri5"``, ``"dopri8"``,
-        ``"bosh3"``, ``"heun"``; ``"euler"`` takes ``sde.N`` fixed steps).
+      solver: one of :data:`scoresde_jax.core.odeint.SOLVERS` (``"tsit5"``, ``"dopri5"``,
+        ``"dopri8"``, ``"bosh3"``, ``"heun"``; ``"euler"`` takes ``sde.N`` fixed steps).
       denoise: finish with the noise-free mean of one reverse-diffusion predictor step at ``eps``
         (one more score evaluation).
       z: latent codes ``shape`` to decode instead of prior samples.
