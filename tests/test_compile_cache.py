@@ -26,7 +26,7 @@ def test_resolve_flag_environment_default_and_off(monkeypatch, tmp_path):
 
 def _enable_in_a_fresh_process(value, env):
     code = (
-        "import jax; from scoresde_jax import compile_cache as c; "
+        "import jax; from scoresde_jax.run import compile_cache as c; "
         f"print(c.enable({value!r}), jax.config.jax_enable_compilation_cache)"
     )
     return subprocess.run(
