@@ -29,7 +29,7 @@ import numpy as np
 sys.path.insert(0, os.getcwd())
 
 from scoresde_jax.core.score import time_labels  # noqa: E402
-from scoresde_jax.run import experiment as builders  # noqa: E402
+from scoresde_jax.run import experiment  # noqa: E402
 from scoresde_jax.run.experiment import data_shape  # noqa: E402
 from scoresde_jax.run.state import init_state  # noqa: E402
 from scoresde_jax.run.summary import load_config  # noqa: E402
@@ -64,10 +64,10 @@ def _memory(compiled) -> dict:
 
 def bench_config(path: str, batch: int, repeats: int, warmup: int) -> dict:
     config = load_config(path)
-    sde = builders.sde_from_config(config)
-    model = builders.model_from_config(config)
-    optimizer = builders.optimizer_from_config(config.optim)
-    loss_fn = builders.loss_from_config(config, sde)
+    sde = experiment.sde_from_config(config)
+    model = experiment.model_from_config(config)
+    optimizer = experiment.optimizer_from_config(config.optim)
+    loss_fn = experiment.loss_from_config(config, sde)
     shape = (batch, *data_shape(config))
     key = jax.random.key(0)
     x = jax.random.normal(key, shape)

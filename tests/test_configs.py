@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from ml_collections import ConfigDict
 
-from scoresde_jax.run import experiment as builders
+from scoresde_jax.run import experiment
 from scoresde_jax.run.summary import count_parameters, load_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -174,11 +174,11 @@ def test_expected_counts_name_existing_configs():
 @pytest.mark.parametrize("path", CONFIGS)
 def test_config_builds(path, monkeypatch):
     config = _load(path, monkeypatch)
-    sde = builders.sde_from_config(config)
+    sde = experiment.sde_from_config(config)
     assert sde.N == config.model.num_scales
-    builders.optimizer_from_config(config.optim)
-    builders.loss_from_config(config, sde)
-    builders.sampler_from_config(config.sampling, sde)
+    experiment.optimizer_from_config(config.optim)
+    experiment.loss_from_config(config, sde)
+    experiment.sampler_from_config(config.sampling, sde)
     n = count_parameters(config)
     assert n > 0
     if path in EXPECTED:

@@ -9,8 +9,7 @@ import pytest
 from fixture_utils import count, load_fixture, nhwc, per_sample_error
 
 from scoresde_jax.models import MODELS, _torch_import, ddpm
-from scoresde_jax.run.experiment import ddpm_from_config
-from scoresde_jax.run.experiment import model_from_config as get_model
+from scoresde_jax.run.experiment import ddpm_from_config, model_from_config
 
 NAMES = ["ddpm_vp_small", "ddpm_ve_small"]
 
@@ -26,7 +25,7 @@ def converted(request):
 def test_registered():
     assert MODELS["ddpm"] == "scoresde_jax.models.ddpm"
     config, *_ = load_fixture("ddpm_vp_small")
-    assert isinstance(get_model(config), ddpm.DDPM)
+    assert isinstance(model_from_config(config), ddpm.DDPM)
 
 
 def test_matches_reference(converted):

@@ -19,7 +19,7 @@ closed-form ground truth.
   same runs check that the reported NFE is the number of score evaluations that ran (for the
   fixed budgets: also the budget itself, lower-order final steps and DPM-Solver-fast splits
   included).
-* Every new ``config.sampling.method`` runs through ``builders.sampler_from_config`` on VE, VP
+* Every new ``config.sampling.method`` runs through ``experiment.sampler_from_config`` on VE, VP
   and sub-VP.
 """
 
@@ -40,7 +40,7 @@ from configs.toy.gmm import get_config
 from scoresde_jax.core.sde import get_sde
 from scoresde_jax.data import TOY_GMM
 from scoresde_jax.metrics.sample_distance import random_directions, sliced_wasserstein, weight_error
-from scoresde_jax.run import experiment as builders
+from scoresde_jax.run import experiment
 from scoresde_jax.sampling import (
     dpm_solver_adaptive_sample,
     dpm_solver_pp_sample,
@@ -288,7 +288,7 @@ def config_sampler(sde, method, **fields):
     config.sampling.method = method
     for name, value in fields.items():
         config.sampling[name] = value
-    return builders.sampler_from_config(config.sampling, sde)
+    return experiment.sampler_from_config(config.sampling, sde)
 
 
 def pc_config(num_steps, predictor="reverse_diffusion", corrector="none"):

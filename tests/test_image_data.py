@@ -38,7 +38,7 @@ from scoresde_jax.data import (
     write_tfrecord_images,
 )
 from scoresde_jax.io import tfrecord
-from scoresde_jax.run import experiment as builders
+from scoresde_jax.run import experiment
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SCORESDE_SHARED", REPO.parent / "shared"))
@@ -630,7 +630,7 @@ def test_image_source_from_config():
     data = ml_collections.ConfigDict(
         {"dataset": "CIFAR10", "image_size": 16, "num_channels": 3, "path": str(CIFAR_NPZ)}
     )
-    s = builders.image_source_from_config(data, "test")
+    s = experiment.image_source_from_config(data, "test")
     assert len(s) == 1017 and s.image_shape == (16, 16, 3)
 
 

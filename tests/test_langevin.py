@@ -25,7 +25,7 @@ from configs.toy.gmm_ve import get_config as gmm_ve_config
 from scoresde_jax.core.gmm import GaussianMixture
 from scoresde_jax.core.sde import get_sde
 from scoresde_jax.data import TOY_GMM
-from scoresde_jax.run import experiment as builders
+from scoresde_jax.run import experiment
 from scoresde_jax.sampling import annealed_langevin_sample, annealed_noise_levels, langevin_sample
 
 
@@ -113,8 +113,8 @@ def test_annealed_langevin_samples_the_toy_mixture(name):
     config = override(
         get_default_config(), {"training.sde": name, "sampling.method": "annealed_langevin"}
     )
-    sde = builders.sde_from_config(config)
-    sample = builders.sampler_from_config(config.sampling, sde)
+    sde = experiment.sde_from_config(config)
+    sample = experiment.sampler_from_config(config.sampling, sde)
     std = float(np.sqrt(TOY_GMM.covs[0, 0, 0]))
     score_fn = isotropic_score_fn(sde, TOY_GMM.weights, TOY_GMM.means, np.full(8, std))
     n = 4_000
@@ -230,14 +230,14 @@ def test_config_methods(method, nfe):
             "sampling.langevin_steps_each": 5,
         },
     )
-    sde = builders.sde_from_config(config)
-    sample = builders.sampler_from_config(config.sampling, sde)
+    sde = experiment.sde_from_config(config)
+    sample = experiment.sampler_from_config(config.sampling, sde)
     mixture, params = _two_modes()
     res = sample(isotropic_score_fn(sde, *params), jax.random.key(6), (4, 2))
     assert res.nfe == nfe and res.x.shape == (4, 2) and np.all(np.isfinite(res.x))
     config.sampling.method = "langevinn"
     with pytest.raises(ValueError, match="annealed_langevin"):
-        builders.sampler_from_config(config.sampling, sde)
+        experiment.sampler_from_config(config.sampling, sde)
 
 
 # ----------------------------------------------------------------------------------------------

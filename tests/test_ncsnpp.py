@@ -33,8 +33,7 @@ from scoresde_jax.models.ncsnpp import (
 )
 from scoresde_jax.modes import convert
 from scoresde_jax.run.checkpoint import Checkpointer
-from scoresde_jax.run.experiment import build_experiment
-from scoresde_jax.run.experiment import model_from_config as get_model
+from scoresde_jax.run.experiment import build_experiment, model_from_config
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SCORESDE_SHARED", REPO.parent / "shared"))
@@ -59,7 +58,7 @@ def load_fixture(name: str):
     """(config, model, variables, x NHWC, labels, reference output NHWC, jitted apply)."""
     path = fixture_dir(name)
     config = fixture_config(name)
-    model = get_model(config)
+    model = model_from_config(config)
     with np.load(path / "state_dict.npz") as f:
         state_dict = {k: f[k] for k in f.files}
     variables = params_from_torch_state_dict(state_dict, model)
@@ -95,7 +94,7 @@ def test_matches_pytorch_reference(name):
 def test_parameter_count_matches_fixture(name):
     path = fixture_dir(name)
     meta = json.loads((path / "meta.json").read_text())
-    model = get_model(fixture_config(name))
+    model = model_from_config(fixture_config(name))
     assert isinstance(model, NCSNpp)
     assert count_params(model) == meta["num_parameters"]
     keys = json.loads((path / "state_dict_keys.json").read_text())
@@ -297,7 +296,7 @@ def test_used_sigmas_buffer_must_match_the_config():
     # The fixture's sigmas were perturbed; a network that divides by them must refuse them.
     config = fixture_config("ddpmpp_vp_small")
     config.model.scale_by_sigma = True
-    model = get_model(config)
+    model = model_from_config(config)
     with np.load(fixture_dir("ddpmpp_vp_small") / "state_dict.npz") as f:
         state_dict = {k: f[k] for k in f.files}
     with pytest.raises(ConversionError, match="sigmas"):
@@ -378,7 +377,7 @@ def test_flax_checkpoint_roundtrip(tmp_path):
     # A narrow, shallow network keeps the Orbax round trip quick; the tree layout is the same.
     config.model.update(nf=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,))
     config.data.image_size = 16
-    model = get_model(config)
+    model = model_from_config(config)
     rng = np.random.default_rng(3)
     tree = jax.tree.map(
         lambda a: rng.standard_normal(a.shape).astype(np.float32),

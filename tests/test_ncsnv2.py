@@ -9,8 +9,7 @@ import pytest
 from fixture_utils import count, load_fixture, nhwc, per_sample_error
 
 from scoresde_jax.models import MODELS, _torch_import, ncsnv2
-from scoresde_jax.run.experiment import model_from_config as get_model
-from scoresde_jax.run.experiment import ncsnv2_from_config
+from scoresde_jax.run.experiment import model_from_config, ncsnv2_from_config
 
 NAMES = ["ncsnv2_64_small", "ncsnv2_128_small", "ncsnv2_256_small", "ncsn_small"]
 
@@ -31,7 +30,7 @@ def test_registered(name, cls):
     assert MODELS[name] == "scoresde_jax.models.ncsnv2"
     config, *_ = load_fixture("ncsn_small" if name == "ncsn" else "ncsnv2_64_small")
     config.model.name = name
-    model = get_model(config)
+    model = model_from_config(config)
     assert isinstance(model, cls)
     if cls is ncsnv2.NCSNv2:
         assert model.architecture == name

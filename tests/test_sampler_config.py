@@ -7,7 +7,7 @@ import pytest
 
 from configs.toy.gmm import get_config
 from scoresde_jax.data import TOY_GMM
-from scoresde_jax.run import experiment as builders
+from scoresde_jax.run import experiment
 
 
 @pytest.mark.parametrize(
@@ -23,8 +23,8 @@ def test_sampling_methods_from_config(method, overrides, nfe):
     config.sampling.method = method
     for k, v in overrides.items():
         config.sampling[k] = v
-    sde = builders.sde_from_config(config)
-    sample = builders.sampler_from_config(config.sampling, sde)
+    sde = experiment.sde_from_config(config)
+    sample = experiment.sampler_from_config(config.sampling, sde)
     n = 4_000
     res = jax.jit(lambda key: sample(TOY_GMM.score_fn(sde), key, (n, 2)))(jax.random.PRNGKey(0))
     if nfe is not None:
@@ -39,4 +39,4 @@ def test_unknown_method_is_a_clear_error():
     config = get_config()
     config.sampling.method = "magic"
     with pytest.raises(ValueError, match="dpm_solver_pp"):
-        builders.sampler_from_config(config.sampling, builders.sde_from_config(config))
+        experiment.sampler_from_config(config.sampling, experiment.sde_from_config(config))

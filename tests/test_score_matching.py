@@ -33,7 +33,7 @@ from train_utils import override
 from scoresde_jax.core import losses
 from scoresde_jax.core import score_matching as sm
 from scoresde_jax.core.sde import get_sde, importance_sample_t
-from scoresde_jax.run import experiment as builders
+from scoresde_jax.run import experiment
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 MU = np.array([0.5, -1.0, 2.0])
@@ -459,11 +459,11 @@ def test_exact_trace_on_images_is_refused_with_advice():
     from configs.mnist.ddpmpp_vp import get_config
 
     config = override(get_config(), {"training.loss": "ism", "training.ism_exact_trace": True})
-    sde = builders.sde_from_config(config)
+    sde = experiment.sde_from_config(config)
     with pytest.raises(ValueError, match="ism_exact_trace=False.*loss=ssm"):
-        builders.loss_from_config(config, sde)
+        experiment.loss_from_config(config, sde)
     config.training.ism_exact_trace = False
-    builders.loss_from_config(config, sde)  # Hutchinson's trace is fine
+    experiment.loss_from_config(config, sde)  # Hutchinson's trace is fine
     with pytest.raises(ValueError, match="EXACT_TRACE_MAX_DIM"):
         sm.implicit_score_matching(lambda y: y, jnp.zeros((2, 28, 28, 1)))
 

@@ -59,8 +59,7 @@ from scoresde_jax.metrics.classifier import (
     load_classifier,
 )
 from scoresde_jax.models.classifier import get_classifier
-from scoresde_jax.run import experiment as builders
-from scoresde_jax.run import workdir_lock
+from scoresde_jax.run import experiment, workdir_lock
 from scoresde_jax.run.checkpoint import Checkpointer
 from scoresde_jax.run.experiment import (
     ReplicatedState,
@@ -207,7 +206,7 @@ class _Setup(ReplicatedState):
 
         _check_image_config(config)
         c = config.classifier
-        self.sde = builders.sde_from_config(config)
+        self.sde = experiment.sde_from_config(config)
         self.model = classifier_from_config(config)
         self.optimizer = make_optimizer(
             lr=c.lr,
@@ -284,8 +283,8 @@ def _train_classifier(config, out_dir: str) -> dict:
             f"classifier.batch_size={c.batch_size} is not divisible by the {n_dev} devices; use "
             f"a multiple of {n_dev}."
         )
-    source = builders.image_source_from_config(d, "train")
-    test_source = builders.image_source_from_config(d, "test")
+    source = experiment.image_source_from_config(d, "train")
+    test_source = experiment.image_source_from_config(d, "test")
     for name, src in (("train", source), ("test", test_source)):
         if getattr(src, "num_classes", None) is None:
             raise ValueError(
@@ -527,7 +526,7 @@ def sample_class(config, workdir: str) -> dict:
     n_dev = device_count(exp.mesh)
     n = -(-config.sampling.get("batch_size", 64) // n_dev) * n_dev
     shape = (n, *exp.data_shape)
-    sample_fn = builders.sampler_from_config(config.sampling, exp.sde)
+    sample_fn = experiment.sampler_from_config(config.sampling, exp.sde)
 
     def make_score_fn(params):
         score_params, clf_params = params

@@ -55,8 +55,7 @@ from scoresde_jax.metrics.quality import (
     inception_statistics,
     save_reference_stats,
 )
-from scoresde_jax.run import experiment as builders
-from scoresde_jax.run import results, workdir_lock
+from scoresde_jax.run import experiment, results, workdir_lock
 from scoresde_jax.run.experiment import check_workdir, checkpoint_steps, restore_checkpoint, to_host
 
 __all__ = [
@@ -310,7 +309,7 @@ class _ImageEval:
 
     def split(self, split: str):
         """``(source, number of examples, global batch size)`` of a data split."""
-        source = builders.image_source_from_config(self.config.data, split)
+        source = experiment.image_source_from_config(self.config.data, split)
         max_examples = self.config.eval.get("max_examples", None)
         n = len(source) if max_examples is None else min(len(source), int(max_examples))
         return source, n, self.batch_size(n)
@@ -563,7 +562,7 @@ def _sample_rounds(ev: _ImageEval, sample_metrics) -> None:
     }
     store = results.ResultDir(ev.out_dir, "samples", settings).open(write=ev.is_main)
     n_rounds = -(-num_samples // batch_size)
-    sample_fn = builders.sampler_from_config(config.sampling, exp.sde)
+    sample_fn = experiment.sampler_from_config(config.sampling, exp.sde)
     run = sharded_sampler(exp.mesh, sample_fn, exp.score_fn, (batch_size, *exp.data_shape))
     paths = [store.file(f"samples_{r}.npz") for r in range(n_rounds)]
     todo = [r for r in range(n_rounds) if not os.path.exists(paths[r])]
@@ -671,7 +670,7 @@ def _evaluate_toy(config, workdir: str) -> dict:
         nfes.append(int(nfe))
     nll = np.concatenate(nlls)
 
-    sample_fn = builders.sampler_from_config(config.sampling, exp.sde)
+    sample_fn = experiment.sampler_from_config(config.sampling, exp.sde)
     sample = jax.jit(lambda params, key: sample_fn(exp.score_fn(params), key, (ec.num_samples, 2)))
     t_sample = time.perf_counter()
     log.info("Drawing %d sample(s) with the %s sampler", ec.num_samples, config.sampling.method)
@@ -755,7 +754,7 @@ def sample(config, workdir: str) -> dict:
     state, step = restored.state, restored.step
     n_dev = device_count(exp.mesh)
     n = -(-config.sampling.get("batch_size", 64) // n_dev) * n_dev
-    sample_fn = builders.sampler_from_config(config.sampling, exp.sde)
+    sample_fn = experiment.sampler_from_config(config.sampling, exp.sde)
     run = sharded_sampler(exp.mesh, sample_fn, exp.score_fn, (n, *exp.data_shape))
     t0 = time.perf_counter()
     if jax.process_index() == 0:
@@ -820,7 +819,7 @@ def reference_stats(config, workdir: str) -> dict:
 
     ec, d = config.eval, config.data
     split = ec.get("stats_split", "train")
-    source = builders.image_source_from_config(d, split)
+    source = experiment.image_source_from_config(d, split)
     max_examples = ec.get("max_examples", None)
     batch = ec.get("inception_batch_size", 200)
     kw = dict(global_batch_size=batch, max_examples=max_examples)

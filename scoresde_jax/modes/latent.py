@@ -34,7 +34,7 @@ from scoresde_jax.data import TOY_GMM, make_toy_dataset, to_model_space
 from scoresde_jax.io import images as plotting
 from scoresde_jax.io import plots
 from scoresde_jax.io.files import atomic_savez
-from scoresde_jax.run import experiment as builders
+from scoresde_jax.run import experiment
 from scoresde_jax.run.experiment import parse_floats, restore_experiment, to_host
 from scoresde_jax.sampling.latent import (
     interpolate,
@@ -78,7 +78,7 @@ def _examples(config, exp, n: int) -> tuple[np.ndarray, np.ndarray | None]:
     d = config.data
     if not exp.is_image:
         return make_toy_dataset(d.dataset, n, d.seed + _SPLITS[split]), None
-    source = builders.image_source_from_config(d, split)
+    source = experiment.image_source_from_config(d, split)
     if n > len(source):
         raise ValueError(f"asked for {n} examples but the {split} split has {len(source)}")
     # A fixed random choice (not the first n, which may be sorted by class).

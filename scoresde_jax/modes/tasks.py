@@ -1,6 +1,6 @@
 """Controllable generation from the command line: ``--mode sample --config.sampling.task=TASK``.
 
-Tasks (:data:`TASKS`):
+Tasks (run from :data:`scoresde_jax.cli.SAMPLE_TASKS`):
 
 * ``inpaint``: fill in the region of ``sampling.inpaint_mask`` of each input image
   (:func:`scoresde_jax.sampling.controllable.inpaint`);
@@ -31,7 +31,7 @@ from scoresde_jax.core.mesh import device_count, put_global_batch, sharded_batch
 from scoresde_jax.data import prepare_image, to_model_space
 from scoresde_jax.io import images as plotting
 from scoresde_jax.io.images import to_uint8
-from scoresde_jax.run import experiment as builders
+from scoresde_jax.run import experiment
 from scoresde_jax.run.experiment import restore_experiment, to_host
 from scoresde_jax.sampling import controllable
 
@@ -150,7 +150,7 @@ def load_task_inputs(
 
 def _dataset_inputs(config, limit: int) -> tuple[np.ndarray, str]:
     split = config.sampling.get("task_split", "test")
-    source = builders.image_source_from_config(config.data, split)
+    source = experiment.image_source_from_config(config.data, split)
     n = min(limit, len(source))
     images, _ = source.get(np.arange(n))
     return images, source.name

@@ -198,10 +198,10 @@ def _splits(config, mode: str) -> tuple[str, ...]:
 def _check_data(config, mode: str) -> None:
     if config.data.get("dataset_kind", "image") == "toy":
         return
-    from scoresde_jax.run import experiment as builders
+    from scoresde_jax.run import experiment
 
     for split in _splits(config, mode):
-        builders.image_source_from_config(config.data, split)  # raises with the file named
+        experiment.image_source_from_config(config.data, split)  # raises with the file named
 
 
 def _check_checkpoint(workdir: str) -> None:

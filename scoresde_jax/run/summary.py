@@ -18,8 +18,7 @@ import sys
 import jax
 import jax.numpy as jnp
 
-from scoresde_jax.run.experiment import data_shape
-from scoresde_jax.run.experiment import model_from_config as get_model
+from scoresde_jax.run.experiment import data_shape, model_from_config
 
 __all__ = ["count_parameters", "load_config", "main"]
 
@@ -46,7 +45,7 @@ def load_config(path: str):
 def count_parameters(config) -> int:
     """Number of parameters of ``config``'s network (all leaves of its parameter tree)."""
 
-    model = get_model(config)
+    model = model_from_config(config)
     x = jnp.zeros((1, *data_shape(config)), jnp.float32)
     shapes = jax.eval_shape(
         lambda k: model.init(k, x, jnp.ones((1,), jnp.float32)), jax.random.key(0)

@@ -26,8 +26,7 @@ from scoresde_jax.core.mesh import (
 from scoresde_jax.data import TrainIterator, make_toy_dataset, train_batch
 from scoresde_jax.errors import ConfigError, StoppedBySignal
 from scoresde_jax.io import images as plotting
-from scoresde_jax.run import experiment as builders
-from scoresde_jax.run import workdir_lock
+from scoresde_jax.run import experiment, workdir_lock
 from scoresde_jax.run.checkpoint import Checkpointer
 from scoresde_jax.run.experiment import Experiment, build_experiment, check_workdir, to_host
 from scoresde_jax.run.preflight import check_frequencies
@@ -79,8 +78,8 @@ class _Feed:
 
         d = config.data
         self.pcount, self.pindex = jax.process_count(), jax.process_index()
-        self.train_source = builders.image_source_from_config(d, "train")
-        self.eval_source = builders.image_source_from_config(d, "test")
+        self.train_source = experiment.image_source_from_config(d, "train")
+        self.eval_source = experiment.image_source_from_config(d, "test")
         self.prep = dict(
             random_flip=d.random_flip,
             centered=d.centered,
@@ -225,7 +224,7 @@ def _train(config, workdir: str, lock):
     n_snap = _snapshot_count(config, exp)
     snapshot = None
     if tc.get("snapshot_sampling", True):
-        sample_fn = builders.sampler_from_config(config.sampling, exp.sde)
+        sample_fn = experiment.sampler_from_config(config.sampling, exp.sde)
         snapshot = sharded_sampler(exp.mesh, sample_fn, exp.score_fn, (n_snap, *exp.data_shape))
 
     feed = _Feed(config, exp, start)
