@@ -554,3 +554,86 @@ def convert_cli(argv: list[str] | None = None) -> None:
         raise SystemExit(0)
     check_config_arg(argv[1:])
     app.run(_convert_main, argv=argv, flags_parser=lambda a: parse_flags(a, _define_convert_flags))
+
+
+FEATURE_COMMANDS = ("train", "stats", "eval")
+
+
+def feature_classifier_cli(argv: list[str] | None = None) -> None:
+    """``python -m scoresde_jax.feature_classifier {train,stats,eval} --dataset D ...``: the FD
+    classifiers' weights, reference statistics and accuracy (:mod:`scoresde_jax.modes.
+    feature_classifier`); ``--help`` lists the flags."""
+    from absl import flags
+
+    fv = flags.FlagValues()
+    datasets = ["mnist", "cifar10"]
+    flags.DEFINE_enum("dataset", None, datasets, "Dataset of the classifier.", flag_values=fv)
+    flags.DEFINE_string(
+        "data_path",
+        None,
+        "Local data: MNIST IDX folder, CIFAR-10 .npz or python folder (default: TFDS).",
+        flag_values=fv,
+    )
+    flags.DEFINE_string(
+        "out", None, "train: weight file (.npz); stats: statistics file.", flag_values=fv
+    )
+    flags.DEFINE_string(
+        "stats_out", None, "train: also write test-split statistics here.", flag_values=fv
+    )
+    flags.DEFINE_integer(
+        "num_steps", None, "train: steps (default 1500 MNIST, 1200 CIFAR-10).", flag_values=fv
+    )
+    flags.DEFINE_integer("batch_size", 128, "train: examples per step.", flag_values=fv)
+    flags.DEFINE_float("learning_rate", 2e-3, "train: peak learning rate.", flag_values=fv)
+    flags.DEFINE_integer("seed", 0, "train: seed.", flag_values=fv)
+    flags.DEFINE_string(
+        "workdir", None, "train: checkpoints (resumed when run again).", flag_values=fv
+    )
+    flags.DEFINE_string(
+        "classifier", None, "stats/eval: classifier name or weight file.", flag_values=fv
+    )
+    flags.DEFINE_enum("split", "test", ["train", "test"], "stats/eval: split.", flag_values=fv)
+    argv = list(sys.argv if argv is None else argv)
+    usage = (
+        "usage: python -m scoresde_jax.feature_classifier {train,stats,eval} --dataset "
+        "{mnist,cifar10} [flags]\n\n" + fv.main_module_help()
+    )
+    if any(a in ("-h", "--help") for a in argv[1:]):
+        print(usage)
+        raise SystemExit(0)
+    try:
+        rest = fv(argv)
+    except flags.Error as e:
+        raise SystemExit(f"{e}\n\n{usage}") from None
+    command = rest[1] if len(rest) == 2 else None
+    needed = {
+        "train": ("dataset", "out"),
+        "stats": ("classifier", "dataset", "out"),
+        "eval": ("classifier", "dataset"),
+    }.get(command)
+    if needed is None:
+        raise SystemExit(f"give one command of {FEATURE_COMMANDS}, got {rest[1:]}\n\n{usage}")
+    missing = [f"--{n}" for n in needed if fv[n].value is None]
+    if missing:
+        raise SystemExit(f"{command} needs {', '.join(missing)}\n\n{usage}")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    from scoresde_jax.modes import feature_classifier as fc
+
+    common = dict(data_path=fv.data_path)
+    if command == "train":
+        result = fc.train(
+            fv.dataset,
+            fv.out,
+            stats_out=fv.stats_out,
+            num_steps=fv.num_steps,
+            batch_size=fv.batch_size,
+            learning_rate=fv.learning_rate,
+            seed=fv.seed,
+            workdir=fv.workdir,
+            **common,
+        )
+    elif command == "stats":
+        result = fc.stats(fv.classifier, fv.dataset, fv.out, split=fv.split, **common)
+    else:
+        result = fc.accuracy(fv.classifier, fv.dataset, split=fv.split, **common)
+    print(json.dumps(result))

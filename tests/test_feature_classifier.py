@@ -1,5 +1,5 @@
-"""Tests of scoresde_jax.metrics.classifier: the shipped FD classifiers, their files, the
-Fréchet distance in their feature space and the training function.
+"""Tests of the FD classifiers (scoresde_jax.metrics.feature_net / feature_fd): the shipped
+networks, their files, the Fréchet distance in their feature space, training and its command line.
 
 The MNIST and partial CIFAR-10 files come from ``$SCORESDE_SHARED/data`` (default: ``shared/``
 beside the repository); the tests that need them are skipped, with the reason, when absent.
@@ -7,6 +7,9 @@ beside the repository); the tests that need them are skipped, with the reason, w
 
 import json
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import jax
@@ -15,22 +18,20 @@ import pytest
 
 from scoresde_jax.core.mesh import make_data_mesh
 from scoresde_jax.data import open_image_source
-from scoresde_jax.metrics.classifier import (
+from scoresde_jax.metrics.feature_fd import classifier_fd, load_reference_stats, reference_stats
+from scoresde_jax.metrics.feature_net import (
     CLASSIFIERS,
     WEIGHTS_DIR,
     Classifier,
     ClassifierSpec,
-    classifier_fd,
     classifier_for_dataset,
     evaluate_accuracy,
     feature_fn,
     load_classifier,
-    load_reference_stats,
     params_fingerprint,
-    reference_stats,
     save_classifier,
-    train_classifier,
 )
+from scoresde_jax.modes.feature_classifier import train_feature_classifier
 from scoresde_jax.metrics.fid import FeatureStats, Stats, save_stats
 
 REPO = Path(__file__).resolve().parents[1]
@@ -233,7 +234,7 @@ def test_training_separates_two_constant_classes():
     labels = np.arange(64) % 2
     level = np.where(labels == 1, 190, 60)[:, None, None, None]
     images = np.clip(level + rng.integers(-20, 21, (64, 8, 8, 3)), 0, 255).astype(np.uint8)
-    clf, losses = train_classifier(
+    clf, losses = train_feature_classifier(
         images, labels, num_steps=40, batch_size=16, seed=0, learning_rate=1e-2, spec=spec
     )
     assert losses.shape == (40,) and np.all(np.isfinite(losses))
@@ -241,6 +242,55 @@ def test_training_separates_two_constant_classes():
     assert evaluate_accuracy(clf, images, labels) == 1.0
     assert clf.name == "custom" and clf.meta["num_train_examples"] == 64
     assert clf.meta["steps"] == 40 and clf.meta["augment"] is True
+
+
+def _two_classes():
+    spec = ClassifierSpec(
+        dataset="toy", image_size=8, num_channels=3, stages=((8,),), feature_dim=16, num_classes=2
+    )
+    rng = np.random.default_rng(1)
+    labels = np.arange(32) % 2
+    level = np.where(labels == 1, 190, 60)[:, None, None, None]
+    images = np.clip(level + rng.integers(-20, 21, (32, 8, 8, 3)), 0, 255).astype(np.uint8)
+    return spec, images, labels
+
+
+def test_training_resumes_exactly_from_a_checkpoint(tmp_path):
+    # The one training loop: checkpoints at 6 and 12; a run that lost everything after step 6
+    # (only that checkpoint survives) ends where the uninterrupted run does, bit for bit.
+    spec, images, labels = _two_classes()
+    kw = dict(num_steps=12, batch_size=8, learning_rate=1e-2, spec=spec, checkpoint_every=6)
+    in_memory, _ = train_feature_classifier(images, labels, **kw)
+    straight, losses = train_feature_classifier(images, labels, workdir=str(tmp_path / "a"), **kw)
+    assert sorted(os.listdir(tmp_path / "a" / "checkpoints")) == ["12", "6"]
+    assert losses.shape == (12,)
+    src = tmp_path / "a" / "checkpoints" / "6"
+    shutil.copytree(src, tmp_path / "b" / "checkpoints" / "6")
+    resumed, rest = train_feature_classifier(images, labels, workdir=str(tmp_path / "b"), **kw)
+    assert rest.shape == (6,)
+    np.testing.assert_array_equal(rest, losses[6:])
+    for a, b, c in zip(
+        *(jax.tree.leaves(x.params) for x in (in_memory, straight, resumed)), strict=True
+    ):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(b, c)
+
+
+def test_command_line(tmp_path):
+    cmd = [sys.executable, "-m", "scoresde_jax.feature_classifier"]
+    run = lambda *a: subprocess.run([*cmd, *a], cwd=REPO, capture_output=True, text=True)
+    helped = run("--help")
+    assert helped.returncode == 0 and "--dataset" in helped.stdout and "train" in helped.stdout
+    missing = run("stats", "--dataset", "mnist")
+    assert missing.returncode != 0 and "--classifier" in missing.stderr
+    wrong = run("fit", "--dataset", "mnist")
+    assert wrong.returncode != 0 and "train" in wrong.stderr
+    if not MNIST.is_dir():
+        pytest.skip(f"MNIST files not found in {MNIST}")
+    out = run("eval", "--classifier", "mnist", "--dataset", "mnist", "--data_path", str(MNIST))
+    assert out.returncode == 0, out.stderr[-2000:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["n"] == 10_000 and report["accuracy"] > 0.98
 
 
 # --------------------------------------------------------------------------------------------------

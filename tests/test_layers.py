@@ -16,7 +16,15 @@ import pytest
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "scoresde_jax"
 
 LIBRARY = ("core", "io", "models", "data", "sampling", "metrics")
-RANKS = {"errors": 0, **dict.fromkeys(LIBRARY, 1), "run": 2, "modes": 3, "cli": 4, "convert": 4}
+RANKS = {
+    "errors": 0,
+    **dict.fromkeys(LIBRARY, 1),
+    "run": 2,
+    "modes": 3,
+    "cli": 4,
+    "convert": 4,
+    "feature_classifier": 4,
+}
 
 # Imports of package modules placed inside functions, and why they must stay there. The command
 # line reports mistakes in its arguments before JAX is loaded (a second or two instead of ten),

@@ -38,7 +38,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from tqdm.auto import tqdm
 
 from scoresde_jax.core.guidance import LogProbFn, classifier_guided_score_fn
 from scoresde_jax.core.mesh import (
@@ -50,10 +49,9 @@ from scoresde_jax.core.mesh import (
 )
 from scoresde_jax.core.sde import SDE, batch_mul
 from scoresde_jax.data import eval_batches, to_model_space, train_batch
-from scoresde_jax.errors import StoppedBySignal
 from scoresde_jax.io import images as plotting
 from scoresde_jax.io.images import to_uint8
-from scoresde_jax.metrics.classifier import (
+from scoresde_jax.metrics.feature_net import (
     classifier_for_dataset,
     evaluate_accuracy,
     load_classifier,
@@ -68,9 +66,8 @@ from scoresde_jax.run.experiment import (
     restore_experiment,
     to_host,
 )
-from scoresde_jax.run.signals import StopSignal
 from scoresde_jax.run.state import TrainState, ema_update, make_optimizer
-from scoresde_jax.run.writers import MetricWriter
+from scoresde_jax.run.trainer import Job, fit
 
 __all__ = [
     "LogProbFn",
@@ -266,13 +263,11 @@ def train_classifier(config, workdir: str) -> dict:
     check_workdir(workdir)
     out_dir = _classifier_dir(config, workdir)
     os.makedirs(out_dir, exist_ok=True)
-    with workdir_lock.hold(out_dir, "classifier", mode="train_classifier"):
-        return _train_classifier(config, out_dir)
+    with workdir_lock.hold(out_dir, "classifier", mode="train_classifier") as lock:
+        return _train_classifier(config, out_dir, lock)
 
 
-def _train_classifier(config, out_dir: str) -> dict:
-    from jax.sharding import NamedSharding, PartitionSpec
-
+def _train_classifier(config, out_dir: str, lock) -> dict:
     setup = _Setup(config)
     c, d = config.classifier, config.data
     eval_times = _eval_times(config)
@@ -292,17 +287,7 @@ def _train_classifier(config, out_dir: str) -> dict:
                 "has no labels; a classifier needs a labelled source (MNIST IDX files, an npz "
                 "with '<split>_labels', CIFAR-10 python batches, TFDS or class folders)."
             )
-
-    ckpt = Checkpointer(out_dir, keep_recent=2, snapshot_freq=c.snapshot_freq)
-    if ckpt.latest_step() is not None:
-        state = ckpt.restore(setup.abstract_target())
-        log.info("Resumed the classifier from step %d in %s", int(state.step), ckpt.directory)
-    else:
-        state = setup.init_state()
-    start = int(jax.device_get(state.step))
-
-    batch = NamedSharding(setup.mesh, PartitionSpec("data"))
-    rep = replicated(setup.mesh)
+    batch = setup.batch_sharding()
     step_fn = jax.jit(
         make_classifier_train_step(
             model=setup.model,
@@ -313,10 +298,10 @@ def _train_classifier(config, out_dir: str) -> dict:
             eps=c.eps,
         ),
         in_shardings=(setup.state_sharding, batch, batch),
-        out_shardings=(setup.state_sharding, rep),
+        out_shardings=(setup.state_sharding, replicated(setup.mesh)),
         donate_argnums=0,
     )
-    evaluate = _make_evaluator(config, setup, test_source, eval_times)
+    accuracy_at = _make_evaluator(config, setup, test_source, eval_times)
     prep = dict(
         global_batch_size=c.batch_size,
         seed=config.seed,
@@ -328,112 +313,57 @@ def _train_classifier(config, out_dir: str) -> dict:
         return_labels=True,
     )
 
-    is_main = pindex == 0
-    writer = MetricWriter(
-        os.path.join(out_dir, "tensorboard"),
-        jsonl_path=os.path.join(out_dir, "metrics.jsonl"),
-        enabled=is_main,
-    )
-    show_bar = is_main and config.training.get("progress_bar", True)
-    bar = tqdm(
-        total=c.n_iters,
-        initial=start,
-        desc="classifier",
-        unit="step",
-        dynamic_ncols=True,
-        disable=not show_bar,
-    )
-    stop = StopSignal().install()
-    t0 = t_last = time.perf_counter()
-    s_last = step = start
-    window: list[dict] = []
-    report: dict = {"checkpoint_dir": ckpt.directory, "num_params": setup.num_params}
+    def step(state, step: int):
+        x, labels = train_batch(source, step, **prep)
+        return step_fn(state, to_global_array(x, setup.mesh), to_global_array(labels, setup.mesh))
+
     accuracy: dict = {}
-    try:
-        while step < c.n_iters:
-            x, labels = train_batch(source, step, **prep)
-            state, metrics = step_fn(
-                state,
-                to_global_array(x, setup.mesh),
-                to_global_array(labels, setup.mesh),
+
+    def evaluate(state, step: int) -> dict:
+        accuracy.update(accuracy_at(state.ema_params))
+        if pindex == 0:
+            log.info(
+                "classifier step %d held-out accuracy (EMA) %s",
+                step,
+                ", ".join(f"t={t}: {a:.3f}" for t, a in accuracy.items()),
             )
-            metrics = jax.device_get(metrics)
-            if not math.isfinite(metrics["loss"]):
-                ckpt.wait()
-                raise FloatingPointError(
-                    f"Classifier loss became {metrics['loss']} at step {step}; the last good "
-                    f"checkpoint (step {ckpt.latest_step()}) is in {ckpt.directory}. Lower "
-                    "classifier.lr."
-                )
-            window.append(metrics)
-            step += 1
-            bar.update(1)
-            final = step >= c.n_iters
-            if step % c.log_freq == 0 or final:
-                now = time.perf_counter()
-                rate = (step - s_last) / max(now - t_last, 1e-9)
-                t_last, s_last = now, step
-                mean = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
-                window = []
-                writer.write_scalars(step, mean | {"steps_per_s": rate})
-                report.update(loss=mean["loss"], train_accuracy=mean["accuracy"])
-                bar.set_postfix(
-                    loss=f"{mean['loss']:.4f}",
-                    acc=f"{mean['accuracy']:.3f}",
-                    steps_per_s=f"{rate:.3g}",
-                )
-                if not show_bar and is_main:
-                    log.info(
-                        "classifier step %d/%d loss %.4f accuracy %.3f %.3g steps/s ETA %.0f s",
-                        step,
-                        c.n_iters,
-                        mean["loss"],
-                        mean["accuracy"],
-                        rate,
-                        (c.n_iters - step) / max(rate, 1e-9),
-                    )
-            if (c.eval_freq and step % c.eval_freq == 0) or final:
-                accuracy = evaluate(state.ema_params)
-                writer.write_scalars(step, {f"test_accuracy_t{t}": a for t, a in accuracy.items()})
-                if is_main:
-                    log.info(
-                        "classifier step %d held-out accuracy (EMA) %s",
-                        step,
-                        ", ".join(f"t={t}: {a:.3f}" for t, a in accuracy.items()),
-                    )
-            if step % c.snapshot_freq == 0 or final or stop.received:
-                ckpt.save(state)
-            if stop.received:
-                ckpt.wait()
-                raise StoppedBySignal(
-                    f"Classifier training stopped by {stop.received} at step {step} of "
-                    f"{c.n_iters}; checkpoint saved in {ckpt.directory}. Resume with the same "
-                    "command.",
-                    signal_name=stop.received,
-                    step=step,
-                )
-    finally:
-        bar.close()
-        writer.close()
-        ckpt.close()
-        stop.restore()
+        return {f"test_accuracy_t{t}": a for t, a in accuracy.items()}
+
+    job = Job(
+        name="classifier",
+        n_iters=c.n_iters,
+        init_state=setup.init_state,
+        abstract_target=setup.abstract_target,
+        step=step,
+        log_freq=c.log_freq,
+        snapshot_freq=c.snapshot_freq,
+        eval_freq=c.eval_freq,
+        evaluate=evaluate,
+        eval_at_end=True,
+        batch_size=c.batch_size,
+        progress=config.training.get("progress_bar", True),
+        advice="lower classifier.lr.",
+    )
+    done = fit(job, out_dir, lock=lock)
     if not accuracy:  # nothing left to train: score the restored state
-        accuracy = evaluate(state.ema_params)
-    seconds = time.perf_counter() - t0
-    return report | {
-        "step": int(jax.device_get(state.step)),
+        accuracy = accuracy_at(done.state.ema_params)
+    ran = done.step - done.start
+    return {
+        "checkpoint_dir": done.checkpoint_dir,
+        "num_params": setup.num_params,
+        "step": done.step,
+        "loss": done.scalars.get("loss"),
+        "train_accuracy": done.scalars.get("accuracy"),
         "test_accuracy": {str(t): a for t, a in accuracy.items()},
         "test_examples": min(len(test_source), c.eval_examples),
-        "seconds": seconds,
-        "steps_per_s": (step - start) / seconds if step > start else None,
+        "seconds": done.seconds,
+        "steps_per_s": ran / done.seconds if ran else None,
     }
 
 
 def _make_evaluator(config, setup: _Setup, test_source, eval_times: list[float]):
     """``evaluate(params) -> {t: accuracy}`` on the first ``classifier.eval_examples`` test
     images, each perturbed at every ``t`` (fixed noise, so numbers compare across steps)."""
-    from jax.sharding import NamedSharding, PartitionSpec
-
     c, d = config.classifier, config.data
     sde = setup.sde
     n_dev = device_count(setup.mesh)
@@ -447,7 +377,7 @@ def _make_evaluator(config, setup: _Setup, test_source, eval_times: list[float])
         logits = setup.model.apply(params, x_in, level, train=False)
         return jnp.argmax(logits, -1) == labels
 
-    batch = NamedSharding(setup.mesh, PartitionSpec("data"))
+    batch = setup.batch_sharding()
     rep = replicated(setup.mesh)
     jitted = jax.jit(correct, in_shardings=(rep, batch, batch, rep, rep), out_shardings=batch)
 
@@ -502,7 +432,7 @@ def sample_class(config, workdir: str) -> dict:
     devices. The initial noise is that of ``--mode sample``, so the two grids can be compared
     picture by picture. Writes ``workdir/samples/class_<label>_step_<step>.{png,npz}`` (uint8).
 
-    For MNIST the project's clean-image classifier (:mod:`scoresde_jax.metrics.classifier`)
+    For MNIST the project's clean-image classifier (:mod:`scoresde_jax.metrics.feature_net`)
     says how many samples show the requested digit (``label_accuracy``), and, with
     ``classifier.compare_unconditional``, how many unconditional samples from the same noise do
     (``unconditional_label_fraction``, about 0.1 for ten balanced classes).
@@ -560,7 +490,7 @@ def sample_class(config, workdir: str) -> dict:
         predicted = np.asarray(jnp.argmax(logits, -1))
         out["label_accuracy"] = float(np.mean(predicted == label))
         out["predicted_label_counts"] = np.bincount(predicted, minlength=10).tolist()
-        out["judge"] = "scoresde_jax.metrics.classifier 'mnist' (clean images)"
+        out["judge"] = "scoresde_jax.metrics.feature_net 'mnist' (clean images)"
         if config.classifier.get("compare_unconditional", False):
             plain = sharded_sampler(exp.mesh, sample_fn, exp.score_fn, shape)
             t1 = time.perf_counter()

@@ -41,12 +41,9 @@ from scoresde_jax.errors import ConfigError, MissingDataError
 from scoresde_jax.io import images as plotting
 from scoresde_jax.io.files import atomic_savez
 from scoresde_jax.io.images import to_uint8
-from scoresde_jax.metrics.classifier import (
-    classifier_fd,
-    classifier_for_dataset,
-    load_classifier,
-)
-from scoresde_jax.metrics.classifier import reference_stats as classifier_reference_stats
+from scoresde_jax.metrics.feature_fd import classifier_fd
+from scoresde_jax.metrics.feature_fd import reference_stats as classifier_reference_stats
+from scoresde_jax.metrics.feature_net import classifier_for_dataset, load_classifier
 from scoresde_jax.metrics.fid import save_stats
 from scoresde_jax.metrics.inception import find_inception_weights
 from scoresde_jax.metrics.quality import (

@@ -358,6 +358,9 @@ class ReplicatedState:
         """Parameters created directly with their (replicated) shardings."""
         return jax.jit(self._init, out_shardings=self.state_sharding)(self.init_key)
 
+    def batch_sharding(self, batch_axis: int = 0) -> NamedSharding:
+        return NamedSharding(self.mesh, PartitionSpec(*([None] * batch_axis), "data"))
+
     def abstract_target(self):
         """Shapes, dtypes and shardings of the state: the restore target."""
         return jax.tree.map(
@@ -390,9 +393,6 @@ class Experiment(ReplicatedState):
     def score_fn(self, params):
         model_fn = lambda x, labels: self.model.apply(params, x, labels, train=False)
         return get_score_fn(self.sde, model_fn, continuous=self.continuous)
-
-    def batch_sharding(self, batch_axis: int = 0) -> NamedSharding:
-        return NamedSharding(self.mesh, PartitionSpec(*([None] * batch_axis), "data"))
 
     def checkpoint_meta(self) -> dict:
         """What a checkpoint records beside the state: the network's own noise levels, when

@@ -1,16 +1,23 @@
-"""The training loop: config -> data -> sharded state -> jitted steps -> checkpoints and logs.
+"""The one training loop (:func:`fit`) and the score model's training (:func:`train`).
 
-One process per host (``jax.distributed``); every process runs this same loop on its own shard of
-each global batch. Process 0 alone writes logs and pictures; all processes take part in
-checkpointing.
+Every trained network (the score model, the noise-conditional classifier, the feature classifiers
+of FD-MNIST) gives :func:`fit` a :class:`Job`: its initial state, its restore target, one step and
+what to evaluate. The loop owns the rest: signals, checkpoints with fallback to an older one,
+writers, progress, the NaN guard and exact resume (random streams fold in the step).
+
+One process per host (``jax.distributed``); every process runs the same loop on its shard of
+each global batch. Process 0 alone writes logs and pictures; all processes checkpoint.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
 import time
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import numpy as np
@@ -35,17 +42,212 @@ from scoresde_jax.run.state import learning_rate_schedule
 from scoresde_jax.run.train_step import make_eval_loss, make_train_step
 from scoresde_jax.run.writers import MetricWriter
 
-__all__ = [
-    "train",
-    "jitted_train_step",
-    "NonFiniteLossError",
-]
+__all__ = ["Fitted", "Job", "NonFiniteLossError", "fit", "jitted_train_step", "train"]
 
 log = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(FloatingPointError):
     """Raised when the training loss becomes NaN or Inf."""
+
+
+@dataclasses.dataclass
+class Job:
+    """What one training run gives :func:`fit`.
+
+    ``step(state, step) -> (state, metrics)`` advances ``steps_per_call`` steps; ``metrics``
+    holds ``loss`` (and optionally ``all_finite``), averaged over each logging window.
+    ``evaluate(state, step) -> scalars`` runs every ``eval_freq`` steps (and at the end when
+    ``eval_at_end``); ``snapshot(state, step, writer)`` at every ``snapshot_freq`` and at the end.
+    Checkpoints are written at ``snapshot_freq`` (kept, at most ``max_snapshots``),
+    ``preempt_freq`` (the two newest kept), at the end and on a stop signal.
+    """
+
+    name: str
+    n_iters: int
+    init_state: Callable[[], Any]
+    abstract_target: Callable[[], Any]
+    step: Callable[[Any, int], tuple[Any, dict]]
+    steps_per_call: int = 1
+    log_freq: int = 100
+    snapshot_freq: int = 0
+    preempt_freq: int = 0
+    max_snapshots: int | None = None
+    eval_freq: int = 0
+    evaluate: Callable[[Any, int], dict] | None = None
+    eval_at_end: bool = False
+    snapshot: Callable[[Any, int, MetricWriter], None] | None = None
+    scalars: Callable[[int], dict] | None = None
+    checkpoint_meta: Callable[[], dict] | None = None
+    check_restored: Callable[[Any], None] | None = None
+    batch_size: int | None = None
+    progress: bool = True
+    description: str = ""
+    advice: str = "lower optim.lr, check the data scaling, or enable optim.grad_clip."
+
+
+@dataclasses.dataclass
+class Fitted:
+    """What :func:`fit` returns: the final state, the steps run and the last logged values."""
+
+    state: Any
+    start: int
+    step: int
+    seconds: float
+    scalars: dict = dataclasses.field(default_factory=dict)
+    evaluation: dict | None = None
+    checkpoint_dir: str | None = None
+
+
+def _due(step: int, freq: int) -> bool:
+    return bool(freq) and step % freq == 0
+
+
+def fit(job: Job, workdir: str | None, *, lock=None) -> Fitted:
+    """Runs ``job`` to ``job.n_iters`` steps, resuming from the newest readable checkpoint of
+    ``workdir/checkpoints`` (``workdir=None``: in memory, no checkpoints or logs).
+
+    Raises:
+      StoppedBySignal: SIGTERM/SIGINT or a multi-host preemption notice; saved first.
+      NonFiniteLossError: the loss became NaN or infinite; nothing of that state is saved.
+    """
+    is_main = jax.process_index() == 0
+    ckpt = resumed = None
+    if workdir is not None:
+        ckpt = Checkpointer(
+            workdir,
+            keep_recent=2,
+            snapshot_freq=job.snapshot_freq or None,
+            max_snapshots=job.max_snapshots,
+        )
+    if ckpt is not None and ckpt.latest_step() is not None:
+        resumed = ckpt.restore_verified(job.abstract_target())
+        if job.check_restored is not None:
+            job.check_restored(resumed)
+        state = resumed.state
+        log.info("Resumed from step %d (%s)", resumed.step, resumed.path)
+    else:
+        state = job.init_state()
+    start = step = int(jax.device_get(state.step))
+    writer = MetricWriter(
+        os.path.join(workdir or "", "tensorboard"),
+        jsonl_path=os.path.join(workdir, "metrics.jsonl") if workdir else None,
+        enabled=is_main and workdir is not None,
+    )
+    show_bar = is_main and job.progress
+    if is_main and start < job.n_iters:
+        log.info(
+            "%s: steps %d-%d; compiling the step first%s",
+            job.name,
+            start,
+            job.n_iters,
+            f" ({job.description})" if job.description else "",
+        )
+    bar = tqdm(
+        total=job.n_iters,
+        initial=start,
+        desc=job.name,
+        unit="step",
+        dynamic_ncols=True,
+        disable=not show_bar,
+    )
+    out = Fitted(state, start, step, 0.0, checkpoint_dir=ckpt.directory if ckpt else None)
+    t0 = t_last = time.perf_counter()
+    s_last, window, saved = start, [], []
+    with StopSignal() as stop:
+        try:
+            while step < job.n_iters:
+                if lock is not None:
+                    lock.check()
+                new_state, metrics = job.step(state, step)
+                metrics = jax.device_get(metrics)
+                if not metrics.get("all_finite", True) or not math.isfinite(metrics["loss"]):
+                    if ckpt is not None:
+                        ckpt.wait()
+                    raise NonFiniteLossError(
+                        _non_finite_message(job, metrics["loss"], step, ckpt, resumed, saved)
+                    )
+                state = new_state
+                window.append(metrics)
+                step += job.steps_per_call
+                bar.update(job.steps_per_call)
+                final = step >= job.n_iters
+                if _due(step, job.log_freq) or final:
+                    now = time.perf_counter()
+                    rate = (step - s_last) / max(now - t_last, 1e-9)
+                    t_last, s_last = now, step
+                    keys = [k for k in window[0] if k != "all_finite"]
+                    out.scalars = {k: float(np.mean([m[k] for m in window])) for k in keys}
+                    window = []
+                    scalars = out.scalars | (job.scalars(step) if job.scalars else {})
+                    scalars["steps_per_s"] = rate
+                    if job.batch_size:
+                        scalars["examples_per_s"] = rate * job.batch_size
+                    writer.write_scalars(step, scalars)
+                    bar.set_postfix({k: f"{v:.4g}" for k, v in out.scalars.items()})
+                    if not show_bar and is_main:
+                        values = " ".join(f"{k} {v:.5g}" for k, v in out.scalars.items())
+                        left = (job.n_iters - step) / max(rate, 1e-9)
+                        log.info(
+                            "%s step %d/%d %s %.3g steps/s ETA %.0f s",
+                            job.name,
+                            step,
+                            job.n_iters,
+                            values,
+                            rate,
+                            left,
+                        )
+                if job.evaluate and (_due(step, job.eval_freq) or (final and job.eval_at_end)):
+                    out.evaluation = job.evaluate(state, step)
+                    writer.write_scalars(step, out.evaluation)
+                preempted = stop.received or (ckpt is not None and ckpt.reached_preemption(step))
+                checkpoint = _due(step, job.snapshot_freq) or _due(step, job.preempt_freq)
+                if ckpt is not None and (checkpoint or final or preempted):
+                    ckpt.save(state, meta=job.checkpoint_meta() if job.checkpoint_meta else None)
+                    saved.append(step)
+                if preempted:
+                    if ckpt is not None:
+                        ckpt.wait()
+                    where = f"checkpoint saved in {ckpt.directory}" if ckpt else "nothing saved"
+                    raise StoppedBySignal(
+                        f"Stopped by {stop.received or 'a preemption notice'} at step {step} of "
+                        f"{job.n_iters} ({job.name}); {where}. Resume with the same command.",
+                        signal_name=stop.received or "preemption",
+                        step=step,
+                    )
+                if job.snapshot is not None and (_due(step, job.snapshot_freq) or final):
+                    bar.clear()
+                    job.snapshot(state, step, writer)
+                    bar.refresh()
+        finally:
+            bar.close()
+            writer.close()
+            if ckpt is not None:
+                ckpt.close()
+    out.state, out.step, out.seconds = state, step, time.perf_counter() - t0
+    return out
+
+
+def _non_finite_message(job: Job, loss, step, ckpt, resumed, saved) -> str:
+    """Which checkpoint is kept after a NaN/Inf loss, and how far it is to be trusted."""
+    where = f"Training loss became {loss} between steps {step} and {step + job.steps_per_call}."
+    advice = " " + job.advice[0].upper() + job.advice[1:]
+    if saved:
+        kept = (
+            f" The last good checkpoint (step {saved[-1]}), saved by this run at a finite loss, "
+            f"is kept in {ckpt.directory}; nothing after it was saved."
+        )
+    elif resumed is not None:
+        kept = (
+            f" This run resumed from checkpoint step {resumed.step} ({resumed.path}, "
+            f"{'digests verified' if resumed.verified else 'written without digests'}) and "
+            "diverged before saving anything: that checkpoint is kept as it was, but it may "
+            "itself lead to the NaN."
+        )
+        advice = " Try an older checkpoint (move the newer step directories aside), " + job.advice
+    else:
+        kept = " No checkpoint was written (the run started from scratch)."
+    return where + kept + advice
 
 
 def _toy_batches(train_data: np.ndarray, batch_size: int, n_steps: int, seed: int, step: int):
@@ -159,22 +361,12 @@ def jitted_train_step(exp: Experiment):
 
 
 def train(config, workdir: str):
-    """Trains the model described by ``config``; checkpoints and logs go to ``workdir``.
+    """Trains the score model of ``config``; checkpoints and logs go to ``workdir``.
 
-    Resumes automatically from the newest checkpoint in ``workdir/checkpoints`` that restores
-    and verifies. Writes TensorBoard events to ``workdir/tensorboard``, scalars to
-    ``workdir/metrics.jsonl`` and sample pictures to ``workdir/samples``. Holds the lock
-    ``workdir/train.lock`` while it runs, so a second training of the same directory stops at
-    once.
-
-    Returns:
-      The final training state.
-
-    Raises:
-      StoppedBySignal: SIGTERM/SIGINT (or a multi-host preemption notice) arrived; the state was
-        checkpointed first, and running again resumes from it.
-      NonFiniteLossError: the loss became NaN or infinite; no checkpoint of that state is
-        written.
+    Resumes from the newest checkpoint in ``workdir/checkpoints`` that restores and verifies.
+    Writes TensorBoard events to ``workdir/tensorboard``, scalars to ``workdir/metrics.jsonl``
+    and sample pictures to ``workdir/samples``; holds ``workdir/train.lock`` while it runs.
+    Returns the final state; raises as :func:`fit` does.
     """
     check_workdir(workdir)
     os.makedirs(workdir, exist_ok=True)
@@ -187,168 +379,66 @@ def _train(config, workdir: str, lock):
     tc = config.training
     check_frequencies(tc)
     n_jit = tc.n_jitted_steps
-    preempt_freq = tc.get("snapshot_freq_for_preemption", tc.snapshot_freq)
-    eval_freq = tc.get("eval_freq", 0) or 0
-    lr_schedule = learning_rate_schedule(config.optim.lr, config.optim.warmup)
-    is_main = jax.process_index() == 0
-
-    ckpt = Checkpointer(
-        workdir,
-        keep_recent=2,
-        snapshot_freq=tc.snapshot_freq,
-        max_snapshots=tc.get("max_to_keep", None),
-    )
-    resumed = None
-    if ckpt.latest_step() is not None:
-        resumed = ckpt.restore_verified(exp.abstract_target())
-        exp.check_restored(resumed)
-        state = resumed.state
-        log.info("Resumed from step %d (%s)", resumed.step, resumed.path)
-    else:
-        state = exp.init_state()
-    start = int(jax.device_get(state.step))
-    if start % n_jit:
-        raise ConfigError(
-            f"The checkpoint is at step {start}, not a multiple of "
-            f"training.n_jitted_steps={n_jit}; "
-            "resume with an n_jitted_steps that divides it."
-        )
-
     p_step = jitted_train_step(exp)
     eval_loss = jax.jit(
         make_eval_loss(model=exp.model, loss_fn=exp.loss_fn, seed_key=exp.eval_key),
         in_shardings=(exp.state_sharding, exp.batch_sharding(0)),
         out_shardings=replicated(exp.mesh),
     )
-    n_dev = device_count(exp.mesh)
-    n_snap = _snapshot_count(config, exp)
+    lr_schedule = learning_rate_schedule(config.optim.lr, config.optim.warmup)
+    feeds: list[_Feed] = []  # made at the first step, where the restored state starts
+
+    def step(state, step: int):
+        if not feeds:
+            feeds.append(_Feed(config, exp, step))
+        return p_step(state, feeds[0].train_batches(step))
+
+    def check_restored(resumed):
+        exp.check_restored(resumed)
+        if resumed.step % n_jit:
+            raise ConfigError(
+                f"The checkpoint is at step {resumed.step}, not a multiple of "
+                f"training.n_jitted_steps={n_jit}; resume with an n_jitted_steps that divides it."
+            )
+
     snapshot = None
     if tc.get("snapshot_sampling", True):
         sample_fn = experiment.sampler_from_config(config.sampling, exp.sde)
-        snapshot = sharded_sampler(exp.mesh, sample_fn, exp.score_fn, (n_snap, *exp.data_shape))
+        shape = (_snapshot_count(config, exp), *exp.data_shape)
+        run = sharded_sampler(exp.mesh, sample_fn, exp.score_fn, shape)
 
-    feed = _Feed(config, exp, start)
-    writer = MetricWriter(
-        os.path.join(workdir, "tensorboard"),
-        jsonl_path=os.path.join(workdir, "metrics.jsonl"),
-        enabled=is_main,
+        def snapshot(state, step, writer):
+            _write_snapshot(config, exp, feeds[0], run, state, step, workdir, writer)
+
+    job = Job(
+        name="train",
+        n_iters=tc.n_iters,
+        init_state=exp.init_state,
+        abstract_target=exp.abstract_target,
+        step=step,
+        steps_per_call=n_jit,
+        log_freq=tc.log_freq,
+        snapshot_freq=tc.snapshot_freq,
+        preempt_freq=tc.get("snapshot_freq_for_preemption", tc.snapshot_freq),
+        max_snapshots=tc.get("max_to_keep", None),
+        eval_freq=tc.get("eval_freq", 0) or 0,
+        evaluate=lambda state, step: {
+            "eval_loss": float(jax.device_get(eval_loss(state, feeds[0].eval_batch(step))))
+        },
+        snapshot=snapshot,
+        scalars=lambda step: {"learning_rate": float(lr_schedule(step))},
+        checkpoint_meta=exp.checkpoint_meta,
+        check_restored=check_restored,
+        batch_size=tc.batch_size,
+        progress=tc.get("progress_bar", True),
+        description=f"{config.model.get('name', 'model')}, batch {tc.batch_size} on "
+        f"{device_count(exp.mesh)} device(s)",
     )
-    show_bar = is_main and tc.get("progress_bar", True)
-    if is_main and start < tc.n_iters:
-        log.info(
-            "Training steps %d-%d; compiling the training step first (%s, %s)",
-            start,
-            tc.n_iters,
-            config.model.get("name", "model"),
-            f"batch {tc.batch_size} on {n_dev} device(s)",
-        )
-    bar = tqdm(
-        total=tc.n_iters,
-        initial=start,
-        desc="train",
-        unit="step",
-        dynamic_ncols=True,
-        disable=not show_bar,
-    )
-    t_last, s_last = time.perf_counter(), start
-    step = start
-    saved_this_run: list[int] = []
-    with StopSignal() as stop:
-        try:
-            while step < tc.n_iters:
-                if lock is not None:
-                    lock.check()
-                batches = feed.train_batches(step)
-                new_state, metrics = p_step(state, batches)
-                metrics = jax.device_get(metrics)
-                if not metrics["all_finite"] or not math.isfinite(metrics["loss"]):
-                    ckpt.wait()
-                    raise NonFiniteLossError(
-                        _non_finite_message(
-                            metrics["loss"], step, n_jit, ckpt, resumed, saved_this_run
-                        )
-                    )
-                state = new_state
-                step += n_jit
-                bar.update(n_jit)
-                final = step >= tc.n_iters
-                if step % tc.log_freq == 0 or final:
-                    now = time.perf_counter()
-                    rate = (step - s_last) / max(now - t_last, 1e-9)
-                    t_last, s_last = now, step
-                    scalars = {
-                        "loss": metrics["loss"],
-                        "grad_norm": metrics["grad_norm"],
-                        "learning_rate": lr_schedule(step),
-                        "steps_per_s": rate,
-                        "examples_per_s": rate * tc.batch_size,
-                    }
-                    writer.write_scalars(step, scalars)
-                    bar.set_postfix(loss=f"{metrics['loss']:.4f}", steps_per_s=f"{rate:.3g}")
-                    if not show_bar and is_main:
-                        left = (tc.n_iters - step) / max(rate, 1e-9)
-                        log.info(
-                            "step %d/%d loss %.5f %.3g steps/s ETA %.0f s",
-                            step,
-                            tc.n_iters,
-                            metrics["loss"],
-                            rate,
-                            left,
-                        )
-                if eval_freq and (step % eval_freq == 0):
-                    ev = float(jax.device_get(eval_loss(state, feed.eval_batch(step))))
-                    writer.write_scalars(step, {"eval_loss": ev})
-                preempted = stop.received or ckpt.reached_preemption(step)
-                if step % tc.snapshot_freq == 0 or step % preempt_freq == 0 or final or preempted:
-                    ckpt.save(state, meta=exp.checkpoint_meta())
-                    saved_this_run.append(step)
-                if preempted:
-                    ckpt.wait()
-                    raise StoppedBySignal(
-                        f"Stopped by {stop.received or 'a preemption notice'} at step {step} of "
-                        f"{tc.n_iters}; checkpoint saved in {ckpt.directory}. Resume with the "
-                        "same command.",
-                        signal_name=stop.received or "preemption",
-                        step=step,
-                    )
-                if snapshot is not None and (step % tc.snapshot_freq == 0 or final):
-                    bar.clear()
-                    _write_snapshot(config, exp, feed, snapshot, state, step, workdir, writer)
-                    bar.refresh()
-        finally:
-            bar.close()
-            feed.close()
-            writer.close()
-            ckpt.close()
-    return state
-
-
-def _non_finite_message(loss, step, n_jit, ckpt, resumed, saved_this_run) -> str:
-    """What to say when the loss becomes NaN/Inf: which checkpoint is kept and how far it is to
-    be trusted."""
-    where = f"Training loss became {loss} between steps {step} and {step + n_jit}."
-    if saved_this_run:
-        last = saved_this_run[-1]
-        kept = (
-            f" The last good checkpoint (step {last}), saved by this run at a finite loss, is "
-            f"kept in {ckpt.directory}; nothing after it was saved."
-        )
-        advice = " Lower optim.lr, check the data scaling, or enable optim.grad_clip."
-    elif resumed is not None:
-        kept = (
-            f" This run resumed from checkpoint step {resumed.step} ({resumed.path}, "
-            f"{'digests verified' if resumed.verified else 'written without digests'}) and "
-            "diverged before saving anything: that checkpoint is kept as it was, but it may "
-            "itself lead to the NaN."
-        )
-        advice = (
-            " Try an older checkpoint (move the newer step directories aside), lower optim.lr, "
-            "check the data scaling, or enable optim.grad_clip."
-        )
-    else:
-        kept = " No checkpoint was written (the run started from scratch)."
-        advice = " Lower optim.lr, check the data scaling, or enable optim.grad_clip."
-    return where + kept + advice
+    try:
+        return fit(job, workdir, lock=lock).state
+    finally:
+        if feeds:
+            feeds[0].close()
 
 
 def _snapshot_count(config, exp) -> int:

@@ -1,0 +1,399 @@
+"""Small image classifiers whose penultimate features give a Fréchet distance (FD-MNIST, ...).
+
+FID needs the Inception-v3 weights (about 100 MB); where they are not at hand, and for datasets
+Inception was never meant for (28x28 digits), a small classifier trained on the dataset itself
+gives the features:
+
+- ``"mnist"``: 28x28x1 digits, three convolution stages (32, 64, 128 channels) and a 128-d
+  feature layer, trained on the 60,000 MNIST training images;
+- ``"cifar10_small"``: 32x32x3 images, five convolutions (32, 32, 64, 64, 128 channels) and a
+  128-d feature layer, trained with flips and crops on the 8,068-image local CIFAR-10 subset;
+  a weak classifier, so a coarse metric.
+
+The weights and the statistics of each test split ship in ``weights/`` (how they were made:
+``weights/README.md``). The network has no normalization layers, so a feature depends on its own
+image only: padding a batch changes nothing, and streaming equals one-shot evaluation. The
+distance itself is :mod:`scoresde_jax.metrics.feature_fd`; training is
+:mod:`scoresde_jax.modes.feature_classifier`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
+from jax.sharding import Mesh
+
+from scoresde_jax.core.mesh import batch_sharding, map_fixed_batches, put_global_batch, replicated
+from scoresde_jax.io.files import atomic_savez
+
+__all__ = [
+    "CLASSIFIERS",
+    "WEIGHTS_DIR",
+    "Classifier",
+    "ClassifierSpec",
+    "FeatureCNN",
+    "classifier_for_dataset",
+    "evaluate_accuracy",
+    "feature_fn",
+    "load_classifier",
+    "params_fingerprint",
+    "save_classifier",
+]
+
+# The shipped weight and statistics files live beside this module (package data).
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+# Version of the weight-file layout (the ``meta`` JSON records it).
+_FORMAT_VERSION = 1
+
+
+# --------------------------------------------------------------------------------------------------
+# Architectures
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassifierSpec:
+    """Architecture and data of one classifier.
+
+    Attributes:
+      dataset: dataset name as the configs spell it (``"MNIST"``, ``"CIFAR10"``).
+      image_size: input height and width.
+      num_channels: input channels.
+      stages: convolution channels per stage; every 3x3 convolution is followed by a ReLU and
+        every stage by a 2x2 max pool.
+      feature_dim: width of the penultimate (feature) layer.
+      num_classes: number of logits.
+      augment: train with random horizontal flips and 4-pixel-padded random crops.
+    """
+
+    dataset: str
+    image_size: int
+    num_channels: int
+    stages: tuple[tuple[int, ...], ...]
+    feature_dim: int = 128
+    num_classes: int = 10
+    augment: bool = False
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (self.image_size, self.image_size, self.num_channels)
+
+    def to_json(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["stages"] = [list(s) for s in self.stages]
+        return d
+
+    def module(self) -> FeatureCNN:
+        return FeatureCNN(
+            stages=self.stages, feature_dim=self.feature_dim, num_classes=self.num_classes
+        )
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> ClassifierSpec:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in d.items() if k in fields}
+        kwargs["stages"] = tuple(tuple(int(c) for c in s) for s in kwargs["stages"])
+        return cls(**kwargs)
+
+
+# The shipped classifiers: name -> (architecture, weight file, reference statistics file).
+CLASSIFIERS: dict[str, ClassifierSpec] = {
+    "mnist": ClassifierSpec(
+        dataset="MNIST", image_size=28, num_channels=1, stages=((32,), (64,), (128,))
+    ),
+    "cifar10_small": ClassifierSpec(
+        dataset="CIFAR10",
+        image_size=32,
+        num_channels=3,
+        stages=((32, 32), (64, 64), (128,)),
+        augment=True,
+    ),
+}
+
+
+def _weights_path(name: str) -> Path:
+    return WEIGHTS_DIR / f"{name}_classifier.npz"
+
+
+def _stats_path(name: str) -> Path:
+    return WEIGHTS_DIR / f"{name}_test_stats.npz"
+
+
+class FeatureCNN(nn.Module):
+    """Convolution stages, a ReLU feature layer and a linear classifier.
+
+    ``__call__`` maps NHWC images (``uint8`` in ``[0, 255]`` or float in ``[0, 1]``) to
+    ``(features [B, feature_dim], logits [B, num_classes])``; ask for one of them and XLA drops
+    the other.
+    """
+
+    stages: Sequence[Sequence[int]]
+    feature_dim: int = 128
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, images: jax.Array) -> tuple[jax.Array, jax.Array]:
+        x = unit_float(images) * 2.0 - 1.0
+        for i, stage in enumerate(self.stages):
+            for j, channels in enumerate(stage):
+                x = nn.relu(nn.Conv(channels, (3, 3), name=f"conv{i}_{j}")(x))
+            x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = x.reshape(x.shape[0], -1)
+        features = nn.relu(nn.Dense(self.feature_dim, name="features")(x))
+        logits = nn.Dense(self.num_classes, name="logits")(features)
+        return features, logits
+
+
+def unit_float(images: jax.Array) -> jax.Array:
+    """``uint8 [0, 255]`` -> float32 ``[0, 1]``; float input is taken to be in ``[0, 1]``."""
+    if images.dtype == jnp.uint8:
+        return images.astype(jnp.float32) / 255.0
+    return images.astype(jnp.float32)
+
+
+
+
+# --------------------------------------------------------------------------------------------------
+# A trained classifier: value, files
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Classifier:
+    """A trained classifier: its name, architecture, parameters and metadata.
+
+    ``features(images)`` and ``logits(images)`` evaluate it eagerly (small inputs, tests);
+    :func:`feature_fn` gives the compiled, batched version for large image sets.
+    """
+
+    name: str
+    spec: ClassifierSpec
+    params: Any
+    meta: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def module(self) -> FeatureCNN:
+        return self.spec.module()
+
+    def apply(self, images: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """``(features [B, feature_dim], logits [B, num_classes])`` of NHWC images."""
+        return self.module.apply({"params": self.params}, jnp.asarray(images))
+
+    def features(self, images: jax.Array) -> jax.Array:
+        """Penultimate-layer features ``[B, feature_dim]``."""
+        return self.apply(images)[0]
+
+    def logits(self, images: jax.Array) -> jax.Array:
+        """Class logits ``[B, num_classes]``."""
+        return self.apply(images)[1]
+
+    @property
+    def fingerprint(self) -> str:
+        """:func:`params_fingerprint` of the parameters."""
+        return params_fingerprint(self.params)
+
+
+def params_fingerprint(params: Any) -> str:
+    """SHA-256 of a parameter tree (names, dtypes, shapes and bytes), independent of the file.
+
+    Reference statistics record the fingerprint of the classifier they were computed with, so
+    that statistics and weights from different training runs are never compared.
+    """
+    h = hashlib.sha256()
+    for key, value in sorted(traverse_util.flatten_dict(params, sep="/").items()):
+        a = np.ascontiguousarray(np.asarray(value))
+        h.update(f"{key}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def save_classifier(path: str | os.PathLike, classifier: Classifier) -> None:
+    """Writes ``classifier`` as a flat ``.npz``: one float32 array per parameter (keys like
+    ``params/conv0_0/kernel``, from ``flax.traverse_util.flatten_dict(..., sep="/")``) and
+    ``meta``, a JSON string with the name, the architecture and the training record."""
+    flat = traverse_util.flatten_dict({"params": classifier.params}, sep="/")
+    arrays = {k: np.asarray(v, dtype=np.float32) for k, v in flat.items()}
+    meta = {
+        **classifier.meta,
+        "format_version": _FORMAT_VERSION,
+        "name": classifier.name,
+        "spec": classifier.spec.to_json(),
+        "input_shape": list(classifier.spec.input_shape),
+        "feature_dim": classifier.spec.feature_dim,
+        "num_params": int(sum(a.size for a in arrays.values())),
+        "params_sha256": params_fingerprint(classifier.params),
+    }
+    arrays["meta"] = np.array(json.dumps(meta, sort_keys=True))
+    atomic_savez(path, **arrays)
+
+
+def resolve_file(name_or_path: str | os.PathLike, kind: str) -> Path:
+    """A shipped file by classifier name, or ``name_or_path`` itself when it is a path."""
+    text = os.fspath(name_or_path)
+    if text in CLASSIFIERS:
+        return _weights_path(text) if kind == "weights" else _stats_path(text)
+    looks_like_path = os.sep in text or text.endswith(".npz") or Path(text).exists()
+    if not looks_like_path:
+        raise ValueError(
+            f"unknown classifier {text!r}; use one of {sorted(CLASSIFIERS)} or the path of an "
+            f".npz {kind} file"
+        )
+    return Path(text).expanduser()
+
+
+def load_classifier(name_or_path: str | os.PathLike) -> Classifier:
+    """Loads a shipped classifier by name (``"mnist"``, ``"cifar10_small"``) or a weight file.
+
+    Raises:
+      ValueError: an unknown name, or a file that is not a classifier written by
+        :func:`save_classifier`.
+      FileNotFoundError: the file does not exist (for a shipped name: the package was installed
+        without its data files).
+    """
+    path = resolve_file(name_or_path, "weights")
+    if not path.exists():
+        raise FileNotFoundError(
+            f"classifier weights {path} not found"
+            + (
+                "; the package data (scoresde_jax/metrics/weights/*.npz) is missing from this "
+                "installation"
+                if os.fspath(name_or_path) in CLASSIFIERS
+                else ""
+            )
+        )
+    with np.load(path, allow_pickle=False) as data:
+        if "meta" not in data.files:
+            raise ValueError(f"{path}: not a classifier weight file (no 'meta' entry)")
+        meta = json.loads(str(data["meta"]))
+        flat = {k: data[k] for k in data.files if k != "meta"}
+    if meta.get("format_version") != _FORMAT_VERSION or "spec" not in meta:
+        raise ValueError(
+            f"{path}: unsupported classifier file (format {meta.get('format_version')})"
+        )
+    tree = traverse_util.unflatten_dict(flat, sep="/")
+    if set(tree) != {"params"}:
+        raise ValueError(f"{path}: expected 'params/...' keys, got {sorted(tree)}")
+    return Classifier(
+        name=meta["name"],
+        spec=ClassifierSpec.from_json(meta["spec"]),
+        params=jax.tree.map(jnp.asarray, tree["params"]),
+        meta=meta,
+    )
+
+
+def classifier_for_dataset(dataset_name: str, image_size: int, num_channels: int) -> str | None:
+    """The shipped classifier for a dataset at a resolution, or ``None`` if none applies.
+
+    ``("MNIST", 28, 1) -> "mnist"``, ``("CIFAR10", 32, 3) -> "cifar10_small"`` (dataset names
+    case-insensitive); any other combination -> ``None``.
+    """
+    for name, spec in CLASSIFIERS.items():
+        if (
+            str(dataset_name).lower() == spec.dataset.lower()
+            and image_size == spec.image_size
+            and num_channels == spec.num_channels
+        ):
+            return name
+    return None
+
+
+# --------------------------------------------------------------------------------------------------
+# Compiled, batched evaluation
+# --------------------------------------------------------------------------------------------------
+
+
+def feature_fn(
+    classifier: Classifier,
+    mesh: Mesh | None = None,
+    *,
+    batch_size: int = 500,
+    with_logits: bool = False,
+) -> Callable[[np.ndarray], np.ndarray | tuple[np.ndarray, np.ndarray]]:
+    """A compiled ``images [n, H, W, C] -> features [n, feature_dim]`` (numpy float32) for any n.
+
+    Images go through the network ``batch_size`` at a time; the last chunk is padded with zero
+    images to the full size, so the network compiles once per input dtype whatever ``n`` is (the
+    padding rows are dropped again).
+
+    Args:
+      classifier: from :func:`load_classifier` or :func:`train_classifier`.
+      mesh: optional mesh with a ``data`` axis (:func:`scoresde_jax.core.mesh.make_data_mesh`):
+        each chunk is split over it and the parameters are replicated. ``batch_size`` is rounded
+        up to a multiple of the axis size. Every process passes the same, global images.
+      batch_size: images per compiled call.
+      with_logits: return ``(features, logits)`` instead of the features alone.
+
+    Returns:
+      The function; its input is ``uint8`` in ``[0, 255]`` or float in ``[0, 1]``, NHWC, of the
+      classifier's input shape.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    module = classifier.module
+    expected = classifier.spec.input_shape
+
+    def apply(params, images):
+        return module.apply({"params": params}, images)
+
+    if mesh is None:
+        params = jax.device_put(classifier.params)
+        jitted = jax.jit(apply)
+        put = jnp.asarray
+    else:
+        shards = mesh.shape["data"]
+        batch_size = -(-batch_size // shards) * shards
+        params = jax.device_put(classifier.params, replicated(mesh))
+        # Replicated outputs (small: feature_dim floats per image) can be read on every host.
+        jitted = jax.jit(
+            apply,
+            in_shardings=(replicated(mesh), batch_sharding(mesh)),
+            out_shardings=(replicated(mesh), replicated(mesh)),
+        )
+        put = functools.partial(put_global_batch, mesh=mesh)
+
+    def run(images):
+        images = np.asarray(images)
+        if images.ndim != 4 or images.shape[1:] != expected:
+            raise ValueError(
+                f"classifier {classifier.name!r} takes images [n, {', '.join(map(str, expected))}]"
+                f", got shape {images.shape}"
+            )
+        if images.shape[0] == 0:
+            features = np.zeros((0, classifier.spec.feature_dim), np.float32)
+            logits = np.zeros((0, classifier.spec.num_classes), np.float32)
+            return (features, logits) if with_logits else features
+        outputs = map_fixed_batches(lambda chunk: jitted(params, put(chunk)), images, batch_size)
+        return outputs if with_logits else outputs[0]
+
+    return run
+
+
+def evaluate_accuracy(
+    classifier: Classifier,
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    batch_size: int = 500,
+    mesh: Mesh | None = None,
+) -> float:
+    """Top-1 accuracy (a fraction in ``[0, 1]``) of ``classifier`` on ``images``/``labels``."""
+    labels = np.asarray(labels)
+    if labels.shape != (len(images),):
+        raise ValueError(f"labels must be [{len(images)}], got shape {labels.shape}")
+    if len(images) == 0:
+        raise ValueError("no images to evaluate")
+    _, logits = feature_fn(classifier, mesh, batch_size=batch_size, with_logits=True)(images)
+    return float(np.mean(np.argmax(logits, axis=1) == labels))
