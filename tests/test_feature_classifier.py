@@ -31,8 +31,8 @@ from scoresde_jax.metrics.feature_net import (
     params_fingerprint,
     save_classifier,
 )
-from scoresde_jax.modes.feature_classifier import train_feature_classifier
 from scoresde_jax.metrics.fid import FeatureStats, Stats, save_stats
+from scoresde_jax.modes.feature_classifier import train_feature_classifier
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SCORESDE_SHARED", REPO.parent / "shared"))

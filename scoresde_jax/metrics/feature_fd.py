@@ -22,9 +22,9 @@ from jax.sharding import Mesh
 from scoresde_jax.metrics.feature_net import (
     CLASSIFIERS,
     Classifier,
-    resolve_file,
     feature_fn,
     load_classifier,
+    resolve_file,
 )
 from scoresde_jax.metrics.fid import (
     FeatureStats,
