@@ -1,8 +1,9 @@
 """Every supported image format -> a random-access source of uint8 ``[n, H, W, C]`` at model size.
 
-One module per format, each with ``detect(path)`` and ``open_split(path, split, target)``; none
-needs TensorFlow. In-memory formats (npz, MNIST IDX, CIFAR-10 archive) are converted once when
-opened, lazy ones (image folder, TFRecord, TFDS) on every ``get``.
+One module per format: each local one has ``detect(path)`` and ``open_split(path, split, target)``
+and needs no TensorFlow; ``tfds`` opens a set by its name. In-memory formats (npz, MNIST IDX,
+CIFAR-10 archive) are converted once when opened, lazy ones (folder, TFRecord, TFDS) on every
+``get``.
 """
 
 from __future__ import annotations
