@@ -30,13 +30,13 @@ from scoresde_jax.data import (
     parse_tf_example,
     prepare_image,
     read_idx,
-    sources,
     to_global_array,
     to_model_space,
     train_batch,
     train_example_indices,
     write_tfrecord_images,
 )
+from scoresde_jax.data.geometry import convert_channels
 from scoresde_jax.io import tfrecord
 from scoresde_jax.run import experiment
 
@@ -604,9 +604,9 @@ def test_resize_only_when_size_differs_and_exact_errors():
 
 def test_channel_conversion_and_argument_errors(tmp_path):
     rgb = np.array([[[[255, 0, 0], [10, 200, 30], [255, 255, 255]]]], np.uint8)
-    np.testing.assert_array_equal(sources.convert_channels(rgb, 1)[..., 0], [[[76, 124, 255]]])
+    np.testing.assert_array_equal(convert_channels(rgb, 1)[..., 0], [[[76, 124, 255]]])
     with pytest.raises(ValueError, match="num_channels"):
-        sources.convert_channels(np.zeros((2, 2, 4), np.uint8), 3)
+        convert_channels(np.zeros((2, 2, 4), np.uint8), 3)
     npz = tmp_path / "d.npz"
     np.savez(npz, images=_rgb(2, 4, 4))
     kwargs = dict(dataset="x", image_size=4, num_channels=3, path=str(npz))
@@ -818,7 +818,7 @@ def test_conversions_are_logged_and_foreign_data_refused(tmp_path, caplog):
     rgb = np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
     path = tmp_path / "rgb.npz"
     np.savez(path, train_images=rgb)
-    with caplog.at_level(logging.INFO, logger="scoresde_jax.data.sources"):
+    with caplog.at_level(logging.INFO, logger="scoresde_jax.data.formats.base"):
         source = open_image_source(
             dataset="my_images", split="train", image_size=28, num_channels=1, path=str(path)
         )
@@ -836,7 +836,7 @@ def test_conversions_are_logged_and_foreign_data_refused(tmp_path, caplog):
     caplog.clear()
     gray = rgb[..., :1]
     np.savez(path, train_images=gray)
-    with caplog.at_level(logging.INFO, logger="scoresde_jax.data.sources"):
+    with caplog.at_level(logging.INFO, logger="scoresde_jax.data.formats.base"):
         open_image_source(
             dataset="my_images", split="train", image_size=32, num_channels=1, path=str(path)
         )

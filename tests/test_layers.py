@@ -178,6 +178,20 @@ def test_library_never_reads_a_config(package):
     assert not offenders, "library code reading configs:\n" + "\n".join(offenders)
 
 
+def test_each_data_format_stands_alone():
+    # One file per format: a reader shares only formats.base, never another reader's code.
+    formats = "scoresde_jax.data.formats"
+    readers = [m for m in MODULES if m.startswith(formats + ".") and m != f"{formats}.base"]
+    assert len(readers) >= 6
+    crossing = [
+        f"{m} -> {t}"
+        for m in readers
+        for t, _, _ in GRAPH[m]
+        if t.startswith(formats) and t != f"{formats}.base"
+    ]
+    assert not crossing, "format modules importing each other:\n" + "\n".join(crossing)
+
+
 def test_the_checks_see_the_package():
     # Guards the test itself: the graph must hold the known downward edges.
     assert "scoresde_jax.core.sde" in {t for t, _, _ in GRAPH["scoresde_jax.core.score"]}

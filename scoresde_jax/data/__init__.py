@@ -6,6 +6,18 @@ Images flow ``open_image_source`` (any supported format -> uint8 at the model's 
 """
 
 from scoresde_jax.core.mesh import to_global_array
+from scoresde_jax.data.formats import SOURCES, detect_source, open_image_source
+from scoresde_jax.data.formats.base import (
+    DATASETS,
+    ArraySource,
+    DatasetSpec,
+    ImageSource,
+    LazySource,
+    TintedSource,
+    dataset_spec,
+)
+from scoresde_jax.data.formats.idx import read_idx
+from scoresde_jax.data.geometry import prepare_image
 from scoresde_jax.data.pipeline import (
     TrainIterator,
     eval_batches,
@@ -14,23 +26,8 @@ from scoresde_jax.data.pipeline import (
     train_batch,
     train_example_indices,
 )
-from scoresde_jax.data.sources import (
-    DATASETS,
-    SOURCES,
-    ArraySource,
-    DatasetSpec,
-    ImageSource,
-    LazySource,
-    TintedSource,
-    dataset_spec,
-    detect_source,
-    open_image_source,
-    parse_tf_example,
-    prepare_image,
-    read_idx,
-    write_tfrecord_images,
-)
 from scoresde_jax.data.toy import TOY_DATASETS, TOY_GMM, make_toy_dataset, toy_density
+from scoresde_jax.io.tfrecord import parse_tf_example, write_tfrecord_images
 
 __all__ = [
     "DATASETS",

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from scoresde_jax.data.sources import ImageSource
+from scoresde_jax.data.formats.base import ImageSource
 
 __all__ = [
     "TrainIterator",
@@ -59,12 +59,14 @@ def to_model_space(
     return 2.0 * x - 1.0 if centered else x
 
 
-def _local_batch_size(global_batch_size: int, process_count: int) -> int:
+def _local_batch_size(global_batch_size: int, process_count: int, process_index: int) -> int:
     if global_batch_size < 1 or process_count < 1 or global_batch_size % process_count:
         raise ValueError(
             f"global batch size {global_batch_size} must be a positive multiple of the "
             f"{process_count} processes"
         )
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index {process_index} not in [0, {process_count})")
     return global_batch_size // process_count
 
 
@@ -96,9 +98,7 @@ def train_example_indices(
         raise ValueError("the training split is empty")
     if step < 0 or seed < 0:
         raise ValueError(f"step ({step}) and seed ({seed}) must be non-negative")
-    if not 0 <= process_index < process_count:
-        raise ValueError(f"process_index {process_index} not in [0, {process_count})")
-    local = _local_batch_size(global_batch_size, process_count)
+    local = _local_batch_size(global_batch_size, process_count, process_index)
     positions = step * global_batch_size + process_index * local + np.arange(local, dtype=np.int64)
     epochs, offsets = np.divmod(positions, num_examples)
     indices = np.empty(local, np.int64)
@@ -178,7 +178,8 @@ class TrainIterator:
     ):
         if steps_per_call < 1 or prefetch < 1:
             raise ValueError(f"steps_per_call ({steps_per_call}) and prefetch ({prefetch}) >= 1")
-        _local_batch_size(global_batch_size, process_count)  # fail here, not in the thread
+        # Fail here, not in the thread.
+        _local_batch_size(global_batch_size, process_count, process_index)
         self._make = functools.partial(
             train_batch,
             source,
@@ -259,9 +260,7 @@ def num_eval_batches(
 ) -> int:
     """How many global batches :func:`eval_batches` yields; the same on every process (the
     process arguments are accepted, so both functions take the same keywords, and checked)."""
-    _local_batch_size(global_batch_size, process_count)
-    if not 0 <= process_index < process_count:
-        raise ValueError(f"process_index {process_index} not in [0, {process_count})")
+    _local_batch_size(global_batch_size, process_count, process_index)
     n = len(source) if max_examples is None else min(len(source), max_examples)
     return -(-n // global_batch_size)
 
@@ -283,9 +282,7 @@ def eval_batches(
         end the last real example is repeated with ``mask`` False, so every batch has the same
         shape and every process yields :func:`num_eval_batches` batches.
     """
-    local = _local_batch_size(global_batch_size, process_count)
-    if not 0 <= process_index < process_count:
-        raise ValueError(f"process_index {process_index} not in [0, {process_count})")
+    local = _local_batch_size(global_batch_size, process_count, process_index)
     n = len(source) if max_examples is None else min(len(source), max_examples)
     for b in range(num_eval_batches(source, global_batch_size=global_batch_size, max_examples=n)):
         positions = b * global_batch_size + process_index * local + np.arange(local)

@@ -2,7 +2,7 @@
 
 The format of the FFHQ / CelebA-HQ files of the StyleGAN dataset tool, which the paper's configs
 read: each record holds ``shape`` (int64 ``[C, H, W]``) and ``data`` (raw uint8 bytes, CHW).
-:func:`write_tfrecord_images` packs a user's own images in the same format.
+:func:`write_tfrecord_images` and :func:`read_image_example` are that layout's two directions.
 """
 
 from __future__ import annotations
@@ -21,16 +21,15 @@ __all__ = [
     "TFRecordIndex",
     "crc32c",
     "encode_tf_example",
+    "first_record",
     "index_tfrecords",
     "masked_crc32c",
     "parse_tf_example",
+    "read_image_example",
     "read_record",
     "write_tfrecord_images",
 ]
 
-# ---------------------------------------------------------------------------------------------
-# TFRecord files of tf.train.Example protos (the FFHQ / CelebA-HQ format), in pure Python.
-#
 # Record framing (little endian):
 #   uint64 length | uint32 masked_crc32c(length bytes) | data[length] | uint32 masked_crc32c(data)
 #
@@ -344,6 +343,19 @@ def read_record(index: TFRecordIndex, i: int, *, verify_crc: bool = False) -> by
     return data
 
 
+def first_record(path: str | os.PathLike) -> bytes:
+    """The data of the first record of ``path``, read without indexing the file."""
+    with open(path, "rb") as f:
+        header = f.read(_HEADER.size)
+        if len(header) < _HEADER.size:
+            raise DataError(f"{path} is empty or not a TFRecord file")
+        (length, _) = _HEADER.unpack(header)
+        data = f.read(length)
+    if len(data) != length:
+        raise DataError(f"{path}: first record is truncated (not a TFRecord file?)")
+    return data
+
+
 def _frame(record: bytes) -> bytes:
     length = struct.pack("<Q", len(record))
     return (
@@ -357,19 +369,9 @@ def _frame(record: bytes) -> bytes:
 def write_tfrecord_images(
     path: str | os.PathLike, images: np.ndarray, labels: np.ndarray | None = None
 ) -> None:
-    """Writes images as a TFRecord file in the StyleGAN / score_sde FFHQ layout.
-
-    Each record is a ``tf.train.Example`` with ``shape`` = ``[C, H, W]`` (int64) and ``data`` =
-    the pixels as raw uint8 bytes in CHW order, plus ``label`` (int64 ``[1]``) when ``labels`` is
-    given. Pack your own set like this and read it back with ``--config.data.path=FILE``, e.g.::
-
-        write_tfrecord_images("faces-r08.tfrecords", images_uint8_nhwc)
-
-    Args:
-        path: the file to create (overwritten).
-        images: uint8 ``[N, H, W, C]`` (or ``[N, H, W]`` for grayscale).
-        labels: optional integer ``[N]``.
-    """
+    """Writes uint8 ``images`` ``[N, H, W(, C)]`` (and optional integer ``labels``) to ``path`` in
+    the StyleGAN / score_sde FFHQ layout: per record ``shape`` = ``[C, H, W]``, ``data`` = the CHW
+    bytes, ``label`` = ``[label]``. Read your own set back with ``--config.data.path=FILE``."""
     images = np.asarray(images)
     if images.dtype != np.uint8:
         raise DataError(f"images must be uint8, got {images.dtype}")
@@ -389,3 +391,20 @@ def write_tfrecord_images(
             if labels is not None:
                 features["label"] = [int(labels[i])]
             f.write(_frame(encode_tf_example(features)))
+
+
+def read_image_example(record: bytes, where: str) -> tuple[np.ndarray, int]:
+    """``(uint8 HWC image, label or -1)`` of one record written by :func:`write_tfrecord_images`."""
+    example = parse_tf_example(record)
+    if "shape" not in example or "data" not in example:
+        raise DataError(
+            f"{where} has features {sorted(example)}, not 'shape' and 'data' (the StyleGAN layout "
+            "that write_tfrecord_images writes)"
+        )
+    shape = tuple(int(s) for s in example["shape"])
+    data = example["data"][0] if len(example["data"]) else b""
+    if len(shape) != 3 or math.prod(shape) != len(data):
+        raise DataError(f"{where}: shape {shape} does not match {len(data)} bytes of data")
+    image = np.frombuffer(data, np.uint8).reshape(shape).transpose(1, 2, 0)  # CHW -> HWC
+    label = example.get("label")
+    return image, int(label[0]) if label is not None and len(label) else -1
