@@ -30,7 +30,6 @@ def get_config():
     model.sigma_max = 380.0
     model.scale_by_sigma = True
     model.ema_rate = 0.999
-    model.normalization = "GroupNorm"
     model.nonlinearity = "swish"
     model.nf = 128
     model.ch_mult = (1, 1, 2, 2, 2, 2, 2)

@@ -7,11 +7,11 @@ Paper result: — (no number for this configuration on its own). 35,218,947 para
 network; its output is divided by sigma).
 """
 
-from configs.default_cifar10 import get_default_configs
+from configs.common import image_defaults
 
 
 def get_config():
-    config = get_default_configs()
+    config = image_defaults()
     config.training.sde = "vesde"
     config.training.continuous = False
 
@@ -25,7 +25,6 @@ def get_config():
     model.name = "ddpm"
     model.scale_by_sigma = True
     model.ema_rate = 0.999
-    model.normalization = "GroupNorm"
     model.nonlinearity = "swish"
     model.nf = 128
     model.ch_mult = (1, 2, 2, 2)

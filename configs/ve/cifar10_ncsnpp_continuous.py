@@ -9,11 +9,11 @@ NCSN++: FIR up/downsampling, BigGAN residual blocks with rescaled skips, a resid
 input pyramid and random Fourier features of the noise level; the output is divided by sigma.
 """
 
-from configs.default_cifar10 import get_default_configs
+from configs.common import image_defaults
 
 
 def get_config():
-    config = get_default_configs()
+    config = image_defaults()
     config.training.sde = "vesde"
     config.training.continuous = True
 
@@ -27,7 +27,6 @@ def get_config():
     model.name = "ncsnpp"
     model.scale_by_sigma = True
     model.ema_rate = 0.999
-    model.normalization = "GroupNorm"
     model.nonlinearity = "swish"
     model.nf = 128
     model.ch_mult = (1, 2, 2, 2)

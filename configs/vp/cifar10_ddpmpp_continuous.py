@@ -10,11 +10,11 @@ DDPM++: BigGAN residual blocks with rescaled skips and sinusoidal time embedding
 (non-FIR) resampling, no input pyramid; data in [-1, 1].
 """
 
-from configs.default_cifar10 import get_default_configs
+from configs.common import image_defaults
 
 
 def get_config():
-    config = get_default_configs()
+    config = image_defaults()
     config.training.sde = "vpsde"
     config.training.continuous = True
     config.training.reduce_mean = True
@@ -30,7 +30,6 @@ def get_config():
     model.name = "ncsnpp"
     model.scale_by_sigma = False
     model.ema_rate = 0.9999
-    model.normalization = "GroupNorm"
     model.nonlinearity = "swish"
     model.nf = 128
     model.ch_mult = (1, 2, 2, 2)

@@ -30,7 +30,6 @@ def get_config():
     model.sigma_max = 1.0
     model.num_scales = 10
     model.ema_rate = 0.0
-    model.normalization = "InstanceNorm++"
     model.nonlinearity = "elu"
     model.nf = 128
     model.interpolation = "bilinear"

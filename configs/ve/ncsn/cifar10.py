@@ -11,11 +11,11 @@ The variants ``cifar10_5``, ``cifar10_124`` and ``cifar10_1245`` add the NCSNv2 
 4 the Langevin step size (5 steps per level, snr 0.176), 5 the EMA of the weights.
 """
 
-from configs.default_cifar10 import get_default_configs
+from configs.common import image_defaults
 
 
 def get_config():
-    config = get_default_configs()
+    config = image_defaults()
     config.training.sde = "vesde"
     config.training.continuous = False
 
@@ -33,7 +33,6 @@ def get_config():
     model.sigma_max = 1.0
     model.num_scales = 10
     model.ema_rate = 0.0
-    model.normalization = "InstanceNorm++"
     model.nonlinearity = "elu"
     model.nf = 128
     model.interpolation = "bilinear"

@@ -36,7 +36,6 @@ def get_config():
     model.sigma_max = 190.0
     model.num_scales = 1086
     model.ema_rate = 0.9999
-    model.normalization = "InstanceNorm++"
     model.nonlinearity = "elu"
     model.nf = 128
     model.interpolation = "bilinear"

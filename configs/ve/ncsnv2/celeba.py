@@ -27,7 +27,6 @@ def get_config():
     model.scale_by_sigma = True
     model.num_scales = 500
     model.ema_rate = 0.999
-    model.normalization = "InstanceNorm++"
     model.nonlinearity = "elu"
     model.nf = 128
     model.interpolation = "bilinear"

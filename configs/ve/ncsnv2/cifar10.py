@@ -8,11 +8,11 @@ Song et al. 2021, Table 3 quotes NCSNv2 at FID 10.87, IS 8.40 (Song & Ermon 2020
 29,694,083 parameters.
 """
 
-from configs.default_cifar10 import get_default_configs
+from configs.common import image_defaults
 
 
 def get_config():
-    config = get_default_configs()
+    config = image_defaults()
     config.training.sde = "vesde"
     config.training.continuous = False
 
@@ -29,7 +29,6 @@ def get_config():
     model.scale_by_sigma = True
     model.num_scales = 232
     model.ema_rate = 0.999
-    model.normalization = "InstanceNorm++"
     model.nonlinearity = "elu"
     model.nf = 128
     model.interpolation = "bilinear"

@@ -29,7 +29,6 @@ def get_config():
     model.scale_by_sigma = False
     model.num_scales = 1000
     model.ema_rate = 0.9999
-    model.normalization = "GroupNorm"
     model.nonlinearity = "swish"
     model.nf = 128
     model.ch_mult = (1, 1, 2, 2, 4, 4)

@@ -7,11 +7,11 @@ Song et al. 2021: FID 3.24 with 1000 ancestral-sampling steps (Table 1); NLL 3.2
 FID 3.37 with the probability-flow ODE (Table 2). Ho et al. report FID 3.17. 35,218,947 parameters.
 """
 
-from configs.default_cifar10 import get_default_configs
+from configs.common import image_defaults
 
 
 def get_config():
-    config = get_default_configs()
+    config = image_defaults()
     config.training.sde = "vpsde"
     config.training.continuous = False
     config.training.reduce_mean = True
@@ -27,7 +27,6 @@ def get_config():
     model.name = "ddpm"
     model.scale_by_sigma = False
     model.ema_rate = 0.9999
-    model.normalization = "GroupNorm"
     model.nonlinearity = "swish"
     model.nf = 128
     model.ch_mult = (1, 2, 2, 2)
