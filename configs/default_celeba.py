@@ -1,19 +1,20 @@
 """Shared defaults of the CelebA 64x64 experiments (``ve/celeba_ncsnpp.py``, ``ve/ncsn/celeba*``,
 ``ve/ncsnv2/celeba.py``).
 
-The CIFAR-10 defaults with what the paper's CelebA configs change: the dataset (centre crop of
-140 pixels, resized to 64x64), ``sigma_max = 90``, a signal-to-noise ratio of 0.17 for the
-Langevin corrector, samples drawn during evaluation, and evaluation from the first snapshot.
+The CIFAR-10 defaults (``common.image_defaults``) with what the paper's CelebA configs change:
+the dataset (centre crop of 140 pixels, resized to 64x64), ``sigma_max = 90``, a signal-to-noise
+ratio of 0.17 for the Langevin corrector, samples drawn during evaluation, and evaluation from
+the first snapshot.
 """
 
 import ml_collections
 from ml_collections.config_dict import placeholder
 
-from configs.default_cifar10 import get_default_configs as get_cifar10_defaults
+from configs.common import image_defaults
 
 
 def get_default_configs() -> ml_collections.ConfigDict:
-    config = get_cifar10_defaults()
+    config = image_defaults()
 
     config.sampling.snr = 0.17
 

@@ -1,9 +1,10 @@
 """Shared defaults of the 256x256 (and larger) experiments: LSUN bedroom and church, FFHQ and
 CelebA-HQ at 256 and 1024 pixels, and NCSNv2 on LSUN bedroom at 128.
 
-The CIFAR-10 defaults with what the paper's LSUN configs change: batch 64, 2.4M iterations,
-a preemption checkpoint every 5,000 steps, ``sigma_max = 378`` with 2,000 noise scales (VE),
-no dropout, a signal-to-noise ratio of 0.075, and evaluation of snapshots 50 to 96 with samples.
+The CIFAR-10 defaults (``common.image_defaults``) with what the paper's LSUN configs change:
+batch 64, 2.4M iterations, a preemption checkpoint every 5,000 steps, ``sigma_max = 378`` with
+2,000 noise scales (VE), no dropout, a signal-to-noise ratio of 0.075, and evaluation of
+snapshots 50 to 96 with samples.
 Each experiment names its dataset: LSUN needs ``data.category``; FFHQ and CelebA-HQ read a
 TFRecord file given with ``--config.data.path``.
 """
@@ -11,11 +12,11 @@ TFRecord file given with ``--config.data.path``.
 import ml_collections
 from ml_collections.config_dict import placeholder
 
-from configs.default_cifar10 import get_default_configs as get_cifar10_defaults
+from configs.common import image_defaults
 
 
 def get_default_configs() -> ml_collections.ConfigDict:
-    config = get_cifar10_defaults()
+    config = image_defaults()
 
     training = config.training
     training.batch_size = 64

@@ -1,4 +1,5 @@
-"""Every config file loads and builds its SDE, optimizer, loss, sampler and network.
+"""Every config file loads and builds its SDE, optimizer, loss, sampler and network, and every
+field it sets is read by the package.
 
 Networks are built abstractly (``jax.eval_shape``): no weights are allocated, so the 1024x1024
 configs cost no more than the CIFAR-10 ones.
@@ -18,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(
     str(p.relative_to(REPO))
     for p in (REPO / "configs").rglob("*.py")
-    if not p.name.startswith(("default", "_"))
+    if not p.name.startswith(("default", "_")) and p.name != "common.py"
 )
 
 # Parameter counts of the official implementation's networks for the same experiments, counted
@@ -240,3 +241,165 @@ def test_image_configs_have_the_pipeline_fields(path, monkeypatch):
         # These read a TFRecord file whose path the command line supplies.
         assert data.source == "tfrecord"
         assert "--config.data.path=" in _docstring(path)
+
+
+# -------------------------------------------------------------------------------------------
+# Every field is read somewhere.
+
+# ConfigDict methods: calling them reads no one field.
+_CONFIG_METHODS = frozenset(
+    {"get", "items", "keys", "values", "to_dict", "unlocked", "lock", "unlock", "get_type"}
+    | {"copy_and_resolve_references"}
+)
+# Code that reads fields only to check them or to fingerprint results: a field read only there
+# would still be dead.
+_NOT_READERS = ("run/preflight.py", "run/results.py")
+
+
+class _FieldReads:
+    """The config fields a module reads, found in its syntax tree (no code is run).
+
+    An expression stands for a config node when it is the name ``config`` / ``cfg`` or an
+    attribute ``.config`` (the root), a parameter named ``<section>_config``, a section of the
+    root (``X.data``, ``X.get("data")``, ``X["data"]``), a name assigned one of these in the
+    same or an enclosing function (``m, d = config.model, config.data``), or a parameter of a
+    function of the module that some call passes one of these (``_ode_settings(config.eval)``).
+    A field is read by ``node.f``, ``node.get("f", ...)``, ``node["f"]``, ``getattr(node, "f")``
+    or ``"f" in node``. Loops over a section (``items()``, fingerprints) read no named field.
+    """
+
+    def __init__(self, sections):
+        self.sections = frozenset(sections)
+        self.reads = set()
+
+    def scan_module(self, tree):
+        self.funcs = {n.name: n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
+        self.bound = {}
+        for _ in range(3):  # call-site bindings found in one pass are used by the next
+            self._scan(tree, {})
+        return self
+
+    def node_path(self, node, aliases):
+        if isinstance(node, ast.Name):
+            if node.id in ("config", "cfg"):
+                return ()
+            if node.id.removesuffix("_config") in self.sections:
+                return (node.id.removesuffix("_config"),)
+            return aliases.get(node.id)
+        if isinstance(node, ast.Attribute) and node.attr == "config":
+            return ()
+        read = self.field_read(node, aliases)
+        if read is not None and read[:-1] == () and read[-1] in self.sections:
+            return read
+        return None
+
+    def field_read(self, node, aliases):
+        """The path of the field ``node`` reads, or None."""
+        base, name = None, None
+        if isinstance(node, ast.Attribute) and node.attr not in _CONFIG_METHODS:
+            base, name = node.value, node.attr
+        elif isinstance(node, ast.Call) and _is_getattr(node) and _text(node.args[1]):
+            base, name = node.args[0], node.args[1].value
+        elif isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "get":
+            if node.args and _text(node.args[0]):
+                base, name = node.func.value, node.args[0].value
+        elif isinstance(node, ast.Subscript) and _text(node.slice):
+            base, name = node.value, node.slice.value
+        elif isinstance(node, ast.Compare) and isinstance(node.ops[0], ast.In | ast.NotIn):
+            if _text(node.left):
+                base, name = node.comparators[0], node.left.value
+        path = None if base is None else self.node_path(base, aliases)
+        return None if path is None else (*path, name)
+
+    def _scan(self, tree, aliases):
+        for node in ast.iter_child_nodes(tree):
+            if isinstance(node, ast.Call):
+                self._bind_call(node, aliases)
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Lambda):
+                inner = {**aliases, **self.bound.get(getattr(node, "name", None), {})}
+                for sub in ast.walk(node):
+                    if isinstance(sub, ast.Assign):
+                        for target in sub.targets:
+                            self._bind(target, sub.value, inner)
+                self._scan(node, inner)
+                continue
+            read = self.field_read(node, aliases)
+            if read is not None:
+                self.reads.add(read)
+            self._scan(node, aliases)
+
+    def _bind(self, target, value, aliases):
+        if isinstance(target, ast.Tuple) and isinstance(value, ast.Tuple):
+            for t, v in zip(target.elts, value.elts, strict=False):
+                self._bind(t, v, aliases)
+        elif isinstance(target, ast.Name) and (path := self.node_path(value, aliases)) is not None:
+            aliases[target.id] = path
+
+    def _bind_call(self, call, aliases):
+        f = call.func
+        name = f.id if isinstance(f, ast.Name) else getattr(f, "attr", None)
+        if name not in self.funcs:
+            return
+        params = [a.arg for a in self.funcs[name].args.args if a.arg != "self"]
+        passed = list(zip(params, call.args, strict=False))
+        passed += [(k.arg, k.value) for k in call.keywords if k.arg in params]
+        for param, arg in passed:
+            if (path := self.node_path(arg, aliases)) is not None:
+                self.bound.setdefault(name, {})[param] = path
+
+
+def _text(node) -> bool:
+    return isinstance(node, ast.Constant) and isinstance(node.value, str)
+
+
+def _is_getattr(call) -> bool:
+    named = isinstance(call.func, ast.Name) and call.func.id in ("getattr", "hasattr")
+    return named and len(call.args) >= 2
+
+
+def _leaves(config: ConfigDict, prefix=()):
+    for key in config.keys():
+        if isinstance(config[key], ConfigDict):
+            yield from _leaves(config[key], (*prefix, key))
+        else:
+            yield (*prefix, key)
+
+
+def _package_reads(sections) -> set:
+    finder = _FieldReads(sections)
+    for path in sorted((REPO / "scoresde_jax").rglob("*.py")):
+        if not str(path).endswith(_NOT_READERS):
+            finder.scan_module(ast.parse(path.read_text()))
+    return finder.reads
+
+
+def test_field_reads_follow_aliases_and_calls():
+    source = """
+def build(config):
+    m, d = config.model, config.data
+    ec = config.get("eval")
+    return m.nf, d["image_size"], ec.get("rtol", 1e-5), _solver(config.sampling), config.seed
+
+def _solver(s):
+    return getattr(s, "ode_solver", "tsit5"), "eps" in s, {k: v for k, v in s.items()}
+
+def sampler(sampling_config):
+    return sampling_config.method
+"""
+    reads = _FieldReads({"model", "data", "eval", "sampling"}).scan_module(ast.parse(source))
+    assert reads.reads == {
+        ("model",), ("data",), ("eval",), ("sampling",), ("seed",),
+        ("model", "nf"), ("data", "image_size"), ("eval", "rtol"),
+        ("sampling", "ode_solver"), ("sampling", "eps"), ("sampling", "method"),
+    }  # fmt: skip
+
+
+def test_every_config_field_is_read(monkeypatch):
+    """Each leaf field of each config is read by the package's code: a field no code reads is a
+    setting that silently does nothing (see :class:`_FieldReads` for what counts as a read)."""
+    leaves = {leaf: path for path in CONFIGS for leaf in _leaves(_load(path, monkeypatch))}
+    reads = _package_reads({leaf[0] for leaf in leaves if len(leaf) > 1})
+    unread = sorted(
+        ".".join(leaf) + f" ({path})" for leaf, path in leaves.items() if leaf not in reads
+    )
+    assert unread == []

@@ -6,6 +6,7 @@ sigma_max = 90).
 Paper result: — (CelebA samples only). 62,693,251 parameters.
 """
 
+from configs import common
 from configs.default_celeba import get_default_configs
 
 
@@ -21,27 +22,8 @@ def get_config():
     sampling.eps = 1e-5
 
     model = config.model
-    model.name = "ncsnpp"
+    common.ncsnpp(model)
     model.scale_by_sigma = True
     model.ema_rate = 0.999
-    model.normalization = "GroupNorm"
-    model.nonlinearity = "swish"
-    model.nf = 128
-    model.ch_mult = (1, 2, 2, 2)
-    model.num_res_blocks = 4
-    model.attn_resolutions = (16,)
-    model.resamp_with_conv = True
-    model.conditional = True
-    model.fir = True
-    model.fir_kernel = (1, 3, 3, 1)
-    model.skip_rescale = True
-    model.resblock_type = "biggan"
-    model.progressive = "none"
-    model.progressive_input = "residual"
-    model.progressive_combine = "sum"
-    model.attention_type = "ddpm"
     model.embedding_type = "positional"
-    model.init_scale = 0.0
-    model.fourier_scale = 16
-    model.conv_size = 3
     return config

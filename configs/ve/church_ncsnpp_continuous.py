@@ -9,6 +9,7 @@ The 256-pixel NCSN++: seven resolutions (256 down to 4), two residual blocks eac
 output-skip pyramid and input-skip pyramid, Fourier features of sigma, no dropout.
 """
 
+from configs import common
 from configs.default_lsun import get_default_configs
 
 
@@ -26,28 +27,12 @@ def get_config():
     config.data.category = "church_outdoor"
 
     model = config.model
-    model.name = "ncsnpp"
+    common.ncsnpp(model)
     model.sigma_max = 380.0
     model.scale_by_sigma = True
     model.ema_rate = 0.999
-    model.normalization = "GroupNorm"
-    model.nonlinearity = "swish"
-    model.nf = 128
     model.ch_mult = (1, 1, 2, 2, 2, 2, 2)
     model.num_res_blocks = 2
-    model.attn_resolutions = (16,)
-    model.resamp_with_conv = True
-    model.conditional = True
-    model.fir = True
-    model.fir_kernel = (1, 3, 3, 1)
-    model.skip_rescale = True
-    model.resblock_type = "biggan"
     model.progressive = "output_skip"
     model.progressive_input = "input_skip"
-    model.progressive_combine = "sum"
-    model.attention_type = "ddpm"
-    model.embedding_type = "fourier"
-    model.init_scale = 0.0
-    model.fourier_scale = 16
-    model.conv_size = 3
     return config

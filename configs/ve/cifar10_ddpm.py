@@ -7,11 +7,11 @@ Paper result: — (no number for this configuration on its own). 35,218,947 para
 network; its output is divided by sigma).
 """
 
-from configs.default_cifar10 import get_default_configs
+from configs import common
 
 
 def get_config():
-    config = get_default_configs()
+    config = common.image_defaults()
     config.training.sde = "vesde"
     config.training.continuous = False
 
@@ -22,16 +22,8 @@ def get_config():
     sampling.eps = 1e-5
 
     model = config.model
-    model.name = "ddpm"
+    common.ddpm(model)
     model.scale_by_sigma = True
     model.ema_rate = 0.999
-    model.normalization = "GroupNorm"
-    model.nonlinearity = "swish"
-    model.nf = 128
-    model.ch_mult = (1, 2, 2, 2)
-    model.num_res_blocks = 2
-    model.attn_resolutions = (16,)
-    model.resamp_with_conv = True
-    model.conditional = True
     model.conv_size = 3
     return config

@@ -9,11 +9,11 @@ NCSN++: FIR up/downsampling, BigGAN residual blocks with rescaled skips, a resid
 input pyramid and random Fourier features of the noise level; the output is divided by sigma.
 """
 
-from configs.default_cifar10 import get_default_configs
+from configs import common
 
 
 def get_config():
-    config = get_default_configs()
+    config = common.image_defaults()
     config.training.sde = "vesde"
     config.training.continuous = True
 
@@ -24,27 +24,7 @@ def get_config():
     sampling.eps = 1e-5  # the original sampled VE models down to t = 1e-5
 
     model = config.model
-    model.name = "ncsnpp"
+    common.ncsnpp(model)
     model.scale_by_sigma = True
     model.ema_rate = 0.999
-    model.normalization = "GroupNorm"
-    model.nonlinearity = "swish"
-    model.nf = 128
-    model.ch_mult = (1, 2, 2, 2)
-    model.num_res_blocks = 4
-    model.attn_resolutions = (16,)
-    model.resamp_with_conv = True
-    model.conditional = True
-    model.fir = True
-    model.fir_kernel = (1, 3, 3, 1)
-    model.skip_rescale = True
-    model.resblock_type = "biggan"
-    model.progressive = "none"
-    model.progressive_input = "residual"
-    model.progressive_combine = "sum"
-    model.attention_type = "ddpm"
-    model.embedding_type = "fourier"
-    model.init_scale = 0.0
-    model.fourier_scale = 16
-    model.conv_size = 3
     return config

@@ -10,11 +10,11 @@ DDPM++: BigGAN residual blocks with rescaled skips and sinusoidal time embedding
 (non-FIR) resampling, no input pyramid; data in [-1, 1].
 """
 
-from configs.default_cifar10 import get_default_configs
+from configs import common
 
 
 def get_config():
-    config = get_default_configs()
+    config = common.image_defaults()
     config.training.sde = "vpsde"
     config.training.continuous = True
     config.training.reduce_mean = True
@@ -27,27 +27,10 @@ def get_config():
     config.data.centered = True
 
     model = config.model
-    model.name = "ncsnpp"
+    common.ncsnpp(model)
     model.scale_by_sigma = False
     model.ema_rate = 0.9999
-    model.normalization = "GroupNorm"
-    model.nonlinearity = "swish"
-    model.nf = 128
-    model.ch_mult = (1, 2, 2, 2)
-    model.num_res_blocks = 4
-    model.attn_resolutions = (16,)
-    model.resamp_with_conv = True
-    model.conditional = True
     model.fir = False
-    model.fir_kernel = (1, 3, 3, 1)
-    model.skip_rescale = True
-    model.resblock_type = "biggan"
-    model.progressive = "none"
     model.progressive_input = "none"
-    model.progressive_combine = "sum"
-    model.attention_type = "ddpm"
     model.embedding_type = "positional"
-    model.init_scale = 0.0
-    model.fourier_scale = 16
-    model.conv_size = 3
     return config

@@ -129,8 +129,9 @@ def solve(
 def _fsal_state(solver_obj, term, t0, t1, y0, f0, args):
     """The state of an FSAL Runge--Kutta solver whose first stage ``f0 = f(t0, y0)`` is known.
 
-    Diffrax keeps ``(first_step, f0)``; ``first_step=False`` tells it to reuse ``f0``. The
-    structure is checked against the solver's own ``init`` so a change in diffrax fails loudly
+    The package's only use of diffrax internals (hence the version range in pyproject.toml):
+    diffrax keeps ``(first_step, f0)``, and ``first_step=False`` tells it to reuse ``f0``. The
+    structure is checked against the solver's own ``init``, so a change in diffrax fails loudly
     rather than silently miscounting. ``f0`` is treated as a constant, as diffrax does with any
     initial solver state.
     """
@@ -142,7 +143,8 @@ def _fsal_state(solver_obj, term, t0, t1, y0, f0, args):
     )
     if signature(reference) != signature(state):
         raise NotImplementedError(
-            f"unexpected {type(solver_obj).__name__} solver state {reference}; this diffrax "
-            "version is not supported by scoresde_jax.core.odeint"
+            f"diffrax {diffrax.__version__} keeps {type(solver_obj).__name__}'s solver state as "
+            f"{reference}, not (first_step, f0) as the diffrax versions that pyproject.toml "
+            "declares; scoresde_jax.core.odeint._fsal_state needs updating for it"
         )
     return state

@@ -6,38 +6,20 @@ Langevin dynamics (5 steps per level, snr 0.128), EMA 0.999, Adam at 1e-4.
 Paper result: — . 29,694,083 parameters.
 """
 
+from configs import common
 from configs.default_celeba import get_default_configs
 
 
 def get_config():
     config = get_default_configs()
-    config.training.sde = "vesde"
-    config.training.continuous = False
+    common.ncsn(config, "ncsnv2_64", lr=1e-4)
 
     sampling = config.sampling
-    sampling.method = "pc"
-    sampling.predictor = "none"
-    sampling.corrector = "ald"
     sampling.n_steps_each = 5
     sampling.snr = 0.128
-    sampling.eps = 1e-5
 
     model = config.model
-    model.name = "ncsnv2_64"
     model.scale_by_sigma = True
     model.num_scales = 500
     model.ema_rate = 0.999
-    model.normalization = "InstanceNorm++"
-    model.nonlinearity = "elu"
-    model.nf = 128
-    model.interpolation = "bilinear"
-
-    optim = config.optim
-    optim.optimizer = "adam"
-    optim.lr = 1e-4
-    optim.beta1 = 0.9
-    optim.eps = 1e-8
-    optim.weight_decay = 0.0
-    optim.warmup = 0
-    optim.grad_clip = -1.0  # no clipping
     return config

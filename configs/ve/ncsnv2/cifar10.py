@@ -8,38 +8,19 @@ Song et al. 2021, Table 3 quotes NCSNv2 at FID 10.87, IS 8.40 (Song & Ermon 2020
 29,694,083 parameters.
 """
 
-from configs.default_cifar10 import get_default_configs
+from configs import common
 
 
 def get_config():
-    config = get_default_configs()
-    config.training.sde = "vesde"
-    config.training.continuous = False
+    config = common.image_defaults()
+    common.ncsn(config, "ncsnv2_64", lr=1e-4)
 
     sampling = config.sampling
-    sampling.method = "pc"
-    sampling.predictor = "none"
-    sampling.corrector = "ald"
     sampling.n_steps_each = 5
     sampling.snr = 0.176
-    sampling.eps = 1e-5
 
     model = config.model
-    model.name = "ncsnv2_64"
     model.scale_by_sigma = True
     model.num_scales = 232
     model.ema_rate = 0.999
-    model.normalization = "InstanceNorm++"
-    model.nonlinearity = "elu"
-    model.nf = 128
-    model.interpolation = "bilinear"
-
-    optim = config.optim
-    optim.optimizer = "adam"
-    optim.lr = 1e-4
-    optim.beta1 = 0.9
-    optim.eps = 1e-8
-    optim.weight_decay = 0.0
-    optim.warmup = 0
-    optim.grad_clip = -1.0  # no clipping
     return config

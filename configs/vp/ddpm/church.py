@@ -6,6 +6,7 @@ multipliers 1, 1, 2, 2, 4, 4), discrete objective, ancestral sampling, Adam at 2
 Paper result: — . 111,569,923 parameters.
 """
 
+from configs import common
 from configs.default_lsun import get_default_configs
 
 
@@ -25,18 +26,11 @@ def get_config():
     data.centered = True
 
     model = config.model
-    model.name = "ddpm"
+    common.ddpm(model)
     model.scale_by_sigma = False
     model.num_scales = 1000
     model.ema_rate = 0.9999
-    model.normalization = "GroupNorm"
-    model.nonlinearity = "swish"
-    model.nf = 128
     model.ch_mult = (1, 1, 2, 2, 4, 4)
-    model.num_res_blocks = 2
-    model.attn_resolutions = (16,)
-    model.resamp_with_conv = True
-    model.conditional = True
 
     config.optim.lr = 2e-5
     return config

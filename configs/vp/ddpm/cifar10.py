@@ -7,11 +7,11 @@ Song et al. 2021: FID 3.24 with 1000 ancestral-sampling steps (Table 1); NLL 3.2
 FID 3.37 with the probability-flow ODE (Table 2). Ho et al. report FID 3.17. 35,218,947 parameters.
 """
 
-from configs.default_cifar10 import get_default_configs
+from configs import common
 
 
 def get_config():
-    config = get_default_configs()
+    config = common.image_defaults()
     config.training.sde = "vpsde"
     config.training.continuous = False
     config.training.reduce_mean = True
@@ -24,15 +24,7 @@ def get_config():
     config.data.centered = True
 
     model = config.model
-    model.name = "ddpm"
+    common.ddpm(model)
     model.scale_by_sigma = False
     model.ema_rate = 0.9999
-    model.normalization = "GroupNorm"
-    model.nonlinearity = "swish"
-    model.nf = 128
-    model.ch_mult = (1, 2, 2, 2)
-    model.num_res_blocks = 2
-    model.attn_resolutions = (16,)
-    model.resamp_with_conv = True
-    model.conditional = True
     return config

@@ -1,19 +1,21 @@
-"""Shared defaults of the CIFAR-10 experiments (the hyperparameters of the paper's configs).
+"""Defaults shared by every experiment config, at the values of the paper's CIFAR-10 configs.
 
-Every CIFAR-10 file under ``configs/ve``, ``configs/vp`` and ``configs/subvp`` starts from
-:func:`get_default_configs` and sets its SDE, sampler and network; ``default_celeba.py`` and
-``default_lsun.py`` start from here too and change what differs for those datasets.
+:func:`defaults` holds the fields of every experiment; :func:`image_defaults` adds those of the
+image experiments (the CIFAR-10 data, checkpoint sweeps, sample metrics, the classifier). The
+per-dataset defaults (``default_celeba.py``, ``default_lsun.py``, ``mnist/default.py``,
+``toy/default.py``) start from one of them and change what differs; :func:`ncsnpp` and
+:func:`ncsn` set the network blocks that several experiments share.
 
-The values are those of the paper's configs. Fields that may stay unset are
-``placeholder(type)`` fields: they read as None, and can still be set from the command line,
-e.g. ``--config.data.path=/data/cifar10 --config.eval.fid_stats_path=stats.npz``.
+Fields that may stay unset are ``placeholder(type)`` fields: they read as None, and can still be
+set from the command line, e.g. ``--config.data.path=/data/cifar10``.
 """
 
 import ml_collections
 from ml_collections.config_dict import placeholder
 
 
-def get_default_configs() -> ml_collections.ConfigDict:
+def defaults() -> ml_collections.ConfigDict:
+    """The fields of every experiment (SDE, training, sampling, likelihood, optimizer, latent)."""
     config = ml_collections.ConfigDict()
     config.seed = 42
     config.num_devices = placeholder(int)  # None: all visible devices
@@ -88,20 +90,7 @@ def get_default_configs() -> ml_collections.ConfigDict:
     sampling.classifier_scale = 1.0  # task "class": weight of grad log p_t(y | x) in the score
 
     config.eval = evaluate = ml_collections.ConfigDict()
-    # Which checkpoints --mode eval reads: "latest", "all", a comma-separated list of steps, or
-    # "snapshots": snapshot k * training.snapshot_freq for begin_ckpt <= k <= end_ckpt (the
-    # original's sweep, over which the paper reports the best FID).
-    evaluate.checkpoints = "latest"
-    evaluate.begin_ckpt = 9
-    evaluate.end_ckpt = 26
     evaluate.batch_size = 1024
-    evaluate.enable_loss = True
-    evaluate.enable_bpd = False
-    evaluate.bpd_dataset = "test"  # "test" | "train" (comma-separated for both)
-    # Passes over the split, each with fresh dequantization and Hutchinson noise; the original
-    # made 5 over the test split (and 1 over the training split).
-    evaluate.num_repeats = 5
-    evaluate.enable_sampling = False
     evaluate.num_samples = 50_000
     evaluate.ode_solver = "tsit5"  # bits/dim: probability-flow ODE solver and tolerances
     evaluate.rtol = 1e-5
@@ -111,6 +100,58 @@ def get_default_configs() -> ml_collections.ConfigDict:
     evaluate.probe_noise = "rademacher"  # Hutchinson probes: "rademacher" | "gaussian"
     evaluate.eps = 1e-5  # likelihood: the probability-flow ODE is integrated from t = eps to T
     evaluate.weights = "ema"  # "ema" (as the paper) | "raw": which parameters are evaluated
+
+    config.model = model = ml_collections.ConfigDict()
+    model.sigma_min = 0.01
+    model.sigma_max = 50.0
+    model.num_scales = 1000
+    model.beta_min = 0.1
+    model.beta_max = 20.0
+
+    config.optim = optim = ml_collections.ConfigDict()
+    optim.optimizer = "adam"
+    optim.lr = 2e-4
+    optim.beta1 = 0.9
+    optim.eps = 1e-8
+    optim.weight_decay = 0.0
+    optim.warmup = 5000
+    optim.grad_clip = 1.0
+
+    # --mode encode | interpolate | temperature: probability-flow latent manipulation (paper,
+    # Section 4.3); pictures and reports go to workdir/latent/.
+    config.latent = latent = ml_collections.ConfigDict()
+    latent.num_inputs = 16  # encode: examples; temperature: samples per temperature
+    latent.num_pairs = 8  # interpolate: pairs of examples (rows)
+    latent.num_interpolation_steps = 9  # points per interpolation path, endpoints included
+    latent.temperatures = "0.0,0.5,0.75,1.0,1.25"  # comma-separated prior-noise scales (rows)
+    latent.split = "test"  # "test" | "train": where the encoded examples come from
+    latent.batch_size = 64  # examples per sharded call (rounded up to the device count)
+    latent.ode_solver = "tsit5"  # probability-flow ODE solver and tolerances (eps: sampling.eps)
+    latent.rtol = 1e-5
+    latent.atol = 1e-5
+    return config
+
+
+def image_defaults() -> ml_collections.ConfigDict:
+    """:func:`defaults` with the fields of image experiments, for CIFAR-10: every CIFAR-10 file
+    under ``configs/ve``, ``configs/vp`` and ``configs/subvp`` sets its SDE, sampler and network.
+    """
+    config = defaults()
+
+    evaluate = config.eval
+    # Which checkpoints --mode eval reads: "latest", "all", a comma-separated list of steps, or
+    # "snapshots": snapshot k * training.snapshot_freq for begin_ckpt <= k <= end_ckpt (the
+    # original's sweep, over which the paper reports the best FID).
+    evaluate.checkpoints = "latest"
+    evaluate.begin_ckpt = 9
+    evaluate.end_ckpt = 26
+    evaluate.enable_loss = True
+    evaluate.enable_bpd = False
+    evaluate.bpd_dataset = "test"  # "test" | "train" (comma-separated for both)
+    # Passes over the split, each with fresh dequantization and Hutchinson noise; the original
+    # made 5 over the test split (and 1 over the training split).
+    evaluate.num_repeats = 5
+    evaluate.enable_sampling = False
     evaluate.max_examples = placeholder(int)  # None: the whole split
     evaluate.fid_stats_path = placeholder(str)  # reference Inception statistics (.npz)
     evaluate.inception_weights = placeholder(str)  # Inception-v3 weights for FID/IS/KID
@@ -133,27 +174,13 @@ def get_default_configs() -> ml_collections.ConfigDict:
     data.centered = False  # False: pixels in [0, 1]; True: [-1, 1]
     data.uniform_dequantization = False
 
-    config.model = model = ml_collections.ConfigDict()
-    model.sigma_min = 0.01
-    model.sigma_max = 50.0
-    model.num_scales = 1000
+    model = config.model
     # A file of the network's own noise levels (descending), used instead of the geometric
     # sigma_min ... sigma_max sequence: what `convert --noise_levels=checkpoint` writes.
     model.noise_levels = placeholder(str)
-    model.beta_min = 0.1
-    model.beta_max = 20.0
     model.dropout = 0.1
     model.embedding_type = "fourier"
     model.dtype = "float32"  # "bfloat16": bf16 compute, float32 parameters and score arithmetic
-
-    config.optim = optim = ml_collections.ConfigDict()
-    optim.optimizer = "adam"
-    optim.lr = 2e-4
-    optim.beta1 = 0.9
-    optim.eps = 1e-8
-    optim.weight_decay = 0.0
-    optim.warmup = 5000
-    optim.grad_clip = 1.0
 
     # --mode train_classifier: the noise-conditional classifier p_t(y | x(t)) of class-conditional
     # sampling (--mode sample --config.sampling.task=class); checkpoints in workdir/classifier/.
@@ -183,17 +210,72 @@ def get_default_configs() -> ml_collections.ConfigDict:
     classifier.snapshot_freq = 10_000
     classifier.workdir = placeholder(str)  # None: workdir/classifier
     classifier.compare_unconditional = False  # task "class": also score unconditional samples
-
-    # --mode encode | interpolate | temperature: probability-flow latent manipulation (paper,
-    # Section 4.3); pictures and reports go to workdir/latent/.
-    config.latent = latent = ml_collections.ConfigDict()
-    latent.num_inputs = 16  # encode: examples; temperature: samples per temperature
-    latent.num_pairs = 8  # interpolate: pairs of examples (rows)
-    latent.num_interpolation_steps = 9  # points per interpolation path, endpoints included
-    latent.temperatures = "0.0,0.5,0.75,1.0,1.25"  # comma-separated prior-noise scales (rows)
-    latent.split = "test"  # "test" | "train": where the encoded examples come from
-    latent.batch_size = 64  # examples per sharded call (rounded up to the device count)
-    latent.ode_solver = "tsit5"  # probability-flow ODE solver and tolerances (eps: sampling.eps)
-    latent.rtol = 1e-5
-    latent.atol = 1e-5
     return config
+
+
+def ncsnpp(model: ml_collections.ConfigDict) -> None:
+    """Sets ``model`` to NCSN++ as in the paper's CIFAR-10 configs: FIR up/downsampling, BigGAN
+    residual blocks with rescaled skips, a residual input pyramid, Fourier features of the noise
+    level. DDPM++ is this with ``fir=False``, ``progressive_input="none"`` and positional
+    embeddings."""
+    model.name = "ncsnpp"
+    model.nonlinearity = "swish"
+    model.nf = 128
+    model.ch_mult = (1, 2, 2, 2)
+    model.num_res_blocks = 4
+    model.attn_resolutions = (16,)
+    model.resamp_with_conv = True
+    model.conditional = True
+    model.fir = True
+    model.fir_kernel = (1, 3, 3, 1)
+    model.skip_rescale = True
+    model.resblock_type = "biggan"
+    model.progressive = "none"
+    model.progressive_input = "residual"
+    model.progressive_combine = "sum"
+    model.attention_type = "ddpm"
+    model.embedding_type = "fourier"
+    model.init_scale = 0.0
+    model.fourier_scale = 16
+    model.conv_size = 3
+
+
+def ddpm(model: ml_collections.ConfigDict) -> None:
+    """Sets ``model`` to the DDPM network of Ho et al. 2020 at CIFAR-10 size."""
+    model.name = "ddpm"
+    model.nonlinearity = "swish"
+    model.nf = 128
+    model.ch_mult = (1, 2, 2, 2)
+    model.num_res_blocks = 2
+    model.attn_resolutions = (16,)
+    model.resamp_with_conv = True
+    model.conditional = True
+
+
+def ncsn(config: ml_collections.ConfigDict, name: str, lr: float) -> None:
+    """Sets ``config`` up as Song & Ermon's NCSN (``name="ncsn"``) or NCSNv2 (``"ncsnv2_*"``):
+    the RefineNet, discrete VE noise levels, annealed Langevin sampling, and Adam with neither
+    warmup nor gradient clipping, as in the originals. Each file sets the levels and steps."""
+    config.training.sde = "vesde"
+    config.training.continuous = False
+
+    sampling = config.sampling
+    sampling.method = "pc"
+    sampling.predictor = "none"
+    sampling.corrector = "ald"
+    sampling.eps = 1e-5
+
+    model = config.model
+    model.name = name
+    model.nonlinearity = "elu"
+    model.nf = 128
+    model.interpolation = "bilinear"
+
+    optim = config.optim
+    optim.optimizer = "adam"
+    optim.lr = lr
+    optim.beta1 = 0.9
+    optim.eps = 1e-8
+    optim.weight_decay = 0.0
+    optim.warmup = 0
+    optim.grad_clip = -1.0  # no clipping
