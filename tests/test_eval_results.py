@@ -178,3 +178,31 @@ def test_one_example_report_is_strict_json(trained, tmp_path):
     saved = _no_nan(pathlib.Path(report["latest_path"]).read_text())
     assert saved["eval_loss_stderr"] is None and math.isfinite(saved["eval_loss"])
     assert saved["settings"]["eval_loss"]["batch_size"] == 1  # not a padded batch of 32
+
+
+# Fingerprints of the network settings as the previous release computed them (its configs still
+# carried model.normalization): results stored under them must still be found.
+_PREVIOUS_NETWORK_FINGERPRINTS = {
+    "vp/cifar10_ddpmpp_continuous.py": "211989700d6c",
+    "ve/cifar10_ncsnpp_continuous.py": "ce025789e12f",
+    "ve/ncsn/cifar10.py": "e1a3e0b71cd4",
+    "ve/ncsnv2/cifar10.py": "8fe17b501377",
+    "toy/gmm.py": "b8a64a83b6e5",
+    "mnist/ddpmpp_vp.py": "79461cbe9b43",
+    "mnist/ncsnpp_ve.py": "774bb0f9ab99",
+    "vp/cifar10_ddpm.py": "5a1259a8e926",
+}
+
+
+@pytest.mark.parametrize("name", sorted(_PREVIOUS_NETWORK_FINGERPRINTS))
+def test_network_fingerprints_survive_the_retired_normalization_field(name):
+    import importlib.util
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "configs" / name
+    spec = importlib.util.spec_from_file_location("_config_under_test", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config()
+    assert "normalization" not in config.model
+    got = results.fingerprint(results.network_settings(config))
+    assert got == _PREVIOUS_NETWORK_FINGERPRINTS[name]

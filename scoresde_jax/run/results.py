@@ -204,9 +204,22 @@ def checkpoint_settings(restored, *, weights: str) -> dict:
     return {"step": int(restored.step), "weights": weights, "digest": restored.weights_digest(part)}
 
 
+def _retired_model_fields(name: str) -> dict:
+    """``model.normalization`` was set by every image config and read by no network; it is gone
+    from the configs but stays in the fingerprints, so results computed before are still found."""
+    if name == "mlp":
+        return {}
+    return {
+        "normalization": "InstanceNorm++"
+        if name.startswith("ncsn") and name != "ncsnpp"
+        else "GroupNorm"
+    }
+
+
 def network_settings(config) -> dict:
     """The SDE, its discretization and the network (the fields that change the score)."""
     model = {k: v for k, v in config.model.items() if k not in _TRAINING_ONLY_MODEL_FIELDS}
+    model = _retired_model_fields(str(model.get("name", ""))) | model
     return {
         "sde": str(config.training.sde).lower(),
         "continuous": bool(config.training.continuous),
