@@ -475,8 +475,8 @@ or train to fine-tune) uses it.
 
   --config FILE        the config the checkpoint was trained with, e.g.
                        configs/ve/cifar10_ncsnpp_continuous.py (--config.a.b=v overrides work)
-  --checkpoint FILE    score_sde_pytorch: checkpoint_N.pth (needs PyTorch: pip install torch)
-                       or a state_dict saved as .npz; score_sde (Flax): its checkpoint file
+  --checkpoint FILE    score_sde_pytorch: checkpoint_N.pth (read without PyTorch) or a
+                       state_dict saved as .npz; score_sde (Flax): its checkpoint file
   --workdir DIR        where checkpoints/ is written (must not hold that step already)
   --source SOURCE      torch (default) or flax
   --step N             save under step N instead of the checkpoint's own step

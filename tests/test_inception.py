@@ -1,19 +1,16 @@
-"""FID Inception-v3: parity with pytorch-fid, the PyTorch file reader, weight lookup.
+"""FID Inception-v3: parity with pytorch-fid, weight files and lookup.
 
 The parity fixture (pytorch-fid's FID Inception with random float16 weights, its inputs, features
 and per-block channel means) lives in ``$SCORESDE_SHARED/fixtures/fid_inception_random``
 (default: ``shared/`` beside the repository); the tests that need it are skipped when it is
-absent. The ``.pth`` files used here are written byte by byte in PyTorch's own layouts (zip
-archive and the older pickle sequence), so no test needs PyTorch.
+absent. The ``.pth`` files are written by ``torch_files`` in PyTorch's own layouts, without it.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import pickle
-import struct
-import zipfile
+from collections import OrderedDict
 from pathlib import Path
 
 import jax
@@ -21,8 +18,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import traverse_util
+from torch_files import write_torch_file
 
 from scoresde_jax.core.mesh import make_data_mesh
+from scoresde_jax.io.state_dict import read_torch_state_dict
 from scoresde_jax.metrics import (
     INCEPTION_WEIGHTS_NAME,
     INCEPTION_WEIGHTS_SHA256,
@@ -32,7 +31,6 @@ from scoresde_jax.metrics import (
     load_inception_params,
     make_inception_fn,
     preprocess_images,
-    read_torch_state_dict,
     resize_bilinear,
     variables_from_state_dict,
 )
@@ -255,165 +253,7 @@ def test_inception_fn_shards_and_pads_uneven_batches(variables, fixture_io, outp
 
 
 # ----------------------------------------------------------------------------------------------
-# PyTorch files, written in torch.save's layouts without torch.
-
-_STORAGE_NAMES = {
-    np.dtype(np.float32): "FloatStorage",
-    np.dtype(np.float16): "HalfStorage",
-    np.dtype(np.float64): "DoubleStorage",
-    np.dtype(np.int64): "LongStorage",
-    np.dtype(np.uint8): "ByteStorage",
-}
-_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
-
-
-def _global(module: str, name: str) -> bytes:
-    return b"c" + f"{module}\n{name}\n".encode()  # GLOBAL
-
-
-def _str(value: str) -> bytes:
-    data = value.encode()
-    return b"X" + struct.pack("<I", len(data)) + data  # BINUNICODE
-
-
-def _int(value: int) -> bytes:
-    return b"J" + struct.pack("<i", value)  # BININT
-
-
-def _tuple(*items: bytes) -> bytes:
-    return b"(" + b"".join(items) + b"t"  # MARK ... TUPLE
-
-
-def _ordered_dict() -> bytes:
-    return _global("collections", "OrderedDict") + b")R"  # OrderedDict()
-
-
-def _state_dict_pickle(tensors, storages, legacy: bool) -> bytes:
-    """The protocol-2 pickle ``torch.save`` writes for an ``OrderedDict`` state dict.
-
-    ``tensors``: key -> (storage key, offset, size, stride); ``storages``: key -> flat array.
-    Each tensor is ``torch._utils._rebuild_tensor_v2(storage, offset, size, stride, False,
-    OrderedDict())`` whose storage is the persistent id ``("storage", torch.<T>Storage, key,
-    "cpu", numel)`` (with a trailing ``None``, the view metadata, in the legacy format).
-    """
-    out = bytearray(b"\x80\x02") + _ordered_dict() + b"("
-    for name, (key, offset, size, stride) in tensors.items():
-        flat = storages[key]
-        pid = [_str("storage"), _global("torch", _STORAGE_NAMES[flat.dtype]), _str(key)]
-        pid += [_str("cpu"), _int(flat.size)] + ([b"N"] if legacy else [])
-        args = _tuple(
-            _tuple(*pid) + b"Q",  # BINPERSID
-            _int(offset),
-            _tuple(*map(_int, size)),
-            _tuple(*map(_int, stride)),
-            b"\x89",  # requires_grad=False
-            _ordered_dict(),  # backward hooks
-        )
-        out += _str(name) + _global("torch._utils", "_rebuild_tensor_v2") + args + b"R"
-    out += b"u"  # SETITEMS
-    # The state dict's ``_metadata`` attribute, set through BUILD like torch's pickles do.
-    out += b"}" + _str("_metadata") + _ordered_dict() + b"s" + b"b" + b"."
-    return bytes(out)
-
-
-def write_torch_file(path: Path, tensors, storages, *, legacy: bool = False) -> Path:
-    pkl = _state_dict_pickle(tensors, storages, legacy)
-    if not legacy:  # PyTorch >= 1.6: zip archive of data.pkl and one raw file per storage
-        with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
-            archive.writestr("archive/data.pkl", pkl)
-            archive.writestr("archive/byteorder", "little")
-            for key, flat in storages.items():
-                archive.writestr(
-                    f"archive/data/{key}", flat.astype(flat.dtype.newbyteorder("<")).tobytes()
-                )
-            archive.writestr("archive/version", "3\n")
-        return path
-    sys_info = {"protocol_version": 1001, "little_endian": True, "type_sizes": {"short": 2}}
-    with open(path, "wb") as f:
-        for header in (_LEGACY_MAGIC, 1001, sys_info):
-            f.write(pickle.dumps(header, protocol=2))
-        f.write(pkl)
-        keys = sorted(storages)
-        f.write(pickle.dumps(keys, protocol=2))
-        for key in keys:
-            f.write(struct.pack("<q", storages[key].size) + storages[key].tobytes())
-    return path
-
-
-def contiguous_layout(state_dict: dict[str, np.ndarray]):
-    """One storage per tensor, C-contiguous (what ``torch.save(model.state_dict())`` gives)."""
-    tensors, storages = {}, {}
-    for i, (name, value) in enumerate(state_dict.items()):
-        key = str(94_000_000 + i)
-        value = np.ascontiguousarray(value)
-        stride = tuple(s // value.itemsize for s in value.strides)
-        tensors[name] = (key, 0, value.shape, stride)
-        storages[key] = value.reshape(-1)
-    return tensors, storages
-
-
-@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
-def test_read_torch_file_exactly(tmp_path, legacy):
-    rng = np.random.default_rng(2)
-    conv = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)
-    half = rng.standard_normal(7).astype(np.float16)
-    shared = rng.standard_normal(6).astype(np.float64)
-    storages = {
-        "0": conv.reshape(-1),
-        "1": half,
-        "2": np.array([12], np.int64),
-        "3": shared,
-        "4": np.array([0, 1, 255], np.uint8),
-    }
-    tensors = {
-        "conv.weight": ("0", 0, (2, 3, 4, 5), (60, 20, 5, 1)),
-        "bn.weight": ("1", 0, (7,), (1,)),
-        "bn.num_batches_tracked": ("2", 0, (), ()),
-        "transposed": ("3", 0, (3, 2), (1, 3)),  # a non-contiguous view
-        "tail": ("3", 2, (4,), (1,)),  # shares storage "3", from element 2 on
-        "window": ("0", 10, (2, 3), (5, 1)),
-        "bytes": ("4", 0, (3,), (1,)),
-    }
-    path = write_torch_file(tmp_path / "small.pth", tensors, storages, legacy=legacy)
-    got = read_torch_state_dict(path)
-    expected = {
-        "conv.weight": conv,
-        "bn.weight": half,
-        "bn.num_batches_tracked": np.array(12, np.int64),
-        "transposed": shared.reshape(2, 3).T,
-        "tail": shared[2:],
-        "window": conv.reshape(-1)[10:20].reshape(2, 5)[:, :3],
-        "bytes": np.array([0, 1, 255], np.uint8),
-    }
-    assert list(got) == list(expected)
-    for name, value in expected.items():
-        assert got[name].dtype == value.dtype, name
-        assert got[name].shape == value.shape, name
-        np.testing.assert_array_equal(got[name], value, err_msg=name)
-
-
-def test_reader_refuses_other_globals(tmp_path):
-    marker = tmp_path / "marker"
-    payload = (
-        b"\x80\x02"
-        + _global("os", "system")
-        + _tuple(_str(f"touch {marker}"))
-        + b"R."  # os.system("touch ...") if the reader trusted the pickle
-    )
-    path = tmp_path / "evil.pth"
-    with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr("archive/data.pkl", payload)
-    with pytest.raises(Exception, match="refusing to load os.system|Unsupported|global"):
-        read_torch_state_dict(path)
-    assert not marker.exists()
-
-
-def test_reader_refuses_out_of_bounds_views(tmp_path):
-    storages = {"0": np.arange(4, dtype=np.float32)}
-    tensors = {"w": ("0", 2, (3,), (1,))}  # elements 2..4 of a 4-element storage
-    path = write_torch_file(tmp_path / "bad.pth", tensors, storages)
-    with pytest.raises(ValueError):
-        read_torch_state_dict(path)
+# Weight files.
 
 
 @pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
@@ -425,8 +265,7 @@ def test_fixture_weights_load_the_same_from_pth_and_npz(
     for name in [k[: -len(".running_var")] for k in fixture_weights if k.endswith("running_var")]:
         state_dict[f"{name}.num_batches_tracked"] = np.array(0, np.int64)
     state_dict["AuxLogits.fc.weight"] = np.zeros((1000, 768), np.float16)
-    tensors, storages = contiguous_layout(state_dict)
-    path = write_torch_file(tmp_path / "inception.pth", tensors, storages, legacy=legacy)
+    path = write_torch_file(tmp_path / "inception.pth", OrderedDict(state_dict), legacy=legacy)
     assert len(read_torch_state_dict(path)) == 472 + 94 + 1
     assert_trees_equal(load_inception_params(path), variables)
 
@@ -434,24 +273,27 @@ def test_fixture_weights_load_the_same_from_pth_and_npz(
 def test_strict_keys_and_shapes(fixture_weights):
     weights = dict(fixture_weights)
     missing = {k: v for k, v in weights.items() if k != "Mixed_6c.branch7x7_2.conv.weight"}
-    with pytest.raises(ValueError, match=r"1 missing: Mixed_6c\.branch7x7_2\.conv\.weight"):
+    with pytest.raises(
+        ValueError, match=r"missing keys \(1\): Mixed_6c\.branch7x7_2\.conv\.weight"
+    ):
         variables_from_state_dict(missing)
     extra = {**weights, "Mixed_8a.conv.weight": np.zeros(3, np.float16)}
-    with pytest.raises(ValueError, match=r"1 unexpected: Mixed_8a\.conv\.weight"):
+    with pytest.raises(ValueError, match=r"unexpected keys \(1\): Mixed_8a\.conv\.weight"):
         variables_from_state_dict(extra)
     wrong = {**weights, "fc.bias": np.zeros(1000, np.float16)}
-    with pytest.raises(ValueError, match=r"wrong shapes for fc\.bias \(1000,\)"):
+    with pytest.raises(ValueError, match=r"shape mismatches \(1\): fc\.bias: \(1000,\)"):
         variables_from_state_dict(wrong)
 
 
 def test_official_file_name_requires_the_official_hash(tmp_path):
     assert INCEPTION_WEIGHTS_SHA256.startswith(INCEPTION_WEIGHTS_NAME.split("-")[-1][:8])
-    tensors, storages = contiguous_layout({"w": np.zeros(3, np.float32)})
-    path = write_torch_file(tmp_path / INCEPTION_WEIGHTS_NAME, tensors, storages)
+    path = write_torch_file(
+        tmp_path / INCEPTION_WEIGHTS_NAME, OrderedDict(w=np.zeros(3, np.float32))
+    )
     with pytest.raises(ValueError, match="SHA-256"):
         load_inception_params(path)
     # Without the check the file is read, and fails on its keys instead.
-    with pytest.raises(ValueError, match="not the FID Inception-v3 state dict"):
+    with pytest.raises(ValueError, match="does not match this FID Inception-v3"):
         load_inception_params(path, verify_sha256=False)
 
 

@@ -1,1 +1,1 @@
-"""Files: atomic writes, image grids, TFRecords."""
+"""Files: PyTorch state dicts, atomic writes, image grids, TFRecords."""

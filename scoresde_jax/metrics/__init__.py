@@ -1,12 +1,13 @@
 """Sample-quality metrics: FID / IS / KID with the FID Inception-v3 network, in JAX.
 
-* :mod:`scoresde_jax.metrics.inception`: the network (:class:`FIDInceptionV3`), the weight loader
-  and the compiled feature function;
+* :mod:`scoresde_jax.metrics.inception`: the network (:class:`FIDInceptionV3`), the compiled
+  feature function and the weight loader;
 * :mod:`scoresde_jax.metrics.fid`: Frechet distance, Inception Score, KID, streaming statistics
   and reference-statistics files (float64 NumPy);
 * :mod:`scoresde_jax.metrics.quality`: generated image batches -> metrics.
 """
 
+from scoresde_jax.io.state_dict import read_torch_state_dict  # formerly documented here
 from scoresde_jax.metrics.fid import (
     FeatureStats,
     ISAccumulator,
@@ -31,7 +32,6 @@ from scoresde_jax.metrics.inception import (
     load_inception_params,
     make_inception_fn,
     preprocess_images,
-    read_torch_state_dict,
     resize_bilinear,
     variables_from_state_dict,
 )

@@ -1,17 +1,6 @@
-"""Shared machinery for loading PyTorch ``state_dict`` arrays into Flax parameter trees.
-
-Each network module knows how its Flax submodules are named relative to the PyTorch modules of
-the reference implementation; it passes that knowledge in as a function from a Flax module path
-to a PyTorch module prefix. Everything else (leaf names, layouts, strict key and shape checks)
-is the same for every network and lives here.
-
-Leaf conventions (Flax -> PyTorch):
-
-* ``kernel`` of rank 4 -> ``weight`` of a ``Conv2d``: HWIO from OIHW.
-* ``kernel`` of rank 2 -> ``weight`` of a ``Linear``: ``(in, out)`` from ``(out, in)``.
-* ``scale`` (GroupNorm) and ``embedding`` (``nn.Embed``) -> ``weight``, unchanged.
-* every other leaf keeps its name and layout (``bias``, NIN's ``W``/``b``, ``alpha``, ...).
-"""
+"""What the score networks share when they import PyTorch weights: the traced parameter shapes,
+the ``all_modules`` list of the reference U-Nets, and the check of the ``sigmas`` buffer. The
+state-dict reading and layout mapping is :mod:`scoresde_jax.io.state_dict`."""
 
 from __future__ import annotations
 
@@ -20,105 +9,24 @@ from collections.abc import Callable, Mapping
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import traverse_util
 
-__all__ = ["abstract_params", "check_sigmas_buffer", "convert_state_dict", "strip_module_prefix"]
+from scoresde_jax.io.state_dict import ConversionError
 
-_MAX_LISTED = 12
-
-
-def strip_module_prefix(state_dict: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Drops the ``module.`` prefix that ``torch.nn.DataParallel`` checkpoints put on every key."""
-    keys = list(state_dict)
-    if keys and all(k.startswith("module.") for k in keys):
-        return {k[len("module.") :]: v for k, v in state_dict.items()}
-    return dict(state_dict)
+__all__ = ["abstract_params", "all_modules_prefix", "check_sigmas_buffer"]
 
 
-def _leaf_to_torch(name: str, ndim: int) -> tuple[str, Callable[[np.ndarray], np.ndarray]]:
-    if name == "kernel" and ndim == 4:
-        return "weight", lambda w: np.transpose(w, (2, 3, 1, 0))
-    if name == "kernel" and ndim == 2:
-        return "weight", np.transpose
-    if name in ("scale", "embedding"):
-        return "weight", lambda w: w
-    return name, lambda w: w
+def all_modules_prefix(index: Mapping[str, int], model_name: str) -> Callable[[tuple], str]:
+    """``torch_prefix`` for networks whose layers are the reference's ``all_modules`` list.
 
-
-def _listing(items: list[str]) -> str:
-    shown = ", ".join(items[:_MAX_LISTED])
-    more = len(items) - _MAX_LISTED
-    return shown + (f", ... ({more} more)" if more > 0 else "")
-
-
-def convert_state_dict(
-    state_dict: Mapping[str, np.ndarray],
-    abstract_params: Mapping,
-    torch_prefix: Callable[[tuple[str, ...]], str],
-    *,
-    buffers: Mapping[str, Callable[[np.ndarray], None]] | None = None,
-    model_name: str = "model",
-) -> dict:
-    """Builds a Flax ``params`` tree from a PyTorch ``state_dict`` (strict).
-
-    Args:
-      state_dict: PyTorch key -> array (``module.`` prefixes are removed first).
-      abstract_params: the expected ``params`` tree (e.g. from ``jax.eval_shape`` of ``init``);
-        only the shapes are used.
-      torch_prefix: maps the path of the Flax module that owns a parameter (the parameter path
-        without its leaf name) to the dotted PyTorch module name, e.g.
-        ``("res1_0", "conv1") -> "res1.0.conv1"``.
-      buffers: PyTorch keys that are not parameters (e.g. ``sigmas``), each with a check that
-        raises ``ValueError`` when the stored value disagrees with the Flax model.
-      model_name: used in error messages.
-
-    Returns:
-      The ``params`` tree (float32 numpy arrays) with the structure of ``abstract_params``.
-
-    Raises:
-      ValueError: a parameter of the model has no entry in the state dict, an entry has no
-        counterpart in the model, or shapes disagree. All problems are listed at once.
+    ``index`` maps each top-level Flax submodule to its position in that list.
     """
-    state_dict = strip_module_prefix(state_dict)
-    buffers = dict(buffers or {})
-    flat = traverse_util.flatten_dict(abstract_params)
-    out: dict[tuple[str, ...], np.ndarray] = {}
-    used: set[str] = set()
-    missing: list[str] = []
-    mismatched: list[str] = []
-    for path, leaf in flat.items():
-        tname, to_flax = _leaf_to_torch(path[-1], len(leaf.shape))
-        prefix = torch_prefix(path[:-1])
-        key = f"{prefix}.{tname}" if prefix else tname
-        if key not in state_dict:
-            missing.append(f"{key} (for {'/'.join(path)}, shape {tuple(leaf.shape)})")
-            continue
-        used.add(key)
-        value = to_flax(np.asarray(state_dict[key], dtype=np.float32))
-        if value.shape != tuple(leaf.shape):
-            mismatched.append(
-                f"{key}: state_dict gives {value.shape} after layout conversion, "
-                f"{model_name} expects {tuple(leaf.shape)} at {'/'.join(path)}"
-            )
-            continue
-        out[path] = np.ascontiguousarray(value)
-    unexpected = sorted(k for k in state_dict if k not in used and k not in buffers)
-    problems = []
-    if missing:
-        problems.append(f"missing keys ({len(missing)}): {_listing(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys ({len(unexpected)}): {_listing(unexpected)}")
-    if mismatched:
-        problems.append(f"shape mismatches ({len(mismatched)}): {_listing(mismatched)}")
-    if problems:
-        raise ValueError(
-            f"The state_dict does not match this {model_name} (check that the model was built "
-            "with the same config as the checkpoint):\n  " + "\n  ".join(problems)
-        )
-    for key, check in buffers.items():
-        if key in state_dict:
-            check(np.asarray(state_dict[key]))
-    return traverse_util.unflatten_dict(out)
+
+    def torch_prefix(path: tuple[str, ...]) -> str:
+        if path[0] not in index:
+            raise ValueError(f"{model_name} parameter under {path[0]!r} has no reference layer")
+        return ".".join((f"all_modules.{index[path[0]]}", *path[1:]))
+
+    return torch_prefix
 
 
 def reproducing_config(buffer: np.ndarray) -> tuple[float, float, int] | None:
@@ -162,7 +70,7 @@ def sigmas_mismatch_message(buffer: np.ndarray, expected: np.ndarray, model_name
 
 
 def check_sigmas_buffer(
-    expected: np.ndarray, model_name: str, *, used: bool = True
+    expected: np.ndarray, model_name: str, *, used: bool = True, rtol: float = 1e-6
 ) -> Callable[[np.ndarray], None]:
     """A buffer check for the ``sigmas`` noise levels of the reference networks.
 
@@ -176,8 +84,8 @@ def check_sigmas_buffer(
         if not used:
             return
         value = np.asarray(value, dtype=np.float64)
-        if value.shape != expected.shape or not np.allclose(value, expected, rtol=1e-6, atol=0.0):
-            raise ValueError(sigmas_mismatch_message(value, expected, model_name))
+        if value.shape != expected.shape or not np.allclose(value, expected, rtol=rtol, atol=0.0):
+            raise ConversionError(sigmas_mismatch_message(value, expected, model_name))
 
     return check
 

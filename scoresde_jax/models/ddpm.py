@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from scoresde_jax.io.state_dict import convert_state_dict
 from scoresde_jax.models import _torch_import, layers
 from scoresde_jax.models.layers import (
     Downsample,
@@ -298,40 +299,21 @@ def _torch_module_order(model: DDPM) -> list[str | None]:
 
 
 def params_from_torch_state_dict(state_dict: Mapping[str, np.ndarray], model: DDPM) -> dict:
-    """Converts a ``state_dict`` of the PyTorch reference ``DDPM`` into this model's variables.
+    """``{"params": ...}`` (float32 numpy) of ``model`` from a reference ``DDPM`` state dict.
 
-    The reference keeps its layers in one ``all_modules`` list; its order is rebuilt from the
-    hyperparameters of ``model``, so any configuration converts. Convolutions go from OIHW to
-    HWIO and linear weights are transposed; ``module.`` prefixes (``DataParallel``) are removed.
-    The ``sigmas`` buffer is checked against ``model.sigmas`` where the network divides by it
-    (``scale_by_sigma``).
-
-    Args:
-      state_dict: PyTorch key -> numpy array (e.g. ``{k: v.numpy() for k, v in sd.items()}``).
-      model: the Flax network, built with the checkpoint's configuration.
-
-    Returns:
-      The variables ``{"params": ...}`` (float32 numpy arrays), for
-      ``model.apply(variables, x, labels)``.
+    The reference's ``all_modules`` order is rebuilt from ``model``'s hyperparameters, so any
+    configuration converts. The ``sigmas`` buffer must equal ``model.sigmas`` where the network
+    divides by it (``scale_by_sigma``).
 
     Raises:
-      ValueError: missing or unexpected keys, shape mismatches, or a ``sigmas`` buffer that
-        disagrees with the model's noise levels.
+      ValueError: missing or unexpected keys, shape mismatches, or a disagreeing ``sigmas``.
     """
     index = {flax_name: i for i, flax_name in enumerate(_torch_module_order(model)) if flax_name}
-
-    def torch_prefix(path: tuple[str, ...]) -> str:
-        top = path[0]
-        if top not in index:
-            raise ValueError(f"DDPM parameter under {top!r} has no place in the reference layout")
-        return ".".join((f"all_modules.{index[top]}", *path[1:]))
-
     size, channels = model.image_size, model.num_channels
-    abstract = _torch_import.abstract_params(model, (1, size, size, channels))
-    params = _torch_import.convert_state_dict(
+    params = convert_state_dict(
         state_dict,
-        abstract,
-        torch_prefix,
+        _torch_import.abstract_params(model, (1, size, size, channels)),
+        _torch_import.all_modules_prefix(index, "DDPM"),
         buffers={
             "sigmas": _torch_import.check_sigmas_buffer(
                 model.sigmas, "DDPM", used=model.scale_by_sigma

@@ -19,7 +19,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import traverse_util
 
+from scoresde_jax.io.state_dict import (
+    ConversionError,
+    convert_state_dict,
+    mismatch_error,
+    strip_module_prefix,
+)
 from scoresde_jax.models import _torch_import, layers
 from scoresde_jax.models.layers import (
     AttnBlockpp,
@@ -306,10 +313,6 @@ class NCSNpp(nn.Module):
 # Parameter trees and checkpoint conversion.
 
 
-class ConversionError(ValueError):
-    """A checkpoint does not fit the model: missing/unexpected keys or wrong shapes."""
-
-
 def _dummy_inputs(model: NCSNpp):
     x = jnp.zeros((1, model.image_size, model.image_size, model.num_channels), jnp.float32)
     return x, jnp.ones((1,), jnp.float32)
@@ -355,77 +358,13 @@ def _top_level_call_order(model: NCSNpp) -> tuple[str, ...]:
     return tuple(order)
 
 
-def _flatten(tree: Mapping, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, Mapping):
-            out.update(_flatten(value, prefix + (key,)))
-        else:
-            out[prefix + (key,)] = value
-    return out
-
-
-def _unflatten(flat: Mapping[tuple[str, ...], Any]) -> dict:
-    tree: dict = {}
-    for path, value in flat.items():
-        node = tree
-        for key in path[:-1]:
-            node = node.setdefault(key, {})
-        node[path[-1]] = value
-    return tree
-
-
-def _strip_prefix(state_dict: Mapping[str, Any]) -> dict[str, Any]:
-    # Checkpoints of the PyTorch port are saved from torch.nn.DataParallel ("module." prefix).
-    keys = list(state_dict)
-    if keys and all(k.startswith("module.") for k in keys):
-        return {k[len("module.") :]: v for k, v in state_dict.items()}
-    return dict(state_dict)
-
-
-def _torch_name(leaf: str) -> str:
-    return {"kernel": "weight", "scale": "weight"}.get(leaf, leaf)
-
-
-def _from_torch_layout(leaf: str, value: np.ndarray) -> np.ndarray:
-    """A PyTorch tensor in the layout of the Flax parameter ``leaf``."""
-    if leaf in ("kernel", "weight") and value.ndim == 4:
-        return np.transpose(value, (2, 3, 1, 0))  # OIHW -> HWIO
-    if leaf == "kernel" and value.ndim == 2:
-        return value.T  # Linear (out, in) -> Dense (in, out)
-    return value  # GroupNorm, biases, NIN (in, out) and the Fourier W need no change
-
-
-def _torch_key_map(model: NCSNpp, module_indices: list[int]) -> dict[str, tuple[str, ...]]:
-    """PyTorch key -> Flax parameter path, pairing ``all_modules`` entries with our submodules.
-
-    Entries of ``all_modules`` without parameters (e.g. a conv-less Downsample) leave no keys,
-    and our modules without parameters have no params, so both sides are matched by the order
-    of the modules that do have parameters. If the counts differ, the surplus on either side
-    shows up as missing or unexpected keys (and the first misaligned pair as mismatches).
-    """
-    params = abstract_variables(model)["params"]
-    named = [name for name in _top_level_call_order(model) if name in params]
-    # Our surplus modules (if any) get the indices that would follow the checkpoint's last one.
-    next_index = (module_indices[-1] + 1) if module_indices else 0
-    padded = list(module_indices) + list(
-        range(next_index, next_index + max(0, len(named) - len(module_indices)))
-    )
-    mapping = {}
-    for name, index in zip(named, padded, strict=False):
-        for path in _flatten(params[name]):
-            torch_path = path[:-1] + (_torch_name(path[-1]),)
-            mapping[".".join(("all_modules", str(index)) + torch_path)] = (name,) + path
-    return mapping
-
-
 def torch_trainable_keys(keys: list[str], model: NCSNpp) -> list[str]:
     """The keys of ``model.parameters()`` that train, in ``state_dict`` order.
 
     This is the order of the PyTorch EMA's ``shadow_params``: everything but the ``sigmas``
     buffer and the fixed Fourier frequencies.
     """
-    stripped = list(_strip_prefix(dict.fromkeys(keys)))
+    stripped = list(strip_module_prefix(dict.fromkeys(keys)))
     fourier = set()
     if model.embedding_type.lower() == "fourier":
         indices = sorted({int(k.split(".")[1]) for k in stripped if k.startswith("all_modules.")})
@@ -435,66 +374,48 @@ def torch_trainable_keys(keys: list[str], model: NCSNpp) -> list[str]:
 
 
 def params_from_torch_state_dict(
-    state_dict: Mapping[str, Any], model: NCSNpp, *, check_sigmas: bool = True
+    state_dict: Mapping[str, np.ndarray], model: NCSNpp, *, check_sigmas: bool = True
 ) -> dict:
-    """Converts a ``score_sde_pytorch`` NCSN++ ``state_dict`` into variables for ``model.apply``.
+    """``{"params": ...}`` (float32 numpy) of ``model`` from a ``score_sde_pytorch`` state dict.
 
-    The mapping is derived from the model itself: the PyTorch ``all_modules.N`` list is walked in
-    the order our network calls its submodules, and inside each block the submodule names are
-    the same. Conv weights go from OIHW to HWIO, Linear weights from (out, in) to (in, out); NIN
-    weights, GroupNorm vectors and the Fourier ``W`` are copied. A ``module.`` prefix
-    (DataParallel) is removed. The ``sigmas`` buffer is not a parameter here (it is recomputed
-    from ``sigma_min/sigma_max/num_scales``); when the network uses it (positional embedding with
-    ``scale_by_sigma``), it must equal the recomputed values.
-
-    Args:
-      state_dict: key -> array (numpy or torch tensors).
-      model: the network the weights are for.
-      check_sigmas: compare a used ``sigmas`` buffer with the model's noise levels.
-
-    Returns:
-      ``{"params": ...}`` with float32 numpy arrays.
+    The PyTorch ``all_modules.N`` list is paired, in order, with those of our submodules that
+    have parameters, in the order the network calls them; inside each block the names agree.
+    Entries without parameters leave no keys on either side, and a surplus on either side shows
+    up as missing or unexpected keys. The ``sigmas`` buffer is recomputed from the config; where
+    the network reads it (positional embedding with ``scale_by_sigma``) it must agree.
 
     Raises:
       ConversionError: naming every missing and unexpected key and every shape mismatch.
     """
-    sd = {k: _to_numpy(v) for k, v in _strip_prefix(state_dict).items()}
-    indices = sorted({int(k.split(".")[1]) for k in sd if re.match(r"all_modules\.\d+\.", k)})
-    mapping = _torch_key_map(model, indices)
+    state_dict = strip_module_prefix(state_dict)
+    indices = sorted(
+        {int(k.split(".")[1]) for k in state_dict if re.match(r"all_modules\.\d+\.", k)}
+    )
     params = abstract_variables(model)["params"]
-    flat_shapes = _flatten(params)
+    named = [name for name in _top_level_call_order(model) if name in params]
+    # Our surplus modules (if any) get the indices that would follow the checkpoint's last one.
+    start = indices[-1] + 1 if indices else 0
+    indices += range(start, start + len(named) - len(indices))
+    used = check_sigmas and model.scale_by_sigma and model.embedding_type.lower() == "positional"
 
-    missing = [k for k in mapping if k not in sd]
-    unexpected, mismatched = [], []
-    flat = {}
-    for key, value in sd.items():
-        if key == "sigmas":
-            continue
-        if key not in mapping:
-            # Unconditional models still carry the (unused) time projections of the PyTorch
-            # residual blocks, which always create them.
-            if not model.conditional and re.fullmatch(r"all_modules\.\d+\.Dense_0\.\w+", key):
-                continue
-            unexpected.append(key)
-            continue
-        path = mapping[key]
-        converted = _from_torch_layout(path[-1], value)
-        expected = tuple(flat_shapes[path].shape)
-        if converted.shape != expected:
-            mismatched.append(
-                f"{key}: checkpoint {tuple(value.shape)} -> {converted.shape}, model expects "
-                f"{expected} at {'/'.join(path)}"
+    def ignore(key: str) -> bool:
+        # Unconditional models still carry the (unused) time projections of the PyTorch
+        # residual blocks, which always create them.
+        return not model.conditional and bool(re.fullmatch(r"all_modules\.\d+\.Dense_0\.\w+", key))
+
+    converted = convert_state_dict(
+        state_dict,
+        params,
+        _torch_import.all_modules_prefix(dict(zip(named, indices, strict=False)), "NCSN++"),
+        ignore=ignore,
+        buffers={
+            "sigmas": _torch_import.check_sigmas_buffer(
+                model.sigmas(), "NCSN++", used=used, rtol=1e-5
             )
-            continue
-        flat[path] = np.asarray(converted, dtype=np.float32)
-    _raise_if_bad(missing, unexpected, mismatched)
-
-    if check_sigmas and "sigmas" in sd and model.scale_by_sigma:
-        if model.embedding_type.lower() == "positional":
-            ours, theirs = model.sigmas(), sd["sigmas"].astype(np.float32)
-            if ours.shape != theirs.shape or not np.allclose(ours, theirs, rtol=1e-5):
-                raise ConversionError(_torch_import.sigmas_mismatch_message(theirs, ours, "NCSN++"))
-    return {"params": _unflatten(flat)}
+        },
+        model_name="NCSN++",
+    )
+    return {"params": converted}
 
 
 def params_from_flax_tree(tree: Mapping[str, Any], model: NCSNpp) -> dict:
@@ -510,44 +431,22 @@ def params_from_flax_tree(tree: Mapping[str, Any], model: NCSNpp) -> dict:
     tree = dict(tree)
     if set(tree) == {"params"}:
         tree = tree["params"]
-    expected = _flatten(abstract_variables(model)["params"])
-    given = {path: _to_numpy(v) for path, v in _flatten(tree).items()}
+    expected = traverse_util.flatten_dict(abstract_variables(model)["params"])
+    given = traverse_util.flatten_dict(tree)
     missing = ["/".join(p) for p in expected if p not in given]
     unexpected = ["/".join(p) for p in given if p not in expected]
     mismatched, flat = [], {}
     for path, value in given.items():
         if path not in expected:
             continue
-        shape = tuple(expected[path].shape)
+        value, shape = np.asarray(value), tuple(expected[path].shape)
         if value.shape != shape and value.shape[1:] == shape:
             value = value[0]
         if value.shape != shape:
             mismatched.append(f"{'/'.join(path)}: checkpoint {value.shape}, model expects {shape}")
             continue
         flat[path] = np.asarray(value, dtype=np.float32)
-    _raise_if_bad(missing, unexpected, mismatched)
-    return {"params": _unflatten(flat)}
-
-
-def _to_numpy(value) -> np.ndarray:
-    if hasattr(value, "detach"):  # a torch tensor
-        value = value.detach().cpu().float().numpy()
-    return np.asarray(value)
-
-
-def _raise_if_bad(missing: list[str], unexpected: list[str], mismatched: list[str]) -> None:
-    if not (missing or unexpected or mismatched):
-        return
-    parts = []
-    for title, items in (
-        ("missing keys", missing),
-        ("unexpected keys", unexpected),
-        ("shape mismatches", mismatched),
-    ):
-        if items:
-            shown = "\n  ".join(items[:20])
-            more = f"\n  ... and {len(items) - 20} more" if len(items) > 20 else ""
-            parts.append(f"{len(items)} {title}:\n  {shown}{more}")
-    raise ConversionError(
-        "The checkpoint does not match the model built from the config.\n" + "\n".join(parts)
-    )
+    what = "The parameter tree does not match this NCSN++"
+    if error := mismatch_error(what, missing, unexpected, mismatched):
+        raise error
+    return {"params": traverse_util.unflatten_dict(flat)}

@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from scoresde_jax.io.state_dict import convert_state_dict
 from scoresde_jax.models import _torch_import
 from scoresde_jax.models.ddpm import (
     noise_index,
@@ -560,25 +561,14 @@ def _torch_prefix(path: tuple[str, ...]) -> str:
 def params_from_torch_state_dict(
     state_dict: Mapping[str, np.ndarray], model: NCSNv2 | NCSN
 ) -> dict:
-    """Converts a ``state_dict`` of the PyTorch reference NCSNv2 / NCSN into ``model``'s variables.
+    """``{"params": ...}`` (float32 numpy) of ``model`` from a reference NCSNv2 / NCSN state dict.
 
-    Works for every architecture and width: the PyTorch key of each Flax parameter follows from
-    its path (``res2_0/conv2/conv/kernel`` -> ``res2.0.conv2.conv.weight``). Convolutions go
-    from OIHW to HWIO; embeddings and norm vectors are copied; ``module.`` prefixes are removed;
-    the ``sigmas`` buffer of NCSNv2 is checked against ``model.sigmas`` when the output is divided
-    by it.
-
-    Args:
-      state_dict: PyTorch key -> numpy array.
-      model: the Flax network, built with the checkpoint's configuration.
-
-    Returns:
-      The variables ``{"params": ...}`` (float32 numpy arrays), for
-      ``model.apply(variables, x, labels)``.
+    The PyTorch key of each Flax parameter follows from its path (``res2_0/conv2/conv/kernel``
+    -> ``res2.0.conv2.conv.weight``); NCSNv2's ``sigmas`` buffer must equal ``model.sigmas``
+    when the output is divided by it.
 
     Raises:
-      ValueError: missing or unexpected keys, shape mismatches, or a ``sigmas`` buffer that
-        disagrees with the model's noise levels.
+      ValueError: missing or unexpected keys, shape mismatches, or a disagreeing ``sigmas``.
     """
     name = type(model).__name__
     size, channels = model.image_size, model.num_channels
@@ -588,7 +578,7 @@ def params_from_torch_state_dict(
         buffers["sigmas"] = _torch_import.check_sigmas_buffer(
             model.sigmas, name, used=model.scale_by_sigma
         )
-    params = _torch_import.convert_state_dict(
+    params = convert_state_dict(
         state_dict, abstract, _torch_prefix, buffers=buffers, model_name=name
     )
     return {"params": params}

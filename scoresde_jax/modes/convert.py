@@ -15,7 +15,7 @@ Sources:
 * ``torch``: a ``score_sde_pytorch`` checkpoint (``.pth``: a dict with ``model`` (a DataParallel
   ``state_dict``), ``ema`` (``shadow_params`` in parameter order), ``optimizer`` (Adam) and
   ``step``), or a bare ``state_dict`` in a ``.pth`` or ``.npz`` file (then the EMA equals the
-  weights and the step is 0). Reading ``.pth`` needs PyTorch, which is optional.
+  weights and the step is 0). ``.pth`` files are read without PyTorch.
 * ``flax``: an original ``score_sde`` checkpoint (``flax.training.checkpoints`` msgpack, with
   ``optimizer.target``, ``params_ema``, the Adam moments and ``step``), or a bare parameter tree.
 
@@ -43,6 +43,7 @@ import numpy as np
 import optax
 
 from scoresde_jax.errors import UserError
+from scoresde_jax.io.state_dict import read_torch_file, strip_module_prefix
 from scoresde_jax.models import MODELS
 from scoresde_jax.run.checkpoint import Checkpointer
 from scoresde_jax.run.experiment import build_experiment
@@ -75,19 +76,14 @@ def _is_buffer(key: str) -> bool:
     return key == "sigmas" or key.split(".")[-1] in _BUFFER_SUFFIXES
 
 
-def _strip_module(keys: list[str]) -> list[str]:
-    if keys and all(k.startswith("module.") for k in keys):
-        return [k[len("module.") :] for k in keys]
-    return list(keys)
+def _float32(value) -> np.ndarray:
+    value = np.asarray(value)  # floating tensors of any width become float32
+    floating = value.dtype.kind == "f" or value.dtype.name == "bfloat16"
+    return value.astype(np.float32) if floating else value
 
 
-def _to_numpy(value) -> np.ndarray:
-    if hasattr(value, "detach"):  # a torch tensor
-        value = value.detach().cpu()
-        if value.is_floating_point():
-            value = value.float()
-        value = value.numpy()
-    return np.asarray(value)
+def _arrays(mapping: Mapping) -> dict:
+    return {k: _float32(v) for k, v in mapping.items()}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -95,40 +91,28 @@ def _to_numpy(value) -> np.ndarray:
 
 
 def load_torch_checkpoint(path: str) -> dict[str, Any]:
-    """Reads a PyTorch checkpoint (``.pth``/``.pt``, needs torch) or a state_dict ``.npz``.
+    """Reads a PyTorch checkpoint (``.pth``/``.pt``, no PyTorch needed) or a state_dict ``.npz``.
 
     Returns:
-      A dict with ``model`` (key -> numpy array, in the file's order) and, when the file is a
-      full training checkpoint, ``ema`` (``shadow_params`` as numpy arrays), ``optimizer``
-      (PyTorch's optimizer ``state_dict``, tensors as numpy) and ``step``.
+      A dict with ``model`` (key -> numpy array, in the file's order) and, for a full training
+      checkpoint, ``ema`` (``shadow_params``), ``optimizer`` (the optimizer's ``state_dict``) and
+      ``step``. Floating tensors of a ``.pth`` are float32.
     """
     if path.endswith(".npz"):
         with np.load(path) as data:
             return {"model": {k: data[k] for k in data.files}}
-    try:
-        import torch
-    except ImportError as err:
-        raise ImportError(
-            f"Reading {path} needs PyTorch, which is an optional dependency: pip install torch "
-            "(the CPU build is enough), or save the state_dict as .npz elsewhere: "
-            "np.savez(f, **{k: v.numpy() for k, v in state_dict.items()})."
-        ) from err
-    raw = torch.load(path, map_location="cpu", weights_only=True)
+    raw = read_torch_file(path)
     if not isinstance(raw, Mapping):
         raise ValueError(f"{path} holds a {type(raw).__name__}, not a checkpoint dict")
     if "model" not in raw:  # a bare state_dict
-        return {"model": {k: _to_numpy(v) for k, v in raw.items()}}
-    out: dict[str, Any] = {"model": {k: _to_numpy(v) for k, v in raw["model"].items()}}
-    if "ema" in raw and raw["ema"] is not None:
-        out["ema"] = [_to_numpy(p) for p in raw["ema"]["shadow_params"]]
-    if "optimizer" in raw and raw["optimizer"] is not None:
+        return {"model": _arrays(raw)}
+    out: dict[str, Any] = {"model": _arrays(raw["model"])}
+    if raw.get("ema") is not None:
+        out["ema"] = [_float32(p) for p in raw["ema"]["shadow_params"]]
+    if raw.get("optimizer") is not None:
         opt = raw["optimizer"]
-        out["optimizer"] = {
-            "state": {
-                int(i): {k: _to_numpy(v) for k, v in s.items()} for i, s in opt["state"].items()
-            },
-            "param_groups": opt["param_groups"],
-        }
+        state = {int(i): _arrays(s) for i, s in opt["state"].items()}
+        out["optimizer"] = {"state": state, "param_groups": opt["param_groups"]}
     if "step" in raw:
         out["step"] = int(raw["step"])
     return out
@@ -149,7 +133,7 @@ def load_flax_checkpoint(path: str) -> dict[str, Any]:
 def _trainable_keys(module, keys: list[str], model) -> list[str]:
     if hasattr(module, "torch_trainable_keys"):
         return list(module.torch_trainable_keys(keys, model))
-    return [k for k in _strip_module(keys) if not _is_buffer(k)]
+    return [k for k in strip_module_prefix(dict.fromkeys(keys)) if not _is_buffer(k)]
 
 
 def _with_adam_moments(opt_state, mu, nu, step: int):
@@ -177,8 +161,7 @@ def state_from_torch(ckpt: Mapping[str, Any], model, optimizer, module=None) -> 
     """
     module = module or importlib.import_module(type(model).__module__)
     convert = module.params_from_torch_state_dict
-    names = _strip_module(list(ckpt["model"]))
-    sd = dict(zip(names, ckpt["model"].values(), strict=True))
+    sd = strip_module_prefix(ckpt["model"])
     params = convert(sd, model)
 
     ema_params = params
@@ -273,8 +256,7 @@ NOISE_LEVELS_FILE = "noise_levels.npy"
 
 
 def _torch_sigmas(ckpt: Mapping[str, Any]) -> np.ndarray:
-    names = _strip_module(list(ckpt["model"]))
-    sd = dict(zip(names, ckpt["model"].values(), strict=True))
+    sd = strip_module_prefix(ckpt["model"])
     if "sigmas" not in sd:
         raise ConversionInputError(
             "--noise_levels=checkpoint: the checkpoint has no sigmas buffer; convert with the "
