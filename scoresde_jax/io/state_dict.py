@@ -123,6 +123,10 @@ def _as_str(value: Any) -> str:
     return value.decode("ascii") if isinstance(value, bytes) else str(value)
 
 
+class _RefusedGlobal(pickle.UnpicklingError):
+    """The pickle names a global other than tensors and containers (never handed to torch)."""
+
+
 class _Unpickler(pickle.Unpickler):
     def __init__(self, file, storages: dict[str, _Storage]):
         super().__init__(file)
@@ -132,7 +136,7 @@ class _Unpickler(pickle.Unpickler):
         try:
             return _ALLOWED_GLOBALS[(module, name)]
         except KeyError:
-            raise pickle.UnpicklingError(
+            raise _RefusedGlobal(
                 f"refusing to load {module}.{name}: only tensors and containers of them are read"
             ) from None
 
@@ -215,12 +219,19 @@ def read_torch_file(path: str | Path) -> Any:
     path = Path(path)
     try:
         return _materialize(_read_zip(path) if zipfile.is_zipfile(path) else _read_legacy(path))
+    except _RefusedGlobal as err:
+        raise ValueError(f"cannot read {path} as a PyTorch file: {err}") from err
     except Exception as err:  # whatever stopped the minimal reader, torch may still read it
         try:
             import torch
         except ImportError:
             raise ValueError(f"cannot read {path} as a PyTorch file: {err}") from err
-        return _materialize(torch.load(path, map_location="cpu", weights_only=True))
+        try:
+            return _materialize(torch.load(path, map_location="cpu", weights_only=True))
+        except Exception as torch_err:
+            raise ValueError(
+                f"cannot read {path} as a PyTorch file: {err} (torch.load: {torch_err})"
+            ) from torch_err
 
 
 def read_torch_state_dict(path: str | Path) -> dict[str, np.ndarray]:
