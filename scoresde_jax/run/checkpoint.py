@@ -389,22 +389,19 @@ class Checkpointer:
         steps = self.all_steps()
         if not steps:
             raise MissingCheckpointError(f"No checkpoint in {self.directory}. {_NO_CHECKPOINT}")
-        if step is not None:
-            if step not in steps:
-                raise MissingCheckpointError(
-                    f"No checkpoint for step {step} in {self.directory}; saved steps: {steps}."
-                )
-            try:
-                return self._restore_step(step, abstract_state)
-            except _Unreadable as e:
-                raise CheckpointRestoreError(
-                    f"The checkpoint for step {step} in {self.directory} is unreadable: {e}"
-                ) from None
+        if step is not None and step not in steps:
+            raise MissingCheckpointError(
+                f"No checkpoint for step {step} in {self.directory}; saved steps: {steps}."
+            )
         errors = []
-        for s in reversed(steps):
+        for s in reversed(steps) if step is None else [step]:
             try:
                 restored = self._restore_step(s, abstract_state)
             except _Unreadable as e:
+                if step is not None:
+                    raise CheckpointRestoreError(
+                        f"The checkpoint for step {step} in {self.directory} is unreadable: {e}"
+                    ) from None
                 errors.append(f"step {s}: {e}")
                 log.warning(
                     "Checkpoint %s is unreadable (%s); trying an older one.",
@@ -468,13 +465,9 @@ class Checkpointer:
                 "converter of one); its values are finite but cannot be verified.",
                 path,
             )
+        verified, meta = record is not None, (record or {}).get("meta", {})
         return RestoredCheckpoint(
-            state=state,
-            step=step,
-            path=path,
-            digests=digests,
-            verified=record is not None,
-            meta=(record or {}).get("meta", {}),
+            state=state, step=step, path=path, digests=digests, verified=verified, meta=meta
         )
 
     def _quarantine(self, steps: list[int]) -> None:

@@ -64,22 +64,24 @@ _TRAINING_ONLY_MODEL_FIELDS = frozenset({"ema_rate", "dropout"})
 _TRAINING_ONLY_DATA_FIELDS = frozenset({"random_flip", "uniform_dequantization"})
 
 
-def canonical(value: Any) -> Any:
-    """``value`` as plain JSON types (ConfigDicts and numpy values included), dicts sorted."""
+def canonical(value: Any, *, strict: bool = False) -> Any:
+    """``value`` as plain JSON types (ConfigDicts and numpy values included), dicts sorted;
+    ``strict``: NaN and infinities as ``None``."""
     if hasattr(value, "to_dict") and callable(value.to_dict):
         value = value.to_dict()
     if isinstance(value, Mapping):
-        return {str(k): canonical(value[k]) for k in sorted(value, key=str)}
+        return {str(k): canonical(value[k], strict=strict) for k in sorted(value, key=str)}
     if isinstance(value, list | tuple):
-        return [canonical(v) for v in value]
+        return [canonical(v, strict=strict) for v in value]
     if isinstance(value, np.ndarray):
-        return canonical(value.tolist())
+        return canonical(value.tolist(), strict=strict)
     if isinstance(value, np.bool_ | bool):
         return bool(value)
     if isinstance(value, np.integer):
         return int(value)
-    if isinstance(value, np.floating):
-        return float(value)
+    if isinstance(value, np.floating | float):
+        value = float(value)
+        return None if strict and not math.isfinite(value) else value
     return value
 
 
@@ -90,15 +92,8 @@ def fingerprint(settings: Mapping) -> str:
 
 
 def json_ready(value: Any) -> Any:
-    """:func:`canonical`, with NaN and infinities as ``None`` (strict JSON)."""
-    value = canonical(value)
-    if isinstance(value, dict):
-        return {k: json_ready(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [json_ready(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+    """A report value as strict JSON: :func:`canonical`, NaN and infinities as ``None``."""
+    return canonical(value, strict=True)
 
 
 def write_json_atomic(path: str, obj: Any) -> None:

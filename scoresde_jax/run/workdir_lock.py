@@ -160,10 +160,8 @@ class WorkdirLock:
         beat = holder.get("heartbeat")
         lease = holder.get("lease_s") or self.lease
         if isinstance(beat, int | float) and now - beat > lease:
-            return (
-                f"its lease expired ({now - beat:.0f} s since the last heartbeat, lease "
-                f"{lease:.0f} s)"
-            )
+            ago = f"{now - beat:.0f} s since the last heartbeat"
+            return f"its lease expired ({ago}, lease {lease:.0f} s)"
         if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int):
             if not _pid_running(holder["pid"], holder.get("pid_start")):
                 return f"process {holder['pid']} on this host is gone"
