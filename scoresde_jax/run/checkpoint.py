@@ -263,20 +263,17 @@ class Checkpointer:
             raise MissingCheckpointError(
                 f"No checkpoint directory {self.directory}. {_NO_CHECKPOINT}"
             )
-        keep = [policies.LatestN(2)]  # an unreadable newest checkpoint leaves one to fall back to
-        if snapshot_freq:
-            keep.append(policies.EveryNSteps(int(snapshot_freq), max_to_keep=max_snapshots))
-        options = ocp.CheckpointManagerOptions(
-            preservation_policy=policies.AnyPreservationPolicy(keep),
-            create=not read_only,
-            enable_async_checkpointing=async_save,
-        )
-        self.read_only = read_only
+        self.read_only, self._manager = read_only, None
         if not read_only:
+            keep = [policies.LatestN(2)]  # an unreadable newest one leaves one to fall back to
+            if snapshot_freq:
+                keep.append(policies.EveryNSteps(int(snapshot_freq), max_to_keep=max_snapshots))
+            options = ocp.CheckpointManagerOptions(
+                preservation_policy=policies.AnyPreservationPolicy(keep),
+                enable_async_checkpointing=async_save,
+            )
             _quiet_orbax_save_errors()
-        self._manager = (
-            None if read_only else ocp.CheckpointManager(self.directory, options=options)
-        )
+            self._manager = ocp.CheckpointManager(self.directory, options=options)
         self._pending: tuple[int, int] | None = None  # (step, bytes) of an unfinished save
 
     def all_steps(self) -> list[int]:

@@ -27,9 +27,8 @@ def default_dir() -> Path:
 
 def resolve(value: str | None = None) -> Path | None:
     """The cache directory for a flag ``value`` (``None``: not given), or ``None`` when off."""
-    if value is None:
-        value = os.environ.get(ENV)
-    if value is None or value.strip() == "":
+    value = os.environ.get(ENV) if value is None else value
+    if not (value or "").strip():
         return default_dir()
     if value.strip().lower() in OFF_VALUES:
         return None
