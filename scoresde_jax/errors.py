@@ -1,11 +1,8 @@
 """Errors that a message can explain to the user, and the exit statuses of the command line.
 
-Every exception derived from :class:`UserError` says what is wrong and how to fix it in its
-message; ``main.py`` prints that message alone (no traceback) and exits with
-:attr:`UserError.exit_code`. ``SCORESDE_TRACEBACK=1`` (or ``--traceback``) shows the full
-traceback instead. The classes also derive from the built-in exception a caller would expect
-(``ValueError`` for a bad value, ``FileNotFoundError`` for a missing file), so library callers can
-catch either.
+``main.py`` prints a :class:`UserError`'s message alone (``--traceback`` or
+``SCORESDE_TRACEBACK=1``: the traceback) and exits with its ``exit_code``. Each class also
+derives from the built-in exception a caller would expect (``ValueError``, ``FileNotFoundError``).
 """
 
 from __future__ import annotations
@@ -71,9 +68,8 @@ def signal_exit_status(signal_name: str) -> int:
 class StoppedBySignal(Exception):
     """A run stopped early on SIGTERM/SIGINT (or a preemption notice) after saving its work.
 
-    Not an error of the run: resuming with the same command continues it. ``main.py`` exits with
-    :attr:`exit_code` (143 for SIGTERM, 130 for SIGINT), so a scheduler that requeues
-    interrupted jobs sees that this one did not finish.
+    Not an error: the same command resumes it. The exit status (143 for SIGTERM, 130 for SIGINT)
+    tells a scheduler that requeues interrupted jobs that this one did not finish.
     """
 
     def __init__(self, message: str, *, signal_name: str = "SIGTERM", step: int | None = None):

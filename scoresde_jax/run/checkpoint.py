@@ -1,33 +1,20 @@
 """Orbax checkpoints of the training state in ``<workdir>/checkpoints``, verified on restore.
 
-Two kinds of checkpoints share one directory, told apart by their step:
-
-* *snapshots*, every ``snapshot_freq`` steps, are kept (all of them, or the newest
-  ``max_snapshots``): evaluation reads them;
-* *preemption checkpoints*, every ``snapshot_freq_for_preemption`` steps (and whenever the job
-  is told to stop), only the ``keep_recent`` newest are kept: they bound the work lost when a job
-  is killed.
-
-Each step directory holds two items: ``state`` (the arrays, written by Orbax) and ``integrity``
-(a JSON record with a digest of every array, written with them). Saves are asynchronous (the
-state is copied to host memory before :meth:`Checkpointer.save` returns, so training continues
-with donated buffers while files are written) and a step directory only becomes visible once
-complete, so a job killed mid-save leaves the previous checkpoint as the latest.
-
-Restoring verifies what it reads: every array's digest must equal the recorded one and every
-value must be finite. A step directory that fails (empty, partial, foreign, truncated, bit
-flips, non-finite values) is skipped with a warning naming the cause, and the next older one is
-restored, each with a fresh reader so that one failure cannot spoil the next attempt. Training
-moves the skipped directories to ``<workdir>/checkpoints_unreadable/``; readers (evaluation)
-leave them alone. Checkpoints written before digests existed (a ``default`` item, no
-``integrity``) are still read, with their values checked for finiteness only.
+Snapshots (every ``snapshot_freq`` steps) are kept; of the other checkpoints the two newest. Each
+step directory holds ``state`` (Orbax arrays) and ``integrity`` (a JSON digest of every array).
+Saves are asynchronous and atomic. Restoring checks digests and finiteness and falls back to the
+next older step, each with a fresh reader; writers move the failed directories to
+``checkpoints_unreadable/``. Checkpoints without digests (a ``default`` item, written by earlier
+versions) are checked for finiteness only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import glob
+import hashlib
 import json
 import logging
 import os
@@ -65,12 +52,9 @@ _INTEGRITY_FORMAT = 1
 def _drop_callbacks_of_closed_loops() -> None:
     """Makes ``call_soon_threadsafe`` on a closed asyncio loop a no-op instead of an error.
 
-    Orbax reads each checkpoint on an event loop of its own and closes the loop when the read
-    returns. When one array of a damaged checkpoint fails, the read returns at once while
-    tensorstore is still completing the others; their completion callbacks then find the loop
-    closed and each prints a traceback ("Event loop is closed"), hundreds for one damaged
-    checkpoint, burying the one warning that matters. Nobody is left to run such a callback, so
-    dropping it loses nothing.
+    When one array of a damaged checkpoint fails, Orbax closes its read's event loop while
+    tensorstore still completes the others; each of their callbacks would print an "Event loop
+    is closed" traceback (hundreds per checkpoint). Nobody is left to run them.
     """
     import asyncio
 
@@ -89,9 +73,8 @@ def _drop_callbacks_of_closed_loops() -> None:
 
 
 class _OrbaxSaveErrors(logging.Filter):
-    """Drops the error records Orbax logs (with tracebacks, from several threads) when a save
-    fails: the same failure reaches :meth:`Checkpointer.wait` or :meth:`Checkpointer.save`, which
-    raise it once (as one message with the directory and the space needed, for a full disk)."""
+    """Drops the error records Orbax logs when a save fails: :meth:`Checkpointer.wait` or
+    :meth:`Checkpointer.save` raise that failure once, as one message."""
 
     _ORBAX = f"{os.sep}orbax{os.sep}checkpoint{os.sep}"
 
@@ -100,8 +83,7 @@ class _OrbaxSaveErrors(logging.Filter):
             return True
         if self._ORBAX in (record.pathname or ""):
             return False
-        # asyncio reports the same failure again when Orbax's write task is collected
-        # ("Task exception was never retrieved").
+        # asyncio repeats it as "Task exception was never retrieved".
         tb = record.exc_info[2] if record.exc_info else None
         while tb is not None:
             if self._ORBAX in tb.tb_frame.f_code.co_filename:
@@ -126,9 +108,6 @@ class _Unreadable(Exception):
     """One step directory failed to restore or to verify; the message says why."""
 
 
-# -------------------------------------------------------------------------------------------
-# Digests: exact integer arithmetic on the host copy, independent of devices and sharding.
-
 _CHUNK = 1 << 22  # words per pass: bounds the temporary memory of a digest
 
 
@@ -142,15 +121,11 @@ def _host(x) -> np.ndarray:
 def _words(a: np.ndarray) -> np.ndarray:
     """The bits of ``a`` as a flat uint32 array."""
     a = np.ascontiguousarray(a).reshape(-1)
-    if a.dtype == np.bool_:
-        return a.astype(np.uint32)
     size = a.dtype.itemsize
     if size in (4, 8):
         return a.view(np.uint32)
-    if size == 2:
-        return a.view(np.uint16).astype(np.uint32)
-    if size == 1:
-        return a.view(np.uint8).astype(np.uint32)
+    if size in (1, 2):  # bool included: its bytes are 0 or 1
+        return a.view(f"uint{8 * size}").astype(np.uint32)
     raise TypeError(f"no digest for dtype {a.dtype}")
 
 
@@ -158,9 +133,9 @@ def _leaf_digest(x) -> tuple[str, bool]:
     """Two position-weighted sums of the 32-bit words of ``x`` (mod 2^32), as 16 hex digits,
     and whether ``x`` is finite.
 
-    The weights are odd, so changing any one word changes the first sum; the second mixes each
-    word nonlinearly, so that changes in several words are very unlikely to cancel in both.
-    Integer sums do not depend on their order, so the digest is exact and reproducible.
+    Odd weights make any one changed word change the first sum; the second mixes each word
+    nonlinearly, so changes in several words are unlikely to cancel in both. Integer sums do not
+    depend on their order, so the digest is exact whatever the devices or sharding.
     """
     a = _host(x)
     w = _words(a)
@@ -180,11 +155,7 @@ def _leaf_digest(x) -> tuple[str, bool]:
 
 
 def state_digests(tree) -> tuple[dict[str, str], list[str]]:
-    """``({leaf path: 16-hex digest}, [paths of leaves with non-finite values])`` of a pytree.
-
-    The digest depends only on each array's bits, shape order and dtype, not on the device,
-    the number of devices or the sharding, so a checkpoint verifies wherever it is restored.
-    """
+    """``({leaf path: 16-hex digest}, [paths of leaves with non-finite values])`` of a pytree."""
     digests, non_finite = {}, []
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
         name = jax.tree_util.keystr(path)
@@ -196,17 +167,8 @@ def state_digests(tree) -> tuple[dict[str, str], list[str]]:
 
 def combined_digest(digests: dict[str, str]) -> str:
     """One hex digest of a ``{path: digest}`` mapping (e.g. all EMA parameters)."""
-    import hashlib
-
     text = json.dumps(sorted(digests.items()))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def _subtree_digest(digests: dict[str, str], prefix: str) -> str:
-    return combined_digest({k: v for k, v in digests.items() if k.startswith(prefix)})
-
-
-# -------------------------------------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
@@ -223,7 +185,9 @@ class RestoredCheckpoint:
 
     def weights_digest(self, which: str = "ema_params") -> str:
         """Digest of one part of the state (``"ema_params"``, ``"params"``, ...)."""
-        return _subtree_digest(self.digests, f".{which}") if self.digests else ""
+        if not self.digests:
+            return ""
+        return combined_digest({k: v for k, v in self.digests.items() if k.startswith(f".{which}")})
 
 
 def _readable_cause(e: Exception) -> str:
@@ -260,10 +224,8 @@ def _disk_bytes(path: str) -> int:
     total = 0
     for root, _, files in os.walk(path):
         for name in files:
-            try:
+            with contextlib.suppress(OSError):
                 total += os.stat(os.path.join(root, name)).st_blocks * 512
-            except OSError:
-                pass
     return total
 
 
@@ -279,23 +241,18 @@ def _tree_nbytes(tree) -> int:
 
 
 class Checkpointer:
-    """Saves and restores pytrees (the ``TrainState``) with digests.
+    """Saves and restores pytrees (the ``TrainState``) with digests in ``workdir/checkpoints``.
 
     Args:
-      workdir: the experiment directory; checkpoints live in ``workdir/checkpoints``.
-      keep_recent: how many of the newest checkpoints to keep regardless of their step (at least
-        2, so an unreadable newest checkpoint still leaves one to fall back to).
-      snapshot_freq: steps that are multiples of it are snapshots, kept beyond ``keep_recent``.
-      max_snapshots: keep only this many newest snapshots (``None``: all).
+      snapshot_freq: multiples of it are snapshots, kept beyond the two newest checkpoints (the
+        newest ``max_snapshots`` of them; ``None``: all).
       read_only: open an existing directory without creating or moving anything (evaluation).
-      async_save: write files in a background thread.
     """
 
     def __init__(
         self,
         workdir: str,
         *,
-        keep_recent: int = 2,
         snapshot_freq: int | None = None,
         max_snapshots: int | None = None,
         read_only: bool = False,
@@ -306,25 +263,18 @@ class Checkpointer:
             raise MissingCheckpointError(
                 f"No checkpoint directory {self.directory}. {_NO_CHECKPOINT}"
             )
-        keep = [policies.LatestN(max(int(keep_recent), 2))]
-        if snapshot_freq:
-            keep.append(policies.EveryNSteps(int(snapshot_freq), max_to_keep=max_snapshots))
-        options = ocp.CheckpointManagerOptions(
-            preservation_policy=policies.AnyPreservationPolicy(keep),
-            # Readers open the manager without creating anything; Orbax's own read_only mode
-            # only adds log noise.
-            create=not read_only,
-            enable_async_checkpointing=async_save,
-        )
-        self.read_only = read_only
+        self.read_only, self._manager = read_only, None
         if not read_only:
+            keep = [policies.LatestN(2)]  # an unreadable newest one leaves one to fall back to
+            if snapshot_freq:
+                keep.append(policies.EveryNSteps(int(snapshot_freq), max_to_keep=max_snapshots))
+            options = ocp.CheckpointManagerOptions(
+                preservation_policy=policies.AnyPreservationPolicy(keep),
+                enable_async_checkpointing=async_save,
+            )
             _quiet_orbax_save_errors()
-        self._manager = (
-            None if read_only else ocp.CheckpointManager(self.directory, options=options)
-        )
+            self._manager = ocp.CheckpointManager(self.directory, options=options)
         self._pending: tuple[int, int] | None = None  # (step, bytes) of an unfinished save
-
-    # -- listing ------------------------------------------------------------------------------
 
     def all_steps(self) -> list[int]:
         """Steps of the directories in ``checkpoints/`` (complete or not)."""
@@ -340,16 +290,12 @@ class Checkpointer:
         steps = self.all_steps()
         return steps[-1] if steps else None
 
-    # -- saving -------------------------------------------------------------------------------
-
     def save(self, state, *, force: bool = True, meta: dict | None = None) -> None:
-        """Starts saving ``state`` under its own step (a no-op if that step is already saved).
-
-        ``meta`` (JSON-serializable) is stored beside the digests.
+        """Starts saving ``state`` under its own step (a no-op if that step is already saved),
+        with ``meta`` (JSON) beside the digests.
 
         Raises:
-          WorkdirError: the previous save or this one could not be written (disk full,
-            permissions); the message names the directory and the size needed.
+          WorkdirError: the previous save or this one failed (disk full, permissions).
         """
         if self._manager is None:
             raise RuntimeError("a read-only Checkpointer cannot save")
@@ -380,25 +326,22 @@ class Checkpointer:
         except Exception as e:
             if not _is_disk_full(e) and not isinstance(e, PermissionError):
                 raise
-            pending = self._pending
-            self._pending = None
+            pending, self._pending = self._pending, None
             self._remove_temporaries()
-            failed_step = pending[0] if pending else None
-            intact = [s for s in self.all_steps() if s != failed_step]
-            usage = shutil.disk_usage(self.directory)
-            if intact:  # what the newest complete checkpoint takes on disk
+            intact = [s for s in self.all_steps() if pending is None or s != pending[0]]
+            if intact:
                 size = _disk_bytes(os.path.join(self.directory, str(intact[-1])))
-                need = f" (a checkpoint takes {_size_text(size)}, as step {intact[-1]} does"
+                need = f"a checkpoint takes {_size_text(size)}, as step {intact[-1]} does"
             else:
-                need = f" (the state alone takes {_size_text(pending[1] if pending else 0)}"
-            need += f"; {_size_text(usage.free)} are free)"
+                need = f"the state alone takes {_size_text(pending[1] if pending else 0)}"
+            free = _size_text(shutil.disk_usage(self.directory).free)
             last = f"step {intact[-1]}" if intact else "none"
             cause = "the disk is full" if _is_disk_full(e) else f"permission denied ({e})"
             what = f"checkpoint step {pending[0]}" if pending else "a checkpoint"
             raise WorkdirError(
-                f"Could not write {what} to {self.directory}: {cause}{need}. The last complete "
-                f"checkpoint ({last}) is intact. Free space (or fix permissions) and run the same "
-                "command again to resume from it."
+                f"Could not write {what} to {self.directory}: {cause} ({need}; {free} are free). "
+                f"The last complete checkpoint ({last}) is intact. Free space (or fix "
+                "permissions) and run the same command again to resume from it."
             ) from None
 
     def _remove_temporaries(self) -> None:
@@ -421,11 +364,9 @@ class Checkpointer:
     def close(self) -> None:
         if self._manager is not None:
             try:
-                self._guard_write(self._manager.wait_until_finished)
+                self.wait()
             finally:
                 self._manager.close()
-
-    # -- restoring ----------------------------------------------------------------------------
 
     def restore(self, abstract_state, step: int | None = None):
         """The state of :meth:`restore_verified` (see there)."""
@@ -434,9 +375,8 @@ class Checkpointer:
     def restore_verified(self, abstract_state, step: int | None = None) -> RestoredCheckpoint:
         """Restores into the shapes/shardings of ``abstract_state`` and verifies the result.
 
-        With ``step=None`` the newest checkpoint that restores and verifies is returned; the ones
-        that fail are skipped with a warning and, unless read-only, moved to
-        ``checkpoints_unreadable/``. An explicit ``step`` must restore and verify.
+        ``step=None``: the newest checkpoint that verifies; failed newer ones are skipped with a
+        warning (and moved aside unless read-only). An explicit ``step`` must verify.
 
         Raises:
           MissingCheckpointError: no checkpoint, or not ``step``.
@@ -446,22 +386,19 @@ class Checkpointer:
         steps = self.all_steps()
         if not steps:
             raise MissingCheckpointError(f"No checkpoint in {self.directory}. {_NO_CHECKPOINT}")
-        if step is not None:
-            if step not in steps:
-                raise MissingCheckpointError(
-                    f"No checkpoint for step {step} in {self.directory}; saved steps: {steps}."
-                )
-            try:
-                return self._restore_step(step, abstract_state)
-            except _Unreadable as e:
-                raise CheckpointRestoreError(
-                    f"The checkpoint for step {step} in {self.directory} is unreadable: {e}"
-                ) from None
+        if step is not None and step not in steps:
+            raise MissingCheckpointError(
+                f"No checkpoint for step {step} in {self.directory}; saved steps: {steps}."
+            )
         errors = []
-        for s in reversed(steps):
+        for s in reversed(steps) if step is None else [step]:
             try:
                 restored = self._restore_step(s, abstract_state)
             except _Unreadable as e:
+                if step is not None:
+                    raise CheckpointRestoreError(
+                        f"The checkpoint for step {step} in {self.directory} is unreadable: {e}"
+                    ) from None
                 errors.append(f"step {s}: {e}")
                 log.warning(
                     "Checkpoint %s is unreadable (%s); trying an older one.",
@@ -496,7 +433,7 @@ class Checkpointer:
         else:
             what = "empty" if not items else f"partial (holds only {sorted(items)})"
             raise _Unreadable(f"the step directory is {what}: no '{_STATE}' item")
-        # A fresh reader for every attempt: a failed restore must not affect the next one.
+        # A fresh reader per attempt: a failed restore must not affect the next one.
         _drop_callbacks_of_closed_loops()
         reader = ocp.Checkpointer(ocp.CompositeCheckpointHandler())
         try:
@@ -510,18 +447,13 @@ class Checkpointer:
         record = restored.get(_INTEGRITY) if _INTEGRITY in layout else None
         if key == _STATE and record is None:
             raise _Unreadable(f"the '{_INTEGRITY}' record of its digests is missing")
-        verified = False
-        if record is not None:
-            expected = record.get("digests", {})
-            bad = sorted(
-                k for k in set(expected) | set(digests) if expected.get(k) != digests.get(k)
+        expected = record.get("digests", {}) if record is not None else digests
+        bad = sorted(k for k in set(expected) | set(digests) if expected.get(k) != digests.get(k))
+        if bad:
+            raise _Unreadable(
+                f"{len(bad)} array(s) differ from the digests written with them (damaged "
+                f"files), e.g. {', '.join(bad[:3])}"
             )
-            if bad:
-                raise _Unreadable(
-                    f"{len(bad)} array(s) differ from the digests written with them (damaged "
-                    f"files), e.g. {', '.join(bad[:3])}"
-                )
-            verified = True
         if non_finite:
             raise _Unreadable(f"non-finite values in {', '.join(non_finite[:3])}")
         if key == _LEGACY:
@@ -530,17 +462,13 @@ class Checkpointer:
                 "converter of one); its values are finite but cannot be verified.",
                 path,
             )
-        meta = (record or {}).get("meta", {}) if isinstance(record, dict) else {}
+        verified, meta = record is not None, (record or {}).get("meta", {})
         return RestoredCheckpoint(
             state=state, step=step, path=path, digests=digests, verified=verified, meta=meta
         )
 
     def _quarantine(self, steps: list[int]) -> None:
-        """Moves unreadable checkpoints out of the way (never deletes them).
-
-        Training that resumes from an older step saves these steps again; the unreadable copies
-        go to ``<workdir>/checkpoints_unreadable/`` for inspection.
-        """
+        """Moves unreadable checkpoints to ``checkpoints_unreadable/`` (never deletes them)."""
         if jax.process_index() == 0:
             dest_root = self.directory + "_unreadable"
             os.makedirs(dest_root, exist_ok=True)

@@ -1,14 +1,9 @@
 """JAX's persistent compilation cache, on by default for the command line.
 
-Compiling a training step takes 20-70 s on a CPU, and every resume, evaluation and sampling run
-compiles the same computations again. With the cache, a computation compiled once (same program,
-same devices, same XLA flags and versions) is read back from disk instead. The command line turns it
-on before anything compiles; library users call :func:`enable` themselves.
-
-Where: ``--compilation_cache=DIR``, else ``$SCORESDE_COMPILATION_CACHE``, else
-``$XDG_CACHE_HOME/scoresde_jax/jax`` (``~/.cache/scoresde_jax/jax``). The value ``off`` (flag or
-variable) turns it off. A directory that cannot be created or written turns it off with a warning:
-the run itself never depends on the cache.
+Compiling a training step takes 20-70 s on a CPU; with the cache every resume, evaluation and
+sampling run reads it back instead. Where: ``--compilation_cache=DIR``, else
+``$SCORESDE_COMPILATION_CACHE``, else ``$XDG_CACHE_HOME/scoresde_jax/jax``; ``off`` turns it off,
+and so (with a warning) does a directory that cannot be written.
 """
 
 from __future__ import annotations
@@ -32,9 +27,8 @@ def default_dir() -> Path:
 
 def resolve(value: str | None = None) -> Path | None:
     """The cache directory for a flag ``value`` (``None``: not given), or ``None`` when off."""
-    if value is None:
-        value = os.environ.get(ENV)
-    if value is None or value.strip() == "":
+    value = os.environ.get(ENV) if value is None else value
+    if not (value or "").strip():
         return default_dir()
     if value.strip().lower() in OFF_VALUES:
         return None
@@ -42,14 +36,9 @@ def resolve(value: str | None = None) -> Path | None:
 
 
 def enable(value: str | None = None, *, min_compile_time_s: float = 1.0) -> Path | None:
-    """Points JAX's persistent compilation cache at :func:`resolve` (``value``) and returns the
-    directory, or ``None`` when the cache is off or its directory is not writable.
-
-    Args:
-        value: a directory, ``"off"``, or ``None`` for ``$SCORESDE_COMPILATION_CACHE`` or the
-            default directory.
-        min_compile_time_s: computations that compile faster than this are not stored.
-    """
+    """Points JAX's cache at :func:`resolve` (``value``) and returns the directory, or ``None``
+    when it is off or not writable; computations compiled faster than ``min_compile_time_s``
+    are not stored."""
     import jax
 
     path = resolve(value)

@@ -1,10 +1,4 @@
-"""Multi-host start-up: one process per host, joined with ``jax.distributed.initialize``.
-
-Every process runs the same command. On Cloud TPU pods, SLURM, Open MPI and Kubernetes JAX finds
-the coordinator, the number of processes and each process's id by itself; elsewhere they are
-given explicitly (``--coordinator_address``, ``--num_processes``, ``--process_id`` on the command
-line, or the ``JAX_COORDINATOR_ADDRESS`` environment variable for the address).
-"""
+"""Multi-host start-up: one process per host, joined with ``jax.distributed.initialize``."""
 
 from __future__ import annotations
 
@@ -23,12 +17,10 @@ def initialize(
     num_processes: int | None = None,
     process_id: int | None = None,
 ) -> None:
-    """Joins this process to the multi-host job (must run before any other JAX call).
+    """Joins this process to the multi-host job (before any other JAX call).
 
-    Args:
-      coordinator_address: ``host:port`` of process 0 (``None``: detected from the cluster).
-      num_processes: number of processes in the job (``None``: detected).
-      process_id: this process's index in ``[0, num_processes)`` (``None``: detected).
+    On TPU pods, SLURM, Open MPI and Kubernetes JAX detects all three arguments (leave them
+    ``None``); elsewhere give them (``coordinator_address``: ``host:port`` of process 0).
     """
     explicit = [coordinator_address, num_processes, process_id]
     if any(v is not None for v in explicit) and not all(v is not None for v in explicit[1:]):

@@ -1,15 +1,9 @@
 """Checks of a config and a work directory before any heavy work (model, compilation, data).
 
-:func:`check` runs at the start of every command-line mode. It reports the first problem as a
-:class:`~scoresde_jax.errors.UserError` whose message names the field or file and the fix:
-
-* config values: known names (SDE, sampler, predictor, corrector, solver, network, data source,
-  loss, task, ...), positive sizes and tolerances;
-* devices: batch sizes that split evenly over the devices of the mesh;
-* data: the files exist and open (each split the mode reads), so that a wrong path fails in
-  seconds instead of after the model is built (opened sources are kept for the run);
-* checkpoints: modes that read one find at least one step directory;
-* the work directory can be created and written.
+:func:`check` runs at the start of every command-line mode and raises the first problem as a
+:class:`~scoresde_jax.errors.UserError` naming the field or file and the fix: config names and
+ranges, batch sizes over the devices, data files of every split the mode reads, a checkpoint
+for the modes that need one, and a writable work directory.
 """
 
 from __future__ import annotations
@@ -25,8 +19,8 @@ __all__ = ["check", "check_config", "check_choice"]
 
 
 def check_choice(field: str, value, choices: Iterable[str]) -> str:
-    """``value`` lower-cased if it is one of ``choices``; else a :class:`ConfigError` naming
-    ``field``, the valid values and the closest ones."""
+    """``value`` lower-cased if it is one of ``choices``, else a :class:`ConfigError` with the
+    closest ones."""
     choices = list(choices)
     text = str(value).strip().lower()
     if text in choices:
@@ -39,17 +33,11 @@ def check_choice(field: str, value, choices: Iterable[str]) -> str:
 
 
 def _positive(config, field: str, *, allow_none: bool = False, integer: bool = True) -> None:
-    section, name = field.rsplit(".", 1)
-    node = config
-    for part in section.split("."):
-        node = node.get(part) if hasattr(node, "get") else None
-        if node is None:
-            return
-    if name not in node:
+    section, name = field.split(".")
+    node = config.get(section)
+    if node is None or name not in node or (node[name] is None and allow_none):
         return
     value = node[name]
-    if value is None and allow_none:
-        return
     ok = isinstance(value, int | float) and not isinstance(value, bool) and value > 0
     if integer:
         ok = ok and float(value).is_integer()
@@ -59,8 +47,8 @@ def _positive(config, field: str, *, allow_none: bool = False, integer: bool = T
 
 
 def check_frequencies(tc) -> None:
-    """``training.n_jitted_steps`` must divide every frequency of ``config.training``: the
-    loop only sees every ``n_jitted_steps``-th step."""
+    """``training.n_jitted_steps`` must divide every frequency: the loop sees only every
+    ``n_jitted_steps``-th step."""
     n_jit = tc.n_jitted_steps
     freqs = {
         "snapshot_freq": tc.snapshot_freq,
@@ -87,15 +75,15 @@ def check_config(config, mode: str) -> None:
     from scoresde_jax.sampling import CORRECTORS, PREDICTORS
 
     t, s, e, d, m = config.training, config.sampling, config.eval, config.data, config.model
-    sde_names = [*SDES, "ve", "vp", "subvp"]
-    check_choice("training.sde", t.sde, sde_names)
+    check_choice("training.sde", t.sde, [*SDES, "ve", "vp", "subvp"])
     check_choice("training.loss", t.get("loss", "dsm"), ["dsm", "ism", "ssm", "ssm_vr"])
     check_choice("model.name", m.name, MODELS)
     check_choice("sampling.method", s.method, SAMPLER_METHODS)
     check_choice("sampling.predictor", s.predictor, PREDICTORS)
     check_choice("sampling.corrector", s.corrector, CORRECTORS)
-    tasks = ["generate", "class", "inpaint", "colorize"]
-    check_choice("sampling.task", s.get("task", "generate"), tasks)
+    check_choice(
+        "sampling.task", s.get("task", "generate"), ["generate", "class", "inpaint", "colorize"]
+    )
     for field in ("sampling.ode_solver", "eval.ode_solver", "latent.ode_solver"):
         section, name = field.split(".")
         if section in config and name in config[section]:
@@ -121,36 +109,26 @@ def check_config(config, mode: str) -> None:
         _positive(config, "data.image_size")
         for split in str(e.get("bpd_dataset", "test")).split(","):
             check_choice("eval.bpd_dataset", split, ["test", "train"])
-    for field in (
-        "training.batch_size",
-        "training.n_jitted_steps",
-        "training.snapshot_freq",
-        "training.log_freq",
-        "training.snapshot_samples",
-        "eval.batch_size",
-        "eval.num_samples",
-        "eval.num_repeats",
-        "eval.num_probes",
-        "sampling.batch_size",
-        "sampling.n_steps_each",
-        "classifier.batch_size",
+    for section, names in (
+        ("training", "batch_size n_jitted_steps snapshot_freq log_freq snapshot_samples"),
+        ("eval", "batch_size num_samples num_repeats num_probes"),
+        ("sampling", "batch_size n_steps_each"),
+        ("classifier", "batch_size"),
     ):
-        _positive(config, field)
-    _positive(config, "eval.max_examples", allow_none=True)
-    _positive(config, "sampling.num_steps", allow_none=True)
-    _positive(config, "training.max_to_keep", allow_none=True)
+        for name in names.split():
+            _positive(config, f"{section}.{name}")
+    for field in ("eval.max_examples", "sampling.num_steps", "training.max_to_keep"):
+        _positive(config, field, allow_none=True)
     for field in ("eval.rtol", "eval.atol", "sampling.rtol", "sampling.atol", "optim.lr"):
         _positive(config, field, integer=False)
     if t.n_iters < 0:
         raise ConfigError(f"config.training.n_iters={t.n_iters!r}: must be 0 or more.")
     if mode == "train":
         check_frequencies(t)
-    for field, path in (
-        ("eval.fid_stats_path", e.get("fid_stats_path", None)),
-        ("eval.inception_weights", e.get("inception_weights", None)),
-    ):
+    for field in ("fid_stats_path", "inception_weights"):
+        path = e.get(field, None)
         if path and not os.path.isfile(os.path.expanduser(path)):
-            raise ConfigError(f"config.{field}={path!r}: no such file.")
+            raise ConfigError(f"config.eval.{field}={path!r}: no such file.")
 
 
 def _check_devices(config, mode: str) -> None:
@@ -164,13 +142,13 @@ def _check_devices(config, mode: str) -> None:
             "leave it unset for all of them."
         )
     n = wanted or visible
-    fields = {"train": "training.batch_size", "train_classifier": "classifier.batch_size"}
-    if mode in fields:
-        section, name = fields[mode].split(".")
+    field = {"train": "training.batch_size", "train_classifier": "classifier.batch_size"}.get(mode)
+    if field:
+        section, name = field.split(".")
         batch = config[section][name]
         if batch % n:
             raise ConfigError(
-                f"config.{fields[mode]}={batch} does not split over the {n} devices; use a "
+                f"config.{field}={batch} does not split over the {n} devices; use a "
                 f"multiple of {n} (e.g. {max(n, batch - batch % n)}), or set config.num_devices."
             )
 
@@ -206,10 +184,7 @@ def _check_data(config, mode: str) -> None:
 
 def _check_checkpoint(workdir: str) -> None:
     folder = os.path.join(os.path.abspath(workdir), "checkpoints")
-    steps = []
-    if os.path.isdir(folder):
-        steps = [n for n in os.listdir(folder) if n.isdigit()]
-    if not steps:
+    if not os.path.isdir(folder) or not any(n.isdigit() for n in os.listdir(folder)):
         raise MissingCheckpointError(
             f"No checkpoint in {folder}. Train first with --mode train and the same --workdir, "
             "or convert one with `python -m scoresde_jax.convert`."

@@ -1,17 +1,8 @@
 """Saved results keyed by the settings that determine them, and reports that keep their history.
 
-Every partial or final result that evaluation writes (bits/dim batches, sample rounds, feature
-statistics, reports) lives in a place named by a *fingerprint*: a hash of the settings that
-change its numbers: the checkpoint (step and a digest of the weights used, EMA or raw), the SDE
-and network, the sampler or the likelihood solver with all their fields, the data, the batch
-size and number of devices where they change the random streams, the seed, and a version of the
-metric's definition (:data:`METRIC_VERSIONS`). Work is reused only when the fingerprint matches
-exactly, and a result of other settings gets a place of its own instead of overwriting one.
-Settings that do not change numbers (progress bars, log frequencies, ``eval.num_samples`` for
-one sample round, file paths of outputs) are not part of it.
-
-Each result directory holds ``settings.json``, the settings in full, so that a fingerprint can
-always be read back as what it stands for.
+A result lives in ``<kind>-<fingerprint>``, a hash of every setting that changes its numbers
+(README, Evaluation; the settings include the metric's :data:`METRIC_VERSIONS` entry), with
+``settings.json`` holding them in full; work is reused only on an exact match.
 """
 
 from __future__ import annotations
@@ -41,8 +32,7 @@ __all__ = [
     "sampler_settings",
 ]
 
-# Bump a version when the definition of a result changes (its numbers would differ for the
-# same settings), so that results computed before are not reused under the new definition.
+# Bump a version when a result's definition changes, so older results are not reused.
 METRIC_VERSIONS = {
     "eval_loss": 1,
     "bpd": 1,
@@ -74,23 +64,24 @@ _TRAINING_ONLY_MODEL_FIELDS = frozenset({"ema_rate", "dropout"})
 _TRAINING_ONLY_DATA_FIELDS = frozenset({"random_flip", "uniform_dequantization"})
 
 
-def canonical(value: Any) -> Any:
-    """``value`` as plain JSON types with a fixed order: dicts sorted, tuples as lists, numpy
-    scalars as Python numbers, ConfigDicts as dicts."""
+def canonical(value: Any, *, strict: bool = False) -> Any:
+    """``value`` as plain JSON types (ConfigDicts and numpy values included), dicts sorted;
+    ``strict``: NaN and infinities as ``None``."""
     if hasattr(value, "to_dict") and callable(value.to_dict):
         value = value.to_dict()
     if isinstance(value, Mapping):
-        return {str(k): canonical(value[k]) for k in sorted(value, key=str)}
+        return {str(k): canonical(value[k], strict=strict) for k in sorted(value, key=str)}
     if isinstance(value, list | tuple):
-        return [canonical(v) for v in value]
+        return [canonical(v, strict=strict) for v in value]
     if isinstance(value, np.ndarray):
-        return canonical(value.tolist())
+        return canonical(value.tolist(), strict=strict)
     if isinstance(value, np.bool_ | bool):
         return bool(value)
     if isinstance(value, np.integer):
         return int(value)
-    if isinstance(value, np.floating):
-        return float(value)
+    if isinstance(value, np.floating | float):
+        value = float(value)
+        return None if strict and not math.isfinite(value) else value
     return value
 
 
@@ -101,16 +92,8 @@ def fingerprint(settings: Mapping) -> str:
 
 
 def json_ready(value: Any) -> Any:
-    """A report value as strict JSON: numpy scalars and arrays as Python numbers and lists, and
-    NaN / infinities as ``None`` (plain float64 everywhere else)."""
-    value = canonical(value)
-    if isinstance(value, dict):
-        return {k: json_ready(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [json_ready(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+    """A report value as strict JSON: :func:`canonical`, NaN and infinities as ``None``."""
+    return canonical(value, strict=True)
 
 
 def write_json_atomic(path: str, obj: Any) -> None:
@@ -128,13 +111,7 @@ def _now_text(t: float | None = None) -> str:
 
 
 class ResultDir:
-    """The directory ``<root>/<kind>-<fingerprint>`` of one result with its ``settings.json``.
-
-    Args:
-      root: where result directories of this kind live (e.g. ``eval/step_1000``).
-      kind: what the result is (``"bpd_test"``, ``"samples"``, ...).
-      settings: everything that determines the result (see the module docstring).
-    """
+    """The directory ``<root>/<kind>-<fingerprint>`` of one result with its ``settings.json``."""
 
     def __init__(self, root: str, kind: str, settings: Mapping):
         self.kind = kind
@@ -174,11 +151,7 @@ class ResultDir:
 
 def write_report(directory: str, stem: str, report: Mapping) -> tuple[str, str]:
     """Writes ``report`` to ``<directory>/reports/<stem>_<time>_<fingerprint>.json`` (kept) and
-    to ``<directory>/latest_<stem>.json`` (the newest report of ``stem``, replaced).
-
-    Returns:
-      ``(kept_path, latest_path)``.
-    """
+    to ``<directory>/latest_<stem>.json`` (replaced); returns both paths."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     fp = report.get("fingerprint") or fingerprint(report.get("settings", {}))
     kept = os.path.join(directory, "reports", f"{stem}_{stamp}_{fp}.json")
@@ -193,13 +166,9 @@ def write_report(directory: str, stem: str, report: Mapping) -> tuple[str, str]:
     return kept, latest
 
 
-# -------------------------------------------------------------------------------------------
-# The settings behind each kind of result (the run layer: these read configs).
-
-
 def checkpoint_settings(restored, *, weights: str) -> dict:
-    """Which weights: the checkpoint's step, ``"ema"`` or ``"raw"``, and their digest (so a
-    checkpoint trained again under the same step is told apart)."""
+    """The checkpoint's step, ``"ema"`` or ``"raw"``, and those weights' digest (so a checkpoint
+    trained again under the same step is told apart)."""
     part = "ema_params" if weights == "ema" else "params"
     return {"step": int(restored.step), "weights": weights, "digest": restored.weights_digest(part)}
 
@@ -228,8 +197,7 @@ def network_settings(config) -> dict:
 
 
 def data_settings(config) -> dict:
-    d = config.data
-    return {k: v for k, v in d.items() if k not in _TRAINING_ONLY_DATA_FIELDS}
+    return {k: v for k, v in config.data.items() if k not in _TRAINING_ONLY_DATA_FIELDS}
 
 
 def sampler_settings(config) -> dict:

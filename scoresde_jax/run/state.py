@@ -60,11 +60,8 @@ def ema_update(ema_params, params, rate: float):
 
 
 def init_state(params, optimizer: optax.GradientTransformation) -> TrainState:
-    """A fresh state at step 0 whose EMA starts at ``params``.
-
-    The EMA gets its own copy of every array, so the state can be donated to a jitted step (a
-    buffer shared by two leaves cannot be donated).
-    """
+    """A fresh state at step 0 whose EMA starts at a copy of ``params`` (a buffer shared by two
+    leaves cannot be donated to a jitted step)."""
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,

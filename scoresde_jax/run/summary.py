@@ -44,7 +44,6 @@ def load_config(path: str):
 
 def count_parameters(config) -> int:
     """Number of parameters of ``config``'s network (all leaves of its parameter tree)."""
-
     model = model_from_config(config)
     x = jnp.zeros((1, *data_shape(config)), jnp.float32)
     shapes = jax.eval_shape(

@@ -25,10 +25,9 @@ def make_train_step(
 ) -> Callable:
     """Builds ``step(state, batches)`` running ``len(batches)`` optimizer steps in one ``lax.scan``.
 
-    ``batches`` has a leading axis of length ``n_jitted_steps``. Random numbers for step ``s`` come
-    from ``fold_in(seed_key, s)``, so resuming from a checkpoint needs nothing but ``state.step``.
-    ``unroll`` is passed to ``lax.scan`` (``True`` unrolls the loop completely, which XLA:CPU
-    needs for convolutional networks to run at full speed; small MLPs are fine rolled).
+    Step ``s`` draws its random numbers from ``fold_in(seed_key, s)``, so resuming needs only
+    ``state.step``. ``unroll=True`` unrolls the scan, which XLA:CPU needs for convolutional
+    networks to run at full speed.
     """
 
     def one_step(state: TrainState, batch: jax.Array):
@@ -69,11 +68,8 @@ def make_train_step(
 
 
 def make_eval_loss(*, model: nn.Module, loss_fn: Callable, seed_key: jax.Array) -> Callable:
-    """Builds ``eval_loss(state, batch) -> loss`` with the EMA parameters and no dropout.
-
-    The noise of the loss comes from ``fold_in(seed_key, state.step)``: the same checkpoint and
-    batch always give the same value.
-    """
+    """Builds ``eval_loss(state, batch) -> loss`` with the EMA parameters and no dropout; its noise
+    comes from ``fold_in(seed_key, state.step)``, so a checkpoint and batch give one value."""
 
     def eval_loss(state: TrainState, batch: jax.Array):
         key = jax.random.fold_in(seed_key, state.step)

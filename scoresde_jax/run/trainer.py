@@ -1,12 +1,10 @@
 """The one training loop (:func:`fit`) and the score model's training (:func:`train`).
 
-Every trained network (the score model, the noise-conditional classifier, the feature classifiers
-of FD-MNIST) gives :func:`fit` a :class:`Job`: its initial state, its restore target, one step and
-what to evaluate. The loop owns the rest: signals, checkpoints with fallback to an older one,
-writers, progress, the NaN guard and exact resume (random streams fold in the step).
-
-One process per host (``jax.distributed``); every process runs the same loop on its shard of
-each global batch. Process 0 alone writes logs and pictures; all processes checkpoint.
+Every trained network (score model, noise-conditional classifier, FD-MNIST feature classifiers)
+gives :func:`fit` a :class:`Job`; the loop owns signals, checkpoints with fallback, writers,
+progress, the NaN guard and exact resume (random streams fold in the step). Every process of a
+multi-host job runs the loop on its shard of each global batch; process 0 alone writes logs and
+pictures, all processes checkpoint.
 """
 
 from __future__ import annotations
@@ -93,9 +91,8 @@ class Fitted:
     state: Any
     start: int
     step: int
-    seconds: float
+    seconds: float = 0.0
     scalars: dict = dataclasses.field(default_factory=dict)
-    evaluation: dict | None = None
     checkpoint_dir: str | None = None
 
 
@@ -115,10 +112,7 @@ def fit(job: Job, workdir: str | None, *, lock=None) -> Fitted:
     ckpt = resumed = None
     if workdir is not None:
         ckpt = Checkpointer(
-            workdir,
-            keep_recent=2,
-            snapshot_freq=job.snapshot_freq or None,
-            max_snapshots=job.max_snapshots,
+            workdir, snapshot_freq=job.snapshot_freq or None, max_snapshots=job.max_snapshots
         )
     if ckpt is not None and ckpt.latest_step() is not None:
         resumed = ckpt.restore_verified(job.abstract_target())
@@ -136,13 +130,8 @@ def fit(job: Job, workdir: str | None, *, lock=None) -> Fitted:
     )
     show_bar = is_main and job.progress
     if is_main and start < job.n_iters:
-        log.info(
-            "%s: steps %d-%d; compiling the step first%s",
-            job.name,
-            start,
-            job.n_iters,
-            f" ({job.description})" if job.description else "",
-        )
+        about = f" ({job.description})" if job.description else ""
+        log.info("%s: steps %d-%d; compiling the step first%s", job.name, start, job.n_iters, about)
     bar = tqdm(
         total=job.n_iters,
         initial=start,
@@ -151,7 +140,7 @@ def fit(job: Job, workdir: str | None, *, lock=None) -> Fitted:
         dynamic_ncols=True,
         disable=not show_bar,
     )
-    out = Fitted(state, start, step, 0.0, checkpoint_dir=ckpt.directory if ckpt else None)
+    out = Fitted(state, start, step, checkpoint_dir=ckpt.directory if ckpt else None)
     t0 = t_last = time.perf_counter()
     s_last, window, saved = start, [], []
     with StopSignal() as stop:
@@ -179,27 +168,9 @@ def fit(job: Job, workdir: str | None, *, lock=None) -> Fitted:
                     keys = [k for k in window[0] if k != "all_finite"]
                     out.scalars = {k: float(np.mean([m[k] for m in window])) for k in keys}
                     window = []
-                    scalars = out.scalars | (job.scalars(step) if job.scalars else {})
-                    scalars["steps_per_s"] = rate
-                    if job.batch_size:
-                        scalars["examples_per_s"] = rate * job.batch_size
-                    writer.write_scalars(step, scalars)
-                    bar.set_postfix({k: f"{v:.4g}" for k, v in out.scalars.items()})
-                    if not show_bar and is_main:
-                        values = " ".join(f"{k} {v:.5g}" for k, v in out.scalars.items())
-                        left = (job.n_iters - step) / max(rate, 1e-9)
-                        log.info(
-                            "%s step %d/%d %s %.3g steps/s ETA %.0f s",
-                            job.name,
-                            step,
-                            job.n_iters,
-                            values,
-                            rate,
-                            left,
-                        )
+                    _log_window(job, step, rate, out.scalars, writer, bar, is_main and not show_bar)
                 if job.evaluate and (_due(step, job.eval_freq) or (final and job.eval_at_end)):
-                    out.evaluation = job.evaluate(state, step)
-                    writer.write_scalars(step, out.evaluation)
+                    writer.write_scalars(step, job.evaluate(state, step))
                 preempted = stop.received or (ckpt is not None and ckpt.reached_preemption(step))
                 checkpoint = _due(step, job.snapshot_freq) or _due(step, job.preempt_freq)
                 if ckpt is not None and (checkpoint or final or preempted):
@@ -228,6 +199,20 @@ def fit(job: Job, workdir: str | None, *, lock=None) -> Fitted:
     return out
 
 
+def _log_window(job: Job, step, rate, means: dict, writer, bar, log_line: bool) -> None:
+    """Writes the means of one logging window; a log line stands in for a hidden bar."""
+    scalars = means | (job.scalars(step) if job.scalars else {}) | {"steps_per_s": rate}
+    if job.batch_size:
+        scalars["examples_per_s"] = rate * job.batch_size
+    writer.write_scalars(step, scalars)
+    bar.set_postfix({k: f"{v:.4g}" for k, v in means.items()})
+    if log_line:
+        head = f"{job.name} step {step}/{job.n_iters}"
+        values = " ".join(f"{k} {v:.5g}" for k, v in means.items())
+        left = (job.n_iters - step) / max(rate, 1e-9)
+        log.info("%s %s %.3g steps/s ETA %.0f s", head, values, rate, left)
+
+
 def _non_finite_message(job: Job, loss, step, ckpt, resumed, saved) -> str:
     """Which checkpoint is kept after a NaN/Inf loss, and how far it is to be trusted."""
     where = f"Training loss became {loss} between steps {step} and {step + job.steps_per_call}."
@@ -253,8 +238,7 @@ def _non_finite_message(job: Job, loss, step, ckpt, resumed, saved) -> str:
 def _toy_batches(train_data: np.ndarray, batch_size: int, n_steps: int, seed: int, step: int):
     # Indices depend only on (seed, step), so a resumed run sees exactly the same batches.
     rng = np.random.default_rng([seed, step])
-    idx = rng.integers(0, train_data.shape[0], size=(n_steps, batch_size))
-    return train_data[idx]
+    return train_data[rng.integers(0, train_data.shape[0], size=(n_steps, batch_size))]
 
 
 class _Feed:
@@ -262,35 +246,29 @@ class _Feed:
 
     def __init__(self, config, exp: Experiment, start_step: int):
         self.config, self.exp = config, exp
-        tc = config.training
-        self.n_jit = tc.n_jitted_steps
-        self.batch_size = tc.batch_size
+        self.n_jit, self.batch_size = config.training.n_jitted_steps, config.training.batch_size
         n_dev = device_count(exp.mesh)
         if self.batch_size % n_dev:
             raise ValueError(
                 f"training.batch_size={self.batch_size} is not divisible by the {n_dev} devices; "
                 f"use a multiple of {n_dev} (or set num_devices)."
             )
+        d = config.data
         self._iterator = None
         if not exp.is_image:
-            d = config.data
             self.train_data = make_toy_dataset(d.dataset, d.n_train, d.seed)
             self.eval_data = make_toy_dataset(d.dataset, d.get("n_test", 5_000), d.seed + 1)
             return
-
-        d = config.data
-        self.pcount, self.pindex = jax.process_count(), jax.process_index()
-        self.train_source = experiment.image_source_from_config(d, "train")
         self.eval_source = experiment.image_source_from_config(d, "test")
         self.prep = dict(
             random_flip=d.random_flip,
             centered=d.centered,
             uniform_dequantization=d.uniform_dequantization,
-            process_index=self.pindex,
-            process_count=self.pcount,
+            process_index=jax.process_index(),
+            process_count=jax.process_count(),
         )
         self._iterator = TrainIterator(
-            self.train_source,
+            experiment.image_source_from_config(d, "train"),
             start_step=start_step,
             steps_per_call=self.n_jit,
             global_batch_size=self.batch_size,
@@ -304,7 +282,6 @@ class _Feed:
         if not self.exp.is_image:
             x = _toy_batches(self.train_data, self.batch_size, self.n_jit, self.config.seed, step)
             return put_global_batch(x, self.exp.mesh, batch_axis=1)
-
         got, local = next(self._next)
         if got != step:
             raise RuntimeError(f"input pipeline out of step: expected {step}, got {got}")
@@ -316,7 +293,6 @@ class _Feed:
             rng = np.random.default_rng([self.config.seed, step, 7])
             idx = rng.integers(0, len(self.eval_data), size=self.batch_size)
             return put_global_batch(self.eval_data[idx], self.exp.mesh)
-
         prep = dict(self.prep, random_flip=False)
         local = train_batch(
             self.eval_source,
@@ -327,10 +303,6 @@ class _Feed:
         )
         return to_global_array(local, self.exp.mesh)
 
-    def reference_data(self, n: int) -> np.ndarray:
-        """Data to show beside toy samples."""
-        return self.train_data[:n]
-
     def close(self) -> None:
         if self._iterator is not None:
             self._iterator.close()
@@ -339,18 +311,16 @@ class _Feed:
 def jitted_train_step(exp: Experiment):
     """The compiled ``step(state, batches) -> (state, metrics)`` of ``--mode train``.
 
-    State replicated and donated, batches ``[n_jitted_steps, batch, ...]`` sharded on their
-    batch axis, metrics replicated: the output state has the input's shardings, so the step is
-    traced and compiled once.
+    State replicated and donated, batches ``[n_jitted_steps, batch, ...]`` sharded on axis 1: the
+    output state has the input's shardings, so the step compiles once.
     """
-    tc = exp.config.training
     step_fn = make_train_step(
         model=exp.model,
         loss_fn=exp.loss_fn,
         optimizer=exp.optimizer,
         ema_rate=exp.config.model.ema_rate,
         seed_key=exp.train_key,
-        unroll=tc.get("scan_unroll", 1),
+        unroll=exp.config.training.get("scan_unroll", 1),
     )
     return jax.jit(
         step_fn,
@@ -361,13 +331,8 @@ def jitted_train_step(exp: Experiment):
 
 
 def train(config, workdir: str):
-    """Trains the score model of ``config``; checkpoints and logs go to ``workdir``.
-
-    Resumes from the newest checkpoint in ``workdir/checkpoints`` that restores and verifies.
-    Writes TensorBoard events to ``workdir/tensorboard``, scalars to ``workdir/metrics.jsonl``
-    and sample pictures to ``workdir/samples``; holds ``workdir/train.lock`` while it runs.
-    Returns the final state; raises as :func:`fit` does.
-    """
+    """Trains the score model of ``config`` in ``workdir``, resuming from its newest good
+    checkpoint; holds ``workdir/train.lock``. Returns the final state; raises as :func:`fit`."""
     check_workdir(workdir)
     os.makedirs(workdir, exist_ok=True)
     with workdir_lock.hold(workdir, "train", mode="train") as lock:
@@ -404,11 +369,12 @@ def _train(config, workdir: str, lock):
     snapshot = None
     if tc.get("snapshot_sampling", True):
         sample_fn = experiment.sampler_from_config(config.sampling, exp.sde)
-        shape = (_snapshot_count(config, exp), *exp.data_shape)
+        n_dev = device_count(exp.mesh)
+        shape = (-(-tc.snapshot_samples // n_dev) * n_dev, *exp.data_shape)  # rounded up
         run = sharded_sampler(exp.mesh, sample_fn, exp.score_fn, shape)
 
         def snapshot(state, step, writer):
-            _write_snapshot(config, exp, feeds[0], run, state, step, workdir, writer)
+            _write_snapshot(config, exp, feeds[0], run, shape[0], state, step, workdir, writer)
 
     job = Job(
         name="train",
@@ -441,41 +407,31 @@ def _train(config, workdir: str, lock):
             feeds[0].close()
 
 
-def _snapshot_count(config, exp) -> int:
-    """Samples in a training snapshot: ``snapshot_samples`` rounded up to the device count."""
-    n_dev = device_count(exp.mesh)
-    return -(-config.training.snapshot_samples // n_dev) * n_dev
-
-
-def _write_snapshot(config, exp, feed, snapshot, state, step, workdir, writer) -> None:
-    key = jax.random.fold_in(exp.eval_key, step)
+def _write_snapshot(config, exp, feed, run, n, state, step, workdir, writer) -> None:
+    """Draws ``n`` samples of the EMA network; process 0 writes ``samples/step_<step>.png``."""
+    is_main = jax.process_index() == 0
+    if is_main:
+        method = config.sampling.method
+        log.info(
+            "Step %d: drawing %d samples for the snapshot picture (%s sampler)", step, n, method
+        )
     t0 = time.perf_counter()
-    if jax.process_index() == 0:
-        log.info(
-            "Step %d: drawing %d samples for the snapshot picture (%s sampler)",
-            step,
-            _snapshot_count(config, exp),
-            config.sampling.method,
-        )
-    samples, nfe = snapshot(state.ema_params, key)
+    samples, nfe = run(state.ema_params, jax.random.fold_in(exp.eval_key, step))
     samples = to_host(samples)
-    if jax.process_index() == 0:
-        log.info(
-            "  done in %.1f s (%d network evaluations)", time.perf_counter() - t0, int(to_host(nfe))
-        )
-    if jax.process_index() != 0:
+    nfe = int(to_host(nfe))
+    if not is_main:
         return
-    out = os.path.join(workdir, "samples")
-    os.makedirs(out, exist_ok=True)
+    log.info("  done in %.1f s (%d network evaluations)", time.perf_counter() - t0, nfe)
+    path = os.path.join(workdir, "samples", f"step_{step}.png")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     if exp.is_image:
         images = plotting.to_uint8(samples, centered=config.data.centered)
-        grid = plotting.image_grid(images)
-        plotting.save_image_grid(os.path.join(out, f"step_{step}.png"), images)
-        writer.write_images(step, {"samples": grid})
+        plotting.save_image_grid(path, images)
+        writer.write_images(step, {"samples": plotting.image_grid(images)})
     else:
         plotting.scatter_samples(
-            os.path.join(out, f"step_{step}.png"),
-            data=feed.reference_data(len(samples)),
+            path,
+            data=feed.train_data[: len(samples)],
             samples=samples,
             title=f"{config.data.dataset}, step {step}",
         )

@@ -1,19 +1,10 @@
 """One writer per work directory: a lock file with the holder's identity and a renewed lease.
 
-A run that writes results (training, evaluation, sampling, ...) holds ``<workdir>/<name>.lock``,
-a small JSON file naming its host, process id, start time and the time of its last heartbeat. A
-second process that wants the same lock stops at once with a message naming the holder. A lock
-whose holder is gone is taken over with a warning:
-
-* on the same host, when its process id no longer runs (or now belongs to another process);
-* from any host, when its lease has expired: the holder renews its heartbeat every
-  ``lease / 4`` seconds, so a heartbeat older than the lease (``$SCORESDE_LOCK_LEASE_S``, default
-  120 s) means the holder was killed or lost the file system. This works across hosts on shared
-  storage, where process ids mean nothing.
-
-The file is created with a hard link from a private temporary file, which is atomic on local
-disks and on NFS; a file system without hard links falls back to ``O_EXCL``. A multi-host job
-holds one lock, taken by process 0 (:func:`hold`).
+``<workdir>/<name>.lock`` (JSON: host, pid, start, heartbeat) refuses a second writer naming the
+holder. A dead holder's lock is taken over with a warning: on its host when its pid is gone or
+reused; from any host when its heartbeat (renewed every ``lease / 4``) is older than the lease
+(``$SCORESDE_LOCK_LEASE_S``, default 120 s), which works on shared storage. The file is created
+by a hard link from a private file (atomic on local disks and NFS), else with ``O_EXCL``.
 """
 
 from __future__ import annotations
@@ -37,29 +28,25 @@ log = logging.getLogger(__name__)
 _LEASE_ENV = "SCORESDE_LOCK_LEASE_S"
 _DEFAULT_LEASE_S = 120.0
 
-# Locks this process holds, by path: a mode that locks its directory may call a library
-# function (train) that locks it again.
+# Locks this process holds, by path: a mode that holds one may call train, which takes it again.
 _HELD: dict[str, WorkdirLock | None] = {}
 _HELD_GUARD = threading.Lock()
 
 
 def lease_seconds() -> float:
-    """The lease of a lock: a heartbeat older than this marks a dead holder."""
+    """Seconds without a heartbeat after which a holder counts as dead."""
     value = os.environ.get(_LEASE_ENV)
     if not value:
         return _DEFAULT_LEASE_S
-    try:
-        lease = float(value)
-    except ValueError:
-        lease = -1.0
-    if lease <= 0:
-        raise WorkdirLockedError(f"${_LEASE_ENV}={value!r}: use a positive number of seconds.")
-    return lease
+    with contextlib.suppress(ValueError):
+        if float(value) > 0:
+            return float(value)
+    raise WorkdirLockedError(f"${_LEASE_ENV}={value!r}: use a positive number of seconds.")
 
 
 def _process_start(pid: int) -> str | None:
-    """The start time of process ``pid`` in clock ticks since boot (Linux), to tell a reused
-    process id from the original holder; ``None`` where ``/proc`` does not say."""
+    """The start time of ``pid`` in clock ticks since boot (Linux; else ``None``), to tell a
+    reused process id from the original holder."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             stat = f.read()
@@ -84,43 +71,31 @@ def _pid_running(pid: int, start: str | None) -> bool:
 
 
 def _describe(holder: dict, now: float) -> str:
-    started = holder.get("started")
-    since = ""
+    text = f"process {holder.get('pid', '?')} on host {holder.get('host', '?')}"
+    if holder.get("mode"):
+        text += f" ({holder['mode']})"
+    started, beat = holder.get("started"), holder.get("heartbeat")
     if isinstance(started, int | float):
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started))
-        since = f", started {when} ({now - started:.0f} s ago)"
-    beat = holder.get("heartbeat")
-    beat_text = f", last heartbeat {now - beat:.0f} s ago" if isinstance(beat, int | float) else ""
-    mode = f" ({holder['mode']})" if holder.get("mode") else ""
-    return (
-        f"process {holder.get('pid', '?')} on host {holder.get('host', '?')}{mode}"
-        f"{since}{beat_text}"
-    )
+        text += f", started {when} ({now - started:.0f} s ago)"
+    if isinstance(beat, int | float):
+        text += f", last heartbeat {now - beat:.0f} s ago"
+    return text
 
 
 class WorkdirLock:
-    """The lock ``<directory>/<name>.lock``.
+    """The lock ``<directory>/<name>.lock``; ``name`` is the writer (``"train"``, ``"eval"``:
+    independent writers may run together), ``mode`` is named in messages."""
 
-    Args:
-      directory: the work directory (created if needed).
-      name: which writer: ``"train"``, ``"eval"``, ... (independent writers may run together).
-      mode: recorded in the lock file and named in messages.
-      lease: seconds without heartbeat after which the lock counts as abandoned.
-    """
-
-    def __init__(
-        self, directory: str, name: str, *, mode: str | None = None, lease: float | None = None
-    ):
+    def __init__(self, directory: str, name: str, *, mode: str | None = None):
         self.path = os.path.join(os.path.abspath(directory), f"{name}.lock")
         self.mode = mode or name
-        self.lease = float(lease) if lease is not None else lease_seconds()
+        self.lease = lease_seconds()
         self.token = uuid.uuid4().hex
         self.lost = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._started = time.time()
-
-    # -- file contents ------------------------------------------------------------------------
 
     def _record(self) -> dict:
         pid = os.getpid()
@@ -139,20 +114,15 @@ class WorkdirLock:
         try:
             with open(self.path) as f:
                 text = f.read()
+            with contextlib.suppress(ValueError):
+                holder = json.loads(text)
+                if isinstance(holder, dict):
+                    return holder
+            # Being written by the O_EXCL fallback, or damaged: its age is the file's age.
+            mtime = os.stat(self.path).st_mtime
         except FileNotFoundError:
             return None
-        try:
-            holder = json.loads(text)
-        except ValueError:
-            holder = None
-        if not isinstance(holder, dict):
-            # Being written by the O_EXCL fallback, or damaged: its age is the file's age.
-            try:
-                mtime = os.stat(self.path).st_mtime
-            except FileNotFoundError:
-                return None
-            holder = {"heartbeat": mtime, "lease_s": self.lease, "token": None, "damaged": True}
-        return holder
+        return {"heartbeat": mtime, "lease_s": self.lease, "token": None, "damaged": True}
 
     def _write_tmp(self, record: dict) -> str:
         tmp = f"{self.path}.{self.token}.tmp"
@@ -173,8 +143,7 @@ class WorkdirLock:
         except OSError as e:
             if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
                 raise
-            # No hard links on this file system.
-            try:
+            try:  # no hard links on this file system
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 return False
@@ -185,18 +154,14 @@ class WorkdirLock:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(tmp)
 
-    # -- acquire and release ------------------------------------------------------------------
-
     def stale_reason(self, holder: dict, now: float | None = None) -> str | None:
         """Why ``holder`` no longer holds the lock, or ``None`` while it does."""
         now = time.time() if now is None else now
         beat = holder.get("heartbeat")
         lease = holder.get("lease_s") or self.lease
         if isinstance(beat, int | float) and now - beat > lease:
-            return (
-                f"its lease expired ({now - beat:.0f} s since the last heartbeat, lease "
-                f"{lease:.0f} s)"
-            )
+            ago = f"{now - beat:.0f} s since the last heartbeat"
+            return f"its lease expired ({ago}, lease {lease:.0f} s)"
         if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int):
             if not _pid_running(holder["pid"], holder.get("pid_start")):
                 return f"process {holder['pid']} on this host is gone"
@@ -244,14 +209,12 @@ class WorkdirLock:
         with contextlib.suppress(OSError, ValueError):
             with open(aside) as f:
                 moved = json.load(f)
-        if isinstance(moved, dict) and moved.get("token") != stale.get("token"):
-            # Another process took the lock over between our read and our rename: put it back.
+        replaced = isinstance(moved, dict) and moved.get("token") != stale.get("token")
+        if replaced:  # another process took it over between our read and rename: put it back
             with contextlib.suppress(OSError):
                 os.link(aside, self.path)
-            os.remove(aside)
-            return False
         os.remove(aside)
-        return self._create()
+        return not replaced and self._create()
 
     def _heartbeat(self) -> None:
         interval = max(self.lease / 4, 0.05)
@@ -294,11 +257,10 @@ class WorkdirLock:
 
 @contextlib.contextmanager
 def hold(directory: str, name: str, *, mode: str | None = None):
-    """Holds the lock ``<directory>/<name>.lock`` for the duration of the block.
+    """Holds the lock ``<directory>/<name>.lock`` for the block (re-entrant in a process).
 
-    Re-entrant within a process. In a multi-host job only process 0 takes the lock; the others
-    learn whether it succeeded and raise the same :class:`WorkdirLockedError` if it did not.
-    Yields the :class:`WorkdirLock` (``None`` on processes other than 0).
+    In a multi-host job only process 0 takes it (the others get ``None``) and all processes raise
+    :class:`WorkdirLockedError` if it failed.
     """
     import jax
 

@@ -1,9 +1,5 @@
-"""Training logs: TensorBoard event files and a ``metrics.jsonl`` beside them.
-
-TensorBoard files are written with the ``tensorboard`` package's event writer and protocol
-buffers, so logging needs no TensorFlow. Only process 0 of a multi-host job writes; the other
-processes get a writer whose methods do nothing.
-"""
+"""Training logs: TensorBoard event files (written with the ``tensorboard`` package alone, no
+TensorFlow) and a ``metrics.jsonl`` beside them."""
 
 from __future__ import annotations
 
@@ -32,14 +28,8 @@ def _png_bytes(image: np.ndarray) -> bytes:
 
 
 class MetricWriter:
-    """Writes scalars and images to ``logdir`` (TensorBoard) and scalars to ``metrics.jsonl``.
-
-    Args:
-      logdir: directory of the event files (``tensorboard --logdir`` it).
-      jsonl_path: where to append one JSON object per :meth:`write_scalars` call (``None``: no
-        JSON log).
-      enabled: ``False`` gives a writer that writes nothing (processes other than 0).
-    """
+    """Writes scalars and images to ``logdir`` (TensorBoard) and scalars to ``jsonl_path``, one
+    JSON object per call; ``enabled=False`` writes nothing (processes other than 0)."""
 
     def __init__(self, logdir: str, *, jsonl_path: str | None = None, enabled: bool = True):
         self.logdir = logdir
@@ -88,10 +78,6 @@ class MetricWriter:
             )
             values.append(summary_pb2.Summary.Value(tag=tag, image=encoded))
         self._write(step, values)
-
-    def flush(self) -> None:
-        if self._events is not None:
-            self._events.flush()
 
     def close(self) -> None:
         if self._events is not None:
