@@ -1,15 +1,14 @@
 """Host-side batching: deterministic, resumable and sharded by process.
 
-Every training batch is a pure function of ``(seed, step, process_index)``: the example order is a
-fresh permutation per epoch drawn from ``(seed, epoch)``, and flips and dequantization noise come
-from ``(seed, step, process_index)``. Resuming at step ``s`` therefore needs only ``s``, and each
-process reads only the examples of its own slice of the global batch. Evaluation walks a split once
-in order, padding and masking the last batch so shapes never change (no recompilation).
+Every training batch is a pure function of ``(seed, step, process_index)``, so resuming at step
+``s`` needs only ``s`` and each process reads only its own slice of the global batch. Evaluation
+walks a split once in order, padding and masking the last batch so shapes never change.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import queue
 import threading
 from collections.abc import Iterator
@@ -31,19 +30,10 @@ __all__ = [
 def to_model_space(
     images: np.ndarray, *, centered: bool, dequantize_noise: np.ndarray | None = None
 ) -> np.ndarray:
-    """uint8 images -> float32 model inputs.
+    """uint8 images -> float32 in ``[0, 1]`` (``images / 255``), or ``[-1, 1]`` if ``centered``.
 
-    Args:
-        images: uint8 pixels.
-        centered: map to ``[-1, 1]`` (``2x - 1``) instead of ``[0, 1]``.
-        dequantize_noise: optional ``u`` in ``[0, 1)`` of the same shape; then
-            ``x = (images + u) / 256``, the paper's uniform dequantization, which spreads each
-            pixel value ``k`` over its own bin ``[k/256, (k+1)/256)`` (``u`` is clipped to
-            ``1 - 2^-16`` so float32 rounding cannot reach the upper edge). Without it
-            ``x = images / 255``.
-
-    Returns:
-        float32 of the same shape.
+    With ``dequantize_noise`` ``u`` in ``[0, 1)`` of the same shape, ``x = (images + u) / 256``:
+    the paper's uniform dequantization, spreading pixel value ``k`` over ``[k/256, (k+1)/256)``.
     """
     x = np.asarray(images).astype(np.float32)
     if dequantize_noise is None:
@@ -90,9 +80,9 @@ def train_example_indices(
 ) -> np.ndarray:
     """The example indices (int64 ``[local_batch]``) of this process's part of batch ``step``.
 
-    Position ``p = step * G + j`` of the example stream (``j`` in ``[0, G)``) is example
-    ``perm(seed, epoch)[p % N]`` with ``epoch = p // N``: every epoch visits each example once,
-    in a new order. Process ``i`` takes ``j`` in ``[i * L, (i + 1) * L)``, ``L = G / processes``.
+    Position ``p = step * G + j`` of the example stream is example ``perm(seed, epoch)[p % N]``
+    with ``epoch = p // N``; process ``i`` takes ``j`` in ``[i * L, (i + 1) * L)``, ``L = G /
+    processes``.
     """
     if num_examples < 1:
         raise ValueError("the training split is empty")
@@ -121,13 +111,11 @@ def train_batch(
     process_count: int = 1,
     return_labels: bool = False,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-    """This process's part of training batch ``step``: float32 ``[G / process_count, H, W, C]``.
+    """This process's part of training batch ``step``: float32 ``[G / process_count, H, W, C]``
+    (with ``return_labels`` also int32 labels, -1 where unknown).
 
-    A pure function of ``(seed, step, process_index)`` and the source (see
-    :func:`train_example_indices`); horizontal flips (probability 1/2) and the dequantization
-    noise come from ``np.random.default_rng([seed, step, process_index, 1])``. With
-    ``return_labels`` the result is ``(images, labels int32 [G / process_count])`` (-1 where the
-    source has no label).
+    Flips (probability 1/2) and the dequantization noise come from
+    ``np.random.default_rng([seed, step, process_index, 1])``.
     """
     indices = train_example_indices(
         len(source),
@@ -154,11 +142,11 @@ class _WorkerError:
 
 class TrainIterator:
     """Yields ``(step, float32 [steps_per_call, L, H, W, C])`` for ``step = start_step,
-    start_step + steps_per_call, ...``, built with :func:`train_batch` in a background thread.
+    start_step + steps_per_call, ...``, built in a background thread.
 
-    ``batch[k]`` is ``train_batch(source, step + k, ...)``, so the stream is the same however it
-    is chunked, prefetched or resumed. The thread keeps at most ``prefetch`` chunks ready; an
-    error there is raised by ``next``. Call :meth:`close` (or use ``with``) to stop it.
+    ``chunk[k]`` is ``train_batch(source, step + k, **batch_options)``, so the stream is the same
+    however it is chunked, prefetched or resumed. At most ``prefetch`` chunks wait; an error in
+    the thread is raised by ``next``. Call :meth:`close` (or use ``with``) to stop it.
     """
 
     def __init__(
@@ -167,30 +155,17 @@ class TrainIterator:
         *,
         start_step: int,
         steps_per_call: int = 1,
-        global_batch_size: int,
-        seed: int,
-        random_flip: bool,
-        centered: bool,
-        uniform_dequantization: bool,
-        process_index: int = 0,
-        process_count: int = 1,
         prefetch: int = 2,
+        **batch_options,
     ):
         if steps_per_call < 1 or prefetch < 1:
             raise ValueError(f"steps_per_call ({steps_per_call}) and prefetch ({prefetch}) >= 1")
         # Fail here, not in the thread.
-        _local_batch_size(global_batch_size, process_count, process_index)
-        self._make = functools.partial(
-            train_batch,
-            source,
-            global_batch_size=global_batch_size,
-            seed=seed,
-            random_flip=random_flip,
-            centered=centered,
-            uniform_dequantization=uniform_dequantization,
-            process_index=process_index,
-            process_count=process_count,
-        )
+        call = inspect.signature(train_batch).bind(source, start_step, **batch_options)
+        call.apply_defaults()
+        a = call.arguments
+        _local_batch_size(a["global_batch_size"], a["process_count"], a["process_index"])
+        self._make = functools.partial(train_batch, source, **batch_options)
         self._start_step = start_step
         self._steps_per_call = steps_per_call
         self._queue: queue.Queue = queue.Queue(maxsize=prefetch)
@@ -200,7 +175,7 @@ class TrainIterator:
         self._thread.start()
 
     def _put(self, item) -> bool:
-        # Poll so close() can stop a thread that waits for room in a full queue.
+        # Polls, so that close() can stop a thread waiting for room in a full queue.
         while not self._stop.is_set():
             try:
                 self._queue.put(item, timeout=0.1)
@@ -258,8 +233,8 @@ def num_eval_batches(
     process_count: int = 1,
     max_examples: int | None = None,
 ) -> int:
-    """How many global batches :func:`eval_batches` yields; the same on every process (the
-    process arguments are accepted, so both functions take the same keywords, and checked)."""
+    """How many global batches :func:`eval_batches` yields, the same on every process (which
+    takes the same keywords)."""
     _local_batch_size(global_batch_size, process_count, process_index)
     n = len(source) if max_examples is None else min(len(source), max_examples)
     return -(-n // global_batch_size)
@@ -273,14 +248,11 @@ def eval_batches(
     process_count: int = 1,
     max_examples: int | None = None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """One pass over a split in order, this process's part of each global batch.
+    """One pass over (the first ``max_examples`` of) a split in order: this process's part of
+    each global batch, ``(images uint8 [L, H, W, C], labels int32 [L], mask bool [L])``.
 
-    Yields:
-        ``(images uint8 [L, H, W, C], labels int32 [L], mask bool [L])`` with
-        ``L = global_batch_size / process_count``. Global batch ``b`` holds examples
-        ``b * G ... b * G + G - 1`` (the first ``max_examples`` of the split at most); past the
-        end the last real example is repeated with ``mask`` False, so every batch has the same
-        shape and every process yields :func:`num_eval_batches` batches.
+    Past the end the last example is repeated with ``mask`` False, so every batch has one shape
+    and every process yields :func:`num_eval_batches` batches.
     """
     local = _local_batch_size(global_batch_size, process_count, process_index)
     n = len(source) if max_examples is None else min(len(source), max_examples)

@@ -11,11 +11,8 @@ __all__ = ["atomic_savez"]
 
 
 def atomic_savez(path: str | os.PathLike, **arrays) -> None:
-    """``np.savez`` to exactly ``path`` (no ``.npz`` added) through a temporary file and a rename.
-
-    A reader sees either the previous file or the complete new one. The directory is created if
-    needed; the file gets the usual permissions (``0o666`` minus the umask).
-    """
+    """``np.savez`` to exactly ``path`` (no ``.npz`` added) through a temporary file and a rename,
+    so a reader sees the old file or the whole new one; creates the directory if needed."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)

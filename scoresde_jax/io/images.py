@@ -1,4 +1,4 @@
-"""Pictures people look at: sample scatter plots for 2-D data."""
+"""Image grids and 2-D sample scatter plots, written as PNG files."""
 
 from __future__ import annotations
 
@@ -9,7 +9,25 @@ matplotlib.use("Agg")  # no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["image_grid", "save_image_grid", "scatter_samples", "to_uint8"]
+__all__ = [
+    "image_grid",
+    "save_image_grid",
+    "scatter_samples",
+    "square_axes",
+    "square_limit",
+    "to_uint8",
+]
+
+
+def square_limit(points: np.ndarray, q: float = 0.995, margin: float = 1.25) -> float:
+    return float(np.quantile(np.abs(points), q)) * margin
+
+
+def square_axes(ax, lim: float) -> None:
+    """Square axes ``[-lim, lim]^2``."""
+    ax.set_xlim(-lim, lim)
+    ax.set_ylim(-lim, lim)
+    ax.set_aspect("equal")
 
 
 def scatter_samples(
@@ -17,15 +35,12 @@ def scatter_samples(
 ) -> str:
     """Writes a PNG with data (left) and model samples (right) on identical axes."""
     data, samples = np.asarray(data), np.asarray(samples)
-    if lim is None:
-        lim = float(np.quantile(np.abs(data), 0.995)) * 1.25
+    lim = square_limit(data) if lim is None else lim
     fig, axes = plt.subplots(1, 2, figsize=(9, 4.5), sharex=True, sharey=True)
     for ax, pts, name in ((axes[0], data, "data"), (axes[1], samples, "samples")):
         ax.scatter(pts[:, 0], pts[:, 1], s=1.5, alpha=0.5, linewidths=0)
         ax.set_title(f"{name} (n={len(pts)})")
-        ax.set_xlim(-lim, lim)
-        ax.set_ylim(-lim, lim)
-        ax.set_aspect("equal")
+        square_axes(ax, lim)
     if title:
         fig.suptitle(title)
     fig.tight_layout()

@@ -6,6 +6,7 @@ Used by ``--mode toy_figures`` (score fields and trajectories) and by the latent
 
 from __future__ import annotations
 
+import io
 import math
 
 import matplotlib
@@ -15,8 +16,10 @@ matplotlib.use("Agg")  # no display on servers and CI
 
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.collections import LineCollection  # noqa: E402
+from matplotlib.colors import LogNorm  # noqa: E402
+from PIL import Image  # noqa: E402
 
-from scoresde_jax.io.images import image_grid  # noqa: E402
+from scoresde_jax.io.images import image_grid, square_axes, square_limit  # noqa: E402
 
 __all__ = [
     "labeled_image_grid",
@@ -25,29 +28,14 @@ __all__ = [
     "plot_toy_interpolation",
     "plot_toy_temperature",
     "plot_trajectories",
-    "square_limit",
 ]
 
-
+# Data drawn in gray under what a figure is about.
 _DATA_STYLE = dict(s=2, c="0.65", alpha=0.35, linewidths=0)
-
-
-def square_limit(points: np.ndarray, q: float = 0.995, margin: float = 1.25) -> float:
-    return float(np.quantile(np.abs(points), q)) * margin
-
-
-def _square(ax, lim: float) -> None:
-    ax.set_xlim(-lim, lim)
-    ax.set_ylim(-lim, lim)
-    ax.set_aspect("equal")
 
 
 def _save(fig, path: str, dpi: int = 100) -> str:
     """Writes the figure as a 256-color PNG (a third of the size of full color, same look)."""
-    import io
-
-    from PIL import Image
-
     buffer = io.BytesIO()
     fig.savefig(buffer, dpi=dpi, format="png", bbox_inches="tight", pad_inches=0.05)
     plt.close(fig)
@@ -59,13 +47,18 @@ def _save(fig, path: str, dpi: int = 100) -> str:
     return path
 
 
+def _save_titled(fig, path: str, title: str) -> str:
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def labeled_image_grid(
     path: str, images: np.ndarray, row_labels: list[str], title: str = "", scale: float = 0.5
 ) -> str:
-    """Writes ``[R, C, H, W, ch]`` uint8 images as a grid with one label per row.
-
-    ``scale`` is inches per image (small pictures for the README).
-    """
+    """Writes ``[R, C, H, W, ch]`` uint8 images as a grid with one label per row, ``scale``
+    inches per image."""
     images = np.asarray(images)
     if images.ndim != 5 or len(row_labels) != images.shape[0]:
         raise ValueError(
@@ -101,22 +94,19 @@ def plot_toy_encoding(
     lim = square_limit(data)
     axes[0].scatter(data[:, 0], data[:, 1], s=2, alpha=0.5, linewidths=0)
     axes[0].set_title(f"data (n={len(data)})")
-    _square(axes[0], lim)
+    square_axes(axes[0], lim)
     ax = axes[1]
     ax.scatter(latents[:, 0], latents[:, 1], s=2, alpha=0.5, linewidths=0, c="C1")
     angle = np.linspace(0, 2 * math.pi, 200)
     for k in (1, 2, 3):
         ax.plot(k * prior_std * np.cos(angle), k * prior_std * np.sin(angle), "k--", lw=0.7)
     ax.set_title(f"latents at T (dashed: prior 1, 2, 3 std = {prior_std:g})")
-    _square(ax, 3.6 * prior_std)
+    square_axes(ax, 3.6 * prior_std)
     axes[2].scatter(data[:, 0], data[:, 1], **_DATA_STYLE)
     axes[2].scatter(reconstructions[:, 0], reconstructions[:, 1], s=2, linewidths=0, c="C2")
     axes[2].set_title("decoded latents (gray: data)")
-    _square(axes[2], lim)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return _save(fig, path)
+    square_axes(axes[2], lim)
+    return _save_titled(fig, path, title)
 
 
 def plot_toy_interpolation(
@@ -141,18 +131,15 @@ def plot_toy_interpolation(
         ax.scatter(paths[i, :, 0], paths[i, :, 1], s=6, color=color, zorder=3)
         ax.scatter([x0[i, 0], x1[i, 0]], [x0[i, 1], x1[i, 1]], s=40, marker="x", color="k")
     ax.set_title("decoded interpolants (x: inputs, dotted: straight line)")
-    _square(ax, square_limit(data))
+    square_axes(ax, square_limit(data))
     ax = axes[1]
     ax.scatter(prior_samples[:, 0], prior_samples[:, 1], **_DATA_STYLE)
     for i in range(len(latent_paths)):
         ax.plot(latent_paths[i, :, 0], latent_paths[i, :, 1], "-", color=f"C{i % 10}", lw=1.3)
         ax.scatter(latent_paths[i, [0, -1], 0], latent_paths[i, [0, -1], 1], s=20, color="k")
     ax.set_title("slerp in latent space (gray: prior samples)")
-    _square(ax, square_limit(np.concatenate([prior_samples, latent_paths.reshape(-1, 2)])))
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return _save(fig, path)
+    square_axes(ax, square_limit(np.concatenate([prior_samples, latent_paths.reshape(-1, 2)])))
+    return _save_titled(fig, path, title)
 
 
 def plot_toy_temperature(
@@ -166,11 +153,8 @@ def plot_toy_temperature(
         ax.scatter(data[:, 0], data[:, 1], **_DATA_STYLE)
         ax.scatter(x[:, 0], x[:, 1], s=2, linewidths=0, c="C3", alpha=0.7)
         ax.set_title(f"temperature {tau:g}")
-        _square(ax, lim)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return _save(fig, path)
+        square_axes(ax, lim)
+    return _save_titled(fig, path, title)
 
 
 def plot_score_fields(
@@ -186,22 +170,13 @@ def plot_score_fields(
     density_label: str,
     title: str = "",
 ) -> str:
-    """Score fields at several times over the log-density, with the error where it is known.
+    """Score fields at ``times [K]`` (columns) over the log-density, with the error where known.
 
-    Args:
-      path: the PNG to write.
-      times: ``[K]`` the times (columns).
-      grid: ``[G]`` coordinates of the square density grid (both axes).
-      log_density: ``[K, G, G]`` log ``p_t`` on the grid (rows: second coordinate).
-      arrows_xy: ``[A, 2]`` arrow positions.
-      learned: ``[K, A, 2]`` the learned field at the arrows, already scaled by ``sigma_t``.
-      exact: ``[K, A, 2]`` the exact field (same scaling) or None.
-      error: ``[K, G, G]`` the scaled error ``sigma_t |s_theta - s|`` on the grid, or None.
-      density_label: how the density was obtained (for the caption).
-      title: figure title.
+    ``grid [G]`` holds the coordinates of the square density grid (both axes), ``log_density``
+    and the scaled ``error`` ``sigma_t |s_theta - s|`` (or None) are ``[K, G, G]`` (rows: second
+    coordinate); ``learned`` and ``exact`` (or None) are ``[K, A, 2]`` fields at ``arrows_xy
+    [A, 2]``, scaled by ``sigma_t``; ``density_label`` says how the density was obtained.
     """
-    from matplotlib.colors import LogNorm
-
     k = len(times)
     rows = 1 if exact is None else 3
     extra = 0 if error is None else 1
@@ -212,7 +187,7 @@ def plot_score_fields(
 
     def panel(r, j):
         ax = fig.add_subplot(gs[r, j])
-        _square(ax, lim)
+        square_axes(ax, lim)
         ax.set_xticks([])
         ax.set_yticks([])
         return ax
@@ -231,12 +206,9 @@ def plot_score_fields(
                 cmap="Greys",
                 alpha=0.6,
             )
-            v = field[j]
             ax.quiver(
-                arrows_xy[:, 0],
-                arrows_xy[:, 1],
-                v[:, 0],
-                v[:, 1],
+                *arrows_xy.T,
+                *field[j].T,
                 color=color,
                 angles="xy",
                 scale_units="xy",
@@ -333,7 +305,7 @@ def plot_trajectories(
         ax.scatter(xs[0, :, 0], xs[0, :, 1], s=28, facecolors="none", edgecolors="k", lw=0.9)
         ax.scatter(xs[-1, :, 0], xs[-1, :, 1], s=16, c="C3", zorder=3)
         ax.set_title(name)
-        _square(ax, lim)
+        square_axes(ax, lim)
     fig.colorbar(lc, ax=axes[:2], shrink=0.85, pad=0.01, label="t")
     ax = axes[2]
     for i in range(sde_xs.shape[1]):

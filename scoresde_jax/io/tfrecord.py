@@ -32,8 +32,6 @@ __all__ = [
 
 # Record framing (little endian):
 #   uint64 length | uint32 masked_crc32c(length bytes) | data[length] | uint32 masked_crc32c(data)
-#
-# CRC32C (Castagnoli), the checksum of the TFRecord framing.
 
 
 def _crc32c_table() -> tuple[int, ...]:
@@ -192,12 +190,8 @@ def _parse_feature(buf: memoryview) -> list[bytes] | np.ndarray:
 
 
 def parse_tf_example(serialized: bytes) -> dict[str, list[bytes] | np.ndarray]:
-    """Decodes a serialized ``tf.train.Example``.
-
-    Returns:
-        ``{name: value}`` where a ``bytes_list`` feature is a ``list[bytes]``, a ``float_list``
-        a float32 array and an ``int64_list`` an int64 array.
-    """
+    """Decodes a serialized ``tf.train.Example`` into ``{name: list[bytes] (bytes_list) or
+    float32 array (float_list) or int64 array (int64_list)}``."""
     features: dict[str, list[bytes] | np.ndarray] = {}
     for field, wire, features_msg in _fields(memoryview(serialized)):
         if field != 1 or wire != _WIRE_LEN:
@@ -245,22 +239,13 @@ def encode_tf_example(features: Mapping[str, bytes | Sequence[int]]) -> bytes:
     return _len_field(1, b"".join(entries))
 
 
-# ---------------------------------------------------------------------------------------------
-# Record framing.
-
 _HEADER = struct.Struct("<QI")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class TFRecordIndex:
-    """Where every record of a set of TFRecord files lies, for random access.
-
-    Attributes:
-        files: the files, in order.
-        file_ids: int32 ``[n]``, which file holds record ``i``.
-        offsets: int64 ``[n]``, byte offset of record ``i``'s data (after its 12-byte header).
-        lengths: int64 ``[n]``, byte length of record ``i``'s data.
-    """
+    """Where every record of some TFRecord files lies: record ``i`` is in ``files[file_ids[i]]``,
+    its data at byte ``offsets[i]`` (after the 12-byte header), ``lengths[i]`` bytes long."""
 
     files: tuple[str, ...]
     file_ids: np.ndarray
@@ -316,25 +301,19 @@ def index_tfrecords(
 
 
 def read_record(index: TFRecordIndex, i: int, *, verify_crc: bool = False) -> bytes:
-    """The data of record ``i``; with ``verify_crc`` both checksums are checked (slow in Python).
-
-    Each call opens the file afresh, so reads from a prefetching thread need no locking.
-    """
+    """The data of record ``i``; ``verify_crc`` checks both checksums. Each call opens the file
+    afresh, so a prefetching thread needs no lock."""
     path = index.files[index.file_ids[i]]
     offset, length = int(index.offsets[i]), int(index.lengths[i])
     with open(path, "rb") as f:
-        if not verify_crc:
-            f.seek(offset)
-            data = f.read(length)
-            if len(data) != length:
-                raise DataError(f"{path}: record {i} is truncated")
-            return data
         f.seek(offset - _HEADER.size)
         raw = f.read(_HEADER.size + length + 4)
     if len(raw) != _HEADER.size + length + 4:
         raise DataError(f"{path}: record {i} is truncated")
-    stored_length, length_crc = _HEADER.unpack(raw[: _HEADER.size])
     data = raw[_HEADER.size : _HEADER.size + length]
+    if not verify_crc:
+        return data
+    stored_length, length_crc = _HEADER.unpack(raw[: _HEADER.size])
     (data_crc,) = struct.unpack("<I", raw[_HEADER.size + length :])
     if stored_length != length or masked_crc32c(raw[:8]) != length_crc:
         raise DataError(f"{path}: corrupt length of record {i} at byte {offset} (CRC mismatch)")
@@ -369,9 +348,8 @@ def _frame(record: bytes) -> bytes:
 def write_tfrecord_images(
     path: str | os.PathLike, images: np.ndarray, labels: np.ndarray | None = None
 ) -> None:
-    """Writes uint8 ``images`` ``[N, H, W(, C)]`` (and optional integer ``labels``) to ``path`` in
-    the StyleGAN / score_sde FFHQ layout: per record ``shape`` = ``[C, H, W]``, ``data`` = the CHW
-    bytes, ``label`` = ``[label]``. Read your own set back with ``--config.data.path=FILE``."""
+    """Writes uint8 ``images [N, H, W(, C)]`` (and integer ``labels``) to ``path`` in the StyleGAN
+    layout, plus ``label = [label]``; read it back with ``--config.data.path=FILE``."""
     images = np.asarray(images)
     if images.dtype != np.uint8:
         raise DataError(f"images must be uint8, got {images.dtype}")

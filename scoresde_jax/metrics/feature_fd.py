@@ -1,12 +1,7 @@
 """Fréchet distance between small-classifier features of samples and a dataset (FD-MNIST, ...).
 
-Typical use::
-
-    name = classifier_for_dataset("MNIST", 28, 1)          # "mnist"
-    metrics = classifier_fd(sample_batches, name)           # {"fd_mnist": ..., ...}
-
-The numbers are called ``fd_<name>`` and compare only with numbers from the same weight file and
-the same number of samples: they are not FIDs.
+``classifier_fd(sample_batches, "mnist") -> {"fd_mnist": ..., ...}``: not FIDs; they compare only
+with numbers from the same weight file and the same number of samples.
 """
 
 from __future__ import annotations
@@ -41,13 +36,6 @@ def _as_classifier(classifier: str | os.PathLike | Classifier) -> Classifier:
     return classifier if isinstance(classifier, Classifier) else load_classifier(classifier)
 
 
-def _batches(images: np.ndarray | Iterable[np.ndarray]) -> Iterable[np.ndarray]:
-    # One array [n, H, W, C] is one batch; anything else is an iterable of batches.
-    if isinstance(images, np.ndarray | jax.Array):
-        return [images]
-    return images
-
-
 def reference_stats(
     classifier: str | os.PathLike | Classifier,
     images: np.ndarray | Iterable[np.ndarray],
@@ -57,14 +45,13 @@ def reference_stats(
 ) -> FeatureStats:
     """Feature statistics of ``images`` (one ``[n, H, W, C]`` array or an iterable of batches).
 
-    Save them with ``scoresde_jax.metrics.fid.save_stats(path, s.mean, s.cov,
-    classifier=name, classifier_sha256=classifier.fingerprint, ...)`` (what the ``stats``
-    command does) so that :func:`classifier_fd` can check that they belong to the classifier.
+    Saved with ``save_stats(..., classifier=name, classifier_sha256=classifier.fingerprint)`` (as
+    the ``stats`` command does), :func:`classifier_fd` can check they belong to the classifier.
     """
     clf = _as_classifier(classifier)
     fn = feature_fn(clf, mesh, batch_size=batch_size)
     stats = FeatureStats(clf.spec.feature_dim)
-    for batch in _batches(images):
+    for batch in [images] if isinstance(images, np.ndarray | jax.Array) else images:
         if len(batch):
             stats.update(fn(batch))
     return stats
@@ -87,27 +74,13 @@ def classifier_fd(
     mesh: Mesh | None = None,
     batch_size: int = 500,
 ) -> dict[str, float | int]:
-    """Fréchet distance between the classifier features of ``images`` and reference statistics.
+    """``{"fd_<name>": distance, "fd_<name>_num_samples": n}`` between the classifier features of
+    ``images`` (uint8 batches, streamed, or one array) and reference statistics.
 
-    Args:
-      images: generated images, ``uint8 [n, H, W, C]`` batches (an iterable, streamed into
-        running statistics so that they never sit in memory at once) or one array.
-      reference: a shipped classifier name (``"mnist"``, ``"cifar10_small"``: its test-split
-        statistics and, unless ``classifier`` is given, its weights), a statistics ``.npz``
-        written by the ``stats`` command (its metadata names the classifier), or in-memory
-        :class:`~scoresde_jax.metrics.fid.Stats` / ``FeatureStats`` (then ``classifier`` is
-        required).
-      classifier: the classifier (object, name or weight file); by default the one the
-        reference names.
-      mesh: optional ``("data",)`` mesh to split batches over.
-      batch_size: images per compiled call.
-
-    Returns:
-      ``{"fd_<name>": distance, "fd_<name>_num_samples": n}`` with ``<name>`` the classifier's.
-
-    Raises:
-      ValueError: fewer than two images, no way to tell the classifier, or reference statistics
-        computed with different classifier weights.
+    ``reference`` is a shipped classifier name (its test-split statistics), a statistics ``.npz``
+    of the ``stats`` command, or in-memory ``Stats`` / ``FeatureStats``; ``classifier`` (object,
+    name or weight file) defaults to the one the reference names. Statistics recorded with other
+    weights are refused.
     """
     meta: dict[str, Any] = {}
     if isinstance(reference, FeatureStats):

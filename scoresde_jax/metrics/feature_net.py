@@ -1,20 +1,8 @@
-"""Small image classifiers whose penultimate features give a Fréchet distance (FD-MNIST, ...).
+"""Small image classifiers whose penultimate features give a Fréchet distance (FD-MNIST, ...),
+where the Inception weights (about 100 MB) are not at hand or do not suit the data (28x28 digits).
 
-FID needs the Inception-v3 weights (about 100 MB); where they are not at hand, and for datasets
-Inception was never meant for (28x28 digits), a small classifier trained on the dataset itself
-gives the features:
-
-- ``"mnist"``: 28x28x1 digits, three convolution stages (32, 64, 128 channels) and a 128-d
-  feature layer, trained on the 60,000 MNIST training images;
-- ``"cifar10_small"``: 32x32x3 images, five convolutions (32, 32, 64, 64, 128 channels) and a
-  128-d feature layer, trained with flips and crops on the 8,068-image local CIFAR-10 subset;
-  a weak classifier, so a coarse metric.
-
-The weights and the statistics of each test split ship in ``weights/`` (how they were made:
-``weights/README.md``). The network has no normalization layers, so a feature depends on its own
-image only: padding a batch changes nothing, and streaming equals one-shot evaluation. The
-distance itself is :mod:`scoresde_jax.metrics.feature_fd`; training is
-:mod:`scoresde_jax.modes.feature_classifier`.
+Weights and test-split statistics ship in ``weights/`` (how they were made: its README). The
+network has no normalization layers, so padding a batch changes no image's features.
 """
 
 from __future__ import annotations
@@ -52,31 +40,18 @@ __all__ = [
     "save_classifier",
 ]
 
-# The shipped weight and statistics files live beside this module (package data).
+# The shipped weight and statistics files (package data).
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-
-# Version of the weight-file layout (the ``meta`` JSON records it).
-_FORMAT_VERSION = 1
-
-
-# --------------------------------------------------------------------------------------------------
-# Architectures
-# --------------------------------------------------------------------------------------------------
+_FORMAT_VERSION = 1  # of the weight-file layout, recorded in its ``meta``
 
 
 @dataclasses.dataclass(frozen=True)
 class ClassifierSpec:
     """Architecture and data of one classifier.
 
-    Attributes:
-      dataset: dataset name as the configs spell it (``"MNIST"``, ``"CIFAR10"``).
-      image_size: input height and width.
-      num_channels: input channels.
-      stages: convolution channels per stage; every 3x3 convolution is followed by a ReLU and
-        every stage by a 2x2 max pool.
-      feature_dim: width of the penultimate (feature) layer.
-      num_classes: number of logits.
-      augment: train with random horizontal flips and 4-pixel-padded random crops.
+    ``dataset`` is spelled as in the configs (``"MNIST"``); ``stages`` holds the channels of each
+    stage's 3x3 convolutions (each with a ReLU; a 2x2 max pool ends a stage); ``augment`` trains
+    with random horizontal flips and 4-pixel-padded random crops.
     """
 
     dataset: str
@@ -91,11 +66,6 @@ class ClassifierSpec:
     def input_shape(self) -> tuple[int, int, int]:
         return (self.image_size, self.image_size, self.num_channels)
 
-    def to_json(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["stages"] = [list(s) for s in self.stages]
-        return d
-
     def module(self) -> FeatureCNN:
         return FeatureCNN(
             stages=self.stages, feature_dim=self.feature_dim, num_classes=self.num_classes
@@ -109,7 +79,7 @@ class ClassifierSpec:
         return cls(**kwargs)
 
 
-# The shipped classifiers: name -> (architecture, weight file, reference statistics file).
+# The shipped classifiers (weights/README.md says how they were trained).
 CLASSIFIERS: dict[str, ClassifierSpec] = {
     "mnist": ClassifierSpec(
         dataset="MNIST", image_size=28, num_channels=1, stages=((32,), (64,), (128,))
@@ -124,21 +94,9 @@ CLASSIFIERS: dict[str, ClassifierSpec] = {
 }
 
 
-def _weights_path(name: str) -> Path:
-    return WEIGHTS_DIR / f"{name}_classifier.npz"
-
-
-def _stats_path(name: str) -> Path:
-    return WEIGHTS_DIR / f"{name}_test_stats.npz"
-
-
 class FeatureCNN(nn.Module):
-    """Convolution stages, a ReLU feature layer and a linear classifier.
-
-    ``__call__`` maps NHWC images (``uint8`` in ``[0, 255]`` or float in ``[0, 1]``) to
-    ``(features [B, feature_dim], logits [B, num_classes])``; ask for one of them and XLA drops
-    the other.
-    """
+    """Convolution stages, a ReLU feature layer and a linear classifier: NHWC images (uint8 or
+    float in ``[0, 1]``) -> ``(features [B, feature_dim], logits [B, num_classes])``."""
 
     stages: Sequence[Sequence[int]]
     feature_dim: int = 128
@@ -164,18 +122,10 @@ def unit_float(images: jax.Array) -> jax.Array:
     return images.astype(jnp.float32)
 
 
-# --------------------------------------------------------------------------------------------------
-# A trained classifier: value, files
-# --------------------------------------------------------------------------------------------------
-
-
 @dataclasses.dataclass(frozen=True, eq=False)
 class Classifier:
-    """A trained classifier: its name, architecture, parameters and metadata.
-
-    ``features(images)`` and ``logits(images)`` evaluate it eagerly (small inputs, tests);
-    :func:`feature_fn` gives the compiled, batched version for large image sets.
-    """
+    """A trained classifier; :meth:`features` evaluates it eagerly, :func:`feature_fn` compiled
+    and batched."""
 
     name: str
     spec: ClassifierSpec
@@ -186,30 +136,18 @@ class Classifier:
     def module(self) -> FeatureCNN:
         return self.spec.module()
 
-    def apply(self, images: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """``(features [B, feature_dim], logits [B, num_classes])`` of NHWC images."""
-        return self.module.apply({"params": self.params}, jnp.asarray(images))
-
     def features(self, images: jax.Array) -> jax.Array:
-        """Penultimate-layer features ``[B, feature_dim]``."""
-        return self.apply(images)[0]
-
-    def logits(self, images: jax.Array) -> jax.Array:
-        """Class logits ``[B, num_classes]``."""
-        return self.apply(images)[1]
+        """Penultimate-layer features ``[B, feature_dim]`` of NHWC images."""
+        return self.module.apply({"params": self.params}, jnp.asarray(images))[0]
 
     @property
     def fingerprint(self) -> str:
-        """:func:`params_fingerprint` of the parameters."""
         return params_fingerprint(self.params)
 
 
 def params_fingerprint(params: Any) -> str:
-    """SHA-256 of a parameter tree (names, dtypes, shapes and bytes), independent of the file.
-
-    Reference statistics record the fingerprint of the classifier they were computed with, so
-    that statistics and weights from different training runs are never compared.
-    """
+    """SHA-256 of a parameter tree (names, dtypes, shapes, bytes); reference statistics record it,
+    so that statistics and weights of different training runs are never compared."""
     h = hashlib.sha256()
     for key, value in sorted(traverse_util.flatten_dict(params, sep="/").items()):
         a = np.ascontiguousarray(np.asarray(value))
@@ -219,16 +157,14 @@ def params_fingerprint(params: Any) -> str:
 
 
 def save_classifier(path: str | os.PathLike, classifier: Classifier) -> None:
-    """Writes ``classifier`` as a flat ``.npz``: one float32 array per parameter (keys like
-    ``params/conv0_0/kernel``, from ``flax.traverse_util.flatten_dict(..., sep="/")``) and
-    ``meta``, a JSON string with the name, the architecture and the training record."""
+    """Writes ``classifier`` as a flat ``.npz`` (the layout of weights/README.md)."""
     flat = traverse_util.flatten_dict({"params": classifier.params}, sep="/")
     arrays = {k: np.asarray(v, dtype=np.float32) for k, v in flat.items()}
     meta = {
         **classifier.meta,
         "format_version": _FORMAT_VERSION,
         "name": classifier.name,
-        "spec": classifier.spec.to_json(),
+        "spec": dataclasses.asdict(classifier.spec),  # JSON writes the tuples as lists
         "input_shape": list(classifier.spec.input_shape),
         "feature_dim": classifier.spec.feature_dim,
         "num_params": int(sum(a.size for a in arrays.values())),
@@ -242,7 +178,7 @@ def resolve_file(name_or_path: str | os.PathLike, kind: str) -> Path:
     """A shipped file by classifier name, or ``name_or_path`` itself when it is a path."""
     text = os.fspath(name_or_path)
     if text in CLASSIFIERS:
-        return _weights_path(text) if kind == "weights" else _stats_path(text)
+        return WEIGHTS_DIR / f"{text}_{'classifier' if kind == 'weights' else 'test_stats'}.npz"
     looks_like_path = os.sep in text or text.endswith(".npz") or Path(text).exists()
     if not looks_like_path:
         raise ValueError(
@@ -253,25 +189,14 @@ def resolve_file(name_or_path: str | os.PathLike, kind: str) -> Path:
 
 
 def load_classifier(name_or_path: str | os.PathLike) -> Classifier:
-    """Loads a shipped classifier by name (``"mnist"``, ``"cifar10_small"``) or a weight file.
-
-    Raises:
-      ValueError: an unknown name, or a file that is not a classifier written by
-        :func:`save_classifier`.
-      FileNotFoundError: the file does not exist (for a shipped name: the package was installed
-        without its data files).
-    """
+    """Loads a shipped classifier by name (``"mnist"``, ``"cifar10_small"``) or a weight file."""
     path = resolve_file(name_or_path, "weights")
     if not path.exists():
-        raise FileNotFoundError(
-            f"classifier weights {path} not found"
-            + (
-                "; the package data (scoresde_jax/metrics/weights/*.npz) is missing from this "
-                "installation"
-                if os.fspath(name_or_path) in CLASSIFIERS
-                else ""
-            )
-        )
+        problem = f"classifier weights {path} not found"
+        if os.fspath(name_or_path) in CLASSIFIERS:
+            problem += "; the package data (scoresde_jax/metrics/weights/*.npz) is missing from "
+            problem += "this installation"
+        raise FileNotFoundError(problem)
     with np.load(path, allow_pickle=False) as data:
         if "meta" not in data.files:
             raise ValueError(f"{path}: not a classifier weight file (no 'meta' entry)")
@@ -293,11 +218,8 @@ def load_classifier(name_or_path: str | os.PathLike) -> Classifier:
 
 
 def classifier_for_dataset(dataset_name: str, image_size: int, num_channels: int) -> str | None:
-    """The shipped classifier for a dataset at a resolution, or ``None`` if none applies.
-
-    ``("MNIST", 28, 1) -> "mnist"``, ``("CIFAR10", 32, 3) -> "cifar10_small"`` (dataset names
-    case-insensitive); any other combination -> ``None``.
-    """
+    """The shipped classifier for a dataset (case-insensitive) at a resolution, e.g.
+    ``("MNIST", 28, 1) -> "mnist"``, or ``None``."""
     for name, spec in CLASSIFIERS.items():
         if (
             str(dataset_name).lower() == spec.dataset.lower()
@@ -308,11 +230,6 @@ def classifier_for_dataset(dataset_name: str, image_size: int, num_channels: int
     return None
 
 
-# --------------------------------------------------------------------------------------------------
-# Compiled, batched evaluation
-# --------------------------------------------------------------------------------------------------
-
-
 def feature_fn(
     classifier: Classifier,
     mesh: Mesh | None = None,
@@ -320,23 +237,12 @@ def feature_fn(
     batch_size: int = 500,
     with_logits: bool = False,
 ) -> Callable[[np.ndarray], np.ndarray | tuple[np.ndarray, np.ndarray]]:
-    """A compiled ``images [n, H, W, C] -> features [n, feature_dim]`` (numpy float32) for any n.
+    """A compiled ``images [n, H, W, C] -> features [n, feature_dim]`` (numpy float32; with
+    ``with_logits`` also the logits) for any n, ``batch_size`` images per call (the last chunk
+    padded, so one compilation per input dtype).
 
-    Images go through the network ``batch_size`` at a time; the last chunk is padded with zero
-    images to the full size, so the network compiles once per input dtype whatever ``n`` is (the
-    padding rows are dropped again).
-
-    Args:
-      classifier: from :func:`load_classifier` or :func:`train_classifier`.
-      mesh: optional mesh with a ``data`` axis (:func:`scoresde_jax.core.mesh.make_data_mesh`):
-        each chunk is split over it and the parameters are replicated. ``batch_size`` is rounded
-        up to a multiple of the axis size. Every process passes the same, global images.
-      batch_size: images per compiled call.
-      with_logits: return ``(features, logits)`` instead of the features alone.
-
-    Returns:
-      The function; its input is ``uint8`` in ``[0, 255]`` or float in ``[0, 1]``, NHWC, of the
-      classifier's input shape.
+    With a ``mesh`` (a ``data`` axis) each chunk is split over it, ``batch_size`` rounded up to a
+    multiple of its size; every process passes the same, global images.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")

@@ -1,21 +1,7 @@
-"""Sample-quality metrics from Inception features: FID, KID and the Inception Score.
+"""FID, KID and the Inception Score from Inception features (host-side NumPy/SciPy, float64).
 
-Everything here is host-side NumPy/SciPy in float64. The features themselves (pool_3 activations,
-2048 per image, and the classifier logits) come from the Inception network elsewhere; this module
-only turns them into numbers:
-
-- :func:`frechet_distance` between two Gaussians ``N(mu1, sigma1)`` and ``N(mu2, sigma2)`` (FID
-  when these are the feature statistics of generated and reference images);
-- :class:`FeatureStats`, streaming mean and covariance so that 50,000 x 2048 features never sit in
-  memory at once (optionally keeping some raw features for KID);
-- :func:`inception_score` and the streaming :class:`ISAccumulator`;
-- :func:`kernel_inception_distance`, the unbiased polynomial-kernel MMD^2 of Binkowski et al. 2018;
-- :func:`save_stats` / :func:`load_stats` for reference statistics in our ``.npz`` layout, the
-  ``mu``/``sigma`` layout of pytorch-fid and TTUR, and score_sde's ``*_stats.npz`` (raw ``pool_3``);
-- :func:`compute_metrics`, which combines whichever of these the inputs allow.
-
-Published numbers use 50,000 generated samples; fewer give an FID that is biased upward and not
-comparable (:func:`fid_sample_warning`).
+Also streaming feature statistics and reference-statistics files: ours, the ``mu``/``sigma`` of
+pytorch-fid and TTUR, and score_sde's ``*_stats.npz`` (raw ``pool_3``).
 """
 
 from __future__ import annotations
@@ -49,17 +35,9 @@ __all__ = [
 PUBLISHED_NUM_SAMPLES = 50_000
 
 
-# --------------------------------------------------------------------------------------------------
-# Fréchet distance
-# --------------------------------------------------------------------------------------------------
-
-
 def _psd_factor(sigma: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(V, s)`` with ``sigma = V diag(s)^2 V^T`` for a symmetric PSD ``sigma`` (``s >= 0``).
-
-    Round-off can make the smallest eigenvalues of a (near-)singular covariance slightly negative;
-    they are clipped to zero, which is the nearest PSD matrix in the Frobenius norm.
-    """
+    """``(V, s)`` with ``sigma = V diag(s)^2 V^T``; round-off negative eigenvalues are clipped to
+    zero (the nearest PSD matrix in the Frobenius norm)."""
     w, v = np.linalg.eigh(sigma)
     return v, np.sqrt(np.clip(w, 0.0, None))
 
@@ -76,43 +54,21 @@ def _check_gaussian(mu: ArrayLike, sigma: ArrayLike, name: str) -> tuple[np.ndar
         )
     if not (np.all(np.isfinite(mu)) and np.all(np.isfinite(sigma))):
         raise ValueError(f"{name}: mu and sigma must be finite")
-    # Symmetrize: covariances accumulated in floating point are symmetric only up to round-off,
-    # and eigh reads one triangle only.
+    # Accumulated covariances are symmetric only up to round-off, and eigh reads one triangle.
     return mu, 0.5 * (sigma + sigma.T)
 
 
 def frechet_distance(mu1: ArrayLike, sigma1: ArrayLike, mu2: ArrayLike, sigma2: ArrayLike) -> float:
-    """Fréchet (2-Wasserstein) distance squared between ``N(mu1, sigma1)`` and ``N(mu2, sigma2)``.
+    """Squared Fréchet (2-Wasserstein) distance between ``N(mu1, sigma1)`` and ``N(mu2, sigma2)``:
+    ``||mu1 - mu2||^2 + tr(sigma1 + sigma2 - 2 (sigma1 sigma2)^{1/2})`` in float64, clipped at 0.
 
-    ``d^2 = ||mu1 - mu2||^2 + tr(sigma1 + sigma2 - 2 (sigma1 sigma2)^{1/2})``, computed in float64.
-
-    The trace of the matrix square root is computed without forming ``(sigma1 sigma2)^{1/2}``:
-    the eigenvalues of ``sigma1 sigma2`` equal those of the symmetric PSD matrix
-    ``sigma1^{1/2} sigma2 sigma1^{1/2} = A A^T`` with ``A = sigma1^{1/2} sigma2^{1/2}``, i.e. the
-    squared singular values of ``A``, so ``tr (sigma1 sigma2)^{1/2} = ||A||_*`` (the nuclear norm).
-    With ``sigma_i = V_i diag(s_i)^2 V_i^T`` (one symmetric eigendecomposition each, tiny negative
-    eigenvalues clipped), ``||A||_* = ||diag(s1) V1^T V2 diag(s2)||_*`` by orthogonal invariance.
-
-    Why not ``scipy.linalg.sqrtm(sigma1 @ sigma2)`` as in pytorch-fid / TTUR: the product is not
-    symmetric, so its square root is computed by a Schur method that returns complex values with
-    spurious imaginary parts and loses accuracy (error ~ sqrt(eps)) at the zero eigenvalues of
-    singular covariances -- the usual case when fewer samples than 2048 dimensions are used -- which
-    is why those implementations need an ``eps * I`` offset and an imaginary-part check. Here every
-    decomposition is of a symmetric matrix or a singular-value one, the errors in the trace are of
-    order ``d * eps * ||A||``, and rank-deficient covariances need no special case.
-
-    Args:
-      mu1: mean of the first Gaussian, ``[d]``.
-      sigma1: covariance of the first Gaussian, ``[d, d]``, symmetric positive semi-definite.
-      mu2: mean of the second Gaussian, ``[d]``.
-      sigma2: covariance of the second Gaussian, ``[d, d]``.
-
-    Returns:
-      The squared distance as a Python float (clipped at zero: the true value is non-negative and
-      only round-off can make the computed one negative).
-
-    Raises:
-      ValueError: on inconsistent shapes, differing dimensions or non-finite inputs.
+    ``tr (sigma1 sigma2)^{1/2}`` is the nuclear norm of ``A = sigma1^{1/2} sigma2^{1/2}`` (the
+    eigenvalues of ``sigma1 sigma2`` are those of ``A A^T``); with ``sigma_i = V_i diag(s_i)^2
+    V_i^T`` that is ``||diag(s1) V1^T V2 diag(s2)||_*``. Unlike ``sqrtm(sigma1 @ sigma2)`` of
+    pytorch-fid / TTUR (a Schur method on a non-symmetric product: spurious imaginary parts, error
+    ~ sqrt(eps) at the zero eigenvalues of singular covariances, hence their ``eps * I`` offset),
+    only symmetric and singular-value decompositions are used: the trace errs by ``~ d eps ||A||``
+    and rank-deficient covariances (fewer samples than dimensions) need no special case.
     """
     mu1, sigma1 = _check_gaussian(mu1, sigma1, "first Gaussian")
     mu2, sigma2 = _check_gaussian(mu2, sigma2, "second Gaussian")
@@ -128,11 +84,6 @@ def frechet_distance(mu1: ArrayLike, sigma1: ArrayLike, mu2: ArrayLike, sigma2: 
     diff = mu1 - mu2
     value = diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * tr_sqrt
     return max(float(value), 0.0)
-
-
-# --------------------------------------------------------------------------------------------------
-# Streaming statistics
-# --------------------------------------------------------------------------------------------------
 
 
 class Stats(NamedTuple):
@@ -156,22 +107,21 @@ def _masked_rows(x: ArrayLike, mask: ArrayLike | None, what: str) -> np.ndarray:
     return x
 
 
+def _joined(chunks: list[np.ndarray]) -> np.ndarray:
+    """The rows of ``chunks`` as one array, which then replaces them."""
+    if len(chunks) > 1:
+        chunks[:] = [np.concatenate(chunks, axis=0)]
+    return chunks[0]
+
+
 class FeatureStats:
-    """Streaming mean and covariance of feature vectors, in float64.
+    """Streaming mean and covariance of feature vectors in float64 (32 MiB for d = 2048).
 
-    Each batch is reduced to its count, mean and centered sum of outer products
-    ``M2 = sum (x - mean)(x - mean)^T`` and combined with the running totals by the pairwise update
-    of Chan, Golub and LeVeque (1979). Unlike accumulating raw sums of ``x x^T``, this does not lose
-    precision when the features share a large common offset (``E[x x^T] - mu mu^T`` cancels
-    catastrophically). Memory is ``O(d^2)`` (32 MiB for d = 2048) whatever the number of samples.
-
-    ``update`` and ``merge`` modify the accumulator in place and return it, so per-host or per-shard
-    accumulators can be combined at the end.
-
-    Args:
-      dim: feature dimension; taken from the first batch when ``None``.
-      keep_features: also keep up to this many raw feature vectors (the first ones seen, as float32:
-        50,000 x 2048 take 400 MB) for the kernel inception distance; ``None`` keeps none.
+    Each batch's count, mean and centered ``M2 = sum (x - mean)(x - mean)^T`` join the totals by
+    the pairwise update of Chan, Golub and LeVeque (1979), which, unlike raw sums of ``x x^T``,
+    keeps its precision when the features share a large offset. ``update`` and ``merge`` work in
+    place and return the accumulator. ``dim`` defaults to the first batch's; ``keep_features``
+    keeps up to that many of the first raw rows (float32; 50,000 x 2048 take 400 MB) for KID.
     """
 
     def __init__(self, dim: int | None = None, *, keep_features: int | None = None):
@@ -211,8 +161,7 @@ class FeatureStats:
             self._num_kept += take
 
     def update(self, features: ArrayLike, mask: ArrayLike | None = None) -> FeatureStats:
-        """Adds a batch ``features [n, d]``; rows where ``mask [n]`` is False (padding) are
-        skipped."""
+        """Adds a batch ``features [n, d]``, skipping rows where ``mask [n]`` is False."""
         x = _masked_rows(features, mask, "features")
         if self._dim is None:
             self._init(x.shape[1])
@@ -243,25 +192,21 @@ class FeatureStats:
 
     @property
     def count(self) -> int:
-        """Number of feature vectors seen."""
         return self._count
 
     @property
     def dim(self) -> int | None:
-        """Feature dimension (``None`` before the first batch when not given)."""
         return self._dim
 
     @property
     def mean(self) -> np.ndarray:
-        """Mean feature vector ``[d]`` (float64)."""
         if self._count == 0:
             raise ValueError("no features accumulated yet")
         return self._mean.copy()
 
     @property
     def cov(self) -> np.ndarray:
-        """Unbiased covariance ``[d, d]`` (divides by ``n - 1``, like ``np.cov`` as used by TTUR
-        and pytorch-fid)."""
+        """Unbiased covariance ``[d, d]`` (``n - 1``, like the ``np.cov`` of TTUR / pytorch-fid)."""
         if self._count < 2:
             raise ValueError(f"the covariance needs at least 2 samples, got {self._count}")
         cov = self._m2 / (self._count - 1)
@@ -269,24 +214,15 @@ class FeatureStats:
 
     @property
     def features(self) -> np.ndarray | None:
-        """The kept raw features ``[min(n, keep_features), d]`` (float32), or ``None`` when the
-        accumulator keeps none."""
+        """The kept raw features (float32); ``None`` without ``keep_features``."""
         if self._keep is None:
             return None
         if not self._kept:
             return np.zeros((0, self._dim or 0), np.float32)
-        if len(self._kept) > 1:
-            self._kept = [np.concatenate(self._kept, axis=0)]
-        return self._kept[0]
+        return _joined(self._kept)
 
     def to_stats(self) -> Stats:
-        """``Stats(mean, cov, kept features or None)``."""
         return Stats(self.mean, self.cov, self.features)
-
-
-# --------------------------------------------------------------------------------------------------
-# Inception Score
-# --------------------------------------------------------------------------------------------------
 
 
 def _log_probs(logits: ArrayLike | None, probs: ArrayLike | None) -> np.ndarray:
@@ -313,21 +249,12 @@ def _log_probs(logits: ArrayLike | None, probs: ArrayLike | None) -> np.ndarray:
 def inception_score(
     logits: ArrayLike | None = None, *, probs: ArrayLike | None = None, splits: int = 10
 ) -> tuple[float, float]:
-    """Inception Score ``exp(E_x KL(p(y|x) || p(y)))``, mean and standard deviation over splits.
+    """Inception Score ``exp(E_x KL(p(y|x) || p(y)))``: ``(mean, std)`` over splits.
 
-    As in the Improved-GAN and TTUR code, the ``n`` predictions are cut, in order and without
-    shuffling, into ``splits`` consecutive parts (``[i n // splits, (i + 1) n // splits)``); each
-    part gets its own marginal ``p(y)`` and score, and the result is the mean and the population
-    standard deviation (``ddof=0``) of those scores. score_sde reports a single split
-    (``splits=1``) over 50,000 samples; most papers use ten.
-
-    Args:
-      logits: classifier logits ``[n, classes]``; converted with a float64 log-softmax.
-      probs: or class probabilities ``[n, classes]`` (rows summing to 1; zeros allowed).
-      splits: number of parts; ``n >= splits`` is required.
-
-    Returns:
-      ``(mean, std)`` of the per-split scores, as Python floats.
+    Give ``logits`` or ``probs`` (rows summing to 1), ``[n, classes]``. As in the Improved-GAN and
+    TTUR code, the predictions are cut in order into ``splits`` consecutive parts, each with its
+    own marginal ``p(y)``; the std is the population one. score_sde reports ``splits=1`` over
+    50,000 samples; most papers use ten.
     """
     log_p = _log_probs(logits, probs)
     n = log_p.shape[0]
@@ -348,19 +275,15 @@ def inception_score(
 
 
 class ISAccumulator:
-    """Collects classifier logits batch by batch for :func:`inception_score`.
-
-    The score's marginal ``p(y)`` is taken per split, so the per-example predictions are kept:
-    the logits, as float32 (50,000 x 1008 classes take about 200 MB), turned into log-probabilities
-    in float64 only when the score is computed.
-    """
+    """Collects classifier logits for :func:`inception_score`; the marginal ``p(y)`` is per split,
+    so every logit is kept (float32: 50,000 x 1008 take about 200 MB)."""
 
     def __init__(self):
         self._chunks: list[np.ndarray] = []
         self._count = 0
 
     def update(self, logits: ArrayLike, mask: ArrayLike | None = None) -> ISAccumulator:
-        """Adds a batch of logits ``[n, classes]``; rows where ``mask`` is False are skipped."""
+        """Adds a batch of logits ``[n, classes]``, skipping rows where ``mask`` is False."""
         z = _masked_rows(logits, mask, "logits")
         if self._chunks and z.shape[1] != self._chunks[0].shape[1]:
             raise ValueError(
@@ -372,14 +295,12 @@ class ISAccumulator:
         return self
 
     def merge(self, other: ISAccumulator) -> ISAccumulator:
-        """Appends the logits collected by ``other`` after ours."""
         for chunk in other._chunks:
             self.update(chunk)
         return self
 
     @property
     def count(self) -> int:
-        """Number of predictions collected."""
         return self._count
 
     @property
@@ -387,18 +308,10 @@ class ISAccumulator:
         """All logits ``[n, classes]`` (float32) in the order they were added."""
         if not self._chunks:
             raise ValueError("no logits collected yet")
-        if len(self._chunks) > 1:
-            self._chunks = [np.concatenate(self._chunks, axis=0)]
-        return self._chunks[0]
+        return _joined(self._chunks)
 
     def result(self, splits: int = 10) -> tuple[float, float]:
-        """``inception_score(self.logits, splits=splits)``."""
         return inception_score(self.logits, splits=splits)
-
-
-# --------------------------------------------------------------------------------------------------
-# Kernel Inception Distance
-# --------------------------------------------------------------------------------------------------
 
 
 def _mmd2_unbiased(x: np.ndarray, y: np.ndarray, degree: int, gamma: float, coef0: float) -> float:
@@ -424,31 +337,13 @@ def kernel_inception_distance(
     coef0: float = 1.0,
     rng: np.random.Generator | int = 0,
 ) -> tuple[float, float]:
-    """Kernel Inception Distance (Binkowski et al., 2018): the unbiased estimator of the squared
-    MMD with the polynomial kernel ``k(x, y) = (gamma x.y + coef0)^degree``, averaged over random
-    subsets.
+    """Kernel Inception Distance (Binkowski et al., 2018): ``(mean, std)`` over ``num_subsets``
+    random subsets of the unbiased MMD^2 with the kernel ``(gamma x.y + coef0)^degree``.
 
-    Each of the ``num_subsets`` rounds draws ``min(subset_size, n1)`` rows of ``f1`` and
-    ``min(subset_size, n2)`` rows of ``f2`` without replacement and computes
-
-        sum_{i != j} k(x_i, x_j) / (m (m - 1)) + sum_{i != j} k(y_i, y_j) / (n (n - 1))
-        - 2 sum_{i, j} k(x_i, y_j) / (m n)
-
-    in float64. The estimate can be negative when the distributions are close. The cost is
+    Each round draws ``min(subset_size, n_i)`` rows of ``f1 [n1, d]`` and ``f2 [n2, d]`` without
+    replacement; ``gamma`` defaults to ``1 / d``; the std is the population one, as in the
+    reference code. The estimate can be negative for close distributions. The cost is
     ``O(num_subsets * subset_size^2 * d)``: about 600 GFLOP with the defaults at d = 2048.
-
-    Args:
-      f1: features ``[n1, d]`` (e.g. of generated images).
-      f2: features ``[n2, d]`` (e.g. of reference images).
-      num_subsets: number of random subsets averaged.
-      subset_size: rows per subset, capped at the rows available (at least 2 are needed).
-      degree: kernel degree.
-      gamma: kernel scale; ``1 / d`` when ``None``.
-      coef0: kernel offset.
-      rng: a NumPy ``Generator`` or a seed.
-
-    Returns:
-      ``(mean, std)`` over subsets (population standard deviation, as in the reference code).
     """
     f1, f2 = np.asarray(f1), np.asarray(f2)
     if f1.ndim != 2 or f2.ndim != 2:
@@ -473,10 +368,6 @@ def kernel_inception_distance(
     return float(mmds.mean()), float(mmds.std())
 
 
-# --------------------------------------------------------------------------------------------------
-# Reference statistics files
-# --------------------------------------------------------------------------------------------------
-
 _FORMATS = (
     "ours / pytorch-fid / TTUR: 'mu' [d] and 'sigma' [d, d] (optionally 'features' [n, d]); "
     "score_sde *_stats.npz: 'pool_3' [n, d] raw features (optionally 'logits')"
@@ -490,13 +381,8 @@ def save_stats(
     features: ArrayLike | None = None,
     **meta: Any,
 ) -> None:
-    """Writes reference statistics to an ``.npz`` file at exactly ``path``.
-
-    Keys: ``mu``, ``sigma``, ``features`` when given, and ``meta`` (the keyword arguments as a JSON
-    string, e.g. dataset name and sample count). ``mu``/``sigma`` are the keys pytorch-fid reads, so
-    the file also works there. The file is written to a temporary name and renamed, so an
-    interrupted write never leaves a truncated file behind.
-    """
+    """Writes ``mu``, ``sigma`` (the keys pytorch-fid reads), ``features`` when given and ``meta``
+    (the keyword arguments as JSON) atomically to an ``.npz`` at exactly ``path``."""
     mu, sigma = _check_gaussian(mu, sigma, os.fspath(path))
     arrays = {"mu": mu, "sigma": sigma}
     if features is not None:
@@ -518,19 +404,10 @@ def _stats_from_features(features: np.ndarray, chunk: int = 8192) -> tuple[np.nd
 
 
 def load_stats(path: str | os.PathLike) -> Stats:
-    """Reads reference statistics: ``Stats(mu, sigma, features or None)``.
+    """Reads reference statistics in one of the layouts of ``_FORMATS``.
 
-    Accepted layouts (``.npz``):
-
-    - ours, pytorch-fid's and TTUR's: ``mu`` and ``sigma``, with optional ``features`` (ours; a
-      ``pool_3`` array next to ``mu``/``sigma`` is taken as the features too);
-    - score_sde's ``*_stats.npz``: ``pool_3``, the raw pool_3 features ``[n, 2048]`` (and possibly
-      ``logits``, ignored); ``mu`` and the unbiased ``sigma`` are computed from them, and they are
-      returned as ``features`` for KID.
-
-    Raises:
-      ValueError: for any other layout (the message lists the keys found and the layouts
-        accepted) and for arrays whose shapes do not agree.
+    From score_sde's raw ``pool_3`` features, ``mu`` and the unbiased ``sigma`` are computed and
+    the features are kept for KID; a ``pool_3`` next to ``mu``/``sigma`` counts as features.
     """
     path = os.fspath(path)
     with np.load(path, allow_pickle=False) as data:
@@ -567,11 +444,6 @@ def load_stats_meta(path: str | os.PathLike) -> dict[str, Any]:
         return json.loads(str(data["meta"]))
 
 
-# --------------------------------------------------------------------------------------------------
-# Putting it together
-# --------------------------------------------------------------------------------------------------
-
-
 def fid_sample_warning(num_samples: int) -> str | None:
     """A warning when ``num_samples`` is below the 50,000 behind published FIDs, else ``None``."""
     if num_samples >= PUBLISHED_NUM_SAMPLES:
@@ -597,8 +469,6 @@ def compute_metrics(
     gen_stats: Stats | FeatureStats | None,
     ref_stats: Stats | FeatureStats | None,
     *,
-    gen_features: ArrayLike | None = None,
-    ref_features: ArrayLike | None = None,
     logits: ArrayLike | ISAccumulator | None = None,
     num_samples: int | None = None,
     is_splits: int = 10,
@@ -606,20 +476,13 @@ def compute_metrics(
     kid_subset_size: int = 1000,
     rng: np.random.Generator | int = 0,
 ) -> dict[str, Any]:
-    """Every metric the inputs allow, as a flat dictionary.
+    """Every metric the inputs allow, as a flat dict; keys whose inputs are missing are left out.
 
-    - ``fid``: when both ``gen_stats`` and ``ref_stats`` are given;
-    - ``kid``, ``kid_std``: when raw features of both sides are available (``gen_features`` /
-      ``ref_features``, else the features kept in the statistics);
-    - ``inception_score``, ``inception_score_std``: when ``logits`` of the generated samples are
-      given (an array or an :class:`ISAccumulator`), with ``is_splits`` splits;
-    - ``num_samples``: the number of generated samples: ``num_samples`` if given, else the count
-      of a :class:`FeatureStats` ``gen_stats``, else the rows of ``gen_features`` or ``logits``
-      (not of the features kept in a :class:`Stats`, which may be a capped subset); ``None`` if
-      unknown;
-    - ``warnings``: a list of strings, e.g. from :func:`fid_sample_warning`.
-
-    Keys whose inputs are missing are left out, so the values can go straight to a scalar logger.
+    ``fid`` needs both statistics; ``kid``/``kid_std`` the raw features kept in both;
+    ``inception_score``/``_std`` the generated ``logits``. ``num_samples`` is the given count,
+    else that of a ``FeatureStats`` ``gen_stats``, else the rows of ``logits`` (never of a
+    ``Stats``'s kept features, maybe a capped subset), else ``None``. ``warnings`` lists strings
+    such as :func:`fid_sample_warning`'s.
     """
     gen, gen_count = _as_stats(gen_stats)
     ref, _ = _as_stats(ref_stats)
@@ -627,14 +490,8 @@ def compute_metrics(
         logits = logits.logits if logits.count else None
     if num_samples is None:
         num_samples = gen_count
-    if num_samples is None and gen_features is not None:
-        num_samples = int(np.shape(gen_features)[0])
     if num_samples is None and logits is not None:
         num_samples = int(np.shape(logits)[0])
-    if gen_features is None and gen is not None:
-        gen_features = gen.features
-    if ref_features is None and ref is not None:
-        ref_features = ref.features
 
     out: dict[str, Any] = {}
     warnings: list[str] = []
@@ -644,20 +501,20 @@ def compute_metrics(
             warnings.append("the number of generated samples behind the FID is unknown")
         elif (message := fid_sample_warning(num_samples)) is not None:
             warnings.append(message)
-    if gen_features is not None and ref_features is not None:
-        n1, n2 = np.shape(gen_features)[0], np.shape(ref_features)[0]
-        if min(n1, n2) < kid_subset_size:
-            warnings.append(
-                f"KID subsets capped at {min(n1, n2, kid_subset_size)} rows "
-                f"({n1} generated, {n2} reference features available; {kid_subset_size} asked)"
+        if gen.features is not None and ref.features is not None:
+            n1, n2 = len(gen.features), len(ref.features)
+            if min(n1, n2) < kid_subset_size:
+                warnings.append(
+                    f"KID subsets capped at {min(n1, n2, kid_subset_size)} rows ({n1} generated, "
+                    f"{n2} reference features available; {kid_subset_size} asked)"
+                )
+            out["kid"], out["kid_std"] = kernel_inception_distance(
+                gen.features,
+                ref.features,
+                num_subsets=kid_subsets,
+                subset_size=kid_subset_size,
+                rng=rng,
             )
-        out["kid"], out["kid_std"] = kernel_inception_distance(
-            gen_features,
-            ref_features,
-            num_subsets=kid_subsets,
-            subset_size=kid_subset_size,
-            rng=rng,
-        )
     if logits is not None:
         out["inception_score"], out["inception_score_std"] = inception_score(
             logits, splits=is_splits

@@ -1,14 +1,8 @@
-"""Sample quality of generated images: streaming Inception (FID / IS / KID) and classifier FD.
-
-Both work on an iterator of uint8 ``[n, H, W, C]`` batches (e.g. the sample rounds of
-``--mode eval``) so that 50,000 samples never sit in memory at once: features go straight into
-running means and covariances (:class:`~scoresde_jax.metrics.fid.FeatureStats`), with up to
-``kid_features`` raw feature rows kept for KID.
-"""
+"""FID / IS / KID of generated images, streamed from an iterator of uint8 ``[n, H, W, C]``
+batches through Inception into running statistics (up to ``keep_features`` raw rows for KID)."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 
 import numpy as np
@@ -26,8 +20,6 @@ from scoresde_jax.metrics.inception import load_inception_params, make_inception
 
 __all__ = ["InceptionFeatures", "inception_statistics", "inception_metrics"]
 
-log = logging.getLogger(__name__)
-
 
 def _rgb(images: np.ndarray) -> np.ndarray:
     images = np.asarray(images)
@@ -41,13 +33,9 @@ def _rgb(images: np.ndarray) -> np.ndarray:
 
 
 class InceptionFeatures:
-    """pool_3 features and logits of the FID Inception network, in fixed-size sharded batches.
-
-    Args:
-      weights_path: the ``pt_inception-2015-12-05-6726825d.pth`` file (or an ``.npz`` of it).
-      mesh: optional ``("data",)`` mesh to split batches over.
-      batch_size: images per compiled call (the last batch is padded, so one compilation).
-    """
+    """pool_3 features and logits of the FID Inception network (weights: the
+    ``pt_inception-2015-12-05-6726825d.pth`` file or an ``.npz`` of it), ``batch_size`` images
+    per compiled call (the last batch padded), split over the optional ``("data",)`` mesh."""
 
     def __init__(self, weights_path: str, *, mesh=None, batch_size: int = 200):
         self.variables = load_inception_params(weights_path)
@@ -91,25 +79,20 @@ def inception_metrics(
     *,
     keep_features: int | None = 10_000,
 ) -> dict:
-    """FID and KID against ``reference`` (a stats file or :class:`Stats`) and the Inception Score.
-
-    Without a reference only the Inception Score is reported. Warnings (fewer than 50,000
-    samples, KID subsets smaller than asked) come back under ``"warnings"``.
-    """
+    """FID and KID against ``reference`` (a stats file or :class:`Stats`; without one only the IS)
+    and the Inception Score, with :func:`compute_metrics`'s ``"warnings"``."""
     gen, logits = inception_statistics(batches, features, keep_features=keep_features)
     ref = load_stats(reference) if isinstance(reference, str) else reference
     out = compute_metrics(
         gen if ref is not None else None,
         ref,
-        gen_features=gen.features if ref is not None else None,
-        ref_features=None if ref is None else ref.features,
         logits=logits,
         num_samples=gen.count,
         # The standard 10 splits, fewer for (test-sized) sets of under 10 samples.
         is_splits=max(1, min(10, gen.count)),
     )
     if ref is None:
-        out.setdefault("warnings", []).append(
+        out["warnings"].append(
             "No reference statistics (eval.fid_stats_path): FID and KID were not computed. "
             "Make them with --mode stats."
         )

@@ -1,16 +1,4 @@
-"""Distances between two sets of samples, for samplers judged against exact samples.
-
-* :func:`sliced_wasserstein`: the sliced 2-Wasserstein distance (Rabin et al. 2011, "Wasserstein
-  barycenter and its application to texture mixing"): the root mean square over fixed unit
-  directions ``theta`` of the 1-D 2-Wasserstein distance between the projections ``<x, theta>``
-  and ``<y, theta>``. In 1-D, with equally many points on each side, the optimal coupling
-  matches the sorted values, so ``W_2^2 = mean((sort(a) - sort(b))^2)``. It is zero only for
-  equal empirical laws (of the projections), it sees every direction the same way, and it costs
-  ``O(P n log n)``. Two independent sets of ``n`` exact samples are ``O(n^{-1/2})`` apart; that
-  noise floor is what a sampler's distance should be compared with.
-* :func:`weight_error`: how far the frequencies of component labels are from the mixture
-  weights (total variation distance of the two categorical laws).
-"""
+"""Distances between two sets of samples, for samplers judged against exact samples."""
 
 from __future__ import annotations
 
@@ -22,8 +10,8 @@ __all__ = ["random_directions", "sliced_wasserstein", "weight_error"]
 
 
 def random_directions(seed: int, num: int, dim: int) -> jax.Array:
-    """``[num, dim]`` unit vectors drawn uniformly on the sphere from ``seed`` (fixed
-    projections, so that distances computed with the same seed are comparable)."""
+    """``[num, dim]`` unit vectors drawn uniformly on the sphere from ``seed`` (fixed projections:
+    distances with the same seed are comparable)."""
     if num < 1 or dim < 1:
         raise ValueError(f"need num >= 1 and dim >= 1, got num={num}, dim={dim}")
     v = jax.random.normal(jax.random.key(seed), (num, dim))
@@ -32,18 +20,12 @@ def random_directions(seed: int, num: int, dim: int) -> jax.Array:
 
 @jax.jit
 def sliced_wasserstein(x: jax.Array, y: jax.Array, directions: jax.Array) -> jax.Array:
-    """Sliced 2-Wasserstein distance between the samples ``x: [n, D]`` and ``y: [n, D]``.
+    """Sliced 2-Wasserstein distance (Rabin et al. 2011) between ``x [n, D]`` and ``y [n, D]``:
+    ``sqrt(mean_p W_2^2(<x, theta_p>, <y, theta_p>))`` over ``directions [P, D]``.
 
-    Args:
-      x: the first set of ``n`` points.
-      y: the second set, with the same number of points.
-      directions: ``[P, D]`` unit vectors (see :func:`random_directions`).
-
-    Returns:
-      ``sqrt(mean_p W_2^2(<x, theta_p>, <y, theta_p>))``, a scalar.
-
-    Raises:
-      ValueError: if the two sets differ in size or dimension.
+    In 1-D with equally many points the optimal coupling matches sorted values, so ``W_2^2 =
+    mean((sort(a) - sort(b))^2)``: ``O(P n log n)``. Two independent sets of ``n`` exact samples
+    are ``O(n^{-1/2})`` apart; compare a sampler's distance with that noise floor.
     """
     if x.ndim != 2 or x.shape != y.shape or directions.shape[1:] != x.shape[1:]:
         raise ValueError(
@@ -56,13 +38,8 @@ def sliced_wasserstein(x: jax.Array, y: jax.Array, directions: jax.Array) -> jax
 
 
 def weight_error(labels, weights) -> float:
-    """Total variation ``1/2 sum_k |freq_k - w_k|`` between label frequencies and weights.
-
-    Args:
-      labels: ``[n]`` integer component labels (for samples, the argmax of the posterior
-        responsibilities).
-      weights: ``[K]`` mixture weights.
-    """
+    """Total variation ``1/2 sum_k |freq_k - w_k|`` between the frequencies of component
+    ``labels [n]`` (for samples: the argmax of the responsibilities) and mixture ``weights [K]``."""
     weights = np.asarray(weights, np.float64)
     labels = np.asarray(labels)
     freq = np.bincount(labels, minlength=len(weights)) / labels.size

@@ -1,9 +1,8 @@
 """Every supported image format -> a random-access source of uint8 ``[n, H, W, C]`` at model size.
 
 One module per format: each local one has ``detect(path)`` and ``open_split(path, split, target)``
-and needs no TensorFlow; ``tfds`` opens a set by its name. In-memory formats (npz, MNIST IDX,
-CIFAR-10 archive) are converted once when opened, lazy ones (folder, TFRecord, TFDS) on every
-``get``.
+and needs no TensorFlow; ``tfds`` opens a set by its name. npz, IDX and CIFAR-10 are converted
+once when opened, folder, TFRecord and TFDS on every ``get``.
 """
 
 from __future__ import annotations
@@ -51,11 +50,7 @@ _DAMAGED = (
 
 
 def detect_source(path: str | os.PathLike) -> str:
-    """The local format (a key of :data:`LOCAL_FORMATS`) that reads ``path``.
-
-    Raises:
-        FileNotFoundError: ``path`` does not exist or holds no supported format.
-    """
+    """The local format (a key of ``LOCAL_FORMATS``) that reads ``path``."""
     p = Path(path).expanduser()
     text = os.fspath(p)
     if any(ch in text for ch in "*?["):
@@ -95,26 +90,11 @@ def open_image_source(
     category: str | None = None,
     verify_crc: bool = False,
 ) -> ImageSource:
-    """Opens one split of a dataset as a random-access :class:`ImageSource`.
+    """Opens one split (``"train"`` or ``"test"``) of a dataset as an :class:`ImageSource`.
 
-    Args:
-        dataset: a name of the score_sde configs (``CIFAR10``, ``SVHN``, ``MNIST``,
-            ``FashionMNIST``, ``CELEBA``, ``LSUN``, ``FFHQ``, ``CelebAHQ``; case-insensitive),
-            ``colored_mnist`` (MNIST tinted by :class:`TintedSource`) or any TFDS name. It
-            picks the TFDS name and the crop/resize rule (:data:`DATASETS`).
-        split: ``"train"`` or ``"test"`` (TFDS LSUN serves ``"test"`` from its validation split).
-        image_size: images come out ``image_size x image_size``.
-        num_channels: 1 or 3; grayscale is repeated to RGB, RGB is reduced to luma.
-        source: ``"auto"`` (TFDS when ``path`` is None, else detected from ``path``) or one of
-            :data:`SOURCES`.
-        path: the local file or folder (any source but ``"tfds"``).
-        data_dir: the TFDS data dir (``"tfds"`` only; default the TFDS default).
-        category: the LSUN category, e.g. ``"church_outdoor"`` or ``"bedroom"`` (TFDS LSUN).
-        verify_crc: check TFRecord checksums on every read (slow in Python).
-
-    Raises:
-        ValueError: an unknown ``source`` or ``split``, a bad size, or data of the wrong shape.
-        FileNotFoundError: the data is not where ``path`` / ``data_dir`` say, with how to get it.
+    ``dataset`` is a key of :data:`DATASETS` (case, ``-`` and ``_`` ignored) or any TFDS name;
+    ``source="auto"`` reads TFDS when ``path`` is None, else detects the format of ``path``.
+    ``data_dir`` and ``category`` (of LSUN) are for TFDS, ``verify_crc`` for TFRecords.
     """
     request = dict(locals())  # the arguments, to open the gray base of a tinted set
     spec = dataset_spec(dataset)

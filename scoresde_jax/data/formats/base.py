@@ -39,11 +39,8 @@ LOCAL_FORMATS_HELP = (
 
 @runtime_checkable
 class ImageSource(Protocol):
-    """A random-access dataset split, the only thing the batching code sees.
-
-    ``name`` describes it, ``image_shape`` is ``(H, W, C)`` of every image, ``num_classes`` is
-    ``None`` when it has no labels.
-    """
+    """A random-access dataset split, the only thing the batching code sees; ``num_classes`` is
+    ``None`` when it has no labels."""
 
     name: str
     image_shape: tuple[int, int, int]
@@ -124,8 +121,8 @@ class TintedSource:
     """Grayscale images multiplied by one saturated color per example (dataset ``colored_mnist``).
 
     Example ``i`` gets the hue ``frac(i * phi + offset)`` (``phi`` the golden ratio conjugate,
-    ``offset`` fixed per ``split``) at full saturation and value: colors are deterministic, spread
-    evenly over the hue circle and independent of the digit. Gray ``g`` becomes ``round(g * rgb)``.
+    ``offset`` fixed per ``split``) at full saturation and value: deterministic colors, spread
+    evenly over the hue circle, independent of the digit. Gray ``g`` becomes ``round(g * rgb)``.
     """
 
     base: ImageSource
@@ -169,15 +166,9 @@ class TintedSource:
 class DatasetSpec:
     """How a named dataset is found and shaped.
 
-    Attributes:
-        tfds_name: the TFDS name (``{category}`` is filled from ``config.data.category``), or
-            ``None`` for sets that exist only as TFRecords (FFHQ, CelebA-HQ).
-        geometry: a key of :data:`~scoresde_jax.data.geometry.GEOMETRIES`.
-        test_split: the TFDS split that serves ``split="test"``.
-        num_classes: number of labels when the dataset is labelled.
-        tinted: grayscale images are colored by :class:`TintedSource`.
-        native_shape: ``(H, W, C)`` of every image where that is fixed; data of another shape
-            under this name is refused (a wrong file, not something to resize).
+    ``tfds_name`` may hold ``{category}`` (from ``config.data.category``); it is ``None`` for sets
+    that exist only as TFRecords. ``geometry`` is a key of ``geometry.GEOMETRIES``. Data of
+    another shape than a fixed ``native_shape`` is refused (a wrong file, not one to resize).
     """
 
     tfds_name: str | None
@@ -207,8 +198,8 @@ DATASETS: dict[str, DatasetSpec] = {
 
 
 def dataset_spec(dataset: str) -> DatasetSpec:
-    """The :data:`DATASETS` entry of ``dataset``; any other name is taken as a TFDS name as it is,
-    with the smaller-side-resize-and-crop geometry."""
+    """The :data:`DATASETS` entry of ``dataset``, else a TFDS name of the same spelling with the
+    smaller-side-resize-and-crop geometry."""
     key = dataset.lower().replace("-", "").replace("_", "")
     return DATASETS.get(key, DatasetSpec(dataset, "resize_small_crop"))
 
@@ -233,7 +224,7 @@ def _shape_text(shape) -> str:
 @dataclasses.dataclass(frozen=True)
 class Target:
     """What a reader delivers: the split ``name`` (``dataset/split (...)``) of a dataset of
-    ``spec``, as ``image_size x image_size x num_channels`` images."""
+    ``spec``, as ``image_size x image_size x num_channels`` images; it checks and logs."""
 
     name: str
     spec: DatasetSpec
@@ -298,8 +289,8 @@ class Target:
         *,
         check_native_shape: bool = True,
     ) -> LazySource:
-        """A :class:`LazySource` of ``read``; ``check_native_shape=False`` skips the check of the
-        first image against the dataset's shape (TFDS serves a dataset by its name)."""
+        """A :class:`LazySource` of ``read``, its first image checked against the dataset's
+        shape unless ``check_native_shape`` is False (TFDS serves a dataset by its name)."""
         if length:
             first = np.asarray(read(0)[0])
             first = first[..., None] if first.ndim == 2 else first
