@@ -1,13 +1,8 @@
 """Gaussian mixtures and their exact perturbed marginals under any of the SDEs.
 
-If ``p_0 = sum_k w_k N(mu_k, C_k)`` and the SDE's perturbation kernel is
-``x_t | x_0 ~ N(alpha_t x_0, sigma_t^2 I)``, then
-
-    p_t = sum_k w_k N(alpha_t mu_k, alpha_t^2 C_k + sigma_t^2 I),
-
-so the score ``grad log p_t`` and the density are known in closed form at every ``t``. This is the
-ground truth the tests, the benchmarks and the toy configs use: samplers and likelihoods run with
-``mixture.score_fn(sde)`` instead of a network.
+If ``p_0 = sum_k w_k N(mu_k, C_k)`` and ``x_t | x_0 ~ N(alpha_t x_0, sigma_t^2 I)``, then
+``p_t = sum_k w_k N(alpha_t mu_k, alpha_t^2 C_k + sigma_t^2 I)``: score and density are known in
+closed form at every ``t``, the ground truth of the tests, benchmarks and toy configs.
 """
 
 from __future__ import annotations
@@ -26,13 +21,8 @@ __all__ = ["GaussianMixture"]
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class GaussianMixture:
-    """A mixture of ``K`` Gaussians in ``D`` dimensions.
-
-    Attributes:
-      weights: ``[K]`` mixture weights (summing to one).
-      means: ``[K, D]`` component means.
-      covs: ``[K, D, D]`` component covariances.
-    """
+    """A mixture of ``K`` Gaussians in ``D`` dimensions: ``weights [K]`` (summing to one),
+    ``means [K, D]``, ``covs [K, D, D]``."""
 
     weights: np.ndarray
     means: np.ndarray
@@ -77,49 +67,43 @@ class GaussianMixture:
             "k,ki,kj->ij", self.weights, d, d
         )
 
-    def sample(self, key: jax.Array, n: int, *, return_labels: bool = False):
-        """Draws ``n`` exact samples ``[n, D]`` (and their component labels if asked)."""
+    def sample(self, key: jax.Array, n: int) -> jax.Array:
+        """Draws ``n`` exact samples ``[n, D]``."""
         k1, k2 = jax.random.split(key)
         labels = jax.random.choice(k1, self.num_components, (n,), p=jnp.asarray(self.weights))
         chol = jnp.asarray(np.linalg.cholesky(self.covs), jnp.float32)
         z = jax.random.normal(k2, (n, self.dim))
         x = jnp.asarray(self.means, jnp.float32)[labels] + jnp.einsum("nij,nj->ni", chol[labels], z)
-        return (x, labels) if return_labels else x
-
-    def _marginal_params(self, alpha, sigma):
-        # alpha, sigma: scalars (broadcast over components)
-        means = alpha * jnp.asarray(self.means, jnp.float32)
-        covs = alpha**2 * jnp.asarray(self.covs, jnp.float32) + sigma**2 * jnp.eye(self.dim)[None]
-        return means, covs
+        return x
 
     def _component_logpdfs(self, x, alpha, sigma):
         """``[K]`` log N(x; alpha mu_k, alpha^2 C_k + sigma^2 I) for one point ``x: [D]``."""
-        means, covs = self._marginal_params(alpha, sigma)
+        means = alpha * jnp.asarray(self.means, jnp.float32)
+        covs = alpha**2 * jnp.asarray(self.covs, jnp.float32) + sigma**2 * jnp.eye(self.dim)[None]
         chol = jnp.linalg.cholesky(covs)
         diff = x[None, :] - means
         sol = jax.scipy.linalg.solve_triangular(chol, diff[..., None], lower=True)[..., 0]
         logdet = 2 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
         return -0.5 * (jnp.sum(sol**2, -1) + logdet + self.dim * math.log(2 * math.pi))
 
+    def _log_joint(self, x, alpha, sigma):
+        """``[B, K]`` log ``w_k N(x; alpha mu_k, alpha^2 C_k + sigma^2 I)``."""
+        b = x.shape[0]
+        alpha = jnp.broadcast_to(jnp.asarray(alpha, jnp.float32), (b,))
+        sigma = jnp.broadcast_to(jnp.asarray(sigma, jnp.float32), (b,))
+        comp = jax.vmap(self._component_logpdfs)(x, alpha, sigma)
+        return comp + jnp.log(jnp.asarray(self.weights, jnp.float32))[None]
+
     def logpdf(self, x: jax.Array, alpha=1.0, sigma=0.0) -> jax.Array:
         """Log-density ``[B]`` of the mixture perturbed to ``N(alpha x_0, sigma^2 I)``.
 
         ``alpha`` and ``sigma`` are scalars or per-example vectors ``[B]``.
         """
-        b = x.shape[0]
-        alpha = jnp.broadcast_to(jnp.asarray(alpha, jnp.float32), (b,))
-        sigma = jnp.broadcast_to(jnp.asarray(sigma, jnp.float32), (b,))
-        logw = jnp.log(jnp.asarray(self.weights, jnp.float32))
-        comp = jax.vmap(self._component_logpdfs)(x, alpha, sigma)
-        return jax.scipy.special.logsumexp(comp + logw[None], axis=-1)
+        return jax.scipy.special.logsumexp(self._log_joint(x, alpha, sigma), axis=-1)
 
     def responsibilities(self, x: jax.Array, alpha=1.0, sigma=0.0) -> jax.Array:
         """Posterior component probabilities ``[B, K]``."""
-        b = x.shape[0]
-        alpha = jnp.broadcast_to(jnp.asarray(alpha, jnp.float32), (b,))
-        sigma = jnp.broadcast_to(jnp.asarray(sigma, jnp.float32), (b,))
-        comp = jax.vmap(self._component_logpdfs)(x, alpha, sigma)
-        return jax.nn.softmax(comp + jnp.log(jnp.asarray(self.weights, jnp.float32))[None], axis=-1)
+        return jax.nn.softmax(self._log_joint(x, alpha, sigma), axis=-1)
 
     def marginal_logpdf(self, sde: SDE, x: jax.Array, t: jax.Array) -> jax.Array:
         """Exact ``log p_t(x)`` ``[B]`` under ``sde``; ``x: [B, D]``, ``t: [B]``."""

@@ -1,10 +1,7 @@
-"""Classifier guidance: the score of ``p_t(x | y)`` from an unconditional score and a classifier
-of perturbed data (paper, Section 5, Eq. 14).
-
-``grad_x log p_t(x | y) = grad_x log p_t(x) + grad_x log p_t(y | x)`` (Bayes' rule; ``p_t(y)``
-does not depend on ``x``), so any sampler that takes a ``score_fn(x, t)`` samples
-class-conditionally when given :func:`classifier_guided_score_fn`. Training the classifier and
-the command-line entries live in :mod:`scoresde_jax.modes.classifier`.
+"""Classifier guidance (paper, Section 5, Eq. 14): by Bayes' rule
+``grad_x log p_t(x | y) = grad_x log p_t(x) + grad_x log p_t(y | x)``, so any sampler given
+:func:`classifier_guided_score_fn` samples class-conditionally. Training the classifier lives in
+:mod:`scoresde_jax.modes.classifier`.
 """
 
 from __future__ import annotations
@@ -25,22 +22,14 @@ LogProbFn = Callable[[jax.Array, jax.Array], jax.Array]
 def classifier_guided_score_fn(
     score_fn: ScoreFn, log_prob_fn: LogProbFn, labels, scale: float = 1.0
 ) -> ScoreFn:
-    """The score of the class-conditional marginals, ``score(x, t) + scale grad_x log p_t(y|x)``.
+    """``score(x, t) + scale grad_x log p_t(y | x)``: with ``scale = 1`` and exact ingredients,
+    ``grad_x log p_t(x | y)``.
 
-    Paper, Section 5 (Eq. 14 with ``p_t(y | x(t))`` a classifier of perturbed data): with
-    ``scale = 1`` and exact ingredients the result is ``grad_x log p_t(x | y)``.
-
-    Args:
-      score_fn: the unconditional ``score_fn(x, t)``.
-      log_prob_fn: ``log_prob_fn(x, t) -> [B, num_classes]`` log-probabilities (normalized over
-        the classes, e.g. a ``log_softmax`` of logits).
-      labels: the requested class of every example, an integer or an int array ``[B]``.
-      scale: multiplies the classifier's gradient.
-
-    Returns:
-      ``score_fn(x, t)`` of the same signature. The gradient of each example's own selected
-      log-probability is taken through the sum over the batch, which equals the per-example
-      gradient because the classifier treats examples independently.
+    ``log_prob_fn(x, t) -> [B, num_classes]`` gives normalized log-probabilities (e.g. a
+    ``log_softmax``); ``labels`` is the class of every example, an integer or an int array
+    ``[B]``. The gradient of each example's own log-probability is taken through the sum over the
+    batch, which equals the per-example gradient because the classifier treats examples
+    independently.
     """
 
     def guided(x: jax.Array, t: jax.Array) -> jax.Array:

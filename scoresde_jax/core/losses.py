@@ -1,25 +1,18 @@
 """Denoising score-matching losses: continuous (Eq. 7 of the paper), SMLD and DDPM.
 
-All losses are pure functions of a *model function* ``model_fn(x, labels) -> output`` that the
-caller has already bound to parameters (and to a dropout key, if any), so that
+A loss is a pure function ``loss_fn(model_fn, batch, key) -> (loss, per_example_losses [B])`` of
+a model function ``model_fn(x, labels)`` already bound to parameters (and a dropout key), so
+``jax.grad(lambda p: loss_fn(make_model_fn(p), batch, key)[0])(params)`` trains it.
 
-    jax.grad(lambda p: loss_fn(make_model_fn(p), batch, key)[0])(params)
-
-differentiates the loss with respect to the parameters. Every loss returns
-``(loss, per_example_losses)``: the scalar is the batch mean of the ``[B]`` vector, which is kept
-for logging and for per-example diagnostics.
-
-``reduce_mean`` picks how the squared error of one example is reduced over its non-batch
-dimensions: the mean (``True``) or half the sum (``False``, the convention of the original code and
-of the SMLD papers). Half the sum makes the likelihood-weighted loss an upper bound on the negative
+``reduce_mean`` reduces the squared error of one example over its non-batch dimensions by the
+mean (``True``) or half the sum (``False``, the convention of the original code and the SMLD
+papers). Half the sum makes the likelihood-weighted loss an upper bound on the negative
 log-likelihood (up to a constant); the mean keeps the loss scale independent of the data size.
-
-Implicit and sliced score matching (:mod:`scoresde_jax.core.score_matching`) train the same models
-with the same loss signature; :func:`get_loss_fn` picks them with ``loss="ism" | "ssm" | "ssm_vr"``.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import jax
@@ -28,28 +21,18 @@ import jax.numpy as jnp
 from scoresde_jax.core.score import ModelFn, get_score_fn
 from scoresde_jax.core.score_matching import (
     OBJECTIVES,
-    implicit_score_matching,
+    _check_importance_sampling,
+    _draw_times,
     score_matching_loss,
-    sliced_score_matching,
 )
-from scoresde_jax.core.sde import SDE, VESDE, VPSDE, SubVPSDE, batch_mul, importance_sample_t
+from scoresde_jax.core.sde import SDE, VESDE, VPSDE, SubVPSDE, batch_mul
 
 LossFn = Callable[[ModelFn, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
 
 LOSSES = ("dsm", *OBJECTIVES)
 """Names of the training objectives ``get_loss_fn`` accepts (``config.training.loss``)."""
 
-__all__ = [
-    "LOSSES",
-    "LossFn",
-    "ddpm_loss",
-    "get_loss_fn",
-    "implicit_score_matching",
-    "score_matching_loss",
-    "sde_loss",
-    "sliced_score_matching",
-    "smld_loss",
-]
+__all__ = ["LOSSES", "LossFn", "ddpm_loss", "get_loss_fn", "sde_loss", "smld_loss"]
 
 
 def _reduce(sq_err: jax.Array, reduce_mean: bool) -> jax.Array:
@@ -70,58 +53,24 @@ def sde_loss(
     reduce_mean: bool = True,
     eps: float = 1e-5,
 ) -> tuple[jax.Array, jax.Array]:
-    """Continuous-time denoising score matching (paper, Eq. 7).
+    """Continuous-time denoising score matching (paper, Eq. 7) at ``x_t = alpha_t x + sigma_t z``.
 
-    For each example ``x`` the loss draws a time ``t``, perturbs ``x`` with the SDE's Gaussian
-    kernel to ``x_t = alpha_t x + sigma_t z`` and compares the model's score ``s`` with the
-    kernel's score ``-z / sigma_t``:
-
-    * ``lambda(t) = sigma_t^2`` (default): ``||sigma_t s + z||^2``, every noise level on one scale;
-    * ``lambda(t) = g(t)^2`` (``likelihood_weighting``): ``g(t)^2 ||s + z / sigma_t||^2``, whose
-      ``t``-integral with half-sum reduction bounds the negative log-likelihood (Song et al. 2021,
-      "Maximum likelihood training of score-based diffusion models").
-
-    Random draws (the protocol is stable, so a loss can be reproduced from its key)::
+    ``lambda(t) = sigma_t^2`` (default) gives ``||sigma_t s + z||^2``, every noise level on one
+    scale; ``likelihood_weighting`` gives ``g(t)^2 ||s + z / sigma_t||^2``, whose ``t``-integral
+    with half-sum reduction bounds the negative log-likelihood (Song et al. 2021, "Maximum
+    likelihood training of score-based diffusion models"). ``importance_sampling`` (likelihood
+    weighting only) draws ``t ∝ g(t)^2 / sigma_t^2`` and multiplies each loss by
+    ``w = Uniform(t) / q(t)``: same expectation, much smaller variance for VP and sub-VP.
+    ``continuous=False`` conditions the network on discrete labels but keeps this loss. Draws::
 
         k_t, k_z = jax.random.split(key)
         t = jax.random.uniform(k_t, (B,), minval=eps, maxval=sde.T)
         # with importance_sampling instead: t, w = importance_sample_t(sde, k_t, (B,), eps)
         z = jax.random.normal(k_z, batch.shape)
-
-    Args:
-      sde: the forward SDE.
-      model_fn: ``model_fn(x, labels) -> output``, converted to a score by
-        :func:`scoresde_jax.core.score.get_score_fn`.
-      batch: data ``[B, ...]``.
-      key: a PRNG key for ``t`` and ``z``.
-      continuous: whether the network is conditioned on continuous time (passed to
-        ``get_score_fn``); with ``False`` the network sees discrete labels but the loss is still
-        the continuous one.
-      likelihood_weighting: weight by ``g(t)^2`` instead of ``sigma_t^2``.
-      importance_sampling: draw ``t`` from ``q(t) ∝ g(t)^2 / sigma_t^2`` and multiply each example's
-        loss by ``w = Uniform(t) / q(t)``; the expectation is unchanged and, for VP and sub-VP, the
-        variance is much smaller. Only meaningful (and only allowed) with likelihood weighting.
-      reduce_mean: mean over non-batch dims if ``True``, half the sum otherwise.
-      eps: smallest time drawn, which keeps ``sigma_t`` away from zero.
-
-    Returns:
-      ``(loss, per_example_losses)``: a scalar and a ``[B]`` vector whose mean is ``loss``.
-
-    Raises:
-      ValueError: if ``importance_sampling`` is set without ``likelihood_weighting``.
     """
-    if importance_sampling and not likelihood_weighting:
-        raise ValueError(
-            "importance_sampling draws t in proportion to the likelihood weighting g^2/sigma^2 and "
-            "is only defined together with likelihood_weighting=True."
-        )
-    b = batch.shape[0]
+    _check_importance_sampling(importance_sampling, likelihood_weighting)
     k_t, k_z = jax.random.split(key)
-    if importance_sampling:
-        t, w = importance_sample_t(sde, k_t, (b,), eps)
-    else:
-        t = jax.random.uniform(k_t, (b,), minval=eps, maxval=sde.T)
-        w = None
+    t, w = _draw_times(sde, k_t, batch.shape[0], eps, importance_sampling)
     z = jax.random.normal(k_z, batch.shape)
     mean, std = sde.marginal_prob(batch, t)
     x_t = mean + batch_mul(std, z)
@@ -147,26 +96,13 @@ def smld_loss(
 ) -> tuple[jax.Array, jax.Array]:
     """The discrete SMLD / NCSN loss (Song & Ermon 2019; paper, Eq. 1).
 
-    The network is conditioned on an integer label ``i`` that indexes the noise levels in
-    *descending* order, ``sigmas = flip(sde.discrete_sigmas)`` (label 0 is ``sigma_max``), as NCSN
-    does and as :func:`scoresde_jax.core.score.time_labels` assumes for a discrete VE model. Each
-    example contributes ``sigma_i^2 reduce(||model_fn(x + sigma_i z, i) + z / sigma_i||^2)``.
-
-    Random draws::
+    Label ``i`` indexes the noise levels in *descending* order, ``flip(sde.discrete_sigmas)``
+    (label 0 is ``sigma_max``), as NCSN does. Each example contributes
+    ``sigma_i^2 reduce(||model_fn(x + sigma_i z, i) + z / sigma_i||^2)``. Random draws::
 
         k_i, k_z = jax.random.split(key)
         i = jax.random.randint(k_i, (B,), 0, sde.N)
         z = jax.random.normal(k_z, batch.shape)
-
-    Args:
-      sde: a :class:`~scoresde_jax.core.sde.VESDE`, which supplies the noise levels.
-      model_fn: ``model_fn(x, labels) -> score`` with integer labels ``[B]``.
-      batch: data ``[B, ...]``.
-      key: a PRNG key.
-      reduce_mean: mean over non-batch dims if ``True``, half the sum (NCSN's choice) otherwise.
-
-    Returns:
-      ``(loss, per_example_losses)``.
     """
     if not isinstance(sde, VESDE):
         raise TypeError(f"smld_loss needs a VESDE, got {type(sde).__name__}")
@@ -192,23 +128,7 @@ def ddpm_loss(
     """The DDPM noise-prediction loss (Ho et al. 2020, ``L_simple``).
 
     ``x_i = sqrt(abar_i) x + sqrt(1 - abar_i) z`` with ``abar = sde.alphas_cumprod``; each example
-    contributes ``reduce(||model_fn(x_i, i) - z||^2)``.
-
-    Random draws::
-
-        k_i, k_z = jax.random.split(key)
-        i = jax.random.randint(k_i, (B,), 0, sde.N)
-        z = jax.random.normal(k_z, batch.shape)
-
-    Args:
-      sde: a :class:`~scoresde_jax.core.sde.VPSDE`, which supplies the beta schedule.
-      model_fn: ``model_fn(x, labels) -> predicted noise`` with integer labels ``[B]``.
-      batch: data ``[B, ...]``.
-      key: a PRNG key.
-      reduce_mean: mean over non-batch dims if ``True``, half the sum otherwise.
-
-    Returns:
-      ``(loss, per_example_losses)``.
+    contributes ``reduce(||model_fn(x_i, i) - z||^2)``. Random draws as in :func:`smld_loss`.
     """
     if not isinstance(sde, VPSDE):
         raise TypeError(f"ddpm_loss needs a VPSDE, got {type(sde).__name__}")
@@ -236,48 +156,42 @@ def get_loss_fn(
     ssm_num_projections: int = 1,
     ssm_noise: str = "rademacher",
 ) -> LossFn:
-    """Picks the training loss for an SDE, as ``loss_fn(model_fn, batch, key)``.
+    """Picks the training loss ``loss_fn(model_fn, batch, key)`` for an SDE.
 
-    With ``loss="dsm"`` (the default) the denoising losses below; with ``"ism"``, ``"ssm"`` or
-    ``"ssm_vr"`` :func:`scoresde_jax.core.score_matching.score_matching_loss` with the same time
-    sampling, weighting and reduction (discrete time draws the SMLD / DDPM noise levels).
-
-    ============  ===========  ==================================
-    SDE           continuous   discrete
-    ============  ===========  ==================================
-    VE            sde_loss     smld_loss
-    VP            sde_loss     ddpm_loss
-    sub-VP        sde_loss     (error: sub-VP has no discrete form)
-    ============  ===========  ==================================
-
-    Args:
-      sde: the forward SDE.
-      continuous: train with continuous time (``config.training.continuous``).
-      likelihood_weighting: ``lambda(t) = g(t)^2`` (continuous only).
-      importance_sampling: importance-sample ``t`` (needs ``likelihood_weighting``).
-      reduce_mean: mean over non-batch dims if ``True``, half the sum otherwise.
-      eps: smallest time of the continuous loss.
-      loss: ``"dsm"``, ``"ism"``, ``"ssm"`` or ``"ssm_vr"`` (:data:`LOSSES`).
-      ism_exact_trace: ISM: exact Jacobian trace (data of at most
-        :data:`~scoresde_jax.core.score_matching.EXACT_TRACE_MAX_DIM` dimensions) or Hutchinson's.
-      ssm_num_projections: projections per example of SSM / SSM-VR (probes of Hutchinson ISM).
-      ssm_noise: projection law, ``"rademacher"`` or ``"gaussian"``.
-
-    Returns:
-      ``loss_fn(model_fn, batch, key) -> (loss, per_example_losses)``.
-
-    Raises:
-      ValueError: for combinations that have no meaning.
+    ``loss="dsm"``: :func:`sde_loss` in continuous time, :func:`smld_loss` (VE) or
+    :func:`ddpm_loss` (VP) in discrete time (sub-VP has no discrete form). ``"ism"``, ``"ssm"``,
+    ``"ssm_vr"``: :func:`~scoresde_jax.core.score_matching.score_matching_loss` with the same time
+    sampling, weighting and reduction, ``ism_exact_trace`` (exact Jacobian trace or Hutchinson's),
+    ``ssm_num_projections`` and ``ssm_noise`` (``"rademacher"`` or ``"gaussian"``). Invalid
+    combinations raise ``ValueError`` here, at construction.
     """
-    if importance_sampling and not likelihood_weighting:
-        raise ValueError(
-            "importance_sampling=True needs likelihood_weighting=True: the time distribution it "
-            "draws from is proportional to the likelihood weighting."
-        )
+    _check_importance_sampling(importance_sampling, likelihood_weighting)
     if loss not in LOSSES:
         raise ValueError(f"Unknown training.loss={loss!r}; use one of {list(LOSSES)}.")
     if loss != "dsm":
-        return _score_matching_loss_fn(
+        if ssm_noise not in ("rademacher", "gaussian"):
+            raise ValueError(
+                f"Unknown training.ssm_noise={ssm_noise!r}; use 'rademacher' or 'gaussian'."
+            )
+        if ssm_num_projections < 1:
+            raise ValueError(
+                f"training.ssm_num_projections must be >= 1, got {ssm_num_projections}."
+            )
+    if not continuous:
+        if likelihood_weighting:
+            raise ValueError(
+                "likelihood_weighting is only defined for the continuous loss; set "
+                "training.continuous=True or likelihood_weighting=False."
+            )
+        # No SDE method tells whether an SDE has a discrete (SMLD / DDPM) form.
+        if isinstance(sde, SubVPSDE):
+            raise ValueError(
+                "The sub-VP SDE has no discrete (SMLD/DDPM) counterpart, so it can only be trained "
+                "with the continuous loss; set training.continuous=True."
+            )
+    if loss != "dsm":
+        return functools.partial(
+            score_matching_loss,
             sde,
             objective=loss,
             continuous=continuous,
@@ -290,68 +204,17 @@ def get_loss_fn(
             noise=ssm_noise,
         )
     if continuous:
-
-        def loss_fn(model_fn, batch, key):
-            return sde_loss(
-                sde,
-                model_fn,
-                batch,
-                key,
-                continuous=True,
-                likelihood_weighting=likelihood_weighting,
-                importance_sampling=importance_sampling,
-                reduce_mean=reduce_mean,
-                eps=eps,
-            )
-
-        return loss_fn
-
-    if likelihood_weighting:
-        raise ValueError(
-            "likelihood_weighting is only defined for the continuous loss; set "
-            "training.continuous=True or likelihood_weighting=False."
-        )
-    if isinstance(sde, SubVPSDE):
-        raise ValueError(
-            "The sub-VP SDE has no discrete (SMLD/DDPM) counterpart, so it can only be trained "
-            "with the continuous loss; set training.continuous=True."
+        return functools.partial(
+            sde_loss,
+            sde,
+            continuous=True,
+            likelihood_weighting=likelihood_weighting,
+            importance_sampling=importance_sampling,
+            reduce_mean=reduce_mean,
+            eps=eps,
         )
     if isinstance(sde, VESDE):
-        return lambda model_fn, batch, key: smld_loss(
-            sde, model_fn, batch, key, reduce_mean=reduce_mean
-        )
+        return functools.partial(smld_loss, sde, reduce_mean=reduce_mean)
     if isinstance(sde, VPSDE):
-        return lambda model_fn, batch, key: ddpm_loss(
-            sde, model_fn, batch, key, reduce_mean=reduce_mean
-        )
+        return functools.partial(ddpm_loss, sde, reduce_mean=reduce_mean)
     raise TypeError(f"Unsupported SDE {type(sde).__name__}")
-
-
-def _score_matching_loss_fn(sde: SDE, *, objective: str, continuous: bool, **options) -> LossFn:
-    """Validates the options once, at construction, and binds them into a ``LossFn``."""
-    if options["noise"] not in ("rademacher", "gaussian"):
-        raise ValueError(
-            f"Unknown training.ssm_noise={options['noise']!r}; use 'rademacher' or 'gaussian'."
-        )
-    if options["num_projections"] < 1:
-        raise ValueError(
-            f"training.ssm_num_projections must be >= 1, got {options['num_projections']}."
-        )
-    if not continuous:
-        if options["likelihood_weighting"]:
-            raise ValueError(
-                "likelihood_weighting is only defined for the continuous loss; set "
-                "training.continuous=True or likelihood_weighting=False."
-            )
-        if isinstance(sde, SubVPSDE):
-            raise ValueError(
-                "The sub-VP SDE has no discrete (SMLD/DDPM) counterpart, so it can only be trained "
-                "with the continuous loss; set training.continuous=True."
-            )
-
-    def loss_fn(model_fn, batch, key):
-        return score_matching_loss(
-            sde, model_fn, batch, key, objective=objective, continuous=continuous, **options
-        )
-
-    return loss_fn

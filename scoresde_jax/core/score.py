@@ -40,13 +40,8 @@ def time_labels(sde: SDE, t: jax.Array, *, continuous: bool) -> jax.Array:
 
 
 def get_score_fn(sde: SDE, model_fn: ModelFn, *, continuous: bool) -> ScoreFn:
-    """``score_fn(x, t)`` of a network ``model_fn(x, labels)`` trained on ``sde``.
-
-    Args:
-      sde: the SDE the network was trained on.
-      model_fn: ``model_fn(x, labels) -> output`` (e.g. ``functools.partial(model.apply, params)``).
-      continuous: whether the model was trained in continuous time (``training.continuous``).
-    """
+    """``score_fn(x, t)`` of a network ``model_fn(x, labels)`` trained on ``sde``, in continuous
+    time or not (``training.continuous``)."""
     check_sde(sde, "get_score_fn")
 
     def score_fn(x, t):

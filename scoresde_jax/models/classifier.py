@@ -1,29 +1,12 @@
 """Noise-conditional image classifiers ``p_t(y | x(t))`` for class-conditional sampling.
 
-Class-conditional generation (paper, Section 5 and Appendix I.1) adds the gradient of a
-*time-dependent* classifier to the unconditional score. The classifier sees perturbed images
-``x(t)`` and the noise level they carry, and is conditioned on it the way the paper's score
-networks are: random Fourier features of ``log sigma`` (Tancik et al., 2020), passed through two
-dense layers and added to the feature maps of every residual block (NCSN++'s time conditioning).
-
-Both networks are called as ``model.apply(params, x, noise_level, train=False)``:
-
-* ``x``: ``[B, H, W, C]`` (NHWC) perturbed images, already scaled to unit variance by the caller
-  (:func:`scoresde_jax.modes.classifier.classifier_log_prob_fn`);
-* ``noise_level``: ``[B]`` positive noise levels ``sigma_t / alpha_t`` (the VE noise level that
-  corresponds to time ``t`` under any of the three SDEs; for the VE SDE it is ``sigma_t``);
-* output: logits ``[B, num_classes]``.
-
-Two architectures (:data:`CLASSIFIERS`, :func:`get_classifier`):
-
-* ``"wide_resnet"``: the paper's classifier for CIFAR-10, a Wide ResNet (Zagoruyko & Komodakis,
-  2016) WRN-``depth``-``widen_factor`` (WRN-28-10: 28 layers, widths 160/320/640) with
-  pre-activation residual blocks. The noise-level embedding is added after the first convolution
-  of each block. GroupNorm replaces BatchNorm, so the network has no batch statistics: a logit
-  depends on its own example only, which the per-example gradient of class-conditional sampling
-  needs, and training and sampling use the same function.
-* ``"small_cnn"``: a small noise-conditional CNN for 28x28 MNIST digits (three stages of two 3x3
-  convolutions with GroupNorm, average pooling between stages).
+Called as ``model.apply(params, x, noise_level)`` with perturbed images ``x [B, H, W, C]`` scaled
+to unit variance, ``noise_level [B]`` the VE noise level ``sigma_t / alpha_t``; they return
+logits ``[B, num_classes]``. The noise level is embedded as in NCSN++ (random Fourier features of
+``log sigma``, two dense layers) and added to every residual block (paper, Appendix I.1).
+``"wide_resnet"`` is the paper's WRN-28-10 for CIFAR-10 with GroupNorm instead of BatchNorm, so
+a logit depends on its own example only (the per-example gradient of guidance needs that);
+``"small_cnn"`` is a small CNN for 28x28 MNIST digits.
 """
 
 from __future__ import annotations
@@ -47,15 +30,13 @@ __all__ = [
 
 
 def _groups(channels: int, max_groups: int = 32) -> int:
-    """The most groups (at most ``max_groups``, at least 4 channels each where possible) that
-    divide ``channels``."""
+    """The most groups dividing ``channels``: at most ``max_groups``, >= 4 channels each."""
     limit = max(1, min(max_groups, channels // 4))
     return max(g for g in range(1, limit + 1) if channels % g == 0)
 
 
 class NoiseEmbedding(nn.Module):
-    """``noise_level [B] -> [B, dim]``: Gaussian Fourier features of ``log noise_level``, then
-    Dense -> SiLU -> Dense (as NCSN++ embeds ``log sigma``)."""
+    """``noise_level [B] -> [B, dim]``: Fourier features of ``log sigma``, Dense, SiLU, Dense."""
 
     dim: int = 128
     fourier_scale: float = 16.0
@@ -95,16 +76,11 @@ class _WideBlock(nn.Module):
 
 
 class NoiseConditionalWideResNet(nn.Module):
-    """WRN-``depth``-``widen_factor`` conditioned on the noise level: ``(x, noise_level) ->
-    logits``.
+    """WRN-``depth``-``widen_factor`` (Zagoruyko & Komodakis, 2016) conditioned on the noise level.
 
-    Attributes:
-      num_classes: number of logits.
-      depth: ``6 n + 4`` layers (``n`` blocks per group); 28 in the paper.
-      widen_factor: width multiplier of the three groups (``16 k, 32 k, 64 k``); 10 in the paper.
-      dropout: dropout rate between the two convolutions of a block (active with ``train=True``).
-      embed_dim: width of the noise-level embedding.
-      fourier_scale: standard deviation of the random Fourier frequencies.
+    ``depth = 6 n + 4`` (``n`` pre-activation blocks per group, 28 in the paper); the three groups
+    are ``16 k, 32 k, 64 k`` wide for ``k = widen_factor`` (10 in the paper); ``dropout`` acts
+    between the two convolutions of a block with ``train=True``.
     """
 
     num_classes: int = 10
@@ -139,12 +115,6 @@ class NoiseConditionalCNN(nn.Module):
     Each stage: conv3x3 -> + embedding -> GroupNorm -> SiLU -> conv3x3 -> GroupNorm -> SiLU,
     with a residual connection, then 2x2 average pooling (28 -> 14 -> 7 -> 3); global average and
     a linear layer give the logits.
-
-    Attributes:
-      num_classes: number of logits.
-      channels: channels of the stages.
-      embed_dim: width of the noise-level embedding.
-      fourier_scale: standard deviation of the random Fourier frequencies.
     """
 
     num_classes: int = 10
@@ -177,20 +147,14 @@ CLASSIFIERS: dict[str, type[nn.Module]] = {
 
 
 def get_classifier(name: str, **kwargs) -> nn.Module:
-    """The classifier ``name`` of :data:`CLASSIFIERS` built with keyword arguments ``kwargs``.
-
-    ``wide_resnet`` takes ``num_classes``, ``depth``, ``widen_factor``, ``dropout``,
-    ``embed_dim``, ``fourier_scale``; ``small_cnn`` takes ``num_classes``, ``channels``,
-    ``embed_dim``, ``fourier_scale``.
-    """
+    """The classifier ``name`` of :data:`CLASSIFIERS` built with the module's attributes."""
     if name not in CLASSIFIERS:
         raise ValueError(f"Unknown classifier {name!r}; choose one of {sorted(CLASSIFIERS)}.")
     return CLASSIFIERS[name](**kwargs)
 
 
 def count_params(model: nn.Module, image_shape: tuple[int, int, int]) -> int:
-    """Number of parameters of ``model`` for images of ``image_shape`` (no computation: the
-    initialization is only traced)."""
+    """Number of parameters of ``model`` for images of ``image_shape`` (traced, not computed)."""
     shapes = jax.eval_shape(
         lambda: model.init(
             jax.random.PRNGKey(0), jnp.zeros((1, *image_shape)), jnp.ones((1,), jnp.float32)

@@ -1,20 +1,12 @@
-"""The DDPM U-Net (Ho et al., 2020) as used by the paper for its DDPM baselines.
+"""The DDPM U-Net (Ho et al., 2020), the paper's DDPM baselines: ``DDPM()(x [B,H,W,C], labels)``.
 
-Wide residual blocks with GroupNorm (32 groups) and swish, self-attention at chosen resolutions,
-a sinusoidal embedding of the time label added to every residual block, and skip connections
-from every block of the downsampling path to the upsampling path.
+* VP / sub-VP (``scale_by_sigma=False``): labels are (fractional) time steps, e.g. ``999 t``; the
+  network predicts the noise.
+* SMLD / discrete VE (``scale_by_sigma=True``): labels index the descending noise levels
+  ``sigmas``; the output is divided by ``sigmas[labels]``, so the network learns ``sigma * score``.
 
-``DDPM()(x, labels)`` takes images ``x: [B, H, W, C]`` and labels ``[B]``:
-
-* VP / sub-VP training (``scale_by_sigma=False``): labels are (fractional) time steps, e.g.
-  ``999 t``; the network predicts the noise.
-* SMLD / VE discrete training (``scale_by_sigma=True``): labels are integer indices into the
-  descending noise levels ``sigmas``; the embedding sees the index and the output is divided by
-  ``sigmas[labels]``, so the network learns ``sigma * score``.
-
-Parameter names follow the original Flax implementation (``Dense_0``, ``Conv_0``,
-``ResnetBlockDDPM_3/NIN_0/W``, ``AttnBlock_1/GroupNorm_0/scale``, ...); PyTorch checkpoints of
-the reference port (``all_modules.<i>....``) load with :func:`params_from_torch_state_dict`.
+Parameter names follow the original Flax implementation (``ResnetBlockDDPM_3/NIN_0/W``, ...);
+PyTorch checkpoints of the reference port load with :func:`params_from_torch_state_dict`.
 """
 
 from __future__ import annotations
@@ -32,6 +24,7 @@ from scoresde_jax.io.state_dict import convert_state_dict
 from scoresde_jax.models import _torch_import, layers
 from scoresde_jax.models.layers import (
     Downsample,
+    GroupNorm,
     Upsample,
     conv3x3,
     dense,
@@ -39,14 +32,7 @@ from scoresde_jax.models.layers import (
     get_timestep_embedding,
 )
 
-__all__ = [
-    "DDPM",
-    "AttnBlock",
-    "GroupNorm",
-    "NIN",
-    "ResnetBlockDDPM",
-    "params_from_torch_state_dict",
-]
+__all__ = ["DDPM", "AttnBlock", "ResnetBlockDDPM", "params_from_torch_state_dict"]
 
 Dtype = Any
 
@@ -58,8 +44,8 @@ _GROUPS = 32
 def noise_index(labels: jax.Array) -> jax.Array:
     """Labels as int32 indices into ``sigmas``; floating labels are rounded to the nearest index.
 
-    Discrete VE labels are integers already (:func:`scoresde_jax.core.score.time_labels`); rounding
-    lets callers that build shapes with float placeholders (e.g. ``init``) use the same call.
+    Discrete VE labels are integers already; rounding lets callers that build shapes with float
+    placeholders (e.g. ``init``) use the same call.
     """
     if jnp.issubdtype(labels.dtype, jnp.integer):
         return labels.astype(jnp.int32)
@@ -69,75 +55,40 @@ def noise_index(labels: jax.Array) -> jax.Array:
 def smld_sigmas(
     sigma_min: float, sigma_max: float, num_scales: int, noise_levels: Sequence | None = None
 ) -> np.ndarray:
-    """The SMLD noise levels, geometric and descending: ``sigmas[0] = sigma_max``; or the
-    explicit ``noise_levels`` (those of a converted checkpoint) when given."""
+    """The SMLD noise levels, geometric and descending (``sigmas[0] = sigma_max``), or the
+    explicit ``noise_levels`` of a converted checkpoint when given."""
     if noise_levels is not None:
         return np.asarray(noise_levels, np.float64)
     return np.exp(np.linspace(np.log(sigma_max), np.log(sigma_min), num_scales))
 
 
-class GroupNorm(layers.GroupNorm):
-    """:class:`scoresde_jax.models.layers.GroupNorm` with DDPM's fixed 32 groups."""
-
-    num_groups: int | None = _GROUPS
-
-
-NIN = layers.NIN
-
-
 class AttnBlock(layers.AttnBlockpp):
-    """DDPM's self-attention block: :class:`~scoresde_jax.models.layers.AttnBlockpp` with 32
-    GroupNorm groups, a zero-initialised output projection and no skip rescaling."""
+    """DDPM's self-attention: 32 groups, zero-initialised output, no skip rescaling."""
 
     skip_rescale: bool = False
     init_scale: float = 0.0
     num_groups: int | None = _GROUPS
 
 
-class ResnetBlockDDPM(nn.Module):
-    """DDPM's residual block: two 3x3 convolutions with a time-embedding bias in between.
+class ResnetBlockDDPM(layers.ResnetBlockDDPMpp):
+    """DDPM's residual block: :class:`~scoresde_jax.models.layers.ResnetBlockDDPMpp` with 32
+    groups, a zero-initialised last convolution (every block starts as the identity) and no skip
+    rescaling."""
 
-    ``GroupNorm -> act -> conv -> (+ Dense(act(temb))) -> GroupNorm -> act -> dropout -> conv``,
-    added to the input, which goes through a NIN (or a 3x3 conv with ``conv_shortcut``) when the
-    number of channels changes.
+    skip_rescale: bool = False
+    init_scale: float = 0.0
+    num_groups: int | None = _GROUPS
 
-    Attributes:
-      act: activation.
-      out_ch: output channels; default: the input channels.
-      conv_shortcut: 3x3 conv instead of NIN on the shortcut.
-      dropout: dropout rate, active when called with ``train=True`` (rng ``"dropout"``).
-      dtype: compute dtype (parameters stay float32).
-    """
 
-    act: Callable[[jax.Array], jax.Array] = nn.swish
-    out_ch: int | None = None
-    conv_shortcut: bool = False
-    dropout: float = 0.1
-    dtype: Dtype = jnp.float32
+def _namer() -> Callable[[str], str]:
+    """``name(kind) -> "<kind>_<n>"``, counting per kind as Flax's automatic names do."""
+    counts: collections.Counter[str] = collections.Counter()
 
-    @nn.compact
-    def __call__(
-        self, x: jax.Array, temb: jax.Array | None = None, train: bool = False
-    ) -> jax.Array:
-        c = x.shape[-1]
-        out_ch = self.out_ch or c
-        h = self.act(GroupNorm(dtype=self.dtype, name="GroupNorm_0")(x))
-        h = conv3x3(out_ch, dtype=self.dtype, name="Conv_0")(h)
-        if temb is not None:
-            # A per-channel bias from the time embedding, shared by all pixels.
-            bias = dense(out_ch, dtype=self.dtype, name="Dense_0")(self.act(temb))
-            h = h + bias[:, None, None, :]
-        h = self.act(GroupNorm(dtype=self.dtype, name="GroupNorm_1")(h))
-        h = nn.Dropout(self.dropout)(h, deterministic=not train)
-        # Zero-initialised, so every block starts as the identity.
-        h = conv3x3(out_ch, init_scale=0.0, dtype=self.dtype, name="Conv_1")(h)
-        x = x.astype(self.dtype)
-        if c != out_ch:
-            if self.conv_shortcut:
-                x = conv3x3(out_ch, dtype=self.dtype, name="Conv_2")(x)
-            else:
-                x = NIN(out_ch, dtype=self.dtype, name="NIN_0")(x)
-        return x + h
+    def name(kind: str) -> str:
+        counts[kind] += 1
+        return f"{kind}_{counts[kind] - 1}"
+
+    return name
 
 
 class DDPM(nn.Module):
@@ -149,20 +100,10 @@ class DDPM(nn.Module):
       ch_mult: width multiplier per resolution; the image is halved ``len(ch_mult) - 1`` times.
       num_res_blocks: residual blocks per resolution on the way down (one more on the way up).
       attn_resolutions: spatial sizes at which self-attention follows the residual blocks.
-      dropout: dropout rate inside the residual blocks (``train=True``).
-      resamp_with_conv: 3x3 convolutions in the up- and downsampling layers (else nearest
-        neighbour and average pooling alone).
-      conditional: condition on the labels (time-embedding); without it labels are ignored.
       centered: inputs are already in [-1, 1]; otherwise they are in [0, 1] and mapped there.
-      scale_by_sigma: divide the output by ``sigmas[labels]``; labels are indices (floating
-        labels are rounded), so this is for discrete VE training only.
-      sigma_min: smallest SMLD noise level (``scale_by_sigma``).
-      sigma_max: largest SMLD noise level (``scale_by_sigma``).
-      num_scales: number of SMLD noise levels (``scale_by_sigma``).
-      image_size: spatial size of the training images; used for shape inference in
-        :func:`params_from_torch_state_dict` and for the attention layout there.
-      num_channels: image channels.
-      nonlinearity: activation name (``"swish"`` in every DDPM config).
+      scale_by_sigma: divide the output by ``sigmas[labels]`` (discrete VE training only).
+      sigma_min, sigma_max, num_scales, noise_levels: the SMLD noise levels (``scale_by_sigma``).
+      image_size, num_channels: training image shape, for :func:`params_from_torch_state_dict`.
       dtype: compute dtype, e.g. ``jnp.bfloat16``; parameters and the output stay float32.
     """
 
@@ -196,14 +137,8 @@ class DDPM(nn.Module):
         act = get_act(self.nonlinearity)
         dt = self.dtype
         labels = jnp.broadcast_to(jnp.asarray(labels), (x.shape[0],))
-        counts: collections.Counter[str] = collections.Counter()
-
-        def name(kind: str) -> str:
-            # The original Flax code relied on automatic names; spelling them out keeps the
-            # parameter paths independent of the Python class names used here.
-            index = counts[kind]
-            counts[kind] += 1
-            return f"{kind}_{index}"
+        # Names are spelled out so that parameter paths do not depend on the Python class names.
+        name = _namer()
 
         def resnet(h, out_ch=None):
             block = ResnetBlockDDPM(
@@ -253,7 +188,7 @@ class DDPM(nn.Module):
                 h = Upsample(with_conv=self.resamp_with_conv, dtype=dt, name=name("Upsample"))(h)
         assert not hs
 
-        h = act(GroupNorm(dtype=dt, name=name("GroupNorm"))(h))
+        h = act(GroupNorm(_GROUPS, dtype=dt, name=name("GroupNorm"))(h))
         h = conv3x3(x.shape[-1], init_scale=0.0, dtype=dt, name=name("Conv"))(h)
         h = h.astype(jnp.float32)
 
@@ -263,62 +198,34 @@ class DDPM(nn.Module):
         return h
 
 
-def _torch_module_order(model: DDPM) -> list[str | None]:
-    """Flax names of the reference's ``all_modules`` list, in order (``None``: no parameters)."""
-    counts: collections.Counter[str] = collections.Counter()
-
-    def name(kind: str) -> str:
-        index = counts[kind]
-        counts[kind] += 1
-        return f"{kind}_{index}"
-
-    order: list[str | None] = []
-    if model.conditional:
-        order += [name("Dense"), name("Dense")]
-    order.append(name("Conv"))
-    n = len(model.ch_mult)
-    resolutions = [model.image_size // 2**level for level in range(n)]
-    for level in range(n):
-        for _ in range(model.num_res_blocks):
-            order.append(name("ResnetBlockDDPM"))
-            if resolutions[level] in model.attn_resolutions:
-                order.append(name("AttnBlock"))
-        if level != n - 1:
-            down = name("Downsample")
-            order.append(down if model.resamp_with_conv else None)
-    order += [name("ResnetBlockDDPM"), name("AttnBlock"), name("ResnetBlockDDPM")]
-    for level in reversed(range(n)):
-        order += [name("ResnetBlockDDPM") for _ in range(model.num_res_blocks + 1)]
-        if resolutions[level] in model.attn_resolutions:
-            order.append(name("AttnBlock"))
-        if level != 0:
-            up = name("Upsample")
-            order.append(up if model.resamp_with_conv else None)
-    order += [name("GroupNorm"), name("Conv")]
-    return order
-
-
 def params_from_torch_state_dict(state_dict: Mapping[str, np.ndarray], model: DDPM) -> dict:
-    """``{"params": ...}`` (float32 numpy) of ``model`` from a reference ``DDPM`` state dict.
+    """Converts a ``state_dict`` of the PyTorch reference ``DDPM`` into ``{"params": ...}``.
 
-    The reference's ``all_modules`` order is rebuilt from ``model``'s hyperparameters, so any
-    configuration converts. The ``sigmas`` buffer must equal ``model.sigmas`` where the network
-    divides by it (``scale_by_sigma``).
+    The reference keeps its layers in one ``all_modules`` list: the network's top-level layers in
+    call order, parameterless resampling layers included, so tracing ``model`` gives the index of
+    every layer for any configuration. The ``sigmas`` buffer is checked against ``model.sigmas``
+    where the network divides by it (``scale_by_sigma``).
 
     Raises:
       ValueError: missing or unexpected keys, shape mismatches, or a disagreeing ``sigmas``.
     """
-    index = {flax_name: i for i, flax_name in enumerate(_torch_module_order(model)) if flax_name}
+    order: list[str] = []
+
+    def record(next_fun, args, kwargs, context):
+        if context.method_name == "__call__" and len(context.module.path) == 1:
+            order.append(context.module.name)
+        return next_fun(*args, **kwargs)
+
     size, channels = model.image_size, model.num_channels
+    with nn.intercept_methods(record):
+        abstract = _torch_import.abstract_params(model, (1, size, size, channels))
+    index = {flax_name: i for i, flax_name in enumerate(order)}
+    sigmas = _torch_import.check_sigmas_buffer(model.sigmas, "DDPM", used=model.scale_by_sigma)
     params = convert_state_dict(
         state_dict,
-        _torch_import.abstract_params(model, (1, size, size, channels)),
+        abstract,
         _torch_import.all_modules_prefix(index, "DDPM"),
-        buffers={
-            "sigmas": _torch_import.check_sigmas_buffer(
-                model.sigmas, "DDPM", used=model.scale_by_sigma
-            )
-        },
+        buffers={"sigmas": sigmas},
         model_name="DDPM",
     )
     return {"params": params}

@@ -1,17 +1,10 @@
 """Building blocks of the U-Net score networks (NCSN++, DDPM++, DDPM, NCSNv2), NHWC throughout.
 
-The blocks follow the layers of the paper's reference code so that converted weights give the
-same numbers: variance-scaling initialisers, convolutions, GroupNorm with torch's statistics,
-network-in-network layers, time embeddings, self-attention, FIR resampling (``upfirdn2d``) and
-the two residual blocks of NCSN++.
-
-Submodules are created with Flax's automatic names (``Conv_0``, ``GroupNorm_1``, ``Dense_0``,
-``NIN_2``, ``Conv2d_0`` ...) in the same order as the original Flax implementation, so a
-parameter tree of these blocks has the same paths as the original checkpoints and the same
-submodule names as the PyTorch port's ``state_dict``.
-
-Every block takes a compute ``dtype``: parameters stay float32, activations run in ``dtype``
-(e.g. ``jnp.bfloat16``); normalisation statistics and softmax are computed in float32.
+The layers follow the paper's reference code so that converted weights give the same numbers.
+Submodules get Flax's automatic names (``Conv_0``, ``GroupNorm_1``, ``NIN_2``, ``Conv2d_0`` ...)
+in the order of the original Flax implementation, so parameter paths match its checkpoints and
+the PyTorch port's ``state_dict``. Parameters stay float32; activations run in the compute
+``dtype``, with normalisation statistics and softmax in float32.
 """
 
 from __future__ import annotations
@@ -67,11 +60,7 @@ _ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
 
 
 def get_act(name: str) -> Callable[[jax.Array], jax.Array]:
-    """The activation called ``name`` in the configs (``config.model.nonlinearity``).
-
-    Args:
-      name: one of ``"elu"``, ``"relu"``, ``"lrelu"`` (slope 0.2), ``"swish"`` (= ``"silu"``).
-    """
+    """The activation ``config.model.nonlinearity``: elu, relu, lrelu (slope 0.2), swish = silu."""
     key = name.lower()
     if key not in _ACTIVATIONS:
         raise ValueError(f"Unknown nonlinearity {name!r}; choose one of {sorted(_ACTIVATIONS)}.")
@@ -83,181 +72,88 @@ def get_act(name: str) -> Callable[[jax.Array], jax.Array]:
 
 
 def default_init(scale: float = 1.0) -> Initializer:
-    """DDPM's initialiser: variance scaling, ``fan_avg``, uniform.
+    """DDPM's initialiser: variance scaling, ``fan_avg``, uniform, ``U(-a, a)``,
+    ``a = sqrt(3 scale / fan_avg)``.
 
     A scale of exactly 0 becomes 1e-10, as in the reference: the layer starts as (almost) zero
     but its weights still carry a direction for the gradient.
-
-    Args:
-      scale: variance scale; the weights are ``U(-a, a)`` with ``a = sqrt(3 scale / fan_avg)``.
     """
     scale = 1e-10 if scale == 0 else scale
     return jax.nn.initializers.variance_scaling(scale, "fan_avg", "uniform")
+
+
+def _conv(features, size, init, *, stride=1, dilation=1, padding=None, bias=True, dtype, name):
+    """A square convolution; the default padding keeps the size at stride 1."""
+    pad = dilation * (size - 1) // 2
+    return nn.Conv(
+        features,
+        kernel_size=(size, size),
+        strides=(stride, stride),
+        padding=((pad, pad), (pad, pad)) if padding is None else padding,
+        kernel_dilation=(dilation, dilation),
+        use_bias=bias,
+        kernel_init=init[0],
+        bias_init=init[1],
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        name=name,
+    )
 
 
 def conv3x3(
     features: int,
     *,
     stride: int = 1,
-    bias: bool = True,
-    dilation: int = 1,
     init_scale: float = 1.0,
     padding: Any = None,
     dtype: Dtype = jnp.float32,
     name: str | None = None,
 ) -> nn.Conv:
-    """A 3x3 convolution with DDPM initialisation (zero bias), as an ``nn.Conv`` to apply.
-
-    Args:
-      features: output channels.
-      stride: spatial stride.
-      bias: whether to add a bias.
-      dilation: kernel dilation.
-      init_scale: scale of :func:`default_init` (0 gives an almost-zero layer).
-      padding: explicit padding; default keeps the size for stride 1 (``dilation`` on each side).
-      dtype: compute dtype.
-      name: module name; default is Flax's automatic ``Conv_<n>``.
-    """
-    if padding is None:
-        padding = ((dilation, dilation), (dilation, dilation))
-    return nn.Conv(
-        features,
-        kernel_size=(3, 3),
-        strides=(stride, stride),
-        padding=padding,
-        kernel_dilation=(dilation, dilation),
-        use_bias=bias,
-        kernel_init=default_init(init_scale),
-        bias_init=nn.initializers.zeros,
-        dtype=dtype,
-        param_dtype=jnp.float32,
-        name=name,
-    )
+    """A 3x3 convolution with DDPM initialisation (:func:`default_init`, zero bias)."""
+    init = (default_init(init_scale), nn.initializers.zeros)
+    return _conv(features, 3, init, stride=stride, padding=padding, dtype=dtype, name=name)
 
 
-def conv1x1(
-    features: int,
-    *,
-    stride: int = 1,
-    bias: bool = True,
-    init_scale: float = 1.0,
-    dtype: Dtype = jnp.float32,
-    name: str | None = None,
-) -> nn.Conv:
-    """A 1x1 convolution with DDPM initialisation (zero bias), as an ``nn.Conv`` to apply."""
-    return nn.Conv(
-        features,
-        kernel_size=(1, 1),
-        strides=(stride, stride),
-        padding="VALID",
-        use_bias=bias,
-        kernel_init=default_init(init_scale),
-        bias_init=nn.initializers.zeros,
-        dtype=dtype,
-        param_dtype=jnp.float32,
-        name=name,
-    )
+def conv1x1(features: int, *, dtype: Dtype = jnp.float32) -> nn.Conv:
+    """A 1x1 convolution with DDPM initialisation (zero bias)."""
+    return _conv(features, 1, (default_init(), nn.initializers.zeros), dtype=dtype, name=None)
 
 
-def _torch_default_conv_init(scale: float, kernel_shape: tuple[int, ...]):
-    # PyTorch's default Conv2d init is U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias,
-    # i.e. variance scaling with 1/3 on fan_in; NCSN(v2) multiplies both by init_scale.
-    scale = 1e-10 if scale == 0 else scale
-    kernel_init = jax.nn.initializers.variance_scaling(scale / 3, "fan_in", "uniform")
-
+def _torch_default_conv_init(fan_in: int) -> tuple[Initializer, Initializer]:
+    # PyTorch's default Conv2d init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias,
+    # i.e. variance scaling with 1/3 on fan_in.
     def bias_init(key, shape, dtype=jnp.float32):
-        fan_in = math.prod(kernel_shape[:-1])
-        bound = scale / math.sqrt(fan_in)
+        bound = 1.0 / math.sqrt(fan_in)
         return jax.random.uniform(key, shape, dtype, -bound, bound)
 
-    return kernel_init, bias_init
-
-
-def _ncsn_conv(
-    in_features: int,
-    features: int,
-    size: int,
-    *,
-    stride: int,
-    bias: bool,
-    dilation: int,
-    init_scale: float,
-    dtype: Dtype,
-    name: str | None,
-) -> nn.Conv:
-    """A ``size`` x ``size`` convolution ("same" padding for odd sizes) with PyTorch's init."""
-    kernel_init, bias_init = _torch_default_conv_init(
-        init_scale, (size, size, in_features, features)
-    )
-    pad = dilation * (size - 1) // 2
-    return nn.Conv(
-        features,
-        kernel_size=(size, size),
-        strides=(stride, stride),
-        padding=((pad, pad), (pad, pad)),
-        kernel_dilation=(dilation, dilation),
-        use_bias=bias,
-        kernel_init=kernel_init,
-        bias_init=bias_init,
-        dtype=dtype,
-        param_dtype=jnp.float32,
-        name=name,
-    )
+    return jax.nn.initializers.variance_scaling(1.0 / 3, "fan_in", "uniform"), bias_init
 
 
 def ncsn_conv3x3(
     in_features: int,
     features: int,
     *,
-    stride: int = 1,
     bias: bool = True,
     dilation: int = 1,
-    init_scale: float = 1.0,
     dtype: Dtype = jnp.float32,
     name: str | None = None,
 ) -> nn.Conv:
     """A 3x3 convolution with PyTorch's default initialisation, as in NCSNv1/NCSNv2."""
-    return _ncsn_conv(
-        in_features,
-        features,
-        3,
-        stride=stride,
-        bias=bias,
-        dilation=dilation,
-        init_scale=init_scale,
-        dtype=dtype,
-        name=name,
-    )
+    init = _torch_default_conv_init(9 * in_features)
+    return _conv(features, 3, init, dilation=dilation, bias=bias, dtype=dtype, name=name)
 
 
 def ncsn_conv1x1(
-    in_features: int,
-    features: int,
-    *,
-    stride: int = 1,
-    bias: bool = True,
-    init_scale: float = 1.0,
-    dtype: Dtype = jnp.float32,
-    name: str | None = None,
+    in_features: int, features: int, *, dtype: Dtype = jnp.float32, name: str | None = None
 ) -> nn.Conv:
     """A 1x1 convolution with PyTorch's default initialisation, as in NCSNv1/NCSNv2."""
-    return _ncsn_conv(
-        in_features,
-        features,
-        1,
-        stride=stride,
-        bias=bias,
-        dilation=1,
-        init_scale=init_scale,
-        dtype=dtype,
-        name=name,
-    )
+    return _conv(features, 1, _torch_default_conv_init(in_features), dtype=dtype, name=name)
 
 
 def dense(
     features: int, *, init_scale: float = 1.0, dtype: Dtype = jnp.float32, name: str | None = None
 ) -> nn.Dense:
-    """A linear layer with DDPM initialisation (zero bias), as an ``nn.Dense`` to apply."""
+    """A linear layer with DDPM initialisation (zero bias)."""
     return nn.Dense(
         features,
         kernel_init=default_init(init_scale),
@@ -273,12 +169,7 @@ class GroupNorm(nn.Module):
 
     The variance is computed in two passes (``mean((x - mean)^2)``) in float32, like
     ``torch.nn.GroupNorm``, rather than as ``E[x^2] - E[x]^2``, which loses digits when the mean
-    is large compared with the spread.
-
-    Attributes:
-      num_groups: number of groups; default ``min(C // 4, 32)`` as in NCSN++.
-      epsilon: added to the variance.
-      dtype: compute (output) dtype.
+    is large compared with the spread. ``num_groups`` defaults to ``min(C // 4, 32)`` (NCSN++).
     """
 
     num_groups: int | None = None
@@ -306,12 +197,7 @@ class GroupNorm(nn.Module):
 class NIN(nn.Module):
     """Network-in-network: a per-pixel linear map of the channels, ``y = x @ W + b``.
 
-    ``W`` has shape ``(in, out)`` (the reference's layout, also in its PyTorch port).
-
-    Attributes:
-      num_units: output channels.
-      init_scale: scale of :func:`default_init` for ``W``.
-      dtype: compute dtype.
+    ``W`` has shape ``(in, out)``, the reference's layout (also in its PyTorch port).
     """
 
     num_units: int
@@ -356,12 +242,9 @@ def get_timestep_embedding(
 class GaussianFourierProjection(nn.Module):
     """Random Fourier features ``[sin(2 pi W x), cos(2 pi W x)]`` of a scalar per example.
 
-    ``W ~ N(0, scale^2)`` is a parameter (so it is saved with the model) that never trains: its
-    gradient is stopped, as in the reference where it has ``requires_grad=False``.
-
-    Attributes:
-      embedding_size: number of frequencies (the output has twice as many features).
-      scale: standard deviation of the frequencies.
+    ``W ~ N(0, scale^2)`` is a parameter (saved with the model) whose gradient is stopped, as in
+    the reference where it has ``requires_grad=False``; the output has ``2 embedding_size``
+    features.
     """
 
     embedding_size: int = 256
@@ -390,6 +273,11 @@ def setup_fir_kernel(k: Sequence[float] | np.ndarray) -> np.ndarray:
     if k.ndim != 2 or k.shape[0] != k.shape[1]:
         raise ValueError(f"FIR kernel must be 1-D or square 2-D, got shape {k.shape}")
     return k / np.sum(k)
+
+
+def _fir(k: Sequence[float] | None, factor: int, gain: float) -> np.ndarray:
+    """The FIR kernel ``k`` (default: ``factor`` ones, i.e. nearest / box) times ``gain``."""
+    return setup_fir_kernel([1] * factor if k is None else k) * gain
 
 
 def upfirdn2d(
@@ -422,13 +310,17 @@ def upfirdn2d(
     c = x.shape[-1]
     kh, kw = kernel.shape
     w = jnp.broadcast_to(kernel[::-1, ::-1, None, None], (kh, kw, 1, c))
+    return _conv2d(x, w, down, "VALID", feature_group_count=c)
+
+
+def _conv2d(x, w, stride, padding, **kwargs) -> jax.Array:
     return jax.lax.conv_general_dilated(
         x,
         w,
-        window_strides=(down, down),
-        padding="VALID",
+        window_strides=(stride, stride),
+        padding=padding,
         dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        feature_group_count=c,
+        **kwargs,
     )
 
 
@@ -461,24 +353,27 @@ def _separable_fir(x: jax.Array, rows: np.ndarray, cols: np.ndarray, down: int) 
 
 def upsample_2d(x: jax.Array, k: Sequence[float] | None = None, factor: int = 2, gain: float = 1):
     """Upsamples ``[N,H,W,C]`` by ``factor`` with FIR filter ``k`` (default: nearest neighbour)."""
-    k = setup_fir_kernel([1] * factor if k is None else k) * (gain * factor**2)
+    k = _fir(k, factor, gain * factor**2)
     p = k.shape[0] - factor
     return upfirdn2d(x, k, up=factor, pad=((p + 1) // 2 + factor - 1, p // 2))
 
 
 def downsample_2d(x: jax.Array, k: Sequence[float] | None = None, factor: int = 2, gain: float = 1):
     """Downsamples ``[N,H,W,C]`` by ``factor`` with FIR filter ``k`` (default: average pooling)."""
-    k = setup_fir_kernel([1] * factor if k is None else k) * gain
+    k = _fir(k, factor, gain)
     p = k.shape[0] - factor
     return upfirdn2d(x, k, down=factor, pad=((p + 1) // 2, p // 2))
 
 
+def _square_kernel(w: jax.Array, caller: str) -> int:
+    kh, kw, _, _ = w.shape
+    if kh != kw:
+        raise ValueError(f"{caller} needs a square kernel, got {w.shape}")
+    return kh
+
+
 def upsample_conv_2d(
-    x: jax.Array,
-    w: jax.Array,
-    k: Sequence[float] | None = None,
-    factor: int = 2,
-    gain: float = 1,
+    x: jax.Array, w: jax.Array, k: Sequence[float] | None = None, factor: int = 2, gain: float = 1
 ) -> jax.Array:
     """Fused ``upsample_2d`` and convolution with ``w`` (HWIO, square, odd size); ``[N,H,W,C]``.
 
@@ -486,43 +381,23 @@ def upsample_conv_2d(
     transposed) equals a plain correlation with ``w`` over the zero-inserted input padded by
     ``K - 1``; the FIR filter then smooths the result once.
     """
-    kh, kw, _, _ = w.shape
-    if kh != kw:
-        raise ValueError(f"upsample_conv_2d needs a square kernel, got {w.shape}")
-    fir = setup_fir_kernel([1] * factor if k is None else k) * (gain * factor**2)
+    kw = _square_kernel(w, "upsample_conv_2d")
+    fir = _fir(k, factor, gain * factor**2)
     p = (fir.shape[0] - factor) - (kw - 1)
-    y = jax.lax.conv_general_dilated(
-        x,
-        w.astype(x.dtype),
-        window_strides=(1, 1),
-        padding=((kh - 1, kh - 1), (kw - 1, kw - 1)),
-        lhs_dilation=(factor, factor),
-        dimension_numbers=("NHWC", "HWIO", "NHWC"),
-    )
+    pad = ((kw - 1, kw - 1), (kw - 1, kw - 1))
+    y = _conv2d(x, w.astype(x.dtype), 1, pad, lhs_dilation=(factor, factor))
     return upfirdn2d(y, fir, pad=((p + 1) // 2 + factor - 1, p // 2 + 1))
 
 
 def conv_downsample_2d(
-    x: jax.Array,
-    w: jax.Array,
-    k: Sequence[float] | None = None,
-    factor: int = 2,
-    gain: float = 1,
+    x: jax.Array, w: jax.Array, k: Sequence[float] | None = None, factor: int = 2, gain: float = 1
 ) -> jax.Array:
     """Fused FIR filter and strided convolution with ``w`` (HWIO, square); ``[N,H,W,C]``."""
-    kh, kw, _, _ = w.shape
-    if kh != kw:
-        raise ValueError(f"conv_downsample_2d needs a square kernel, got {w.shape}")
-    fir = setup_fir_kernel([1] * factor if k is None else k) * gain
+    kw = _square_kernel(w, "conv_downsample_2d")
+    fir = _fir(k, factor, gain)
     p = (fir.shape[0] - factor) + (kw - 1)
     y = upfirdn2d(x, fir, pad=((p + 1) // 2, p // 2))
-    return jax.lax.conv_general_dilated(
-        y,
-        w.astype(x.dtype),
-        window_strides=(factor, factor),
-        padding="VALID",
-        dimension_numbers=("NHWC", "HWIO", "NHWC"),
-    )
+    return _conv2d(y, w.astype(x.dtype), factor, "VALID")
 
 
 def naive_upsample_2d(x: jax.Array, factor: int = 2) -> jax.Array:
@@ -540,28 +415,14 @@ def naive_downsample_2d(x: jax.Array, factor: int = 2) -> jax.Array:
 
 
 class Conv2d(nn.Module):
-    """Convolution with optional fused FIR up- or downsampling by 2 (StyleGAN2).
-
-    Parameters are ``weight`` (HWIO) and ``bias``, the names of the original Flax code.
-
-    Attributes:
-      fmaps: output channels.
-      kernel: spatial size (odd).
-      up: upsample by 2 before the convolution (fused).
-      down: downsample by 2 after the convolution (fused).
-      resample_kernel: 1-D FIR kernel.
-      use_bias: whether to add a bias.
-      kernel_init: initialiser of ``weight``; default :func:`default_init`.
-      dtype: compute dtype.
-    """
+    """Convolution (odd size ``kernel``, parameters ``weight`` HWIO and ``bias``, the names of the
+    original Flax code) with optional fused FIR up- or downsampling by 2 (StyleGAN2)."""
 
     fmaps: int
     kernel: int = 3
     up: bool = False
     down: bool = False
     resample_kernel: tuple[int, ...] = (1, 3, 3, 1)
-    use_bias: bool = True
-    kernel_init: Initializer | None = None
     dtype: Dtype = jnp.float32
 
     @nn.compact
@@ -570,9 +431,8 @@ class Conv2d(nn.Module):
             raise ValueError("Conv2d cannot both upsample and downsample")
         if self.kernel < 1 or self.kernel % 2 != 1:
             raise ValueError(f"Conv2d kernel size must be odd, got {self.kernel}")
-        init = self.kernel_init if self.kernel_init is not None else default_init()
         shape = (self.kernel, self.kernel, x.shape[-1], self.fmaps)
-        w = self.param("weight", init, shape, jnp.float32)
+        w = self.param("weight", default_init(), shape, jnp.float32)
         x = x.astype(self.dtype)
         if self.up:
             x = upsample_conv_2d(x, w, k=self.resample_kernel)
@@ -580,17 +440,9 @@ class Conv2d(nn.Module):
             x = conv_downsample_2d(x, w, k=self.resample_kernel)
         else:
             pad = self.kernel // 2
-            x = jax.lax.conv_general_dilated(
-                x,
-                w.astype(self.dtype),
-                window_strides=(1, 1),
-                padding=((pad, pad), (pad, pad)),
-                dimension_numbers=("NHWC", "HWIO", "NHWC"),
-            )
-        if self.use_bias:
-            b = self.param("bias", nn.initializers.zeros, (self.fmaps,), jnp.float32)
-            x = x + b.astype(self.dtype).reshape(1, 1, 1, -1)
-        return x
+            x = _conv2d(x, w.astype(self.dtype), 1, ((pad, pad), (pad, pad)))
+        b = self.param("bias", nn.initializers.zeros, (self.fmaps,), jnp.float32)
+        return x + b.astype(self.dtype).reshape(1, 1, 1, -1)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -613,17 +465,15 @@ class Combine(nn.Module):
         raise ValueError(f"Unknown combine method {self.method!r}; use 'cat' or 'sum'.")
 
 
+def _skip_sum(x: jax.Array, h: jax.Array, skip_rescale: bool) -> jax.Array:
+    return (x + h) / math.sqrt(2.0) if skip_rescale else x + h
+
+
 class AttnBlockpp(nn.Module):
     """Self-attention over all pixels (one head) with a residual connection.
 
-    With ``skip_rescale`` the sum is divided by sqrt(2) (NCSN++); without it this is DDPM's block
-    (pass ``num_groups=32`` and ``init_scale=0`` for DDPM's exact layer).
-
-    Attributes:
-      skip_rescale: divide the residual sum by sqrt(2).
-      init_scale: initial scale of the output projection (0: the block starts as the identity).
-      num_groups: GroupNorm groups; default ``min(C // 4, 32)``.
-      dtype: compute dtype.
+    With ``skip_rescale`` the sum is divided by sqrt(2) (NCSN++); DDPM's block has 32 groups,
+    ``init_scale=0`` (the block starts as the identity) and no rescaling.
     """
 
     skip_rescale: bool = False
@@ -644,59 +494,33 @@ class AttnBlockpp(nn.Module):
         weights = weights.reshape(b, height, width, height, width)
         h = jnp.einsum("bhwHW,bHWc->bhwc", weights, v)
         h = NIN(c, init_scale=self.init_scale, dtype=self.dtype)(h)
-        out = x.astype(self.dtype) + h
-        return out / math.sqrt(2.0) if self.skip_rescale else out
+        return _skip_sum(x.astype(self.dtype), h, self.skip_rescale)
 
 
-class Upsample(nn.Module):
-    """2x upsampling: nearest neighbour (+ 3x3 conv) or FIR (optionally fused with a 3x3 conv).
-
-    Attributes:
-      out_ch: output channels of the convolution; default: the input channels.
-      with_conv: apply a 3x3 convolution.
-      fir: use FIR filtering instead of nearest-neighbour repetition.
-      fir_kernel: 1-D FIR kernel.
-      dtype: compute dtype.
-    """
-
-    out_ch: int | None = None
+class _Resample(nn.Module):
+    out_ch: int | None = None  # width of the convolution; default: the input channels
     with_conv: bool = False
     fir: bool = False
     fir_kernel: tuple[int, ...] = (1, 3, 3, 1)
     dtype: Dtype = jnp.float32
+
+
+class Upsample(_Resample):
+    """2x upsampling: nearest neighbour (+ 3x3 conv) or FIR (optionally fused with a 3x3 conv)."""
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         out_ch = self.out_ch or x.shape[-1]
         if not self.fir:
             h = naive_upsample_2d(x, 2)
-            if self.with_conv:
-                h = conv3x3(out_ch, dtype=self.dtype)(h)
-        elif not self.with_conv:
-            h = upsample_2d(x, self.fir_kernel, factor=2)
-        else:
-            h = Conv2d(
-                out_ch, kernel=3, up=True, resample_kernel=self.fir_kernel, dtype=self.dtype
-            )(x)
-        return h
+            return conv3x3(out_ch, dtype=self.dtype)(h) if self.with_conv else h
+        if not self.with_conv:
+            return upsample_2d(x, self.fir_kernel, factor=2)
+        return Conv2d(out_ch, up=True, resample_kernel=self.fir_kernel, dtype=self.dtype)(x)
 
 
-class Downsample(nn.Module):
-    """2x downsampling: average pooling or a stride-2 3x3 conv, or FIR (optionally fused).
-
-    Attributes:
-      out_ch: output channels of the convolution; default: the input channels.
-      with_conv: use a (stride-2) 3x3 convolution.
-      fir: use FIR filtering.
-      fir_kernel: 1-D FIR kernel.
-      dtype: compute dtype.
-    """
-
-    out_ch: int | None = None
-    with_conv: bool = False
-    fir: bool = False
-    fir_kernel: tuple[int, ...] = (1, 3, 3, 1)
-    dtype: Dtype = jnp.float32
+class Downsample(_Resample):
+    """2x downsampling: average pooling or a stride-2 3x3 conv, or FIR (optionally fused)."""
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -708,25 +532,15 @@ class Downsample(nn.Module):
             return naive_downsample_2d(x, 2)
         if not self.with_conv:
             return downsample_2d(x, self.fir_kernel, factor=2)
-        return Conv2d(
-            out_ch, kernel=3, down=True, resample_kernel=self.fir_kernel, dtype=self.dtype
-        )(x)
+        return Conv2d(out_ch, down=True, resample_kernel=self.fir_kernel, dtype=self.dtype)(x)
 
 
 class ResnetBlockDDPMpp(nn.Module):
     """DDPM's residual block with optional sqrt(2) skip rescaling (NCSN++ ``resblock_type=ddpm``).
 
-    ``GroupNorm -> act -> conv3x3 (+ Dense(act(temb))) -> GroupNorm -> act -> dropout -> conv3x3``,
-    plus a shortcut (NIN, or a 3x3 conv with ``conv_shortcut``) when the channels change.
-
-    Attributes:
-      act: activation.
-      out_ch: output channels; default: the input channels.
-      conv_shortcut: use a 3x3 conv instead of NIN for the shortcut.
-      dropout: dropout rate (active with ``train=True``; rng ``"dropout"``).
-      skip_rescale: divide the residual sum by sqrt(2).
-      init_scale: initial scale of the last convolution.
-      dtype: compute dtype.
+    ``GroupNorm -> act -> conv3x3 (+ Dense(act(temb))) -> GroupNorm -> act -> dropout -> conv3x3``
+    (the last with ``init_scale``), plus a shortcut (NIN, or a 3x3 conv with ``conv_shortcut``)
+    when the channels change. Dropout is active with ``train=True`` (rng ``"dropout"``).
     """
 
     act: Callable[[jax.Array], jax.Array] = nn.swish
@@ -735,6 +549,7 @@ class ResnetBlockDDPMpp(nn.Module):
     dropout: float = 0.1
     skip_rescale: bool = False
     init_scale: float = 0.0
+    num_groups: int | None = None
     dtype: Dtype = jnp.float32
 
     @nn.compact
@@ -743,21 +558,25 @@ class ResnetBlockDDPMpp(nn.Module):
     ) -> jax.Array:
         c = x.shape[-1]
         out_ch = self.out_ch or c
-        h = self.act(GroupNorm(dtype=self.dtype)(x))
-        h = conv3x3(out_ch, dtype=self.dtype)(h)
-        if temb is not None:
-            h = h + dense(out_ch, dtype=self.dtype)(self.act(temb))[:, None, None, :]
-        h = self.act(GroupNorm(dtype=self.dtype)(h))
-        h = nn.Dropout(self.dropout)(h, deterministic=not train)
-        h = conv3x3(out_ch, init_scale=self.init_scale, dtype=self.dtype)(h)
+        h = self.act(GroupNorm(self.num_groups, dtype=self.dtype)(x))
+        h = _resnet_convs(self, h, temb, train, out_ch, self.num_groups)
         x = x.astype(self.dtype)
         if c != out_ch:
             if self.conv_shortcut:
                 x = conv3x3(out_ch, dtype=self.dtype)(x)
             else:
                 x = NIN(out_ch, dtype=self.dtype)(x)
-        out = x + h
-        return out / math.sqrt(2.0) if self.skip_rescale else out
+        return _skip_sum(x, h, self.skip_rescale)
+
+
+def _resnet_convs(block: nn.Module, h, temb, train: bool, out_ch: int, num_groups=None):
+    """``conv3x3 (+ Dense(act(temb))) -> GroupNorm -> act -> dropout -> conv3x3`` of a block."""
+    h = conv3x3(out_ch, dtype=block.dtype)(h)
+    if temb is not None:
+        h = h + dense(out_ch, dtype=block.dtype)(block.act(temb))[:, None, None, :]
+    h = block.act(GroupNorm(num_groups, dtype=block.dtype)(h))
+    h = nn.Dropout(block.dropout)(h, deterministic=not train)
+    return conv3x3(out_ch, init_scale=block.init_scale, dtype=block.dtype)(h)
 
 
 class ResnetBlockBigGANpp(nn.Module):
@@ -765,18 +584,6 @@ class ResnetBlockBigGANpp(nn.Module):
 
     Both branches are up/downsampled (FIR or naive) after the first normalisation; the shortcut
     gets a 1x1 conv when the channels change or the block resamples.
-
-    Attributes:
-      act: activation.
-      up: upsample by 2.
-      down: downsample by 2.
-      out_ch: output channels; default: the input channels.
-      dropout: dropout rate (active with ``train=True``; rng ``"dropout"``).
-      fir: FIR resampling (else nearest-neighbour / average pooling).
-      fir_kernel: 1-D FIR kernel.
-      skip_rescale: divide the residual sum by sqrt(2).
-      init_scale: initial scale of the last convolution.
-      dtype: compute dtype.
     """
 
     act: Callable[[jax.Array], jax.Array] = nn.swish
@@ -798,27 +605,13 @@ class ResnetBlockBigGANpp(nn.Module):
         out_ch = self.out_ch or c
         x = x.astype(self.dtype)
         h = self.act(GroupNorm(dtype=self.dtype)(x))
-        if self.up:
-            if self.fir:
-                h = upsample_2d(h, self.fir_kernel, factor=2)
-                x = upsample_2d(x, self.fir_kernel, factor=2)
-            else:
-                h = naive_upsample_2d(h, factor=2)
-                x = naive_upsample_2d(x, factor=2)
-        elif self.down:
-            if self.fir:
-                h = downsample_2d(h, self.fir_kernel, factor=2)
-                x = downsample_2d(x, self.fir_kernel, factor=2)
-            else:
-                h = naive_downsample_2d(h, factor=2)
-                x = naive_downsample_2d(x, factor=2)
-        h = conv3x3(out_ch, dtype=self.dtype)(h)
-        if temb is not None:
-            h = h + dense(out_ch, dtype=self.dtype)(self.act(temb))[:, None, None, :]
-        h = self.act(GroupNorm(dtype=self.dtype)(h))
-        h = nn.Dropout(self.dropout)(h, deterministic=not train)
-        h = conv3x3(out_ch, init_scale=self.init_scale, dtype=self.dtype)(h)
+        if self.fir and (self.up or self.down):
+            fir = upsample_2d if self.up else downsample_2d
+            h, x = fir(h, self.fir_kernel, factor=2), fir(x, self.fir_kernel, factor=2)
+        elif self.up or self.down:
+            naive = naive_upsample_2d if self.up else naive_downsample_2d
+            h, x = naive(h, factor=2), naive(x, factor=2)
+        h = _resnet_convs(self, h, temb, train, out_ch)
         if c != out_ch or self.up or self.down:
             x = conv1x1(out_ch, dtype=self.dtype)(x)
-        out = x + h
-        return out / math.sqrt(2.0) if self.skip_rescale else out
+        return _skip_sum(x, h, self.skip_rescale)

@@ -33,11 +33,8 @@ class MLPScore(nn.Module):
     """``(x: [B, D], labels: [B]) -> [B, D]``.
 
     Attributes:
-      hidden: widths of the hidden layers.
       embedding: ``"positional"`` (labels are times, e.g. ``999 t`` for VP/sub-VP) or
         ``"fourier"`` (labels are noise levels sigma, embedded through ``log sigma``; VE).
-      embed_dim: size of the time embedding.
-      fourier_scale: std of the fixed random Fourier frequencies.
       scale_by_sigma: divide the output by the label (VE: the label is sigma, so the network learns
         ``sigma * score``, which has unit scale at every noise level).
     """
@@ -50,7 +47,7 @@ class MLPScore(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, labels: jax.Array, train: bool = False) -> jax.Array:
-        del train  # no dropout or batch statistics
+        del train
         if x.ndim != 2:
             raise ValueError(f"MLPScore expects x of shape [B, D], got {x.shape}")
         labels = jnp.broadcast_to(labels, (x.shape[0],))

@@ -1,25 +1,12 @@
 """NCSN (Song & Ermon, 2019) and NCSNv2 (Song & Ermon, 2020): RefineNets for SMLD / VE models.
 
-Both are RefineNet-style U-Nets: a ResNet backbone whose deeper stages use dilated convolutions
-instead of further downsampling, and a cascade of RefineBlocks (residual conv units, multi-
-resolution fusion with bilinear upsampling, chained residual pooling) going back up. ELU and
-instance normalisation "++" (instance norm that re-injects the normalised channel means) are
-used throughout.
-
-* :class:`NCSNv2` (``ncsnv2_64``, ``ncsnv2_128``, ``ncsnv2_256``): unconditional on the inside;
-  the noise level enters only by dividing the output by ``sigmas[labels]``, so the network
-  learns ``sigma * score``.
-* :class:`NCSN` (``ncsn``, NCSNv1): every normalisation is conditioned on the noise index
-  through an embedding of per-class scale, mean-shift and bias; the output is the score itself.
-
-Labels are integer indices into the descending noise levels ``sigmas`` (``sigmas[0]`` is
-``sigma_max``), as produced by :func:`scoresde_jax.core.score.time_labels` for a discrete VE SDE;
-floating labels are rounded to the nearest index. These networks are for discrete-time
-training only (``training.continuous = False``).
-
-Parameter paths mirror the PyTorch reference, with list entries written ``<list>_<i>``
-(``res2_0/conv2/conv/kernel`` is ``res2.0.conv2.conv.weight``), so
-:func:`params_from_torch_state_dict` converts any variant by renaming alone.
+A ResNet backbone whose deeper stages dilate instead of downsampling, a cascade of RefineBlocks
+back up, ELU and instance norm "++" throughout. :class:`NCSNv2` is unconditional inside and
+divides its output by ``sigmas[labels]`` (it learns ``sigma * score``); :class:`NCSN` (NCSNv1)
+conditions every norm on the noise index and outputs the score. Labels index the descending
+noise levels (``sigmas[0] = sigma_max``; discrete time only; floats are rounded). Parameter paths
+mirror the PyTorch reference with list entries written ``<list>_<i>``
+(``res2_0/conv2/conv/kernel`` is ``res2.0.conv2.conv.weight``), so conversion is renaming alone.
 """
 
 from __future__ import annotations
@@ -35,10 +22,7 @@ import numpy as np
 
 from scoresde_jax.io.state_dict import convert_state_dict
 from scoresde_jax.models import _torch_import
-from scoresde_jax.models.ddpm import (
-    noise_index,
-    smld_sigmas,
-)
+from scoresde_jax.models.ddpm import noise_index, smld_sigmas
 from scoresde_jax.models.layers import get_act, ncsn_conv1x1, ncsn_conv3x3
 
 __all__ = [
@@ -59,12 +43,12 @@ _EPS = 1e-5  # torch.nn.InstanceNorm2d's default, also used for the channel-mean
 # Normalisation.
 
 
-def _instance_norm_plus(x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Instance-normalised ``x`` and its standardised channel means, both float32.
+def _instance_norm_plus(x: jax.Array, gamma, alpha, beta, dtype: Dtype) -> jax.Array:
+    """``gamma * (IN(x) + alpha * standardised_mean) + beta``, statistics in float32.
 
     Plain instance norm removes each channel's mean, which shifts colours; "++" keeps that
     information by standardising the per-channel means across channels (unbiased variance, as
-    ``torch.var``) so that the layer can add them back with a learned weight.
+    ``torch.var``) and adding them back with the learned weight ``alpha``.
     """
     xf = x.astype(jnp.float32)
     means = jnp.mean(xf, axis=(1, 2))  # [B, C]
@@ -73,7 +57,8 @@ def _instance_norm_plus(x: jax.Array) -> tuple[jax.Array, jax.Array]:
     means = (means - m) / jnp.sqrt(v + _EPS)
     mu = jnp.mean(xf, axis=(1, 2), keepdims=True)
     var = jnp.mean(jnp.square(xf - mu), axis=(1, 2), keepdims=True)
-    return (xf - mu) / jnp.sqrt(var + _EPS), means
+    h = (xf - mu) / jnp.sqrt(var + _EPS) + means[:, None, None, :] * alpha
+    return (gamma * h + beta).astype(dtype)
 
 
 def _normal_one(key, shape, dtype=jnp.float32):
@@ -84,10 +69,7 @@ def _normal_one(key, shape, dtype=jnp.float32):
 class InstanceNorm2dPlus(nn.Module):
     """Instance norm "++": ``gamma * (IN(x) + alpha * standardised_mean) + beta``.
 
-    Called as ``norm(x, y)``; the label ``y`` is ignored (same call as the conditional norm).
-
-    Attributes:
-      dtype: output dtype; statistics are float32.
+    Called as ``norm(x, y)`` like the conditional norm; ``y`` is ignored. Statistics are float32.
     """
 
     dtype: Dtype = jnp.float32
@@ -99,20 +81,15 @@ class InstanceNorm2dPlus(nn.Module):
         alpha = self.param("alpha", _normal_one, (c,), jnp.float32)
         gamma = self.param("gamma", _normal_one, (c,), jnp.float32)
         beta = self.param("beta", nn.initializers.zeros, (c,), jnp.float32)
-        h, means = _instance_norm_plus(x)
         alpha, gamma, beta = (p.reshape(1, 1, 1, c) for p in (alpha, gamma, beta))
-        h = h + means[:, None, None, :] * alpha
-        return (gamma * h + beta).astype(self.dtype)
+        return _instance_norm_plus(x, gamma, alpha, beta, self.dtype)
 
 
 class ConditionalInstanceNorm2dPlus(nn.Module):
     """Instance norm "++" whose ``gamma``, ``alpha`` and ``beta`` are looked up per noise index.
 
-    The embedding row of label ``y`` holds ``[gamma | alpha | beta]`` (``3 C`` values).
-
-    Attributes:
-      num_classes: number of noise levels.
-      dtype: output dtype; statistics are float32.
+    The embedding row of label ``y`` (one of ``num_classes`` noise levels) holds
+    ``[gamma | alpha | beta]`` (``3 C`` values).
     """
 
     num_classes: int
@@ -130,9 +107,7 @@ class ConditionalInstanceNorm2dPlus(nn.Module):
             self.num_classes, 3 * c, embedding_init=init, param_dtype=jnp.float32, name="embed"
         )(y)
         gamma, alpha, beta = (t[:, None, None, :] for t in jnp.split(table, 3, axis=-1))
-        h, means = _instance_norm_plus(x)
-        h = h + means[:, None, None, :] * alpha
-        return (gamma * h + beta).astype(self.dtype)
+        return _instance_norm_plus(x, gamma, alpha, beta, self.dtype)
 
 
 def _norm(num_classes: int | None, dtype: Dtype, name: str) -> nn.Module:
@@ -168,14 +143,8 @@ def _resize_axis_align_corners(x: jax.Array, axis: int, size: int) -> jax.Array:
 
 
 def resize(x: jax.Array, shape: Sequence[int], method: str = "bilinear") -> jax.Array:
-    """Resizes ``[B, H, W, C]`` to ``shape = (H', W')`` as the PyTorch reference does.
-
-    Args:
-      x: images.
-      shape: output spatial size.
-      method: ``"bilinear"`` (``align_corners=True``, the reference's ``F.interpolate``) or
-        ``"nearest_neighbor"``.
-    """
+    """Resizes ``[B, H, W, C]`` to ``shape = (H', W')`` as the PyTorch reference does:
+    ``"bilinear"`` (``align_corners=True``, its ``F.interpolate``) or ``"nearest_neighbor"``."""
     if method == "bilinear":
         return _resize_axis_align_corners(_resize_axis_align_corners(x, 1, shape[0]), 2, shape[1])
     if method == "nearest_neighbor":
@@ -208,14 +177,6 @@ class ResidualBlock(nn.Module):
     With ``resample="down"`` the block halves the resolution (mean pooling after the second
     conv and on the shortcut) unless ``dilation > 1``, in which case it keeps the resolution
     and dilates instead, RefineNet's way of growing the receptive field.
-
-    Attributes:
-      output_dim: output channels.
-      resample: ``"down"`` or ``None``.
-      dilation: convolution dilation.
-      act: activation.
-      num_classes: number of noise levels for conditional norms (NCSNv1), or ``None``.
-      dtype: compute dtype.
     """
 
     output_dim: int
@@ -230,26 +191,23 @@ class ResidualBlock(nn.Module):
         c, out, d, dt = x.shape[-1], self.output_dim, self.dilation, self.dtype
         if self.resample not in ("down", None):
             raise ValueError(f"resample must be 'down' or None, got {self.resample!r}")
+        down = self.resample == "down"
+        mid = c if down else out
+        pool = down and d == 1
         h = self.act(_norm(self.num_classes, dt, "normalize1")(x, y))
-        shortcut = x.astype(dt)
-        if self.resample == "down":
-            h = ncsn_conv3x3(c, c, dilation=d, dtype=dt, name="conv1")(h)
-            h = self.act(_norm(self.num_classes, dt, "normalize2")(h, y))
-            if d > 1:
-                h = ncsn_conv3x3(c, out, dilation=d, dtype=dt, name="conv2")(h)
-                shortcut = ncsn_conv3x3(c, out, dilation=d, dtype=dt, name="shortcut")(x)
-            else:
-                h = ConvMeanPool(out, dtype=dt, name="conv2")(h)
-                shortcut = ConvMeanPool(out, kernel_size=1, dtype=dt, name="shortcut")(x)
+        h = ncsn_conv3x3(c, mid, dilation=d, dtype=dt, name="conv1")(h)
+        h = self.act(_norm(self.num_classes, dt, "normalize2")(h, y))
+        if pool:
+            h = ConvMeanPool(out, dtype=dt, name="conv2")(h)
         else:
-            h = ncsn_conv3x3(c, out, dilation=d, dtype=dt, name="conv1")(h)
-            h = self.act(_norm(self.num_classes, dt, "normalize2")(h, y))
-            h = ncsn_conv3x3(out, out, dilation=d, dtype=dt, name="conv2")(h)
-            if out != c:
-                if d > 1:
-                    shortcut = ncsn_conv3x3(c, out, dilation=d, dtype=dt, name="shortcut")(x)
-                else:
-                    shortcut = ncsn_conv1x1(c, out, dtype=dt, name="shortcut")(x)
+            h = ncsn_conv3x3(mid, out, dilation=d, dtype=dt, name="conv2")(h)
+        shortcut = x.astype(dt)
+        if pool:
+            shortcut = ConvMeanPool(out, kernel_size=1, dtype=dt, name="shortcut")(x)
+        elif d > 1 and (down or out != c):
+            shortcut = ncsn_conv3x3(c, out, dilation=d, dtype=dt, name="shortcut")(x)
+        elif out != c:
+            shortcut = ncsn_conv1x1(c, out, dtype=dt, name="shortcut")(x)
         return shortcut + h
 
 
@@ -332,14 +290,8 @@ class MSFBlock(nn.Module):
 class RefineBlock(nn.Module):
     """RefineNet block: adapt each input (2 RCUs), fuse (MSF), pool (CRP), output RCUs.
 
-    Attributes:
-      features: output channels.
-      act: activation.
-      start: a single input (the deepest stage), so no fusion.
-      end: the last block, with three output RCUs instead of one.
-      interpolation: resize method of the fusion.
-      num_classes: number of noise levels for conditional norms (NCSNv1), or ``None``.
-      dtype: compute dtype.
+    ``start``: a single input (the deepest stage), so no fusion; ``end``: the last block, with
+    three output RCUs instead of one.
     """
 
     features: int
@@ -444,32 +396,11 @@ def _check_inputs(x: jax.Array, labels: jax.Array, name: str) -> jax.Array:
     return noise_index(jnp.broadcast_to(jnp.asarray(labels), (x.shape[0],)))
 
 
-class NCSNv2(nn.Module):
-    """NCSNv2 RefineNet: ``(x [B,H,W,C], labels [B] int) -> score [B,H,W,C]``.
+class _RefineNet(nn.Module):
+    """Attributes shared by :class:`NCSNv2` and :class:`NCSN`."""
 
-    The height and width must be divisible by 2 for every downsampling stage (4 for
-    ``ncsnv2_64`` and ``ncsnv2_128``, 8 for ``ncsnv2_256``).
-
-    Attributes:
-      architecture: ``"ncsnv2_64"`` (images up to 64 px, e.g. CIFAR-10 and CelebA),
-        ``"ncsnv2_128"`` or ``"ncsnv2_256"`` (deeper, wider at the bottom).
-      nf: base width.
-      centered: inputs are in [-1, 1]; otherwise in [0, 1] and mapped there.
-      scale_by_sigma: divide the output by ``sigmas[labels]`` (the reference always does).
-      sigma_min: smallest noise level.
-      sigma_max: largest noise level.
-      num_scales: number of noise levels.
-      nonlinearity: activation name (``"elu"`` in the configs).
-      interpolation: ``"bilinear"`` (align_corners, as the reference) or ``"nearest_neighbor"``.
-      image_size: training image size (for shape inference when converting weights).
-      num_channels: image channels.
-      dtype: compute dtype, e.g. ``jnp.bfloat16``; parameters and the output stay float32.
-    """
-
-    architecture: str = "ncsnv2_64"
     nf: int = 128
     centered: bool = False
-    scale_by_sigma: bool = True
     sigma_min: float = 0.01
     sigma_max: float = 50.0
     num_scales: int = 232
@@ -484,6 +415,26 @@ class NCSNv2(nn.Module):
     def sigmas(self) -> np.ndarray:
         """The descending noise levels that labels index (float64)."""
         return smld_sigmas(self.sigma_min, self.sigma_max, self.num_scales, self.noise_levels)
+
+
+class NCSNv2(_RefineNet):
+    """NCSNv2 RefineNet: ``(x [B,H,W,C], labels [B] int) -> score [B,H,W,C]``.
+
+    The height and width must be divisible by 2 for every downsampling stage (4 for
+    ``ncsnv2_64`` and ``ncsnv2_128``, 8 for ``ncsnv2_256``).
+
+    Attributes:
+      architecture: ``"ncsnv2_64"`` (images up to 64 px, e.g. CIFAR-10 and CelebA),
+        ``"ncsnv2_128"`` or ``"ncsnv2_256"`` (deeper, wider at the bottom).
+      centered: inputs are in [-1, 1]; otherwise in [0, 1] and mapped there.
+      scale_by_sigma: divide the output by ``sigmas[labels]`` (the reference always does).
+      interpolation: ``"bilinear"`` (align_corners, as the reference) or ``"nearest_neighbor"``.
+      image_size, num_channels: training image shape (for shape inference when converting).
+      dtype: compute dtype, e.g. ``jnp.bfloat16``; parameters and the output stay float32.
+    """
+
+    architecture: str = "ncsnv2_64"
+    scale_by_sigma: bool = True
 
     @nn.compact
     def __call__(self, x: jax.Array, labels: jax.Array, train: bool = False) -> jax.Array:
@@ -501,40 +452,16 @@ class NCSNv2(nn.Module):
         return h
 
 
-class NCSN(nn.Module):
+class NCSN(_RefineNet):
     """NCSNv1: the ``ncsnv2_64`` RefineNet with noise-conditional instance norm "++".
 
     ``(x [B,H,W,C], labels [B] int) -> score [B,H,W,C]``; the output is not divided by sigma.
-
-    Attributes:
-      nf: base width.
-      num_scales: number of noise levels (rows of every conditional embedding).
-      centered: inputs are in [-1, 1]; otherwise in [0, 1] and mapped there.
-      sigma_min: smallest noise level (recorded for samplers; unused by the network).
-      sigma_max: largest noise level (recorded for samplers; unused by the network).
-      nonlinearity: activation name (``"elu"`` in the configs).
-      interpolation: ``"bilinear"`` (align_corners, as the reference) or ``"nearest_neighbor"``.
-      image_size: training image size (for shape inference when converting weights).
-      num_channels: image channels.
-      dtype: compute dtype; parameters and the output stay float32.
+    ``num_scales`` is the number of rows of every conditional embedding; ``sigma_min`` and
+    ``sigma_max`` are recorded for samplers only. Other attributes are those of :class:`NCSNv2`.
     """
 
-    nf: int = 128
-    num_scales: int = 10
-    centered: bool = False
-    sigma_min: float = 0.01
     sigma_max: float = 1.0
-    nonlinearity: str = "elu"
-    interpolation: str = "bilinear"
-    image_size: int = 32
-    num_channels: int = 3
-    dtype: Dtype = jnp.float32
-    noise_levels: tuple[float, ...] | None = None
-
-    @property
-    def sigmas(self) -> np.ndarray:
-        """The descending noise levels that labels index (float64)."""
-        return smld_sigmas(self.sigma_min, self.sigma_max, self.num_scales, self.noise_levels)
+    num_scales: int = 10
 
     @nn.compact
     def __call__(self, x: jax.Array, labels: jax.Array, train: bool = False) -> jax.Array:
@@ -544,7 +471,7 @@ class NCSN(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------
-# PyTorch conversion and config.
+# PyTorch conversion.
 
 # Flax names ``<list>_<i>`` of entries of the reference's ``nn.ModuleList``s.
 _LIST_ENTRY = re.compile(r"^(res\d+|adapt_convs|convs|norms)_(\d+)$")
