@@ -249,7 +249,8 @@ def test_reverse_sde_trajectory_marginals_match_the_data_distribution():
     # A single Gaussian: the path's marginal is N(alpha_t m, r_t^2 I) at every t.
     tr = jax.jit(lambda k: run(gaussian_score_fn(sde), k))(jax.random.key(7))
     assert tr.xs.shape == (steps + 1, n, 2) and tr.nfe == steps
-    np.testing.assert_allclose([tr.ts[0], tr.ts[-1]], [sde.T, EPS], rtol=1e-6)
+    # The PC grid: steps at linspace(T, EPS, steps), the last one landing at 0.
+    np.testing.assert_allclose([tr.ts[0], tr.ts[-2], tr.ts[-1]], [sde.T, EPS, 0.0], rtol=1e-6)
     np.testing.assert_array_equal(tr.xs[0], x_T)
     for i in (steps // 2, 4 * steps // 5, steps):
         t = float(tr.ts[i])

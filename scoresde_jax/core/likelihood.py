@@ -26,6 +26,7 @@ Typical use with a network, compiled once per set of static options::
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 from typing import NamedTuple
@@ -34,13 +35,14 @@ import jax
 import jax.numpy as jnp
 
 from scoresde_jax.core import odeint
-from scoresde_jax.core.odeint import SOLVERS
+from scoresde_jax.core.odeint import SOLVERS, ODEOptions
 from scoresde_jax.core.sde import SDE, ScoreFn, probability_flow_drift
 
 __all__ = [
     "NOISES",
     "SOLVERS",
     "BPDResult",
+    "LIKELIHOOD_ODE",
     "LikelihoodResult",
     "bits_per_dim",
     "dequantize",
@@ -52,7 +54,8 @@ __all__ = [
 
 NOISES = ("rademacher", "gaussian")
 
-_DEFAULT_MAX_STEPS = 16_384
+LIKELIHOOD_ODE = ODEOptions(eps=1e-5, max_steps=16_384)
+"""The default solve of :func:`log_likelihood` (``eps = 1e-5`` as in the paper's code)."""
 
 
 class LikelihoodResult(NamedTuple):
@@ -194,11 +197,8 @@ def log_likelihood(
     exact_trace: bool = False,
     num_probes: int = 1,
     noise: str = "rademacher",
-    eps: float = 1e-5,
-    rtol: float = 1e-5,
-    atol: float = 1e-5,
-    solver: str = "tsit5",
-    max_steps: int = _DEFAULT_MAX_STEPS,
+    options: ODEOptions = LIKELIHOOD_ODE,
+    **fields,
 ) -> LikelihoodResult:
     """Log-density of each example under the probability-flow ODE (paper, Eq. 13 and App. D.2).
 
@@ -220,12 +220,11 @@ def log_likelihood(
       exact_trace: compute the divergence exactly with ``D`` JVPs (low-dimensional data).
       num_probes: Hutchinson probes per example, averaged (variance falls as ``1/K``).
       noise: ``"rademacher"`` or ``"gaussian"`` probes.
-      eps: start time; ``eps > 0`` avoids the singular score at ``t = 0``.
-      rtol: relative tolerance of the step-size controller.
-      atol: absolute tolerance of the step-size controller.
-      solver: an adaptive solver of :data:`scoresde_jax.core.odeint.SOLVERS` (``"tsit5"``,
-        ``"dopri5"``, ``"dopri8"``, ``"bosh3"``, ``"heun"``); ``nfe`` is exact (see there).
-      max_steps: cap on attempted steps; examples get ``logp = NaN`` if it is reached.
+      options: the ODE solve (:data:`LIKELIHOOD_ODE`: ``eps=1e-5``, ``rtol=atol=1e-5``,
+        ``solver="tsit5"``, ``max_steps=16384``). ``eps`` is the start time (``eps > 0`` avoids
+        the singular score at ``t = 0``); the solver must be adaptive (``nfe`` is exact, see
+        :mod:`scoresde_jax.core.odeint`); examples get ``logp = NaN`` past ``max_steps``.
+      **fields: overrides of ``options``' fields, e.g. ``rtol=1e-4``.
 
     Returns:
       :class:`LikelihoodResult` ``(logp [B], z [B, ...], nfe [])``.
@@ -234,7 +233,10 @@ def log_likelihood(
       ValueError: unknown ``noise`` or ``solver``, ``num_probes < 1`` or ``eps`` outside
         ``[0, T)``.
     """
-    _check_options(noise=noise, solver=solver, num_probes=num_probes, eps=eps, T=sde.T)
+    options = dataclasses.replace(options, **fields)
+    _check_options(
+        noise=noise, solver=options.solver, num_probes=num_probes, eps=options.eps, T=sde.T
+    )
     x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.floating):
         x = x.astype(jnp.float32)
@@ -253,14 +255,11 @@ def log_likelihood(
     (z, delta_logp), nfe, ok = odeint.solve(
         vector_field,
         (x, jnp.zeros((batch,), x.dtype)),
-        eps,
+        options.eps,
         sde.T,
+        options,
         # Probes travel as an argument rather than a closure so diffrax sees them as data.
         args=probes,
-        rtol=rtol,
-        atol=atol,
-        solver=solver,
-        max_steps=max_steps,
     )
     logp = jnp.where(ok, sde.prior_logp(z) + delta_logp, jnp.nan)
     return LikelihoodResult(logp=logp, z=z, nfe=nfe)
@@ -347,7 +346,7 @@ def bits_per_dim(
       centered: whether the model works on data scaled to ``[-1, 1]``.
       dequantize: add uniform noise within each of the 256 bins first.
       **ode_kwargs: passed to :func:`log_likelihood` (``exact_trace``, ``num_probes``, ``noise``,
-        ``eps``, ``rtol``, ``atol``, ``solver``, ``max_steps``).
+        ``options`` and its fields ``eps``, ``rtol``, ``atol``, ``solver``, ``max_steps``).
 
     Returns:
       :class:`BPDResult` ``(bpd [B], logp [B], z [B, ...], nfe [])``.

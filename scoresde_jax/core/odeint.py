@@ -24,13 +24,14 @@ into the program; callers turn a failure into NaN outputs.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import diffrax
 import jax
 import jax.numpy as jnp
 
-__all__ = ["SOLVERS", "check_solver", "solve"]
+__all__ = ["SOLVERS", "ODEOptions", "check_solver", "solve"]
 
 SOLVERS: dict[str, type] = {
     "tsit5": diffrax.Tsit5,
@@ -47,6 +48,24 @@ tolerances; the others are adaptive with ``diffrax.PIDController(rtol, atol)``."
 _FIRST_STEP_FRACTION = 0.01
 
 
+@dataclasses.dataclass(frozen=True)
+class ODEOptions:
+    """How a probability-flow ODE is solved between ``eps`` (the data end) and ``T``.
+
+    Attributes:
+      eps: the time nearest the data (sampling ends there, encoding and likelihood start there).
+      rtol, atol: tolerances of the PID step-size controller.
+      solver: a name in :data:`SOLVERS` (``"euler"`` takes ``sde.N`` fixed steps).
+      max_steps: the most attempted steps; past it the solve has failed (NaN results).
+    """
+
+    eps: float = 1e-3
+    rtol: float = 1e-5
+    atol: float = 1e-5
+    solver: str = "tsit5"
+    max_steps: int = 4096
+
+
 def check_solver(name: str) -> None:
     if name not in SOLVERS:
         raise ValueError(f"Unknown ODE solver {name!r}; choose one of {sorted(SOLVERS)}.")
@@ -57,12 +76,9 @@ def solve(
     y0,
     t0: float,
     t1: float,
+    options: ODEOptions,
     *,
     args=None,
-    rtol: float,
-    atol: float,
-    solver: str,
-    max_steps: int,
     fixed_steps: int | None = None,
     save_ts: jax.Array | None = None,
 ):
@@ -72,10 +88,8 @@ def solve(
       vector_field: ``(t, y, args) -> dy/dt`` on the pytree ``y``.
       y0: the initial state (a pytree of arrays).
       t0, t1: start and end time (``t1 < t0`` integrates backwards).
+      options: ``rtol``, ``atol``, ``solver`` and ``max_steps`` (``eps`` is the caller's).
       args: data for the vector field (passed through diffrax rather than closed over).
-      rtol, atol: tolerances of the PID step-size controller.
-      solver: a name in :data:`SOLVERS`.
-      max_steps: the most attempted steps before the solve is declared failed.
       fixed_steps: number of steps for ``"euler"``.
       save_ts: optional times ``[S]`` (ordered from ``t0`` towards ``t1``) at which to return
         the state instead of ``t1`` alone; values between solver steps come from the solver's
@@ -86,6 +100,7 @@ def solve(
       those times), the exact number of vector-field evaluations (int32 scalar) and whether the
       solve succeeded (bool scalar).
     """
+    solver, rtol, atol = options.solver, options.rtol, options.atol
     check_solver(solver)
     solver_obj = SOLVERS[solver]()
     term = diffrax.ODETerm(vector_field)
@@ -117,7 +132,7 @@ def solve(
         args=args,
         saveat=diffrax.SaveAt(t1=True) if save_ts is None else diffrax.SaveAt(ts=save_ts),
         stepsize_controller=controller,
-        max_steps=max_steps,
+        max_steps=options.max_steps,
         solver_state=solver_state,
         throw=False,
     )

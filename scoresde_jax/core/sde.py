@@ -38,6 +38,7 @@ __all__ = [
     "ScoreFn",
     "get_sde",
     "batch_mul",
+    "gaussian_posterior",
     "reverse_drift_diffusion",
     "reverse_discretize",
     "probability_flow_drift",
@@ -86,6 +87,11 @@ class SDEBase:
     T: float
     name: ClassVar[str]
     prior_std: ClassVar[float] = 1.0
+    # Whether discretize and ancestral_step follow the SDE's own discrete chain (SMLD, DDPM)
+    # rather than Euler--Maruyama and the continuous posterior.
+    discrete_chain: ClassVar[bool] = False
+    max_discrete_beta: ClassVar[float] = 0.0
+    """The largest DDPM beta the discrete steps use (must stay below 1); 0 without betas."""
 
     def marginal_coeffs(self, t: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Returns ``(alpha_t, sigma_t)`` with ``x_t | x_0 ~ N(alpha_t x_0, sigma_t^2 I)``."""
@@ -116,6 +122,23 @@ class SDEBase:
 
     def drift_diffusion(self, x: jax.Array, t: jax.Array) -> tuple[jax.Array, jax.Array]:
         raise NotImplementedError
+
+    def discrete_alpha(self, t: jax.Array) -> jax.Array:
+        """``alpha_i = 1 - beta_i`` of the discrete chain at ``t`` (paper, Algorithm 5); 1 without
+        betas (Algorithm 4)."""
+        return jnp.ones_like(t)
+
+    def ancestral_step(
+        self, score: jax.Array, x: jax.Array, t: jax.Array
+    ) -> tuple[jax.Array, jax.Array]:
+        """Mean ``[B, ...]`` and std ``[B]`` of one ancestral-sampling step down from ``t``.
+
+        By default the continuous posterior of :func:`gaussian_posterior` between ``t`` and
+        ``max(t - T/N, 0)``; VE and VP use their SMLD and DDPM chains. (The original code has no
+        ancestral sampler for sub-VP; for VE this construction reduces to the SMLD formula.)
+        """
+        s = jnp.maximum(t - self.T / self.N, 0.0)
+        return gaussian_posterior(self, score, x, t, s)
 
     def noise_level(self, t):
         """``sigma(t)``: the noise level of ``x_t / s(t)``."""
@@ -165,6 +188,7 @@ class VESDE(SDEBase):
     N: int = 1000
     T: float = 1.0
     name: ClassVar[str] = "vesde"
+    discrete_chain: ClassVar[bool] = True
 
     def __post_init__(self):
         if not 0 < self.sigma_min < self.sigma_max:
@@ -222,13 +246,24 @@ class VESDE(SDEBase):
     def score_from_output(self, out, t, labels, *, continuous):
         return out  # SMLD networks output the score itself
 
-    def discretize(self, x, t):
-        """SMLD: ``x_i = x_{i-1} + sqrt(sigma_i^2 - sigma_{i-1}^2) z`` (paper, Eq. 8)."""
+    def _sigma_and_previous(self, t):
+        """``(sigma_i, sigma_{i-1})`` of the SMLD levels at ``t``, with ``sigma_{-1} = 0``."""
         idx = _time_index(t, self.N, self.T)
         sigmas = self.discrete_sigmas
-        sigma = sigmas[idx]
-        adjacent = jnp.where(idx == 0, jnp.zeros_like(t), sigmas[jnp.maximum(idx - 1, 0)])
-        return jnp.zeros_like(x), jnp.sqrt(sigma**2 - adjacent**2)
+        return sigmas[idx], jnp.where(idx == 0, 0.0, sigmas[jnp.maximum(idx - 1, 0)])
+
+    def discretize(self, x, t):
+        """SMLD: ``x_i = x_{i-1} + sqrt(sigma_i^2 - sigma_{i-1}^2) z`` (paper, Eq. 8)."""
+        sigma, prev = self._sigma_and_previous(t)
+        return jnp.zeros_like(x), jnp.sqrt(sigma**2 - prev**2)
+
+    def ancestral_step(self, score, x, t):
+        """SMLD: ``mean = x + (sigma_i^2 - sigma_{i-1}^2) score``,
+        ``std = sqrt(sigma_{i-1}^2 (sigma_i^2 - sigma_{i-1}^2) / sigma_i^2)``."""
+        sigma, prev = self._sigma_and_previous(t)
+        return x + batch_mul(sigma**2 - prev**2, score), jnp.sqrt(
+            prev**2 * (sigma**2 - prev**2) / sigma**2
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -260,6 +295,16 @@ class _BetaSDE(SDEBase):
         """Inverse of :meth:`integrated_beta` (written to avoid cancellation)."""
         slope = (self.beta_max - self.beta_min) / self.T
         return 2 * b / (self.beta_min + _xp(b).sqrt(self.beta_min**2 + 2 * slope * b))
+
+    @property
+    def max_discrete_beta(self) -> float:  # type: ignore[override]
+        return self.beta_max / self.N
+
+    def _discrete_beta(self, t):
+        return self.discrete_betas[_time_index(t, self.N, self.T)]
+
+    def discrete_alpha(self, t):
+        return self.alphas[_time_index(t, self.N, self.T)]
 
     def time_labels(self, t, *, continuous):
         # DDPM++ and friends see 999 t; the discrete DDPM networks their step index.
@@ -299,6 +344,7 @@ class VPSDE(_BetaSDE):
     """Variance-preserving SDE (the continuous limit of DDPM)."""
 
     name: ClassVar[str] = "vpsde"
+    discrete_chain: ClassVar[bool] = True
 
     def drift_diffusion(self, x, t):
         beta = self.beta(t)
@@ -327,10 +373,14 @@ class VPSDE(_BetaSDE):
 
     def discretize(self, x, t):
         """DDPM: ``x_i = sqrt(1 - beta_i) x_{i-1} + sqrt(beta_i) z`` (paper, Eq. 10)."""
-        idx = _time_index(t, self.N, self.T)
-        beta = self.discrete_betas[idx]
+        beta = self._discrete_beta(t)
         f = batch_mul(jnp.sqrt(1.0 - beta), x) - x
         return f, jnp.sqrt(beta)
+
+    def ancestral_step(self, score, x, t):
+        """DDPM: ``mean = (x + beta_i score) / sqrt(1 - beta_i)``, ``std = sqrt(beta_i)``."""
+        beta = self._discrete_beta(t)
+        return batch_mul(1.0 / jnp.sqrt(1.0 - beta), x + batch_mul(beta, score)), jnp.sqrt(beta)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -444,6 +494,35 @@ def reverse_discretize(
     coef = 0.5 if probability_flow else 1.0
     rev_f = f - coef * batch_mul(G**2, score_fn(x, t))
     return rev_f, jnp.zeros_like(G) if probability_flow else G
+
+
+def gaussian_posterior(
+    sde: SDE, score: jax.Array, x: jax.Array, t: jax.Array, s: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """Mean ``[B, ...]`` and std ``[B]`` of ``p(x_s | x_t)``, ``s < t``, for the Gaussian chain
+    whose marginals match the SDE's, with Tweedie's ``x_0`` estimate.
+
+    With ``(a, sig) = sde.marginal_coeffs``, the chain ``x_t = a_ts x_s + sqrt(var_ts) z``,
+    ``a_ts = a_t / a_s``, ``var_ts = sig_t^2 - a_ts^2 sig_s^2`` has exactly those marginals. Its
+    posterior given ``x_0`` is Gaussian, and replacing ``x_0`` by
+    ``x0_hat = (x_t + sig_t^2 score) / a_t`` gives
+
+        mean = (a_s var_ts / sig_t^2) x0_hat + (a_ts sig_s^2 / sig_t^2) x_t,
+        var  = var_ts sig_s^2 / sig_t^2.
+
+    Substituting ``x0_hat`` the coefficient of ``x_t`` collapses to ``1 / a_ts``, so the mean is
+    computed as ``(x_t + var_ts score) / a_ts``, which needs no division by ``sig_t^2`` (tiny near
+    ``t = 0`` for sub-VP). For VE this is the SMLD ancestral step; for VP with one DDPM step
+    (``a_ts^2 = 1 - beta``, ``var_ts = beta``) the mean is DDPM's.
+    """
+    a_t, sig_t = sde.marginal_coeffs(t)
+    a_s, sig_s = sde.marginal_coeffs(s)
+    a_ts = a_t / a_s
+    # Rounding can make the difference slightly negative when s and t are close.
+    var_ts = jnp.maximum(sig_t**2 - a_ts**2 * sig_s**2, 0.0)
+    mean = batch_mul(1.0 / a_ts, x + batch_mul(var_ts, score))
+    std = jnp.sqrt(var_ts * sig_s**2 / sig_t**2)
+    return mean, std
 
 
 def importance_sample_t(

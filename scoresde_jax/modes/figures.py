@@ -34,7 +34,7 @@ import numpy as np
 from scoresde_jax.data import TOY_GMM, make_toy_dataset
 from scoresde_jax.io.plots import plot_score_fields, plot_trajectories, square_limit
 from scoresde_jax.run.experiment import parse_floats, restore_experiment
-from scoresde_jax.sampling.trajectory import ode_trajectory, reverse_sde_trajectory
+from scoresde_jax.sampling import ode_trajectory, reverse_sde_trajectory
 
 __all__ = ["toy_figures"]
 

@@ -3,9 +3,9 @@
 Tasks (run from :data:`scoresde_jax.cli.SAMPLE_TASKS`):
 
 * ``inpaint``: fill in the region of ``sampling.inpaint_mask`` of each input image
-  (:func:`scoresde_jax.sampling.controllable.inpaint`);
+  (:func:`scoresde_jax.sampling.constraints.inpaint`);
 * ``colorize``: color the gray level of each input image, with a model of 3-channel images
-  (:func:`scoresde_jax.sampling.controllable.colorize`);
+  (:func:`scoresde_jax.sampling.constraints.colorize`);
 * ``class``: class-conditional sampling with a noise-conditional classifier
   (:func:`scoresde_jax.modes.classifier.sample_class`).
 
@@ -33,7 +33,7 @@ from scoresde_jax.io import images as plotting
 from scoresde_jax.io.images import to_uint8
 from scoresde_jax.run import experiment
 from scoresde_jax.run.experiment import restore_experiment, to_host
-from scoresde_jax.sampling import controllable
+from scoresde_jax.sampling import constraints
 
 __all__ = ["inpaint", "colorize", "load_task_inputs"]
 
@@ -238,7 +238,7 @@ def _image_task(config, workdir: str, task: str) -> dict:
         originals, origin = _dataset_inputs(config, num_inputs)
     mask = None
     if task == "inpaint":
-        mask = controllable.resolve_mask(
+        mask = constraints.resolve_mask(
             s.get("inpaint_mask", "center_square"), d.image_size, jax.random.PRNGKey(config.seed)
         )
 
@@ -250,17 +250,17 @@ def _image_task(config, workdir: str, task: str) -> dict:
     if task == "inpaint":
 
         def per_device(params, key, x):
-            res = controllable.inpaint(exp.sde, exp.score_fn(params), key, x, mask, **options)
+            res = constraints.inpaint(exp.sde, exp.score_fn(params), key, x, mask, **options)
             return res.x, jnp.full((x.shape[0],), res.nfe, jnp.int32)
 
         cond = x_model
     else:
 
         def per_device(params, key, gray):
-            res = controllable.colorize(exp.sde, exp.score_fn(params), key, gray, **options)
+            res = constraints.colorize(exp.sde, exp.score_fn(params), key, gray, **options)
             return res.x, jnp.full((gray.shape[0],), res.nfe, jnp.int32)
 
-        cond = np.mean(x_model, axis=-1, keepdims=True)  # the gray level, controllable.to_gray
+        cond = np.mean(x_model, axis=-1, keepdims=True)  # the gray level, constraints.to_gray
 
     batch = np.repeat(cond, k, axis=0)  # input i -> rows i*k ... i*k + k - 1
     per_round = max(int(s.get("batch_size", 64)), 1)

@@ -21,6 +21,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from scoresde_jax import sampling
 from scoresde_jax.core import losses
 from scoresde_jax.core.mesh import make_data_mesh, replicated
+from scoresde_jax.core.odeint import ODEOptions
 from scoresde_jax.core.score import get_score_fn
 from scoresde_jax.core.score_matching import EXACT_TRACE_MAX_DIM
 from scoresde_jax.core.sde import SDE, get_sde
@@ -34,6 +35,7 @@ from scoresde_jax.run.checkpoint import Checkpointer
 from scoresde_jax.run.state import init_state, make_optimizer
 
 __all__ = [
+    "SAMPLERS",
     "SAMPLER_METHODS",
     "sde_from_config",
     "model_from_config",
@@ -121,17 +123,89 @@ def loss_from_config(config, sde: SDE):
     )
 
 
-SAMPLER_METHODS = (
-    "pc",
-    "ode",
-    "edm",
-    "dpm_solver_pp",
-    "dpm_solver",
-    "dpm_solver_adaptive",
-    "sde_adaptive",
-    "langevin",
-    "annealed_langevin",
-)
+def _eps(s) -> float:
+    return s.get("eps", 1e-3)
+
+
+# config.sampling.method -> (library sampler, its keyword arguments read from config.sampling).
+SAMPLERS = {
+    "pc": lambda s: (
+        sampling.pc_sample,
+        dict(
+            predictor=s.predictor,
+            corrector=s.corrector,
+            snr=s.snr,
+            n_steps=s.n_steps_each,
+            denoise=s.noise_removal,
+            eps=_eps(s),
+            num_steps=s.get("num_steps", None),
+            probability_flow=s.get("probability_flow", False),
+        ),
+    ),
+    "ode": lambda s: (
+        sampling.ode_sample,
+        dict(
+            denoise=s.noise_removal,
+            options=ODEOptions(
+                eps=_eps(s),
+                rtol=s.get("rtol", 1e-5),
+                atol=s.get("atol", 1e-5),
+                solver=s.get("ode_solver", "tsit5"),
+            ),
+        ),
+    ),
+    "edm": lambda s: (
+        sampling.edm_sample,
+        dict(num_steps=s.get("num_steps", None) or 18, churn=s.get("edm_churn", 0.0)),
+    ),
+    "dpm_solver_pp": lambda s: (
+        sampling.dpm_solver_pp_sample,
+        dict(num_steps=s.get("num_steps", None) or 20, order=s.get("dpm_order", 2), eps=_eps(s)),
+    ),
+    "dpm_solver": lambda s: (
+        sampling.dpm_solver_sample,
+        dict(nfe=s.get("num_steps", None) or 20, order=s.get("dpm_order", 2), eps=_eps(s)),
+    ),
+    "dpm_solver_adaptive": lambda s: (
+        sampling.dpm_solver_adaptive_sample,
+        dict(
+            order=s.get("dpm_order", 2),
+            rtol=s.get("dpm_rtol", 0.05),
+            atol=s.get("dpm_atol", 0.0078),
+            eps=_eps(s),
+        ),
+    ),
+    "sde_adaptive": lambda s: (
+        sampling.sde_adaptive_sample,
+        dict(
+            rtol=s.get("sde_rtol", 0.05),
+            atol=s.get("sde_atol", 0.05),
+            eps=_eps(s),
+            denoise=s.noise_removal,
+        ),
+    ),
+    # Plain Langevin takes as many steps at the single level t = eps as NCSN's L levels x T.
+    "langevin": lambda s: (
+        sampling.langevin_sample,
+        dict(
+            step_size=s.get("langevin_step_size", 2e-5),
+            n_steps=s.get("langevin_num_levels", 10) * s.get("langevin_steps_each", 100),
+            t=_eps(s),
+            denoise=s.noise_removal,
+        ),
+    ),
+    "annealed_langevin": lambda s: (
+        sampling.annealed_langevin_sample,
+        dict(
+            num_levels=s.get("langevin_num_levels", 10),
+            n_steps_each=s.get("langevin_steps_each", 100),
+            step_size=s.get("langevin_step_size", 2e-5),
+            denoise=s.noise_removal,
+        ),
+    ),
+}
+
+SAMPLER_METHODS = tuple(SAMPLERS)
 """The values of ``config.sampling.method``."""
 
 
@@ -151,141 +225,14 @@ def sampler_from_config(sampling_config, sde: SDE):
     (``langevin_num_levels`` x ``langevin_steps_each`` steps, ``langevin_step_size``);
     ``method = "langevin"`` plain Langevin dynamics at ``t = eps`` with the same number of steps.
     """
-
-    s = sampling_config
-    method = s.method.lower()
-    if method == "pc":
-
-        def sample(score_fn, key, shape):
-            return sampling.pc_sample(
-                sde,
-                score_fn,
-                key,
-                shape,
-                predictor=s.predictor,
-                corrector=s.corrector,
-                snr=s.snr,
-                n_steps=s.n_steps_each,
-                denoise=s.noise_removal,
-                eps=s.get("eps", 1e-3),
-                num_steps=s.get("num_steps", None),
-                probability_flow=s.get("probability_flow", False),
-            )
-
-    elif method == "ode":
-
-        def sample(score_fn, key, shape):
-            return sampling.ode_sample(
-                sde,
-                score_fn,
-                key,
-                shape,
-                eps=s.get("eps", 1e-3),
-                rtol=s.get("rtol", 1e-5),
-                atol=s.get("atol", 1e-5),
-                solver=s.get("ode_solver", "tsit5"),
-                denoise=s.noise_removal,
-            )
-
-    elif method in ("langevin", "annealed_langevin"):
-        # Annealed: NCSN's L levels x T steps; plain: as many steps at the single level t = eps.
-        levels, steps_each = s.get("langevin_num_levels", 10), s.get("langevin_steps_each", 100)
-        step_size = s.get("langevin_step_size", 2e-5)
-
-        def sample(score_fn, key, shape):
-            if method == "langevin":
-                return sampling.langevin_sample(
-                    sde,
-                    score_fn,
-                    key,
-                    shape,
-                    step_size=step_size,
-                    n_steps=levels * steps_each,
-                    t=s.get("eps", 1e-3),
-                    denoise=s.noise_removal,
-                )
-            return sampling.annealed_langevin_sample(
-                sde,
-                score_fn,
-                key,
-                shape,
-                num_levels=levels,
-                n_steps_each=steps_each,
-                step_size=step_size,
-                denoise=s.noise_removal,
-            )
-
-    elif method == "edm":
-
-        def sample(score_fn, key, shape):
-            return sampling.edm_sample(
-                sde,
-                score_fn,
-                key,
-                shape,
-                num_steps=s.get("num_steps", None) or 18,
-                churn=s.get("edm_churn", 0.0),
-            )
-
-    elif method == "dpm_solver_pp":
-
-        def sample(score_fn, key, shape):
-            return sampling.dpm_solver_pp_sample(
-                sde,
-                score_fn,
-                key,
-                shape,
-                num_steps=s.get("num_steps", None) or 20,
-                order=s.get("dpm_order", 2),
-                eps=s.get("eps", 1e-3),
-            )
-
-    elif method == "dpm_solver":
-
-        def sample(score_fn, key, shape):
-            return sampling.dpm_solver_sample(
-                sde,
-                score_fn,
-                key,
-                shape,
-                nfe=s.get("num_steps", None) or 20,
-                order=s.get("dpm_order", 2),
-                eps=s.get("eps", 1e-3),
-            )
-
-    elif method == "dpm_solver_adaptive":
-
-        def sample(score_fn, key, shape):
-            return sampling.dpm_solver_adaptive_sample(
-                sde,
-                score_fn,
-                key,
-                shape,
-                order=s.get("dpm_order", 2),
-                rtol=s.get("dpm_rtol", 0.05),
-                atol=s.get("dpm_atol", 0.0078),
-                eps=s.get("eps", 1e-3),
-            )
-
-    elif method == "sde_adaptive":
-
-        def sample(score_fn, key, shape):
-            return sampling.sde_adaptive_sample(
-                sde,
-                score_fn,
-                key,
-                shape,
-                rtol=s.get("sde_rtol", 0.05),
-                atol=s.get("sde_atol", 0.05),
-                eps=s.get("eps", 1e-3),
-                denoise=s.noise_removal,
-            )
-
-    else:
+    method = sampling_config.method.lower()
+    if method not in SAMPLERS:
         raise ConfigError(
-            f"Unknown config.sampling.method={s.method!r}; use one of {', '.join(SAMPLER_METHODS)}."
+            f"Unknown config.sampling.method={sampling_config.method!r}; use one of "
+            f"{', '.join(SAMPLER_METHODS)}."
         )
-    return sample
+    sampler, kwargs = SAMPLERS[method](sampling_config)
+    return functools.partial(sampler, sde, **kwargs)
 
 
 def image_source_from_config(data_config, split: str):

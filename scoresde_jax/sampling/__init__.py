@@ -4,10 +4,12 @@ adaptive DPM-Solver), the reverse SDE with adaptive steps, and plain and anneale
 dynamics (NCSN).
 
 Every sampler takes an SDE and any ``score_fn(x, t)``, a trained network or a closed-form score,
-and returns ``SampleResult(x, nfe)``.
+and returns ``SampleResult(x, nfe)``; the grids they step on are built in :mod:`.grid`.
+Inpainting and colorization are the PC sampler with a constraint (:mod:`.constraints`).
 """
 
-from scoresde_jax.sampling._common import SampleResult
+from scoresde_jax.core.odeint import ODEOptions
+from scoresde_jax.sampling._common import SampleResult, Trajectory
 from scoresde_jax.sampling.correctors import CORRECTORS
 from scoresde_jax.sampling.fast import (
     dpm_solver_adaptive_sample,
@@ -16,19 +18,16 @@ from scoresde_jax.sampling.fast import (
     edm_sample,
     make_denoiser,
 )
-from scoresde_jax.sampling.langevin import (
-    annealed_langevin_sample,
-    annealed_noise_levels,
-    langevin_sample,
-)
-from scoresde_jax.sampling.ode import SOLVERS, decode, encode, ode_sample
-from scoresde_jax.sampling.pc import pc_sample
+from scoresde_jax.sampling.grid import annealed_noise_levels
+from scoresde_jax.sampling.langevin import annealed_langevin_sample, langevin_sample
+from scoresde_jax.sampling.ode import SOLVERS, decode, encode, ode_sample, ode_trajectory
+from scoresde_jax.sampling.pc import pc_sample, reverse_sde_trajectory
 from scoresde_jax.sampling.predictors import PREDICTORS
 from scoresde_jax.sampling.sde_adaptive import SDE_SOLVERS, sde_adaptive_sample
-from scoresde_jax.sampling.trajectory import Trajectory, ode_trajectory, reverse_sde_trajectory
 
 __all__ = [
     "CORRECTORS",
+    "ODEOptions",
     "PREDICTORS",
     "SDE_SOLVERS",
     "SOLVERS",

@@ -1,11 +1,10 @@
-"""Pieces shared by the predictors, the correctors and the samplers."""
+"""What the samplers return, and their check of a sample shape."""
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 
 
 class SampleResult(NamedTuple):
@@ -21,14 +20,18 @@ class SampleResult(NamedTuple):
     nfe: int | jax.Array
 
 
-def step_index(t: jax.Array, N: int, T: float) -> jax.Array:
-    """Index ``floor(t (N - 1) / T)`` of the discrete noise level at time ``t``.
+class Trajectory(NamedTuple):
+    """States along a path from ``T`` towards ``0``.
 
-    This is the convention of the SDEs' own discretizations (SMLD sigmas, DDPM betas), so a
-    sampler that reads ``discrete_sigmas``/``discrete_betas``/``alphas`` lands on the same level
-    as ``sde.discretize``.
+    Attributes:
+      ts: ``[S]`` the times, decreasing (``ts[0] = T``).
+      xs: ``[S, B, ...]`` the state of every example at each time; ``xs[0]`` is the start.
+      nfe: the number of score evaluations spent (an int, or an int32 array for adaptive solves).
     """
-    return jnp.clip((t * (N - 1) / T).astype(jnp.int32), 0, N - 1)
+
+    ts: jax.Array
+    xs: jax.Array
+    nfe: int | jax.Array
 
 
 def check_shape(shape) -> tuple[int, ...]:

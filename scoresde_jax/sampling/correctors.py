@@ -12,17 +12,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from scoresde_jax.core.sde import SDE, VPSDE, ScoreFn, SubVPSDE, batch_mul
-from scoresde_jax.sampling._common import step_index
+from scoresde_jax.core.sde import SDE, ScoreFn, batch_mul
 
 __all__ = ["CORRECTORS", "annealed_langevin", "langevin", "none_corrector"]
-
-
-def _langevin_alpha(sde: SDE, t: jax.Array) -> jax.Array:
-    """``alpha_i = 1 - beta_i`` for VP and sub-VP, ``1`` otherwise (paper, Algorithm 5 and 4)."""
-    if isinstance(sde, (VPSDE, SubVPSDE)):
-        return sde.alphas[step_index(t, sde.N, sde.T)]
-    return jnp.ones_like(t)
 
 
 def _per_example_norm(v: jax.Array) -> jax.Array:
@@ -63,7 +55,7 @@ def langevin(
     batch, as in the paper's code; ``jnp.mean`` over a batch sharded across devices is a global
     mean, so a sharded run takes the same steps as an unsharded one.
     """
-    alpha = _langevin_alpha(sde, t)
+    alpha = sde.discrete_alpha(t)
 
     def step_size(score, noise):
         score_norm = jnp.mean(_per_example_norm(score))
@@ -89,7 +81,7 @@ def annealed_langevin(
     ``||z|| / sigma_t``, so this is the Langevin corrector with that estimate in place of the
     measured norms.
     """
-    alpha = _langevin_alpha(sde, t)
+    alpha = sde.discrete_alpha(t)
     sigma = sde.marginal_coeffs(t)[1]
     step = 2.0 * alpha * (snr * sigma) ** 2
     return _langevin_steps(score_fn, x, t, key, n_steps, lambda score, noise: step)

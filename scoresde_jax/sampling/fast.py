@@ -49,6 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from scoresde_jax.core.sde import SDE, ScoreFn, check_sde
+from scoresde_jax.sampling import grid
 from scoresde_jax.sampling._common import SampleResult, check_shape
 
 __all__ = [
@@ -75,11 +76,6 @@ def make_denoiser(sde: SDE, score_fn: ScoreFn) -> Denoiser:
     return denoiser
 
 
-def _check_eps(sde: SDE, eps: float) -> None:
-    if not 0 < eps < sde.T:
-        raise ValueError(f"need 0 < eps < T = {sde.T}, got eps={eps}")
-
-
 def check_tolerances(rtol, atol) -> None:
     """Rejects negative or all-zero tolerances given as Python numbers (traced ones, which let
     one compiled sampler serve many tolerances, are taken as they are)."""
@@ -97,11 +93,6 @@ def _initial_y(sde: SDE, key, shape, z, sigma_start: float) -> jax.Array:
     elif tuple(z.shape) != shape:
         raise ValueError(f"z has shape {tuple(z.shape)} but shape={shape} was requested")
     return z / sde.scale_of_noise_level(jnp.asarray(sigma_start, z.dtype))
-
-
-def _sigma_at(sde: SDE, t: float) -> float:
-    """``sigma(t)`` in float64, for the static grids (also inside a ``jax.jit`` trace)."""
-    return float(sde.noise_level(float(t)))
 
 
 def edm_sample(
@@ -162,9 +153,9 @@ def edm_sample(
     shape = check_shape(shape)
     if num_steps < 1:
         raise ValueError(f"need num_steps >= 1, got {num_steps}")
-    sigma_top = _sigma_at(sde, sde.T)
+    sigma_top = grid.noise_level_at(sde, sde.T)
     if sigma_min is None:
-        sigma_min = _sigma_at(sde, 0.0) or _sigma_at(sde, 1e-3)  # VE: sigma_min
+        sigma_min = grid.noise_level_at(sde, 0.0) or grid.noise_level_at(sde, 1e-3)  # VE: sigma_min
     if sigma_max is None:
         sigma_max = sigma_top
     if not 0 < sigma_min < sigma_max:
@@ -173,10 +164,7 @@ def edm_sample(
         raise ValueError("edm_sample needs a key for churn > 0")
 
     # The grid and the churn levels are static, so they are computed once in float64.
-    frac = np.arange(num_steps) / max(num_steps - 1, 1)
-    lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
-    sigmas = np.append((hi + frac * (lo - hi)) ** rho, 0.0)
-    sigmas[0] = sigma_max
+    sigmas = grid.karras_sigmas(sigma_min, sigma_max, num_steps, rho)
     gamma = min(churn / num_steps, math.sqrt(2) - 1)
     in_range = (sigmas[:-1] >= s_tmin) & (sigmas[:-1] <= s_tmax)
     sigma_hats = np.where(in_range, sigmas[:-1] * (1 + gamma), sigmas[:-1])
@@ -325,12 +313,10 @@ def dpm_solver_pp_sample(
         raise ValueError(f"need num_steps >= 1, got {num_steps}")
     if order not in (1, 2, 3):
         raise ValueError(f"order must be 1, 2 or 3, got {order}")
-    _check_eps(sde, eps)
+    grid.check_eps(sde, eps)
 
-    sigma_max, sigma_end = _sigma_at(sde, sde.T), _sigma_at(sde, eps)
-    lambdas = np.linspace(-math.log(sigma_max), -math.log(sigma_end), num_steps + 1)
-    sigmas = np.exp(-lambdas)
-    sigmas[0], sigmas[-1] = sigma_max, sigma_end
+    lambdas, sigmas = grid.log_snr_grid(sde, eps, num_steps)
+    sigma_max = sigmas[0]
     coefs = _multistep_coefficients(lambdas, _multistep_orders(num_steps, order, lower_order_final))
 
     y = _initial_y(sde, key, shape, z, sigma_max)
@@ -505,7 +491,7 @@ def dpm_solver_sample(
     """
     check_sde(sde, "the fast samplers")
     shape = check_shape(shape)
-    _check_eps(sde, eps)
+    grid.check_eps(sde, eps)
     if order not in (1, 2, 3):
         raise ValueError(f"order must be 1, 2 or 3, got {order}")
     if fast:
@@ -518,8 +504,7 @@ def dpm_solver_sample(
         orders = [order] * (nfe // order)
     n_main = sum(1 for _ in itertools.takewhile(lambda k: k == orders[0], orders))
 
-    sigma_max, sigma_end = _sigma_at(sde, sde.T), _sigma_at(sde, eps)
-    lambdas = np.linspace(-math.log(sigma_max), -math.log(sigma_end), len(orders) + 1)
+    lambdas, (sigma_max, *_, sigma_end) = grid.log_snr_grid(sde, eps, len(orders))
     y = _initial_y(sde, key, shape, z, sigma_max)
     dtype = y.dtype
     noise = _make_noise_predictor(sde, score_fn)
@@ -594,18 +579,18 @@ def dpm_solver_adaptive_sample(
     """
     check_sde(sde, "the fast samplers")
     shape = check_shape(shape)
-    _check_eps(sde, eps)
+    grid.check_eps(sde, eps)
     if order not in (2, 3):
         raise ValueError(f"order must be 2 (DPM-Solver-12) or 3 (DPM-Solver-23), got {order}")
     check_tolerances(rtol, atol)
     if h_init <= 0 or max_steps < 1:
         raise ValueError(f"need h_init > 0 and max_steps >= 1, got {h_init}, {max_steps}")
 
-    sigma_max, sigma_end = _sigma_at(sde, sde.T), _sigma_at(sde, eps)
+    (lam0, lam_end), (sigma_max, sigma_end) = grid.log_snr_grid(sde, eps, 1)
     y = _initial_y(sde, key, shape, z, sigma_max)
     dtype = y.dtype
     noise = _make_noise_predictor(sde, score_fn)
-    lam_end = jnp.asarray(-math.log(sigma_end), dtype)
+    lam_end = jnp.asarray(lam_end, dtype)
     batch = shape[0]
 
     def scaled(v, lam):
@@ -647,11 +632,10 @@ def dpm_solver_adaptive_sample(
             accept & last,
         )
 
-    lam0 = jnp.asarray(-math.log(sigma_max), dtype)
     init = (
         y,
         y,
-        lam0,
+        jnp.asarray(lam0, dtype),
         jnp.asarray(h_init, dtype),
         jnp.zeros_like(y),
         jnp.array(False),

@@ -28,10 +28,11 @@ import math
 import jax
 import jax.numpy as jnp
 
-from scoresde_jax.core.sde import SDE, ScoreFn, batch_mul, check_sde
+from scoresde_jax.core.sde import SDE, ScoreFn, batch_mul
 from scoresde_jax.sampling._common import SampleResult, check_shape
+from scoresde_jax.sampling.grid import annealed_noise_levels
 
-__all__ = ["annealed_langevin_sample", "annealed_noise_levels", "langevin_sample"]
+__all__ = ["annealed_langevin_sample", "langevin_sample"]
 
 _INITS = ("prior", "uniform")
 
@@ -115,53 +116,6 @@ def langevin_sample(
     if denoise:
         x = _tweedie(sde, score_fn, x, tv)
     return SampleResult(x, n_steps + int(denoise))
-
-
-def annealed_noise_levels(
-    sde: SDE, num_levels: int, sigma_min: float | None = None
-) -> tuple[jax.Array, jax.Array]:
-    """The times ``t_i`` and noise levels ``sigma_i`` (descending) of annealed Langevin dynamics.
-
-    As in NCSN the levels are geometric, from ``sigma_1 = sigma_T`` (the kernel std at ``T``:
-    ``sigma_max`` for VE, about 1 for VP and sub-VP) down to ``sigma_L = sigma_min``, and ``t_i``
-    is the time at which the SDE's perturbation kernel has std ``sigma_i``, so the score model is
-    asked at the marginal ``p_{t_i}`` it was trained on. For VE, geometric levels are a uniform time
-    grid, ``t_i = linspace(T, 0, L)`` for the default ``sigma_min``. For VP and sub-VP a uniform
-    time grid would put most levels near ``sigma ≈ 1`` and leave a large gap at the small end
-    (with ``L = 10`` the last two VP levels would be 0.36 and 0.01), and sub-VP's kernel std
-    falls like ``B(t)`` rather than ``sqrt(B(t))``, so a fixed small time would mean a much smaller
-    noise level (1e-4 at ``t = 1e-3``) than for VP; geometric levels in ``sigma`` avoid both.
-
-    Args:
-      sde: the forward SDE.
-      num_levels: ``L``.
-      sigma_min: the smallest level; ``None``: ``sde.sigma_min`` for VE, 0.01 for VP and sub-VP
-        (NCSN's ``sigma_L``, and VP's kernel std at ``t ≈ 1e-3``).
-
-    Returns:
-      ``(t [L], sigma [L])``; ``sigma`` is recomputed from ``t``, so the two agree exactly.
-
-    Raises:
-      ValueError: for ``num_levels < 1`` or a ``sigma_min`` outside the SDE's range of stds.
-    """
-    if num_levels < 1:
-        raise ValueError(f"need num_levels >= 1, got {num_levels}")
-    check_sde(sde, "annealed_noise_levels")
-    # Python floats, so that the check below also works under jax.jit.
-    top, lowest = float(sde.marginal_std(float(sde.T))), float(sde.marginal_std(0.0))
-    if sigma_min is None:
-        sigma_min = lowest or 0.01  # VE: its sigma_min
-    if not (sigma_min > 0 and lowest <= sigma_min < top):
-        raise ValueError(
-            f"sigma_min={sigma_min} is outside the noise levels of {type(sde).__name__}, "
-            f"[{lowest}, {top:.6g}); pick a smaller level than the kernel std at T."
-        )
-    log_sigmas = jnp.linspace(math.log(top), math.log(sigma_min), num_levels, dtype=jnp.float32)
-    if num_levels == 1:
-        log_sigmas = jnp.full((1,), math.log(sigma_min), jnp.float32)
-    t = jnp.clip(sde.time_of_marginal_std(jnp.exp(log_sigmas)), 0.0, sde.T)
-    t = t.at[0].set(sde.T) if num_levels > 1 else t
-    return t, sde.marginal_coeffs(t)[1]
 
 
 def annealed_langevin_sample(

@@ -38,8 +38,10 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from scoresde_jax.core.odeint import ODEOptions
 from scoresde_jax.core.sde import SDE, ScoreFn, batch_mul
-from scoresde_jax.sampling import SampleResult, decode, encode
+from scoresde_jax.sampling._common import SampleResult
+from scoresde_jax.sampling.ode import SAMPLING_ODE, decode, encode
 
 __all__ = [
     "InterpolationResult",
@@ -152,11 +154,8 @@ def round_trip(
     score_fn: ScoreFn,
     x: jax.Array,
     *,
-    eps: float = 1e-3,
-    rtol: float = 1e-5,
-    atol: float = 1e-5,
-    solver: str = "tsit5",
-    max_steps: int = 4096,
+    options: ODEOptions = SAMPLING_ODE,
+    **fields,
 ) -> RoundTrip:
     """Encodes ``x`` to its latents and decodes them back (paper, Section 4.3, exact encoding).
 
@@ -167,12 +166,12 @@ def round_trip(
       sde: the forward SDE.
       score_fn: ``score_fn(x, t) -> score``.
       x: data ``[B, ...]`` (model space, at time ``eps``).
-      eps, rtol, atol, solver, max_steps: as in :func:`scoresde_jax.sampling.encode`.
+      options, fields: the ODE solve, as in :func:`scoresde_jax.sampling.encode`.
 
     Returns:
       ``RoundTrip(z, x_rec, nfe)``.
     """
-    ode = dict(eps=eps, rtol=rtol, atol=atol, solver=solver, max_steps=max_steps)
+    ode = dict(options=options, **fields)
     z, nfe_enc = encode(sde, score_fn, x, **ode)
     x_rec, nfe_dec = decode(sde, score_fn, z, **ode)
     return RoundTrip(z, x_rec, nfe_enc + nfe_dec)
@@ -185,11 +184,8 @@ def interpolate(
     x1: jax.Array,
     num: int,
     *,
-    eps: float = 1e-3,
-    rtol: float = 1e-5,
-    atol: float = 1e-5,
-    solver: str = "tsit5",
-    max_steps: int = 4096,
+    options: ODEOptions = SAMPLING_ODE,
+    **fields,
 ) -> InterpolationResult:
     """Interpolates between data pairs through latent space (paper, Section 4.3 and Figure 4).
 
@@ -202,7 +198,7 @@ def interpolate(
       x0: ``[B, ...]`` first endpoints.
       x1: ``[B, ...]`` second endpoints, same shape.
       num: number of points per path, endpoints included (at least 2).
-      eps, rtol, atol, solver, max_steps: as in :func:`scoresde_jax.sampling.encode`.
+      options, fields: the ODE solve, as in :func:`scoresde_jax.sampling.encode`.
 
     Returns:
       ``InterpolationResult(x [B, num, ...], z [B, num, ...], alphas [num], nfe)``.
@@ -211,7 +207,7 @@ def interpolate(
         raise ValueError(f"interpolate needs endpoints of one shape, got {x0.shape}, {x1.shape}")
     if num < 2:
         raise ValueError(f"num must be >= 2 (the two endpoints), got {num}")
-    ode = dict(eps=eps, rtol=rtol, atol=atol, solver=solver, max_steps=max_steps)
+    ode = dict(options=options, **fields)
     b, rest = x0.shape[0], x0.shape[1:]
     z, nfe_enc = encode(sde, score_fn, jnp.concatenate([x0, x1]), **ode)
     z0, z1 = z[:b], z[b:]
@@ -230,11 +226,8 @@ def temperature_sample(
     shape,
     temperature,
     *,
-    eps: float = 1e-3,
-    rtol: float = 1e-5,
-    atol: float = 1e-5,
-    solver: str = "tsit5",
-    max_steps: int = 4096,
+    options: ODEOptions = SAMPLING_ODE,
+    **fields,
 ) -> SampleResult:
     """Decodes tempered prior samples ``z = tau z_prior`` with the probability-flow ODE.
 
@@ -250,7 +243,7 @@ def temperature_sample(
       key: PRNG key of the base prior sample.
       shape: sample shape ``[B, ...]``.
       temperature: ``tau >= 0``, a scalar (may be traced) or one per example ``[B]``.
-      eps, rtol, atol, solver, max_steps: as in :func:`scoresde_jax.sampling.ode_sample`.
+      options, fields: the ODE solve, as in :func:`scoresde_jax.sampling.ode_sample`.
 
     Returns:
       ``SampleResult(x, nfe)``: the samples ``[B, ...]`` and the score evaluations of the
@@ -258,16 +251,7 @@ def temperature_sample(
     """
     z = sde.prior_sample(key, tuple(shape))
     tau = jnp.broadcast_to(jnp.asarray(temperature, z.dtype), (z.shape[0],))
-    return decode(
-        sde,
-        score_fn,
-        batch_mul(tau, z),
-        eps=eps,
-        rtol=rtol,
-        atol=atol,
-        solver=solver,
-        max_steps=max_steps,
-    )
+    return decode(sde, score_fn, batch_mul(tau, z), options=options, **fields)
 
 
 def prior_moment_zscores(z: jax.Array, prior_std: float) -> dict[str, jax.Array]:

@@ -6,41 +6,45 @@ integrating a data point from ``eps`` up to ``T`` gives its (deterministic, inve
 code. The integration is diffrax's adaptive Runge--Kutta inside one XLA while loop, so all of it
 traces under ``jax.jit``.
 
-The number of score evaluations (``nfe``) is exact; :mod:`scoresde_jax.core.odeint` explains how it
-is counted. ``denoise=True`` adds one.
+Every function takes the solve's options as one :class:`~scoresde_jax.core.odeint.ODEOptions`
+(``options``) and/or as keyword overrides of its fields (``eps``, ``rtol``, ``atol``, ``solver``,
+``max_steps``). The number of score evaluations (``nfe``) is exact;
+:mod:`scoresde_jax.core.odeint` explains how it is counted. ``denoise=True`` adds one.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from scoresde_jax.core import odeint
-from scoresde_jax.core.odeint import SOLVERS
+from scoresde_jax.core.odeint import SOLVERS, ODEOptions
 from scoresde_jax.core.sde import SDE, ScoreFn, probability_flow_drift, reverse_discretize
-from scoresde_jax.sampling._common import SampleResult, check_shape
+from scoresde_jax.sampling import grid
+from scoresde_jax.sampling._common import SampleResult, Trajectory, check_shape
 
-__all__ = ["SOLVERS", "decode", "encode", "ode_sample"]
+__all__ = ["SAMPLING_ODE", "SOLVERS", "decode", "encode", "ode_sample", "ode_trajectory"]
+
+SAMPLING_ODE = ODEOptions()
+"""The default solve of sampling, encoding and decoding: ``eps=1e-3``, ``rtol=atol=1e-5``,
+``solver="tsit5"``, ``max_steps=4096``."""
 
 
-def _check_eps(sde: SDE, eps: float) -> None:
-    if not 0 < eps < sde.T:
-        raise ValueError(f"need 0 < eps < T = {sde.T}, got eps={eps}")
+def _options(sde: SDE, options: ODEOptions, fields: dict) -> ODEOptions:
+    options = dataclasses.replace(options, **fields)
+    grid.check_eps(sde, options.eps)
+    odeint.check_solver(options.solver)
+    return options
 
 
 def _solve(
-    sde: SDE,
-    score_fn: ScoreFn,
-    y0: jax.Array,
-    t0: float,
-    t1: float,
-    *,
-    rtol: float,
-    atol: float,
-    solver: str,
-    max_steps: int,
+    sde: SDE, score_fn: ScoreFn, y0: jax.Array, t0, t1, options: ODEOptions, save_ts=None
 ) -> tuple[jax.Array, jax.Array]:
-    """Integrates the probability-flow ODE from ``t0`` to ``t1``; returns ``(y1, nfe)``.
+    """Integrates the probability-flow ODE from ``t0`` to ``t1``; returns ``(y1, nfe)`` (with
+    ``save_ts``, the states at those times).
 
     A failed solve (out of ``max_steps``) returns NaN states rather than plausible-looking data.
     """
@@ -51,15 +55,7 @@ def _solve(
         return probability_flow_drift(sde, score_fn, y, jnp.full((batch,), t, y.dtype))
 
     y1, nfe, ok = odeint.solve(
-        vector_field,
-        y0,
-        t0,
-        t1,
-        rtol=rtol,
-        atol=atol,
-        solver=solver,
-        max_steps=max_steps,
-        fixed_steps=sde.N,
+        vector_field, y0, t0, t1, options, fixed_steps=sde.N, save_ts=save_ts
     )
     return jnp.where(ok, y1, jnp.nan), nfe
 
@@ -70,13 +66,10 @@ def ode_sample(
     key: jax.Array | None,
     shape,
     *,
-    eps: float = 1e-3,
-    rtol: float = 1e-5,
-    atol: float = 1e-5,
-    solver: str = "tsit5",
     denoise: bool = False,
     z: jax.Array | None = None,
-    max_steps: int = 4096,
+    options: ODEOptions = SAMPLING_ODE,
+    **fields,
 ) -> SampleResult:
     """Samples by integrating the probability-flow ODE from ``T`` down to ``eps``.
 
@@ -85,15 +78,12 @@ def ode_sample(
       score_fn: ``score_fn(x, t) -> score`` for ``x: [B, ...]``, ``t: [B]``.
       key: a PRNG key for the prior sample (unused, and may be None, when ``z`` is given).
       shape: the sample shape ``[B, ...]``.
-      eps: the final time.
-      rtol: relative tolerance of the step-size controller.
-      atol: absolute tolerance of the step-size controller.
-      solver: one of :data:`scoresde_jax.core.odeint.SOLVERS` (``"tsit5"``, ``"dopri5"``,
-        ``"dopri8"``, ``"bosh3"``, ``"heun"``; ``"euler"`` takes ``sde.N`` fixed steps).
       denoise: finish with the noise-free mean of one reverse-diffusion predictor step at ``eps``
         (one more score evaluation).
       z: latent codes ``shape`` to decode instead of prior samples.
-      max_steps: the most solver steps (accepted and rejected); past it the result is NaN.
+      options: the ODE solve (:class:`~scoresde_jax.core.odeint.ODEOptions`, default
+        :data:`SAMPLING_ODE`).
+      **fields: overrides of ``options``' fields, e.g. ``rtol=1e-4``.
 
     Returns:
       ``SampleResult(x, nfe)`` with ``nfe`` the exact number of score evaluations (an int32
@@ -103,19 +93,16 @@ def ode_sample(
       ValueError: for an unknown solver, a ``z`` whose shape is not ``shape``, or a bad ``eps``.
     """
     shape = check_shape(shape)
-    _check_eps(sde, eps)
-    odeint.check_solver(solver)
+    options = _options(sde, options, fields)
     if z is None:
         if key is None:
             raise ValueError("ode_sample needs a key when no latent z is given")
         z = sde.prior_sample(key, shape)
     elif tuple(z.shape) != shape:
         raise ValueError(f"z has shape {tuple(z.shape)} but shape={shape} was requested")
-    x, nfe = _solve(
-        sde, score_fn, z, sde.T, eps, rtol=rtol, atol=atol, solver=solver, max_steps=max_steps
-    )
+    x, nfe = _solve(sde, score_fn, z, sde.T, options.eps, options)
     if denoise:
-        t = jnp.full((shape[0],), eps, x.dtype)
+        t = jnp.full((shape[0],), options.eps, x.dtype)
         rev_f, _ = reverse_discretize(sde, score_fn, x, t)
         x = x - rev_f
         nfe = nfe + 1
@@ -123,59 +110,70 @@ def ode_sample(
 
 
 def encode(
-    sde: SDE,
-    score_fn: ScoreFn,
-    x: jax.Array,
-    *,
-    eps: float = 1e-3,
-    rtol: float = 1e-5,
-    atol: float = 1e-5,
-    solver: str = "tsit5",
-    max_steps: int = 4096,
+    sde: SDE, score_fn: ScoreFn, x: jax.Array, *, options: ODEOptions = SAMPLING_ODE, **fields
 ) -> SampleResult:
     """Maps data ``x`` at time ``eps`` to its latent code at ``T`` along the probability flow.
 
-    Args:
-      sde: the forward SDE.
-      score_fn: ``score_fn(x, t) -> score``.
-      x: data ``[B, ...]``.
-      eps, rtol, atol, solver, max_steps: as in :func:`ode_sample`.
-
-    Returns:
-      ``SampleResult(z, nfe)``; :func:`decode` inverts it up to the solver tolerance.
+    ``options`` and ``fields`` as in :func:`ode_sample`. Returns ``SampleResult(z, nfe)``;
+    :func:`decode` inverts it up to the solver tolerance.
     """
     check_shape(x.shape)
-    _check_eps(sde, eps)
-    z, nfe = _solve(
-        sde, score_fn, x, eps, sde.T, rtol=rtol, atol=atol, solver=solver, max_steps=max_steps
-    )
-    return SampleResult(z, nfe)
+    options = _options(sde, options, fields)
+    return SampleResult(*_solve(sde, score_fn, x, options.eps, sde.T, options))
 
 
 def decode(
-    sde: SDE,
-    score_fn: ScoreFn,
-    z: jax.Array,
-    *,
-    eps: float = 1e-3,
-    rtol: float = 1e-5,
-    atol: float = 1e-5,
-    solver: str = "tsit5",
-    max_steps: int = 4096,
+    sde: SDE, score_fn: ScoreFn, z: jax.Array, *, options: ODEOptions = SAMPLING_ODE, **fields
 ) -> SampleResult:
     """Maps latent codes ``z`` at ``T`` back to data at ``eps`` (no denoising step).
 
     This is :func:`ode_sample` with a given ``z``; the arguments are those of :func:`encode`.
     """
-    return ode_sample(
-        sde,
-        score_fn,
-        None,
-        z.shape,
-        eps=eps,
-        rtol=rtol,
-        atol=atol,
-        solver=solver,
-        z=z,
-        max_steps=max_steps,
-    )
+    return ode_sample(sde, score_fn, None, z.shape, z=z, options=options, **fields)
+
+
+def ode_trajectory(
+    sde: SDE,
+    score_fn: ScoreFn,
+    x_T: jax.Array,
+    ts,
+    *,
+    options: ODEOptions = SAMPLING_ODE,
+    **fields,
+) -> Trajectory:
+    """The probability-flow ODE (paper, Eq. 13) from ``x_T`` at ``T`` down to ``ts[-1]``.
+
+    The solve of :func:`ode_sample` with ``z=x_T`` and ``eps=ts[-1]``, so the last state equals
+    that sampler's output (no denoising step); the states at the other times come from the
+    solver's dense interpolant and cost no extra evaluations.
+
+    Args:
+      sde: the forward SDE.
+      score_fn: ``score_fn(x, t) -> score``.
+      x_T: starting points ``[B, ...]`` at time ``T``.
+      ts: concrete decreasing times ``[S]`` with ``ts[0] = T`` and ``ts[-1] > 0``.
+      options, fields: as in :func:`ode_sample` (``eps`` is ``ts[-1]``).
+
+    Returns:
+      ``Trajectory(ts, xs [S, B, ...], nfe)``; NaN states if the solve failed.
+
+    Raises:
+      ValueError: for times that are not decreasing from ``T`` to a positive end, or an unknown
+        solver.
+    """
+    check_shape(x_T.shape)
+    times = np.asarray(ts, np.float64)
+    if (
+        times.ndim != 1
+        or len(times) < 2
+        or not np.isclose(times[0], sde.T)
+        or not 0 < times[-1] < sde.T
+        or np.any(np.diff(times) >= 0)
+    ):
+        raise ValueError(
+            f"ts must decrease strictly from T = {sde.T} to a positive end time, got {ts!r}"
+        )
+    options = _options(sde, options, {**fields, "eps": float(times[-1])})
+    times = jnp.asarray(times, x_T.dtype).at[0].set(sde.T)
+    xs, nfe = _solve(sde, score_fn, x_T, sde.T, options.eps, options, save_ts=times)
+    return Trajectory(times, xs, nfe)

@@ -1,4 +1,5 @@
-"""The predictor-corrector sampler (paper, Algorithm 1), as one XLA loop."""
+"""The predictor-corrector sampler (paper, Algorithm 1), as one XLA loop, with an optional
+constraint on part of the state (inpainting, colorization) and an option to record the path."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from scoresde_jax.core.sde import SDE, VPSDE, ScoreFn, SubVPSDE
-from scoresde_jax.sampling._common import SampleResult, check_shape
+from scoresde_jax.core.sde import SDE, ScoreFn, batch_mul
+from scoresde_jax.sampling import grid
+from scoresde_jax.sampling._common import SampleResult, Trajectory, check_shape
 from scoresde_jax.sampling.correctors import CORRECTORS
 from scoresde_jax.sampling.predictors import FLOW_PREDICTORS, PREDICTORS
 
-__all__ = ["pc_sample"]
+__all__ = ["Constraint", "pc_sample", "reverse_sde_trajectory"]
 
 
 def _lookup(table: dict, name: str, kind: str):
@@ -25,17 +27,48 @@ def _lookup(table: dict, name: str, kind: str):
 def _check_discrete_betas(sde: SDE, predictor: str, corrector: str) -> None:
     """DDPM's discrete betas ``beta_i = beta(t_i) / N`` must stay below 1 where a step uses them
     (``sqrt(1 - beta)``, ``alpha = 1 - beta``); with too few steps they would give NaN."""
-    if not isinstance(sde, VPSDE | SubVPSDE) or sde.beta_max / sde.N < 1:
+    if sde.max_discrete_beta < 1:
         return
     uses_betas = corrector != "none" or (
-        isinstance(sde, VPSDE) and predictor in ("reverse_diffusion", "ancestral_sampling")
+        sde.discrete_chain and predictor in ("reverse_diffusion", "ancestral_sampling")
     )
     if uses_betas:
         raise ValueError(
             f"num_steps={sde.N} is too few for predictor {predictor!r} / corrector "
-            f"{corrector!r}: the discrete betas beta_max / num_steps = {sde.beta_max / sde.N:.3g} "
+            f"{corrector!r}: the discrete betas beta_max / num_steps = {sde.max_discrete_beta:.3g} "
             f"reach 1. Use num_steps > {int(sde.beta_max)}, or predictor 'euler_maruyama' with "
             "corrector 'none', or a fast sampler (config.sampling.method='dpm_solver_pp')."
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Constraint:
+    """A known part of the state: ``data`` where ``known`` (a bool array of ``data``'s shape).
+
+    After every update the known entries are replaced by a fresh sample of the forward-perturbed
+    observation ``p_0t(x_t | x_0 = data)`` at the time the state has reached (paper, Appendix
+    I.2); the result's known entries are ``data`` itself. The known part starts as ``data``, or
+    with ``perturb_known_init`` as a sample of ``p_0T(x_T | data)``.
+    """
+
+    data: jax.Array
+    known: jax.Array
+    perturb_known_init: bool = False
+
+    def start(self, sde: SDE, x: jax.Array, key: jax.Array) -> jax.Array:
+        init = self.data
+        if self.perturb_known_init:
+            t = jnp.full(self.data.shape[:1], sde.T, self.data.dtype)
+            init, _ = self.project(sde, init, init, t, key)
+        return jnp.where(self.known, init, x.astype(self.data.dtype))
+
+    def project(self, sde: SDE, x, x_mean, t, key) -> tuple[jax.Array, jax.Array]:
+        """Replaces the known part of ``x`` by a draw of ``p_0t``, and of ``x_mean`` by its mean."""
+        mean, std = sde.marginal_prob(self.data, t)
+        noise = jax.random.normal(key, self.data.shape, self.data.dtype)
+        return (
+            jnp.where(self.known, mean + batch_mul(std, noise), x),
+            jnp.where(self.known, mean, x_mean),
         )
 
 
@@ -53,14 +86,18 @@ def pc_sample(
     eps: float = 1e-3,
     num_steps: int | None = None,
     probability_flow: bool = False,
-) -> SampleResult:
+    constraint: Constraint | None = None,
+    z: jax.Array | None = None,
+    trajectory: bool = False,
+) -> SampleResult | Trajectory:
     """Samples from the model by alternating corrector and predictor steps from ``T`` to ``eps``.
 
-    ``x_T`` is drawn from the prior; then for each ``t`` in ``linspace(T, eps, num_steps)`` the
-    corrector runs ``n_steps`` Langevin steps at ``t`` and the predictor moves ``x`` one step of
-    the reverse SDE. The whole loop is a single ``lax.fori_loop`` and the key of step ``i`` is
-    ``fold_in(key, i)``, so the function traces once and can be called inside ``jax.jit`` (with
-    ``sde``, ``score_fn``, ``shape`` and the string options static).
+    ``x_T`` is drawn from the prior; then for each ``t`` in ``linspace(T, eps, num_steps)``
+    (:func:`~scoresde_jax.sampling.grid.pc_times`) the corrector runs ``n_steps`` Langevin steps at
+    ``t`` and the predictor moves ``x`` one step of the reverse SDE. The whole loop is a single
+    ``lax.scan`` and the key of step ``i`` is ``fold_in(key, i)``, so the function traces once and
+    can be called inside ``jax.jit`` (with ``sde``, ``score_fn``, ``shape`` and the string options
+    static).
 
     Args:
       sde: the forward SDE.
@@ -80,6 +117,12 @@ def pc_sample(
       probability_flow: make the predictor a deterministic step of the probability-flow ODE
         (``euler_maruyama`` and ``reverse_diffusion`` only, as in the paper's code); correctors
         still add noise.
+      constraint: a known part of the state (:class:`Constraint`), projected after the
+        corrector (when there is one) and after the predictor; it takes 2 more keys per step.
+      z: prior samples ``shape`` to start from instead of drawing them.
+      trajectory: return every state, ``Trajectory(ts [num_steps + 1], xs, nfe)``: ``xs[0]``
+        is ``x_T``, ``xs[i + 1]`` the state after the step at ``ts[i]`` and ``xs[-1]`` the sample
+        (at ``ts[-1] = 0``).
 
     Returns:
       ``SampleResult(x, nfe)`` with ``nfe = num_steps * (p + c * n_steps)``, where ``p`` and ``c``
@@ -105,21 +148,73 @@ def pc_sample(
         raise ValueError(f"need num_steps >= 1 and n_steps >= 0, got {num_steps}, {n_steps}")
     if num_steps != sde.N:
         sde = dataclasses.replace(sde, N=num_steps)
-    if not 0 < eps < sde.T:
-        raise ValueError(f"need 0 < eps < T = {sde.T}, got eps={eps}")
+    grid.check_eps(sde, eps)
     _check_discrete_betas(sde, predictor, corrector)
 
-    prior_key, loop_key = jax.random.split(key)
-    x = sde.prior_sample(prior_key, shape)
-    timesteps = jnp.linspace(sde.T, eps, num_steps)
+    # Without a constraint: (prior, loop) keys and (corrector, predictor) keys per step; with
+    # one also a key for its start and two per step for its projections.
+    n_keys = 2 if constraint is None else 3
+    prior_key, *start_key, loop_key = jax.random.split(key, n_keys)
+    if z is None:
+        x = sde.prior_sample(prior_key, shape)
+    elif tuple(z.shape) != shape:
+        raise ValueError(f"z has shape {tuple(z.shape)} but shape={shape} was requested")
+    else:
+        x = z
+    if constraint is not None:
+        x = constraint.start(sde, x, start_key[0])
+    ts = grid.pc_times(sde.T, eps, num_steps)
 
-    def body(i, carry):
+    def step(carry, i):
         x, _ = carry
-        t = jnp.full((shape[0],), timesteps[i], x.dtype)
-        corrector_key, predictor_key = jax.random.split(jax.random.fold_in(loop_key, i))
-        x, _ = corrector_fn(sde, score_fn, x, t, corrector_key, snr, n_steps)
-        return predictor_fn(sde, score_fn, x, t, predictor_key)
+        t = jnp.full((shape[0],), ts[i], x.dtype)
+        keys = jax.random.split(jax.random.fold_in(loop_key, i), 2 * n_keys - 2)
+        x, _ = corrector_fn(sde, score_fn, x, t, keys[0], snr, n_steps)
+        if constraint is not None and corrector != "none":
+            x, _ = constraint.project(sde, x, x, t, keys[2])
+        x, x_mean = predictor_fn(sde, score_fn, x, t, keys[1])
+        if constraint is not None:
+            landing = jnp.full((shape[0],), ts[i + 1], x.dtype)
+            x, x_mean = constraint.project(sde, x, x_mean, landing, keys[3])
+        return (x, x_mean), x if trajectory else None
 
-    x, x_mean = jax.lax.fori_loop(0, num_steps, body, (x, x))
-    evals_per_step = int(predictor != "none") + int(corrector != "none") * n_steps
-    return SampleResult(x_mean if denoise else x, num_steps * evals_per_step)
+    x0 = x
+    (x, x_mean), xs = jax.lax.scan(step, (x, x), jnp.arange(num_steps))
+    x = x_mean if denoise else x
+    if constraint is not None:
+        x = jnp.where(constraint.known, constraint.data, x)
+    nfe = num_steps * (int(predictor != "none") + int(corrector != "none") * n_steps)
+    if trajectory:
+        return Trajectory(ts, jnp.concatenate([x0[None], xs[:-1], x[None]]), nfe)
+    return SampleResult(x, nfe)
+
+
+def reverse_sde_trajectory(
+    sde: SDE,
+    score_fn: ScoreFn,
+    key: jax.Array,
+    x_T: jax.Array,
+    num_steps: int,
+    *,
+    eps: float = 1e-3,
+    denoise: bool = True,
+) -> Trajectory:
+    """Euler--Maruyama on the reverse-time SDE (paper, Eq. 6) from ``x_T``, recording every state.
+
+    This is :func:`pc_sample` with predictor ``"euler_maruyama"``, no corrector, ``z = x_T`` and
+    ``trajectory=True``: ``Trajectory(ts [num_steps + 1], xs [num_steps + 1, B, ...],
+    nfe=num_steps)`` on the PC grid, the last state at ``ts[-1] = 0``.
+    """
+    return pc_sample(
+        sde,
+        score_fn,
+        key,
+        x_T.shape,
+        predictor="euler_maruyama",
+        corrector="none",
+        denoise=denoise,
+        eps=eps,
+        num_steps=num_steps,
+        z=x_T,
+        trajectory=True,
+    )

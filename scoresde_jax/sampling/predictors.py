@@ -12,25 +12,20 @@ from __future__ import annotations
 import math
 
 import jax
-import jax.numpy as jnp
 
 from scoresde_jax.core.sde import (
     SDE,
-    VESDE,
-    VPSDE,
     ScoreFn,
     batch_mul,
     reverse_discretize,
     reverse_drift_diffusion,
 )
-from scoresde_jax.sampling._common import step_index
 
 __all__ = [
     "FLOW_PREDICTORS",
     "PREDICTORS",
     "ancestral_sampling",
     "euler_maruyama",
-    "gaussian_posterior",
     "none_predictor",
     "reverse_diffusion",
 ]
@@ -77,78 +72,14 @@ def reverse_diffusion(
     return x_mean + batch_mul(rev_g, noise), x_mean
 
 
-def gaussian_posterior(
-    sde: SDE, score: jax.Array, x: jax.Array, t: jax.Array, s: jax.Array
-) -> tuple[jax.Array, jax.Array]:
-    """Mean and std of ``p(x_s | x_t)`` for the Gaussian chain whose marginals match the SDE's.
-
-    Take ``(a, sig) = sde.marginal_coeffs`` so that ``x_t = a_t x_0 + sig_t z``, and ``s < t``.
-    The Markov chain ``x_t = a_ts x_s + sqrt(var_ts) z`` with ``a_ts = a_t / a_s`` and
-    ``var_ts = sig_t^2 - a_ts^2 sig_s^2`` has exactly those marginals. Its posterior given
-    ``x_0`` is Gaussian, and replacing ``x_0`` by Tweedie's estimate
-    ``x0_hat = (x_t + sig_t^2 score) / a_t`` gives
-
-        mean = (a_s var_ts / sig_t^2) x0_hat + (a_ts sig_s^2 / sig_t^2) x_t,
-        var  = var_ts sig_s^2 / sig_t^2.
-
-    Substituting ``x0_hat`` the coefficient of ``x_t`` collapses to ``1 / a_ts``, so the mean is
-    computed as ``(x_t + var_ts score) / a_ts``, which needs no division by ``sig_t^2`` (tiny near
-    ``t = 0`` for sub-VP). For VE (``a = 1``) this is the SMLD ancestral step,
-    ``mean = x + (sig_t^2 - sig_s^2) score``, ``var = sig_s^2 (sig_t^2 - sig_s^2) / sig_t^2``;
-    for VP with one DDPM step (``a_ts^2 = 1 - beta``, ``var_ts = beta``) the mean is DDPM's
-    ``(x + beta score) / sqrt(1 - beta)``.
-
-    Args:
-      sde: the forward SDE (any with ``marginal_coeffs``).
-      score: the score at ``(x, t)``, ``[B, ...]``.
-      x: the current state ``x_t``, ``[B, ...]``.
-      t: current times ``[B]``.
-      s: earlier times ``[B]`` with ``0 <= s < t``.
-
-    Returns:
-      ``(mean [B, ...], std [B])``.
-    """
-    a_t, sig_t = sde.marginal_coeffs(t)
-    a_s, sig_s = sde.marginal_coeffs(s)
-    a_ts = a_t / a_s
-    # Rounding can make the difference slightly negative when s and t are close.
-    var_ts = jnp.maximum(sig_t**2 - a_ts**2 * sig_s**2, 0.0)
-    mean = batch_mul(1.0 / a_ts, x + batch_mul(var_ts, score))
-    std = jnp.sqrt(var_ts * sig_s**2 / sig_t**2)
-    return mean, std
-
-
 def ancestral_sampling(
     sde: SDE, score_fn: ScoreFn, x: jax.Array, t: jax.Array, key: jax.Array
 ) -> tuple[jax.Array, jax.Array]:
-    """Ancestral sampling: one step of the discrete chain's posterior with Tweedie's ``x_0``.
-
-    * VE (SMLD): ``x_mean = x + (sigma_i^2 - sigma_{i-1}^2) score``,
-      ``std = sqrt(sigma_{i-1}^2 (sigma_i^2 - sigma_{i-1}^2) / sigma_i^2)`` on the SDE's discrete
-      noise levels (``sigma_{-1} = 0``).
-    * VP (DDPM): ``x_mean = (x + beta_i score) / sqrt(1 - beta_i)``, ``std = sqrt(beta_i)``.
-    * sub-VP (and any other SDE): the continuous-time posterior of :func:`gaussian_posterior`
-      between ``t`` and ``s = max(t - T/N, 0)``. The original code has no ancestral sampler for
-      sub-VP; this one is the same construction, and for VE it reduces to the SMLD formula above.
-
-    Here ``i = floor(t (N - 1) / T)``.
-    """
+    """Ancestral sampling: one step of the discrete chain's posterior with Tweedie's ``x_0``
+    (:meth:`~scoresde_jax.core.sde.SDEBase.ancestral_step`: SMLD for VE, DDPM for VP, the
+    continuous-time posterior for sub-VP)."""
     noise = jax.random.normal(key, x.shape, x.dtype)
-    score = score_fn(x, t)
-    if isinstance(sde, VESDE):
-        idx = step_index(t, sde.N, sde.T)
-        sigmas = sde.discrete_sigmas
-        sigma = sigmas[idx]
-        prev = jnp.where(idx == 0, 0.0, sigmas[jnp.maximum(idx - 1, 0)])
-        x_mean = x + batch_mul(sigma**2 - prev**2, score)
-        std = jnp.sqrt(prev**2 * (sigma**2 - prev**2) / sigma**2)
-    elif isinstance(sde, VPSDE):
-        beta = sde.discrete_betas[step_index(t, sde.N, sde.T)]
-        x_mean = batch_mul(1.0 / jnp.sqrt(1.0 - beta), x + batch_mul(beta, score))
-        std = jnp.sqrt(beta)
-    else:
-        s = jnp.maximum(t - sde.T / sde.N, 0.0)
-        x_mean, std = gaussian_posterior(sde, score, x, t, s)
+    x_mean, std = sde.ancestral_step(score_fn(x, t), x, t)
     return x_mean + batch_mul(std, noise), x_mean
 
 

@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import lineax
 
 from scoresde_jax.core.sde import SDE, ScoreFn, batch_mul, reverse_drift_diffusion
+from scoresde_jax.sampling import grid
 from scoresde_jax.sampling._common import SampleResult, check_shape
 from scoresde_jax.sampling.fast import check_tolerances
 
@@ -99,8 +100,7 @@ def sde_adaptive_sample(
     shape = check_shape(shape)
     if solver not in SDE_SOLVERS:
         raise ValueError(f"Unknown SDE solver {solver!r}; choose one of {sorted(SDE_SOLVERS)}.")
-    if not 0 < eps < sde.T:
-        raise ValueError(f"need 0 < eps < T = {sde.T}, got eps={eps}")
+    grid.check_eps(sde, eps)
     check_tolerances(rtol, atol)
     if key is None:
         raise ValueError("sde_adaptive_sample needs a key (the Brownian path)")

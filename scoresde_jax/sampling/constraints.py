@@ -16,9 +16,8 @@ network always sees a state whose known part is consistent with ``y`` at the cur
   three SDEs act on every coordinate alike, so the SDE in ``y`` has the same drift and
   diffusion).
 
-The predictor and corrector steps are those of :mod:`scoresde_jax.sampling` (``PREDICTORS``,
-``CORRECTORS``), and the whole loop is one ``lax.fori_loop`` like :func:`~scoresde_jax.sampling.
-pc_sample`.
+Both are :func:`~scoresde_jax.sampling.pc_sample` with a
+:class:`~scoresde_jax.sampling.pc.Constraint` that keeps the known part in place.
 
 The replacement is an approximation, not an exact sampler of ``p(x_u | x_k = y)``. The unknown
 part follows ``grad_u log p_t(x_u, x_k)`` at a random ``x_k ~ p_0t(. | y)``; averaged over that
@@ -29,7 +28,7 @@ they are correlated. On an 8-dimensional correlated Gaussian (4 of the 8 coordin
 posterior std 0.47 to 0.54 against 0.71 a priori) with the exact score, predictor-only sampling
 converges, as the step count grows, to a law whose mean is 0.4-0.8 posterior standard deviations
 off and whose variances are 22-38 % too large, for VE, VP and sub-VP alike (tests/
-test_controllable.py checks the sampler against the exact law of this discrete algorithm and
+test_constraints.py checks the sampler against the exact law of this discrete algorithm and
 shows the gap to the true posterior). One Langevin corrector step per time step with
 ``snr=0.16`` shrinks the gap (at 200 steps, means within 0.08 std for VE and 0.31 for VP);
 ``snr=0.01`` does not. On images, completions may fit the surrounding pixels only loosely.
@@ -44,7 +43,6 @@ pixel is known, broadcast over the channels.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 
@@ -52,8 +50,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from scoresde_jax.core.sde import SDE, ScoreFn, batch_mul
-from scoresde_jax.sampling import CORRECTORS, PREDICTORS, SampleResult
+from scoresde_jax.core.sde import SDE, ScoreFn
+from scoresde_jax.sampling._common import SampleResult
+from scoresde_jax.sampling.pc import Constraint, pc_sample
 
 __all__ = [
     "COLOR_TRANSFORM",
@@ -71,18 +70,6 @@ __all__ = [
 
 # ---------------------------------------------------------------------------------------------
 # Inpainting.
-
-
-def _lookup(table: dict, name: str, kind: str):
-    if name not in table:
-        raise ValueError(f"Unknown {kind} {name!r}; choose one of {sorted(table)}.")
-    return table[name]
-
-
-def _perturb(sde: SDE, data: jax.Array, t: jax.Array, key: jax.Array) -> jax.Array:
-    """A sample of ``p_0t(x_t | x_0 = data)``."""
-    mean, std = sde.marginal_prob(data, t)
-    return mean + batch_mul(std, jax.random.normal(key, data.shape, data.dtype))
 
 
 def inpaint(
@@ -127,7 +114,7 @@ def inpaint(
 
     The two differ only in the first update, whose effect on the unknown part is of order
     ``Cov_T(x_u, x_k) / sigma_T^4`` and decays along the reverse process; on Gaussian data the
-    difference is far below sampling error for all three SDEs (tests/test_controllable.py).
+    difference is far below sampling error for all three SDEs (tests/test_constraints.py).
 
     Args:
       sde: the forward SDE.
@@ -154,8 +141,6 @@ def inpaint(
       ValueError: for an unknown predictor or corrector, a mask that does not broadcast to
         ``data``, or a bad step count or ``eps``.
     """
-    predictor_fn = _lookup(PREDICTORS, predictor, "predictor")
-    corrector_fn = _lookup(CORRECTORS, corrector, "corrector")
     data = jnp.asarray(data)
     if data.ndim < 1 or data.shape[0] < 1:
         raise ValueError(f"data must be a non-empty batch [B, ...], got shape {data.shape}")
@@ -166,43 +151,20 @@ def inpaint(
             f"mask of shape {jnp.shape(mask)} does not broadcast to data of shape {data.shape}; "
             "use e.g. [H, W, 1] for images [B, H, W, C]"
         ) from err
-    if num_steps is None:
-        num_steps = sde.N
-    if num_steps < 1 or n_steps < 0:
-        raise ValueError(f"need num_steps >= 1 and n_steps >= 0, got {num_steps}, {n_steps}")
-    if num_steps != sde.N:
-        sde = dataclasses.replace(sde, N=num_steps)
-    if not 0 < eps < sde.T:
-        raise ValueError(f"need 0 < eps < T = {sde.T}, got eps={eps}")
-
-    batch = data.shape[0]
-    init_key, known_key, loop_key = jax.random.split(key, 3)
-    timesteps = jnp.linspace(sde.T, eps, num_steps)
-    # The time the state reaches after the predictor step at timesteps[i].
-    landing = jnp.concatenate([timesteps[1:], jnp.zeros((1,), timesteps.dtype)])
-    known_init = data
-    if perturb_known_init:
-        known_init = _perturb(sde, data, jnp.full((batch,), sde.T, data.dtype), known_key)
-    x = jnp.where(known, known_init, sde.prior_sample(init_key, data.shape).astype(data.dtype))
-
-    def body(i, carry):
-        x, _ = carry
-        t = jnp.full((batch,), timesteps[i], data.dtype)
-        c_key, p_key, kc_key, kp_key = jax.random.split(jax.random.fold_in(loop_key, i), 4)
-        if corrector != "none":
-            x, _ = corrector_fn(sde, score_fn, x, t, c_key, snr, n_steps)
-            x = jnp.where(known, _perturb(sde, data, t, kc_key), x)
-        x, x_mean = predictor_fn(sde, score_fn, x, t, p_key)
-        s = jnp.full((batch,), landing[i], data.dtype)
-        known_mean, known_std = sde.marginal_prob(data, s)
-        noise = jax.random.normal(kp_key, data.shape, data.dtype)
-        x = jnp.where(known, known_mean + batch_mul(known_std, noise), x)
-        return x, jnp.where(known, known_mean, x_mean)
-
-    x, x_mean = jax.lax.fori_loop(0, num_steps, body, (x, x))
-    out = jnp.where(known, data, x_mean if denoise else x)
-    evals_per_step = int(predictor != "none") + int(corrector != "none") * n_steps
-    return SampleResult(out, num_steps * evals_per_step)
+    return pc_sample(
+        sde,
+        score_fn,
+        key,
+        data.shape,
+        predictor=predictor,
+        corrector=corrector,
+        snr=snr,
+        n_steps=n_steps,
+        denoise=denoise,
+        eps=eps,
+        num_steps=num_steps,
+        constraint=Constraint(data, known, perturb_known_init),
+    )
 
 
 # ---------------------------------------------------------------------------------------------

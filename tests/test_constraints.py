@@ -1,4 +1,4 @@
-"""Inpainting and colorization (scoresde_jax.sampling.controllable) against closed-form Gaussian
+"""Inpainting and colorization (scoresde_jax.sampling.constraints) against closed-form Gaussian
 laws, the mask builders, and the command-line tasks (scoresde_jax.modes.tasks) end to end on tiny
 MNIST models.
 
@@ -12,7 +12,7 @@ Ground truth. The data are ``N(mu, Sigma)`` with the exact score
 
 The sampler must reproduce the second within sampling error; where known and unknown parts are
 correlated the two laws differ by many standard errors (the method's approximation, see the
-docstring of scoresde_jax.sampling.controllable), and where they are independent they coincide,
+docstring of scoresde_jax.sampling.constraints), and where they are independent they coincide,
 which
 checks the predictor-corrector path as well. Tolerances are ``Z`` standard errors of the sample
 mean and covariance at ``N`` samples.
@@ -33,7 +33,7 @@ from PIL import Image
 
 from scoresde_jax.core.gmm import GaussianMixture
 from scoresde_jax.core.sde import get_sde
-from scoresde_jax.sampling import controllable
+from scoresde_jax.sampling import constraints
 
 SDE_NAMES = ("vesde", "vpsde", "subvpsde")
 N = 4000  # samples per run
@@ -141,7 +141,7 @@ def run_inpaint(sde, mu, sigma, known, y, key=0, **kwargs):
     data = jnp.broadcast_to(jnp.asarray(y, jnp.float32), (N, len(y)))
     score_fn = gaussian_score_fn(sde, mu, sigma)
     mask = jnp.asarray(known, jnp.float32)
-    fn = jax.jit(lambda k: controllable.inpaint(sde, score_fn, k, data, mask, **kwargs).x)
+    fn = jax.jit(lambda k: constraints.inpaint(sde, score_fn, k, data, mask, **kwargs).x)
     return np.asarray(fn(jax.random.PRNGKey(key)), np.float64)
 
 
@@ -188,7 +188,7 @@ def test_inpaint_reproduces_the_exact_law_of_the_replacement_sampler(sde_name):
 
 def test_replacement_bias_persists_as_the_step_count_grows():
     """Not a discretization error: the law of the replacement sampler converges (numbers in the
-    docstring of scoresde_jax.sampling.controllable) to one off the posterior."""
+    docstring of scoresde_jax.sampling.constraints) to one off the posterior."""
     post_mean, post_cov = posterior(MU, SIGMA, KNOWN, Y)
     std = np.sqrt(np.diag(post_cov))
     for name in SDE_NAMES:
@@ -233,7 +233,7 @@ def test_first_score_evaluation_sees_clean_or_perturbed_known_part():
     data = jnp.broadcast_to(jnp.asarray(Y, jnp.float32), (N, 8))
     for perturb in (False, True):
         seen.clear()
-        controllable.inpaint(
+        constraints.inpaint(
             sde,
             recording_score,
             jax.random.PRNGKey(0),
@@ -314,7 +314,7 @@ def colorization_gaussian(independent: bool):
 def run_colorize(sde, mu, sigma, gray, **kwargs):
     score = gaussian_score_fn(sde, mu, sigma)
     g = jnp.broadcast_to(jnp.asarray(gray.reshape(2, 2, 1), jnp.float32), (N, 2, 2, 1))
-    fn = jax.jit(lambda k: controllable.colorize(sde, score, k, g, **kwargs).x)
+    fn = jax.jit(lambda k: constraints.colorize(sde, score, k, g, **kwargs).x)
     x = np.asarray(fn(jax.random.PRNGKey(5)), np.float64)
     assert x.shape == (N, 2, 2, 3)
     np.testing.assert_allclose(
@@ -363,7 +363,7 @@ def test_colorize_takes_rgb_or_gray_input_and_rejects_a_one_channel_model():
     # RGB inputs are reduced to their channel mean: a repeated gray image and a colored one
     # with the same mean give colorizations with that gray level.
     both = jnp.concatenate([jnp.repeat(g1, 3, axis=-1), rgb])
-    a = controllable.colorize(sde, score, key, both, num_steps=3).x
+    a = constraints.colorize(sde, score, key, both, num_steps=3).x
     assert a.shape == (2, 2, 2, 3)
     np.testing.assert_allclose(a.mean(-1), jnp.concatenate([g1, g1])[..., 0], atol=1e-5)
 
@@ -371,19 +371,19 @@ def test_colorize_takes_rgb_or_gray_input_and_rejects_a_one_channel_model():
     params = conv.init(key, jnp.zeros((1, 2, 2, 1)))
     gray_model = lambda x, t: conv.apply(params, x)  # a model of one-channel images
     with pytest.raises(ValueError, match="3-channel"):
-        controllable.colorize(sde, gray_model, key, g1, num_steps=5)
+        constraints.colorize(sde, gray_model, key, g1, num_steps=5)
     with pytest.raises(ValueError, match=r"\[B, H, W, 1\]"):
-        controllable.colorize(sde, score, key, jnp.zeros((1, 2, 2, 2)), num_steps=5)
+        constraints.colorize(sde, score, key, jnp.zeros((1, 2, 2, 2)), num_steps=5)
 
 
 def test_color_transform_is_orthogonal_with_gray_first():
-    m = controllable.COLOR_TRANSFORM
+    m = constraints.COLOR_TRANSFORM
     np.testing.assert_allclose(m @ m.T, np.eye(3), atol=1e-12)
     np.testing.assert_allclose(m[0], np.ones(3) / np.sqrt(3))
     x = jax.random.normal(jax.random.PRNGKey(0), (2, 4, 4, 3))
-    y = controllable.to_color_space(x)
-    np.testing.assert_allclose(y[..., :1] / np.sqrt(3), controllable.to_gray(x), atol=1e-6)
-    np.testing.assert_allclose(controllable.from_color_space(y), x, atol=1e-6)
+    y = constraints.to_color_space(x)
+    np.testing.assert_allclose(y[..., :1] / np.sqrt(3), constraints.to_gray(x), atol=1e-6)
+    np.testing.assert_allclose(constraints.from_color_space(y), x, atol=1e-6)
 
 
 def test_inpaint_nfe_counts_score_evaluations_under_jit_and_checks_arguments():
@@ -397,7 +397,7 @@ def test_inpaint_nfe_counts_score_evaluations_under_jit_and_checks_arguments():
 
     @jax.jit
     def run(key, data):
-        res = controllable.inpaint(sde, score, key, data, mask, n_steps=2, num_steps=3)
+        res = constraints.inpaint(sde, score, key, data, mask, n_steps=2, num_steps=3)
         nfe.append(res.nfe)
         return res.x
 
@@ -405,9 +405,9 @@ def test_inpaint_nfe_counts_score_evaluations_under_jit_and_checks_arguments():
     assert nfe == [3 * (1 + 2)] and len(calls) == 9
     np.testing.assert_array_equal(x[:, KNOWN], data[:, KNOWN])
     with pytest.raises(ValueError, match="does not broadcast"):
-        controllable.inpaint(sde, score, jax.random.PRNGKey(0), data, jnp.ones(3), num_steps=2)
+        constraints.inpaint(sde, score, jax.random.PRNGKey(0), data, jnp.ones(3), num_steps=2)
     with pytest.raises(ValueError, match="Unknown corrector"):
-        controllable.inpaint(sde, score, jax.random.PRNGKey(0), data, mask, corrector="x")
+        constraints.inpaint(sde, score, jax.random.PRNGKey(0), data, mask, corrector="x")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -416,40 +416,40 @@ def test_inpaint_nfe_counts_score_evaluations_under_jit_and_checks_arguments():
 
 def test_builtin_masks():
     shape = (28, 28, 3)
-    left = controllable.make_mask("left_half", shape)
+    left = constraints.make_mask("left_half", shape)
     assert left.shape == (28, 28, 1) and left.dtype == np.float32
     assert set(np.unique(left)) == {0.0, 1.0}
     assert left[:, :14].max() == 0 and left[:, 14:].min() == 1
-    right = controllable.make_mask("right_half", shape)
+    right = constraints.make_mask("right_half", shape)
     np.testing.assert_array_equal(left + right, 1.0)
-    top = controllable.make_mask("top_half", (10, 6))
+    top = constraints.make_mask("top_half", (10, 6))
     assert top[:5].max() == 0 and top[5:].min() == 1
-    bottom = controllable.make_mask("bottom_half", (10, 6))
+    bottom = constraints.make_mask("bottom_half", (10, 6))
     np.testing.assert_array_equal(top + bottom, 1.0)
 
-    box = controllable.make_mask("center_square", shape)[..., 0]
+    box = constraints.make_mask("center_square", shape)[..., 0]
     assert (box == 0).sum() == 14 * 14 and box[7:21, 7:21].max() == 0
-    assert (controllable.make_mask("center_square:0.25", shape) == 0).sum() == 7 * 7
+    assert (constraints.make_mask("center_square:0.25", shape) == 0).sum() == 7 * 7
 
-    rand = controllable.make_mask("random_pixels:0.7", (100, 100), jax.random.PRNGKey(1))
+    rand = constraints.make_mask("random_pixels:0.7", (100, 100), jax.random.PRNGKey(1))
     missing = 1 - rand.mean()
     assert abs(missing - 0.7) < 5 * np.sqrt(0.7 * 0.3 / 10_000)
     np.testing.assert_array_equal(
-        rand, controllable.make_mask("random_pixels:0.7", (100, 100), jax.random.PRNGKey(1))
+        rand, constraints.make_mask("random_pixels:0.7", (100, 100), jax.random.PRNGKey(1))
     )
     assert not np.array_equal(
-        rand, controllable.make_mask("random_pixels:0.7", (100, 100), jax.random.PRNGKey(2))
+        rand, constraints.make_mask("random_pixels:0.7", (100, 100), jax.random.PRNGKey(2))
     )
 
-    stripes = controllable.make_mask("stripes:4", (16, 5))[:, 0, 0]
+    stripes = constraints.make_mask("stripes:4", (16, 5))[:, 0, 0]
     np.testing.assert_array_equal(stripes, np.repeat([1, 0, 1, 0], 4))
 
     with pytest.raises(ValueError, match="center_square"):
-        controllable.make_mask("circle", shape)
+        constraints.make_mask("circle", shape)
     with pytest.raises(ValueError, match=r"\(0, 1\)"):
-        controllable.make_mask("random_pixels:1.5", shape)
+        constraints.make_mask("random_pixels:1.5", shape)
     with pytest.raises(ValueError, match="not a number"):
-        controllable.make_mask("center_square:big", shape)
+        constraints.make_mask("center_square:big", shape)
 
 
 def test_mask_png_loader(tmp_path):
@@ -457,26 +457,26 @@ def test_mask_png_loader(tmp_path):
     known[:, :3] = 255  # white = known
     path = tmp_path / "mask.png"
     Image.fromarray(known).save(path)
-    mask = controllable.load_mask_png(path, 8)
+    mask = constraints.load_mask_png(path, 8)
     assert mask.shape == (8, 8, 1) and mask.dtype == np.float32
     np.testing.assert_array_equal(mask[..., 0], known / 255)
     # Nearest-neighbour resizing keeps the mask binary and its layout.
-    big = controllable.load_mask_png(path, 32)
+    big = constraints.load_mask_png(path, 32)
     assert set(np.unique(big)) <= {0.0, 1.0}
     np.testing.assert_array_equal(big[::4, ::4, 0], known / 255)
-    np.testing.assert_array_equal(controllable.resolve_mask(str(path), 8), mask)
+    np.testing.assert_array_equal(constraints.resolve_mask(str(path), 8), mask)
     np.testing.assert_array_equal(
-        controllable.resolve_mask("left_half", 8), controllable.make_mask("left_half", (8, 8))
+        constraints.resolve_mask("left_half", 8), constraints.make_mask("left_half", (8, 8))
     )
 
     Image.fromarray(np.zeros((8, 6), np.uint8)).save(tmp_path / "wide.png")
     with pytest.raises(ValueError, match="square"):
-        controllable.load_mask_png(tmp_path / "wide.png", 8)
+        constraints.load_mask_png(tmp_path / "wide.png", 8)
     (tmp_path / "bad.png").write_bytes(b"not an image")
     with pytest.raises(ValueError, match="cannot read"):
-        controllable.load_mask_png(tmp_path / "bad.png", 8)
+        constraints.load_mask_png(tmp_path / "bad.png", 8)
     with pytest.raises(FileNotFoundError):
-        controllable.load_mask_png(tmp_path / "missing.png", 8)
+        constraints.load_mask_png(tmp_path / "missing.png", 8)
 
 
 # ---------------------------------------------------------------------------------------------
