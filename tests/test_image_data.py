@@ -20,6 +20,7 @@ from jax.sharding import PartitionSpec
 from PIL import Image
 
 from scoresde_jax.core import mesh as sharding
+from scoresde_jax.core.mesh import to_global_array
 from scoresde_jax.data import (
     ArraySource,
     TrainIterator,
@@ -27,17 +28,15 @@ from scoresde_jax.data import (
     eval_batches,
     num_eval_batches,
     open_image_source,
-    parse_tf_example,
     prepare_image,
     read_idx,
-    to_global_array,
     to_model_space,
     train_batch,
     train_example_indices,
-    write_tfrecord_images,
 )
 from scoresde_jax.data.geometry import convert_channels
 from scoresde_jax.io import tfrecord
+from scoresde_jax.io.tfrecord import parse_tf_example, write_tfrecord_images
 from scoresde_jax.run import experiment
 
 REPO = Path(__file__).resolve().parents[1]

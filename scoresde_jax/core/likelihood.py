@@ -40,7 +40,6 @@ from scoresde_jax.core.sde import SDE, ScoreFn, probability_flow_drift
 
 __all__ = [
     "NOISES",
-    "SOLVERS",
     "BPDResult",
     "LIKELIHOOD_ODE",
     "LikelihoodResult",

@@ -5,7 +5,6 @@ Images flow ``open_image_source`` (any supported format -> uint8 at the model's 
 -> ``to_global_array`` (one ``jax.Array`` sharded over the ``data`` mesh axis).
 """
 
-from scoresde_jax.core.mesh import to_global_array
 from scoresde_jax.data.formats import SOURCES, detect_source, open_image_source
 from scoresde_jax.data.formats.base import (
     DATASETS,
@@ -27,7 +26,6 @@ from scoresde_jax.data.pipeline import (
     train_example_indices,
 )
 from scoresde_jax.data.toy import TOY_DATASETS, TOY_GMM, make_toy_dataset, toy_density
-from scoresde_jax.io.tfrecord import parse_tf_example, write_tfrecord_images
 
 __all__ = [
     "DATASETS",
@@ -46,13 +44,10 @@ __all__ = [
     "make_toy_dataset",
     "num_eval_batches",
     "open_image_source",
-    "parse_tf_example",
     "prepare_image",
     "read_idx",
-    "to_global_array",
     "to_model_space",
     "toy_density",
     "train_batch",
     "train_example_indices",
-    "write_tfrecord_images",
 ]

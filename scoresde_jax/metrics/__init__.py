@@ -7,7 +7,6 @@
 * :mod:`scoresde_jax.metrics.quality`: generated image batches -> metrics.
 """
 
-from scoresde_jax.io.state_dict import read_torch_state_dict  # formerly documented here
 from scoresde_jax.metrics.fid import (
     FeatureStats,
     ISAccumulator,
@@ -58,7 +57,6 @@ __all__ = [
     "load_inception_params",
     "make_inception_fn",
     "preprocess_images",
-    "read_torch_state_dict",
     "resize_bilinear",
     "variables_from_state_dict",
 ]

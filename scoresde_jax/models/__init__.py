@@ -11,9 +11,29 @@ config is :func:`scoresde_jax.run.experiment.model_from_config`.
 
 from __future__ import annotations
 
+from scoresde_jax.models.classifier import (
+    CLASSIFIERS,
+    NoiseConditionalCNN,
+    NoiseConditionalWideResNet,
+    get_classifier,
+)
+from scoresde_jax.models.ddpm import DDPM
 from scoresde_jax.models.mlp import MLPScore
+from scoresde_jax.models.ncsnpp import NCSNpp
+from scoresde_jax.models.ncsnv2 import NCSN, NCSNv2
 
-__all__ = ["MODELS", "MLPScore"]
+__all__ = [
+    "CLASSIFIERS",
+    "DDPM",
+    "MODELS",
+    "MLPScore",
+    "NCSN",
+    "NCSNpp",
+    "NCSNv2",
+    "NoiseConditionalCNN",
+    "NoiseConditionalWideResNet",
+    "get_classifier",
+]
 
 MODELS: dict[str, str] = {
     "mlp": "scoresde_jax.models.mlp",

@@ -22,7 +22,6 @@ import numpy as np
 from flax import traverse_util
 
 from scoresde_jax.io.state_dict import (
-    ConversionError,
     convert_state_dict,
     mismatch_error,
     strip_module_prefix,
@@ -44,7 +43,6 @@ from scoresde_jax.models.layers import (
 
 __all__ = [
     "NCSNpp",
-    "ConversionError",
     "abstract_variables",
     "count_params",
     "params_from_flax_tree",

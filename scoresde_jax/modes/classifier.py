@@ -70,9 +70,7 @@ from scoresde_jax.run.state import TrainState, ema_update, make_optimizer
 from scoresde_jax.run.trainer import Job, fit
 
 __all__ = [
-    "LogProbFn",
     "classifier_from_config",
-    "classifier_guided_score_fn",
     "classifier_inputs",
     "classifier_log_prob_fn",
     "make_classifier_train_step",

@@ -8,8 +8,8 @@ and returns ``SampleResult(x, nfe)``; the grids they step on are built in :mod:`
 Inpainting and colorization are the PC sampler with a constraint (:mod:`.constraints`).
 """
 
-from scoresde_jax.core.odeint import ODEOptions
 from scoresde_jax.sampling._common import SampleResult, Trajectory
+from scoresde_jax.sampling.constraints import colorize, inpaint, load_mask_png, make_mask
 from scoresde_jax.sampling.correctors import CORRECTORS
 from scoresde_jax.sampling.fast import (
     dpm_solver_adaptive_sample,
@@ -18,34 +18,45 @@ from scoresde_jax.sampling.fast import (
     edm_sample,
     make_denoiser,
 )
-from scoresde_jax.sampling.grid import annealed_noise_levels
+from scoresde_jax.sampling.grid import annealed_noise_levels, karras_sigmas, log_snr_grid, pc_times
 from scoresde_jax.sampling.langevin import annealed_langevin_sample, langevin_sample
-from scoresde_jax.sampling.ode import SOLVERS, decode, encode, ode_sample, ode_trajectory
+from scoresde_jax.sampling.latent import interpolate, round_trip, slerp, temperature_sample
+from scoresde_jax.sampling.ode import SAMPLING_ODE, decode, encode, ode_sample, ode_trajectory
 from scoresde_jax.sampling.pc import pc_sample, reverse_sde_trajectory
 from scoresde_jax.sampling.predictors import PREDICTORS
 from scoresde_jax.sampling.sde_adaptive import SDE_SOLVERS, sde_adaptive_sample
 
 __all__ = [
     "CORRECTORS",
-    "ODEOptions",
     "PREDICTORS",
+    "SAMPLING_ODE",
     "SDE_SOLVERS",
-    "SOLVERS",
     "SampleResult",
     "Trajectory",
     "annealed_langevin_sample",
     "annealed_noise_levels",
+    "colorize",
     "decode",
     "dpm_solver_adaptive_sample",
     "dpm_solver_pp_sample",
     "dpm_solver_sample",
     "edm_sample",
     "encode",
+    "inpaint",
+    "interpolate",
+    "karras_sigmas",
     "langevin_sample",
+    "load_mask_png",
+    "log_snr_grid",
     "make_denoiser",
+    "make_mask",
     "ode_sample",
     "ode_trajectory",
     "pc_sample",
+    "pc_times",
     "reverse_sde_trajectory",
+    "round_trip",
     "sde_adaptive_sample",
+    "slerp",
+    "temperature_sample",
 ]

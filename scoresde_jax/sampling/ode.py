@@ -21,12 +21,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from scoresde_jax.core import odeint
-from scoresde_jax.core.odeint import SOLVERS, ODEOptions
+from scoresde_jax.core.odeint import ODEOptions
 from scoresde_jax.core.sde import SDE, ScoreFn, probability_flow_drift, reverse_discretize
 from scoresde_jax.sampling import grid
 from scoresde_jax.sampling._common import SampleResult, Trajectory, check_shape
 
-__all__ = ["SAMPLING_ODE", "SOLVERS", "decode", "encode", "ode_sample", "ode_trajectory"]
+__all__ = ["SAMPLING_ODE", "decode", "encode", "ode_sample", "ode_trajectory"]
 
 SAMPLING_ODE = ODEOptions()
 """The default solve of sampling, encoding and decoding: ``eps=1e-3``, ``rtol=atol=1e-5``,
