@@ -94,3 +94,12 @@ def test_no_module_passes_on_another_modules_names():
         if listed:
             passed_on += [f"{name}.{n}" for n in listed if n not in _defined(tree)]
     assert not passed_on, "names listed in __all__ but defined elsewhere: " + ", ".join(passed_on)
+
+
+def test_the_readme_library_example_runs():
+    text = (PACKAGE.parent / "README.md").read_text()
+    start = text.index("```python\nimport jax\nimport scoresde_jax as sdj")
+    code = text[start + len("```python\n") : text.index("```", start + 10)]
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - our own README
+    assert namespace["x"].shape == (1000, 2) and namespace["res"].logp.shape == (1000,)
