@@ -25,14 +25,22 @@ from scoresde_jax.core.score_matching import (
     _draw_times,
     score_matching_loss,
 )
-from scoresde_jax.core.sde import SDE, VESDE, VPSDE, SubVPSDE, batch_mul
+from scoresde_jax.core.sde import SDE, VESDE, VPSDE, batch_mul
 
 LossFn = Callable[[ModelFn, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
 
 LOSSES = ("dsm", *OBJECTIVES)
 """Names of the training objectives ``get_loss_fn`` accepts (``config.training.loss``)."""
 
-__all__ = ["LOSSES", "LossFn", "ddpm_loss", "get_loss_fn", "sde_loss", "smld_loss"]
+__all__ = [
+    "DISCRETE_LOSSES",
+    "LOSSES",
+    "LossFn",
+    "ddpm_loss",
+    "get_loss_fn",
+    "sde_loss",
+    "smld_loss",
+]
 
 
 def _reduce(sq_err: jax.Array, reduce_mean: bool) -> jax.Array:
@@ -104,8 +112,7 @@ def smld_loss(
         i = jax.random.randint(k_i, (B,), 0, sde.N)
         z = jax.random.normal(k_z, batch.shape)
     """
-    if not isinstance(sde, VESDE):
-        raise TypeError(f"smld_loss needs a VESDE, got {type(sde).__name__}")
+    _require(sde, "vesde", "smld_loss")
     b = batch.shape[0]
     k_i, k_z = jax.random.split(key)
     labels = jax.random.randint(k_i, (b,), 0, sde.N)
@@ -130,8 +137,7 @@ def ddpm_loss(
     ``x_i = sqrt(abar_i) x + sqrt(1 - abar_i) z`` with ``abar = sde.alphas_cumprod``; each example
     contributes ``reduce(||model_fn(x_i, i) - z||^2)``. Random draws as in :func:`smld_loss`.
     """
-    if not isinstance(sde, VPSDE):
-        raise TypeError(f"ddpm_loss needs a VPSDE, got {type(sde).__name__}")
+    _require(sde, "vpsde", "ddpm_loss")
     b = batch.shape[0]
     k_i, k_z = jax.random.split(key)
     labels = jax.random.randint(k_i, (b,), 0, sde.N)
@@ -141,6 +147,15 @@ def ddpm_loss(
     )
     losses = _reduce(jnp.square(model_fn(x_i, labels) - noise), reduce_mean)
     return jnp.mean(losses), losses
+
+
+DISCRETE_LOSSES = {"vesde": smld_loss, "vpsde": ddpm_loss}
+"""SDE name -> its discrete-time loss (SDEs without a discrete chain train only continuously)."""
+
+
+def _require(sde, name: str, loss: str) -> None:
+    if getattr(sde, "name", None) != name:
+        raise TypeError(f"{loss} needs the {name} SDE, got {type(sde).__name__}")
 
 
 def get_loss_fn(
@@ -183,11 +198,11 @@ def get_loss_fn(
                 "likelihood_weighting is only defined for the continuous loss; set "
                 "training.continuous=True or likelihood_weighting=False."
             )
-        # No SDE method tells whether an SDE has a discrete (SMLD / DDPM) form.
-        if isinstance(sde, SubVPSDE):
+        if getattr(sde, "name", None) not in DISCRETE_LOSSES:
             raise ValueError(
-                "The sub-VP SDE has no discrete (SMLD/DDPM) counterpart, so it can only be trained "
-                "with the continuous loss; set training.continuous=True."
+                f"The {getattr(sde, 'title', type(sde).__name__)} has no discrete (SMLD/DDPM) "
+                "counterpart, so it can "
+                "only be trained with the continuous loss; set training.continuous=True."
             )
     if loss != "dsm":
         return functools.partial(
@@ -213,8 +228,4 @@ def get_loss_fn(
             reduce_mean=reduce_mean,
             eps=eps,
         )
-    if isinstance(sde, VESDE):
-        return functools.partial(smld_loss, sde, reduce_mean=reduce_mean)
-    if isinstance(sde, VPSDE):
-        return functools.partial(ddpm_loss, sde, reduce_mean=reduce_mean)
-    raise TypeError(f"Unsupported SDE {type(sde).__name__}")
+    return functools.partial(DISCRETE_LOSSES[sde.name], sde, reduce_mean=reduce_mean)

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from scoresde_jax.core.score import ModelFn, get_score_fn
-from scoresde_jax.core.sde import SDE, VESDE, VPSDE, SubVPSDE, batch_mul, importance_sample_t
+from scoresde_jax.core.sde import SDE, batch_mul, importance_sample_t
 
 ScoreAt = Callable[[jax.Array], jax.Array]
 
@@ -259,21 +259,9 @@ def score_matching_loss(
         else:
             weight = jnp.square(std)
     else:
-        # The discrete noise levels by label have no SDE method; the score conversion has.
-        if isinstance(sde, SubVPSDE):
-            raise ValueError(
-                "The sub-VP SDE has no discrete (SMLD/DDPM) noise levels; set "
-                "training.continuous=True."
-            )
-        if not isinstance(sde, VESDE | VPSDE):
-            raise TypeError(f"Unsupported SDE {type(sde).__name__}")
         labels = jax.random.randint(k_t, (b,), 0, sde.N)
-        if isinstance(sde, VESDE):
-            std = jnp.flip(sde.discrete_sigmas)[labels]
-            x_t = batch + batch_mul(std, z)
-        else:
-            std = sde.sqrt_1m_alphas_cumprod[labels]
-            x_t = batch_mul(sde.sqrt_alphas_cumprod[labels], batch) + batch_mul(std, z)
+        scale, std = sde.discrete_marginal(labels)
+        x_t = batch_mul(scale, batch) + batch_mul(std, z)
 
         def score_at(y):
             return sde.score_from_output(model_fn(y, labels), None, labels, continuous=False)

@@ -86,6 +86,7 @@ class SDEBase:
     N: int
     T: float
     name: ClassVar[str]
+    title: ClassVar[str] = "SDE"
     prior_std: ClassVar[float] = 1.0
     # Whether discretize and ancestral_step follow the SDE's own discrete chain (SMLD, DDPM)
     # rather than Euler--Maruyama and the continuous posterior.
@@ -127,6 +128,18 @@ class SDEBase:
         """``alpha_i = 1 - beta_i`` of the discrete chain at ``t`` (paper, Algorithm 5); 1 without
         betas (Algorithm 4)."""
         return jnp.ones_like(t)
+
+    def discrete_marginal(self, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Scale and std ``[B]`` of ``x_i | x_0`` for discrete labels ``i`` (the SMLD / DDPM
+        chains; label 0 of SMLD is ``sigma_max``, as NCSN orders them)."""
+        raise ValueError(
+            f"The {self.title} has no discrete (SMLD/DDPM) noise levels; set "
+            "training.continuous=True."
+        )
+
+    def importance_sample_t(self, key, shape, eps: float = 1e-5) -> tuple[jax.Array, jax.Array]:
+        """See :func:`importance_sample_t`."""
+        raise TypeError(f"importance sampling is not defined for {type(self).__name__}")
 
     def ancestral_step(
         self, score: jax.Array, x: jax.Array, t: jax.Array
@@ -188,6 +201,7 @@ class VESDE(SDEBase):
     N: int = 1000
     T: float = 1.0
     name: ClassVar[str] = "vesde"
+    title: ClassVar[str] = "VE SDE"
     discrete_chain: ClassVar[bool] = True
 
     def __post_init__(self):
@@ -252,6 +266,15 @@ class VESDE(SDEBase):
         sigmas = self.discrete_sigmas
         return sigmas[idx], jnp.where(idx == 0, 0.0, sigmas[jnp.maximum(idx - 1, 0)])
 
+    def discrete_marginal(self, labels):
+        std = jnp.flip(self.discrete_sigmas)[labels]
+        return jnp.ones_like(std), std
+
+    def importance_sample_t(self, key, shape, eps=1e-5):
+        # g^2 / sigma^2 = 2 log(sigma_max / sigma_min) is constant: q is uniform.
+        t = eps + jax.random.uniform(key, shape) * (self.T - eps)
+        return t, jnp.ones_like(t)
+
     def discretize(self, x, t):
         """SMLD: ``x_i = x_{i-1} + sqrt(sigma_i^2 - sigma_{i-1}^2) z`` (paper, Eq. 8)."""
         sigma, prev = self._sigma_and_previous(t)
@@ -290,6 +313,15 @@ class _BetaSDE(SDEBase):
     def integrated_beta(self, t: jax.Array) -> jax.Array:
         """``B(t) = int_0^t beta(s) ds``."""
         return self.beta_min * t + 0.5 * (self.beta_max - self.beta_min) * t**2 / self.T
+
+    def importance_sample_t(self, key, shape, eps=1e-5):
+        # Inverse-CDF sampling of q(t) ∝ g^2 / sigma^2 through F(B(t)) = int g^2 / sigma^2 dt.
+        u = jax.random.uniform(key, shape)
+        f_lo = self._weight_integral(self.integrated_beta(jnp.asarray(eps, jnp.float32)))
+        f_hi = self._weight_integral(self.integrated_beta(jnp.asarray(self.T, jnp.float32)))
+        t = self.time_of_integrated_beta(self._inverse_weight_integral(f_lo + u * (f_hi - f_lo)))
+        t = jnp.clip(t, eps, self.T)
+        return t, (f_hi - f_lo) / ((self.T - eps) * self._likelihood_factor(t))
 
     def time_of_integrated_beta(self, b: jax.Array) -> jax.Array:
         """Inverse of :meth:`integrated_beta` (written to avoid cancellation)."""
@@ -344,7 +376,11 @@ class VPSDE(_BetaSDE):
     """Variance-preserving SDE (the continuous limit of DDPM)."""
 
     name: ClassVar[str] = "vpsde"
+    title: ClassVar[str] = "VP SDE"
     discrete_chain: ClassVar[bool] = True
+
+    def discrete_marginal(self, labels):
+        return self.sqrt_alphas_cumprod[labels], self.sqrt_1m_alphas_cumprod[labels]
 
     def drift_diffusion(self, x, t):
         beta = self.beta(t)
@@ -377,6 +413,16 @@ class VPSDE(_BetaSDE):
         f = batch_mul(jnp.sqrt(1.0 - beta), x) - x
         return f, jnp.sqrt(beta)
 
+    # F(B) = log(e^B - 1) = B + log(-expm1(-B));  F^{-1}(y) = softplus(y).
+    def _weight_integral(self, b):
+        return b + jnp.log(-jnp.expm1(-b))
+
+    def _inverse_weight_integral(self, y):
+        return jax.nn.softplus(y)
+
+    def _likelihood_factor(self, t):
+        return self.beta(t) / -jnp.expm1(-self.integrated_beta(t))
+
     def ancestral_step(self, score, x, t):
         """DDPM: ``mean = (x + beta_i score) / sqrt(1 - beta_i)``, ``std = sqrt(beta_i)``."""
         beta = self._discrete_beta(t)
@@ -392,6 +438,7 @@ class SubVPSDE(_BetaSDE):
     """
 
     name: ClassVar[str] = "subvpsde"
+    title: ClassVar[str] = "sub-VP SDE"
 
     def drift_diffusion(self, x, t):
         beta = self.beta(t)
@@ -416,6 +463,19 @@ class SubVPSDE(_BetaSDE):
 
     def time_of_marginal_std(self, std):
         return self.time_of_integrated_beta(-_xp(std).log1p(-std))
+
+    # F(B) = log(2 cosh B - 2) = B + 2 log(-expm1(-B));  F^{-1}(y) = arccosh(1 + e^y / 2),
+    # written as log1p(y' + sqrt(y' (y' + 2))) with y' = e^y / 2 to stay exact for small B.
+    def _weight_integral(self, b):
+        return b + 2 * jnp.log(-jnp.expm1(-b))
+
+    def _inverse_weight_integral(self, y):
+        h = 0.5 * jnp.exp(y)
+        return jnp.log1p(h + jnp.sqrt(h * (h + 2)))
+
+    def _likelihood_factor(self, t):
+        b = self.integrated_beta(t)
+        return self.beta(t) * (1 + jnp.exp(-b)) / -jnp.expm1(-b)
 
     def time_labels(self, t, *, continuous):
         return t * 999  # no discrete counterpart: always the continuous label
@@ -543,35 +603,5 @@ def importance_sample_t(
       ``(t, w)`` where ``w = u(t) / q(t)`` is the density ratio to the uniform law on
       ``[eps, T]``, so ``E_q[w(t) l(t)] = E_uniform[l(t)]`` for any per-time loss ``l``.
     """
-    u = jax.random.uniform(key, shape)
-    if isinstance(sde, VESDE):
-        t = eps + u * (sde.T - eps)
-        return t, jnp.ones_like(t)
-    if isinstance(sde, VPSDE):
-        # F(B) = log(e^B - 1) = B + log(-expm1(-B));  F^{-1}(y) = softplus(y).
-        antider = lambda b: b + jnp.log(-jnp.expm1(-b))
-        inv = jax.nn.softplus
-        lam = lambda t: sde.beta(t) / -jnp.expm1(-sde.integrated_beta(t))
-    elif isinstance(sde, SubVPSDE):
-        # F(B) = log(2 cosh B - 2) = B + 2 log(-expm1(-B));  F^{-1}(y) = arccosh(1 + e^y / 2),
-        # written as log1p(y' + sqrt(y' (y' + 2))) with y' = e^y / 2 to stay exact for small B.
-        antider = lambda b: b + 2 * jnp.log(-jnp.expm1(-b))
-
-        def inv(y):
-            h = 0.5 * jnp.exp(y)
-            return jnp.log1p(h + jnp.sqrt(h * (h + 2)))
-
-        lam = lambda t: (
-            sde.beta(t)
-            * (1 + jnp.exp(-sde.integrated_beta(t)))
-            / -jnp.expm1(-sde.integrated_beta(t))
-        )
-    else:
-        raise TypeError(f"importance sampling is not defined for {type(sde).__name__}")
-    f_lo = antider(sde.integrated_beta(jnp.asarray(eps, jnp.float32)))
-    f_hi = antider(sde.integrated_beta(jnp.asarray(sde.T, jnp.float32)))
-    t = sde.time_of_integrated_beta(inv(f_lo + u * (f_hi - f_lo)))
-    t = jnp.clip(t, eps, sde.T)
-    z = f_hi - f_lo
-    w = z / ((sde.T - eps) * lam(t))
-    return t, w
+    check_sde(sde, "importance_sample_t")
+    return sde.importance_sample_t(key, shape, eps)
