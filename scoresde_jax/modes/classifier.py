@@ -193,10 +193,6 @@ class _Setup(ReplicatedState):
         self.init_key, self.train_key, self.eval_key = jax.random.split(key, 3)
         self._setup_state()
 
-    @property
-    def num_params(self) -> int:
-        return sum(math.prod(a.shape) for a in jax.tree.leaves(self.abstract_state.params))
-
 
 def _classifier_dir(config, workdir: str) -> str:
     section = config.get("classifier", None)
@@ -312,7 +308,7 @@ def _train_classifier(config, out_dir: str, lock) -> dict:
     ran = done.step - done.start
     return {
         "checkpoint_dir": done.checkpoint_dir,
-        "num_params": setup.num_params,
+        "num_params": sum(math.prod(a.shape) for a in jax.tree.leaves(setup.abstract_state.params)),
         "step": done.step,
         "loss": done.scalars.get("loss"),
         "train_accuracy": done.scalars.get("accuracy"),

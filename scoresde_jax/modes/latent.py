@@ -215,8 +215,9 @@ def encode_mode(config, workdir: str) -> dict:
 
 def interpolate_mode(config, workdir: str) -> dict:
     """``--mode interpolate``: ``latent.num_pairs`` pairs, each joined by
-    ``latent.num_interpolation_steps`` decoded points of a great circle through their latents;
-    writes ``workdir/latent/interpolate_step_<step>.{png,npz,json}``."""
+    ``latent.num_interpolation_steps`` decoded points of a great circle through their latents
+    (the first and last are the decoded endpoints); writes
+    ``workdir/latent/interpolate_step_<step>.{png,npz,json}``."""
     pairs = _check_count(config.latent.num_pairs, "latent.num_pairs")
     num = _check_count(config.latent.num_interpolation_steps, "latent.num_interpolation_steps", 2)
     ode, exp, params, step, key = _restore(config, workdir, 6)
