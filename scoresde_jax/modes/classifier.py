@@ -1,28 +1,15 @@
 """Class-conditional sampling with a noise-conditional classifier (paper, Section 5, Eq. 14, and
-Appendix I.1).
+Appendix I.1): ``--mode train_classifier`` and ``--mode sample --config.sampling.task=class``.
 
-Bayes' rule splits the score of the class-conditional marginals ``p_t(x | y)`` into the
-unconditional score and the gradient of a classifier of *perturbed* data:
+Bayes' rule splits the score of the class-conditional marginals ``p_t(x | y)``:
 
     grad_x log p_t(x | y) = grad_x log p_t(x) + grad_x log p_t(y | x),
 
-so an unconditional score model samples from ``p_0(x | y)`` once the reverse-time SDE (or the
-probability-flow ODE, or any sampler that takes a ``score_fn(x, t)``) is given the sum. The
-classifier ``p_t(y | x(t))`` is trained with cross-entropy on training images perturbed by the
-same SDE, ``x(t) = alpha_t x(0) + sigma_t z`` with ``t ~ U(eps, T)``, and conditioned on the noise
-level (:mod:`scoresde_jax.models.classifier`). A ``scale`` other than 1 multiplies the
-classifier's gradient (``scale > 1`` sharpens the class, as in later "classifier guidance" work).
-
-Library functions (no configs): :func:`classifier_guided_score_fn` (from
-:mod:`scoresde_jax.core.guidance`), :func:`classifier_log_prob_fn`, :func:`classifier_inputs`,
-:func:`perturb`, :func:`make_classifier_train_step`. Command-line entries (read the config):
-
-* :func:`train_classifier` (``--mode train_classifier``): trains ``config.classifier`` on the
-  training split, checkpoints in ``workdir/classifier/checkpoints`` (resumed automatically),
-  logs to ``workdir/classifier/metrics.jsonl`` and reports held-out accuracy at several ``t``;
-* :func:`sample_class` (``--mode sample --config.sampling.task=class
-  --config.sampling.label=K``): samples class ``K`` from the latest score checkpoint and the
-  trained classifier.
+so any sampler that takes a ``score_fn(x, t)`` samples ``p_0(x | y)`` from an unconditional score
+model given the sum. The classifier ``p_t(y | x(t))`` is trained with cross-entropy on training
+images perturbed by the same SDE at ``t ~ U(eps, T)`` and conditioned on the noise level
+(:mod:`scoresde_jax.models.classifier`). A ``scale`` other than 1 multiplies the classifier's
+gradient (``scale > 1`` sharpens the class, as in later "classifier guidance" work).
 """
 
 from __future__ import annotations
@@ -81,9 +68,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# ----------------------------------------------------------------------------------------------
-# Library: pure functions.
-
 
 def perturb(sde: SDE, x: jax.Array, t: jax.Array, key: jax.Array) -> jax.Array:
     """A sample of ``x(t) | x(0) = x`` under ``sde``: ``alpha_t x + sigma_t z``, ``z ~ N(0, I)``."""
@@ -122,12 +106,11 @@ def make_classifier_train_step(
     seed_key: jax.Array,
     eps: float = 1e-5,
 ) -> Callable:
-    """Builds ``step(state, x, labels) -> (state, metrics)``: one optimizer step of cross-entropy
-    on ``x`` perturbed at ``t ~ U(eps, T)`` (one ``t`` per example).
+    """``step(state, x, labels) -> (state, metrics)``: one optimizer step of cross-entropy on
+    ``x`` perturbed at ``t ~ U(eps, T)``, one ``t`` per example.
 
-    Times, noise and dropout for step ``s`` come from ``fold_in(seed_key, s)``, so a resumed run
-    continues the same stream. ``metrics``: ``loss``, ``accuracy`` (on the perturbed batch) and
-    ``grad_norm``.
+    Times, noise and dropout of step ``s`` come from ``fold_in(seed_key, s)``, so a resumed run
+    continues the same stream. ``accuracy`` is on the perturbed batch.
     """
 
     def step(state: TrainState, x: jax.Array, labels: jax.Array):
@@ -160,19 +143,12 @@ def make_classifier_train_step(
     return step
 
 
-# ----------------------------------------------------------------------------------------------
-# Config boundary and command-line entries.
-
-
 def classifier_from_config(config) -> nn.Module:
     """The network of ``config.classifier`` (see :data:`scoresde_jax.models.classifier.
     CLASSIFIERS`) with ``config.data.num_classes`` outputs."""
-
     c = config.classifier
     common = dict(
-        num_classes=config.data.num_classes,
-        embed_dim=c.embed_dim,
-        fourier_scale=c.fourier_scale,
+        num_classes=config.data.num_classes, embed_dim=c.embed_dim, fourier_scale=c.fourier_scale
     )
     if c.name == "wide_resnet":
         return get_classifier(
@@ -198,7 +174,6 @@ class _Setup(ReplicatedState):
     """Network, optimizer, SDE, mesh and abstract (sharded) state of ``config.classifier``."""
 
     def __init__(self, config, mesh=None):
-
         _check_image_config(config)
         c = config.classifier
         self.sde = experiment.sde_from_config(config)
@@ -216,16 +191,11 @@ class _Setup(ReplicatedState):
         self.init_key, self.train_key, self.eval_key = jax.random.split(key, 3)
         self._setup_state()
 
-    @property
-    def num_params(self) -> int:
-        return sum(math.prod(a.shape) for a in jax.tree.leaves(self.abstract_state.params))
-
 
 def _classifier_dir(config, workdir: str) -> str:
     section = config.get("classifier", None)
-    return (section.get("workdir", None) if section else None) or os.path.join(
-        workdir, "classifier"
-    )
+    explicit = section.get("workdir", None) if section else None
+    return explicit or os.path.join(workdir, "classifier")
 
 
 def _eval_times(config) -> list[float]:
@@ -243,21 +213,12 @@ def _eval_times(config) -> list[float]:
 
 
 def train_classifier(config, workdir: str) -> dict:
-    """``--mode train_classifier``: trains the noise-conditional classifier of ``config``.
+    """``--mode train_classifier``: trains ``config.classifier`` on the labelled training split.
 
-    Trains on the training split with labels, ``config.classifier.batch_size`` images per step
-    (sharded over the devices of the mesh, parameters replicated) for
-    ``config.classifier.n_iters`` steps. Checkpoints go to ``workdir/classifier/checkpoints``
-    (or ``config.classifier.workdir``) and training resumes from the newest one; SIGTERM/SIGINT
-    saves, then raises :class:`~scoresde_jax.errors.StoppedBySignal`. Every ``eval_freq`` steps
-    (and at the end) the EMA parameters are scored on the first ``eval_examples`` test images
-    perturbed at each of ``eval_times``.
-
-    Returns:
-      ``{"step", "loss", "train_accuracy", "test_accuracy": {t: accuracy}, "num_params",
-      "checkpoint_dir", "seconds", "steps_per_s"}``.
+    Checkpoints go to ``workdir/classifier/checkpoints`` (or ``classifier.workdir``) and training
+    resumes from the newest one. Every ``eval_freq`` steps and at the end, the EMA parameters are
+    scored on the first ``eval_examples`` test images perturbed at each of ``eval_times``.
     """
-
     check_workdir(workdir)
     out_dir = _classifier_dir(config, workdir)
     os.makedirs(out_dir, exist_ok=True)
@@ -320,11 +281,8 @@ def _train_classifier(config, out_dir: str, lock) -> dict:
     def evaluate(state, step: int) -> dict:
         accuracy.update(accuracy_at(state.ema_params))
         if pindex == 0:
-            log.info(
-                "classifier step %d held-out accuracy (EMA) %s",
-                step,
-                ", ".join(f"t={t}: {a:.3f}" for t, a in accuracy.items()),
-            )
+            scores = ", ".join(f"t={t}: {a:.3f}" for t, a in accuracy.items())
+            log.info("classifier step %d held-out accuracy (EMA) %s", step, scores)
         return {f"test_accuracy_t{t}": a for t, a in accuracy.items()}
 
     job = Job(
@@ -348,7 +306,7 @@ def _train_classifier(config, out_dir: str, lock) -> dict:
     ran = done.step - done.start
     return {
         "checkpoint_dir": done.checkpoint_dir,
-        "num_params": setup.num_params,
+        "num_params": sum(math.prod(a.shape) for a in jax.tree.leaves(setup.abstract_state.params)),
         "step": done.step,
         "loss": done.scalars.get("loss"),
         "train_accuracy": done.scalars.get("accuracy"),
@@ -421,21 +379,14 @@ def _requested_label(config) -> int:
 
 def sample_class(config, workdir: str) -> dict:
     """``--mode sample --config.sampling.task=class``: ``sampling.batch_size`` samples of class
-    ``sampling.label``.
+    ``sampling.label`` from :func:`classifier_guided_score_fn` (newest score and classifier
+    checkpoints, EMA parameters), written to ``workdir/samples/class_<label>_step_<step>.*``.
 
-    Restores the newest score checkpoint of ``workdir`` (EMA parameters) and the newest
-    classifier checkpoint of ``config.classifier.workdir`` (default ``workdir/classifier``),
-    and runs the configured sampler (PC, ODE or a fast solver) on
-    :func:`classifier_guided_score_fn` with ``sampling.classifier_scale``, split over the
-    devices. The initial noise is that of ``--mode sample``, so the two grids can be compared
-    picture by picture. Writes ``workdir/samples/class_<label>_step_<step>.{png,npz}`` (uint8).
-
-    For MNIST the project's clean-image classifier (:mod:`scoresde_jax.metrics.feature_net`)
-    says how many samples show the requested digit (``label_accuracy``), and, with
-    ``classifier.compare_unconditional``, how many unconditional samples from the same noise do
-    (``unconditional_label_fraction``, about 0.1 for ten balanced classes).
+    The initial noise is that of ``--mode sample``, so the two grids compare picture by picture.
+    For MNIST the project's clean-image classifier counts the samples showing the digit
+    (``label_accuracy``) and, with ``classifier.compare_unconditional``, the unconditional
+    samples from the same noise that do (``unconditional_label_fraction``, about 0.1).
     """
-
     _check_image_config(config)
     label = _requested_label(config)
     exp, state, step = restore_experiment(config, workdir)
@@ -481,7 +432,6 @@ def sample_class(config, workdir: str) -> dict:
 
     d = config.data
     judge_name = classifier_for_dataset(str(d.dataset), d.image_size, d.num_channels)
-    judge = None
     if judge_name == "mnist":
         judge = load_classifier(judge_name)
         _, logits = judge.apply(images)

@@ -1,14 +1,13 @@
 """Evaluation: checkpoint -> loss, likelihood and samples -> JSON report (and pictures).
 
-For image configs, ``--mode eval`` works on one or several checkpoints (``eval.checkpoints``) and
-writes everything under ``workdir/eval/step_<step>/``. Its long parts are resumable: bits/dim
-results are saved after every batch and samples after every round, so a preempted evaluation
-started again with the same command continues where it stopped.
+Image evaluations write to ``workdir/eval/step_<step>/`` and resume: bits/dim after every batch,
+samples after every round, so a preempted ``--mode eval`` run again continues where it stopped.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import math
 import os
@@ -25,6 +24,7 @@ from scoresde_jax.core.likelihood import bits_per_dim, log_likelihood
 from scoresde_jax.core.mesh import (
     device_count,
     make_data_mesh,
+    map_fixed_batches,
     sharded_batch_fn,
     sharded_sampler,
     to_global_array,
@@ -55,19 +55,12 @@ from scoresde_jax.metrics.quality import (
 from scoresde_jax.run import experiment, results, workdir_lock
 from scoresde_jax.run.experiment import check_workdir, checkpoint_steps, restore_checkpoint, to_host
 
-__all__ = [
-    "evaluate",
-    "default_sample_metrics",
-    "reference_stats",
-    "gaussian_nll",
-    "sample",
-]
+__all__ = ["evaluate", "default_sample_metrics", "reference_stats", "gaussian_nll", "sample"]
 
 log = logging.getLogger(__name__)
 
-# ``sample_metrics(config, make_batches) -> dict``: quality metrics of generated uint8 images
-# (FID, IS, KID, ...); ``make_batches()`` returns a fresh iterator over ``[n, H, W, C]`` uint8
-# batches each time it is called (one pass per metric).
+# ``sample_metrics(config, make_batches) -> dict`` scores generated images; every call of
+# ``make_batches()`` starts a new pass over ``[n, H, W, C]`` uint8 batches (one per metric).
 SampleMetrics = Callable[[object, Callable[[], Iterator[np.ndarray]]], dict]
 
 
@@ -82,16 +75,11 @@ def gaussian_nll(train: np.ndarray, test: np.ndarray) -> float:
 
 
 def default_sample_metrics(config) -> SampleMetrics | None:
-    """The sample-quality metrics ``--mode eval`` reports for ``config``.
-
-    * FID, KID (against ``eval.fid_stats_path``) and the Inception Score when the FID Inception
-      weights are found (``eval.inception_weights``, ``$SCORESDE_INCEPTION_WEIGHTS`` or the
-      cache directory; see :func:`scoresde_jax.metrics.inception.find_inception_weights`);
-    * the Frechet distance in the feature space of the project's small classifier where the
-      dataset has one (MNIST, CIFAR-10), which needs no download.
+    """FID, KID and Inception Score where the Inception weights are found, and the FD of the
+    project's classifier where the dataset has one (MNIST, CIFAR-10).
 
     Asking for FID (``eval.fid_stats_path`` or ``eval.inception_weights``) without the weights
-    or the statistics file is an error raised here, before any sampling starts.
+    or the statistics file raises here, before any sampling starts.
     """
     ec, d = config.eval, config.data
     parts = []
@@ -125,9 +113,9 @@ def default_sample_metrics(config) -> SampleMetrics | None:
         parts.append(
             lambda make: inception_metrics(make(), features, stats_path, keep_features=keep)
         )
-    classifier_part = _classifier_metrics(d, mesh)
-    if classifier_part is not None:
-        parts.append(classifier_part)
+    name = classifier_for_dataset(str(d.dataset), d.image_size, d.num_channels)
+    if name is not None:  # against the test-split statistics shipped with the classifier
+        parts.append(lambda make: classifier_fd(make(), name, mesh=mesh))
     if not parts and not skipped:
         return None
 
@@ -144,17 +132,6 @@ def default_sample_metrics(config) -> SampleMetrics | None:
     return run
 
 
-def _classifier_metrics(data_config, mesh):
-    """FD in the feature space of the project's classifier for this dataset, or ``None``."""
-
-    d = data_config
-    name = classifier_for_dataset(str(d.dataset), d.image_size, d.num_channels)
-    if name is None:
-        return None
-    # Against the statistics of the test split shipped with the classifier.
-    return lambda make_batches: classifier_fd(make_batches(), name, mesh=mesh)
-
-
 def _keyed_stats(out_dir: str, stem: str, kind: str, settings: dict, compute) -> dict:
     """Reference statistics in ``<out_dir>/<stem>_<kind>-<fingerprint>.npz``, reused when they
     exist; ``<stem>_<kind>.npz`` is a copy of the newest. ``compute(path, meta)`` writes them."""
@@ -167,9 +144,8 @@ def _keyed_stats(out_dir: str, stem: str, kind: str, settings: dict, compute) ->
     else:
         compute(keyed, {"settings": results.canonical(settings), "fingerprint": fp})
     if not (os.path.exists(stable) and os.path.samefile(stable, keyed)):
-        # A hard link (a copy where there are none) under a temporary name, renamed over the
-        # stable name. The temporary name must be new: writing through an old link to the same
-        # file would change the keyed statistics themselves.
+        # A hard link (a copy where there are none) under a new temporary name, renamed over the
+        # stable name: writing through an old link to the same file would change the keyed file.
         tmp = f"{stable}.tmp-{os.getpid()}"
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
@@ -186,48 +162,19 @@ def _keyed_stats(out_dir: str, stem: str, kind: str, settings: dict, compute) ->
     }
 
 
-def _classifier_stats(config, make_batches, out_dir: str, stem: str, common: dict) -> dict:
-
-    d = config.data
-    name = classifier_for_dataset(str(d.dataset), d.image_size, d.num_channels)
-    if name is None:
-        return {}
-    clf = load_classifier(name)
-
-    def compute(path, meta):
-        stats = classifier_reference_stats(clf, make_batches())
-        save_stats(
-            path,
-            stats.mean,
-            stats.cov,
-            classifier=name,
-            classifier_sha256=clf.fingerprint,
-            num_examples=stats.count,
-            dataset=str(d.dataset),
-            **meta,
-        )
-
-    settings = dict(common, classifier=name, classifier_sha256=clf.fingerprint)
-    out = _keyed_stats(out_dir, stem, name, settings, compute)
-    return {f"classifier_{k}": v for k, v in out.items()}
-
-
 def evaluate(config, workdir: str, *, sample_metrics: SampleMetrics | None = None) -> dict:
     """Evaluates checkpoints in ``workdir`` and writes JSON reports; returns the last report.
 
-    Image configs (see :func:`checkpoint_steps` for which checkpoints): the loss on the test
-    split (``eval.enable_loss``), bits/dim with uniform dequantization averaged over
-    ``eval.num_repeats`` passes (``eval.enable_bpd``, splits in ``eval.bpd_dataset``), and
-    ``eval.num_samples`` samples in resumable rounds saved as uint8 ``.npz`` with a PNG grid
-    (``eval.enable_sampling``), scored by ``sample_metrics`` when given.
+    Image configs (checkpoints: :func:`checkpoint_steps`): the test loss (``eval.enable_loss``),
+    bits/dim with uniform dequantization over ``eval.num_repeats`` passes (``eval.enable_bpd``,
+    splits ``eval.bpd_dataset``) and ``eval.num_samples`` samples (``eval.enable_sampling``),
+    scored by ``sample_metrics``. Toy configs: the latest checkpoint's test NLL, a fitted-Gaussian
+    baseline, the true NLL where known, and samples next to the test data.
 
-    Toy configs: the latest checkpoint's test NLL (exact-trace probability-flow likelihood), a
-    fitted-Gaussian baseline, the true NLL where known, and samples next to the test data.
-
-    Partial results are saved under directories named by the fingerprint of their settings
+    Partial results live in directories named by the fingerprint of their settings
     (:mod:`scoresde_jax.run.results`), so only work of identical settings is resumed or reused.
-    Every report is kept in ``workdir/eval/reports/``; ``workdir/eval/latest_step_<step>.json``
-    is the newest one of each checkpoint. Holds the lock ``workdir/eval/eval.lock``.
+    Reports are kept in ``workdir/eval/reports/``, the newest of each checkpoint in
+    ``workdir/eval/latest_step_<step>.json``. Holds the lock ``workdir/eval/eval.lock``.
     """
     check_workdir(workdir)
     with workdir_lock.hold(os.path.join(workdir, "eval"), "eval", mode="eval"):
@@ -241,22 +188,28 @@ def evaluate(config, workdir: str, *, sample_metrics: SampleMetrics | None = Non
         return report
 
 
-def _masked_mean_stderr(values: np.ndarray) -> tuple[float, float]:
+def _mean_stderr(values: np.ndarray) -> tuple[float, float]:
     values = np.asarray(values, np.float64)
     if len(values) < 2:
         return float(values.mean()), float("nan")
     return float(values.mean()), float(values.std(ddof=1) / math.sqrt(len(values)))
 
 
-def _round_up(n: int, multiple: int) -> int:
-    return -(-n // multiple) * multiple
-
-
-def _weights(config) -> str:
+def _weights(config, state) -> tuple[str, object]:
+    """``eval.weights`` and the parameters of ``state`` it names."""
     weights = str(config.eval.get("weights", "ema")).lower()
     if weights not in ("ema", "raw"):
         raise ConfigError(f"eval.weights={weights!r}: use 'ema' or 'raw'.")
-    return weights
+    return weights, state.ema_params if weights == "ema" else state.params
+
+
+def _finish_report(report: dict, workdir: str, step: int, is_main: bool) -> dict:
+    report["created_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+    if is_main:
+        kept, latest = results.write_report(os.path.join(workdir, "eval"), f"step_{step}", report)
+        report["report_path"], report["latest_path"] = kept, latest
+        log.info("Report written to %s (newest for this step: %s)", kept, latest)
+    return results.json_ready(report)
 
 
 class _ImageEval:
@@ -267,18 +220,14 @@ class _ImageEval:
         self.config = config
         self.exp, self.restored = restore_checkpoint(config, workdir, step)
         self.step = self.restored.step
-        self.weights = _weights(config)
-        self.params = getattr(
-            self.restored.state, "ema_params" if self.weights == "ema" else "params"
-        )
-        self.is_main = jax.process_index() == 0
+        self.weights, self.params = _weights(config, self.restored.state)
         self.pindex, self.pcount = jax.process_index(), jax.process_count()
+        self.is_main = self.pindex == 0
         self.n_dev = device_count(self.exp.mesh)
         self.out_dir = os.path.join(workdir, "eval", f"step_{self.step}")
         self.eval_key = jax.random.fold_in(self.exp.eval_key, self.step)
         ckpt = results.checkpoint_settings(self.restored, weights=self.weights)
-        # What every part's numbers depend on.
-        self.common = {
+        self.common = {  # what every part's numbers depend on
             "checkpoint": ckpt,
             "network": results.network_settings(config),
             "seed": int(config.seed),
@@ -299,10 +248,11 @@ class _ImageEval:
             self.report["skipped_checkpoints"] = list(self.restored.skipped)
 
     def batch_size(self, n_examples: int) -> int:
-        """``eval.batch_size``, or fewer when fewer examples are asked for, as a multiple of the
+        """``eval.batch_size`` (fewer if fewer examples), rounded up to a multiple of the
         device count."""
         size = min(int(self.config.eval.batch_size), max(int(n_examples), 1))
-        return _round_up(size, self.n_dev * self.pcount)
+        multiple = self.n_dev * self.pcount
+        return -(-size // multiple) * multiple
 
     def split(self, split: str):
         """``(source, number of examples, global batch size)`` of a data split."""
@@ -312,13 +262,24 @@ class _ImageEval:
         return source, n, self.batch_size(n)
 
     def batches(self, source, n: int, batch_size: int):
-
         kw = dict(global_batch_size=batch_size, process_count=self.pcount, max_examples=n)
         return num_eval_batches(source, **kw), eval_batches(source, process_index=self.pindex, **kw)
 
     def global_(self, x):
-
         return to_global_array(np.asarray(x), self.exp.mesh)
+
+    def per_example(self, fn, split: tuple, key, prepare, first: int = 0, desc: str = ""):
+        """Yields ``(i, outputs)`` for batches ``i >= first`` of ``split = (source, n,
+        batch_size)``: the outputs of ``fn(params, fold_in(key, i), prepare(images))`` on the real
+        examples (the padding of the last batch dropped)."""
+        n_batches, it = self.batches(*split)
+        bar = dict(total=n_batches, initial=first, desc=desc, disable=not self.is_main, leave=False)
+        for i, (images, _, mask) in enumerate(
+            tqdm(itertools.islice(it, first, None), **bar), first
+        ):
+            out = fn(self.params, jax.random.fold_in(key, i), self.global_(prepare(images)))
+            keep = to_host(self.global_(mask))
+            yield i, [to_host(o)[keep] for o in out]
 
 
 def _evaluate_images(config, workdir: str, step: int | None, sample_metrics) -> dict:
@@ -327,11 +288,8 @@ def _evaluate_images(config, workdir: str, step: int | None, sample_metrics) -> 
     ec = config.eval
     if ev.is_main:
         log.info(
-            "Evaluating step %d (%s weights, %s) into %s",
-            ev.step,
-            ev.weights,
-            ev.restored.path,
-            ev.out_dir,
+            f"Evaluating step {ev.step} ({ev.weights} weights, {ev.restored.path}) into "
+            f"{ev.out_dir}"
         )
     if ec.get("enable_loss", True):
         _eval_loss(ev)
@@ -353,49 +311,8 @@ def _evaluate_images(config, workdir: str, step: int | None, sample_metrics) -> 
             "num_samples": int(ec.get("num_samples", 0)) if ec.get("enable_sampling") else None,
         }
     )
-    report["created_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     report["eval_seconds"] = time.perf_counter() - t0
-    if ev.is_main:
-        kept, latest = results.write_report(
-            os.path.join(workdir, "eval"), f"step_{ev.step}", report
-        )
-        report["report_path"], report["latest_path"] = kept, latest
-        log.info("Report written to %s (newest for this step: %s)", kept, latest)
-    return results.json_ready(report)
-
-
-def _eval_loss(ev: _ImageEval) -> None:
-    """The training loss on the test split (recomputed every time: one pass, no ODE)."""
-
-    exp, d = ev.exp, ev.config.data
-
-    def per_example_loss(params, key, x):
-        model_fn = lambda x, labels: exp.model.apply(params, x, labels, train=False)
-        return (exp.loss_fn(model_fn, x, key)[1],)
-
-    source, n, batch_size = ev.split("test")
-    ev.settings["eval_loss"] = {
-        **ev.common,
-        "data": results.data_settings(ev.config),
-        "split": "test",
-        "examples": n,
-        "batch_size": batch_size,
-        "loss": {k: v for k, v in ev.config.training.items() if k in _LOSS_FIELDS},
-        "version": results.METRIC_VERSIONS["eval_loss"],
-    }
-    ev.settings["eval_loss"]["fingerprint"] = results.fingerprint(ev.settings["eval_loss"])
-    loss_fn = sharded_batch_fn(exp.mesh, per_example_loss, 1, 1)
-    n_batches, it = ev.batches(source, n, batch_size)
-    losses = []
-    for i, (images, _, mask) in enumerate(
-        tqdm(it, total=n_batches, desc="eval loss", disable=not ev.is_main, leave=False)
-    ):
-        x = to_model_space(images, centered=d.centered)
-        (per,) = loss_fn(ev.params, jax.random.fold_in(ev.eval_key, i), ev.global_(x))
-        losses.append(to_host(per)[to_host(ev.global_(mask))])
-    losses = np.concatenate(losses)
-    ev.report["eval_loss"], ev.report["eval_loss_stderr"] = _masked_mean_stderr(losses)
-    ev.report["eval_loss_examples"] = len(losses)
+    return _finish_report(report, workdir, ev.step, ev.is_main)
 
 
 # Training fields that define the loss evaluated on the test split.
@@ -412,6 +329,34 @@ _LOSS_FIELDS = frozenset(
 )
 
 
+def _eval_loss(ev: _ImageEval) -> None:
+    """The training loss on the test split (recomputed every time: one pass, no ODE)."""
+    exp, d = ev.exp, ev.config.data
+
+    def per_example_loss(params, key, x):
+        model_fn = lambda x, labels: exp.model.apply(params, x, labels, train=False)
+        return (exp.loss_fn(model_fn, x, key)[1],)
+
+    split = ev.split("test")
+    _, n, batch_size = split
+    settings = {
+        **ev.common,
+        "data": results.data_settings(ev.config),
+        "split": "test",
+        "examples": n,
+        "batch_size": batch_size,
+        "loss": {k: v for k, v in ev.config.training.items() if k in _LOSS_FIELDS},
+        "version": results.METRIC_VERSIONS["eval_loss"],
+    }
+    ev.settings["eval_loss"] = dict(settings, fingerprint=results.fingerprint(settings))
+    loss_fn = sharded_batch_fn(exp.mesh, per_example_loss, 1, 1)
+    prepare = lambda images: to_model_space(images, centered=d.centered)
+    passes = ev.per_example(loss_fn, split, ev.eval_key, prepare, desc="eval loss")
+    losses = np.concatenate([loss for _, (loss,) in passes])
+    ev.report["eval_loss"], ev.report["eval_loss_stderr"] = _mean_stderr(losses)
+    ev.report["eval_loss_examples"] = len(losses)
+
+
 def _ode_settings(ec) -> dict:
     """The likelihood solver's options: ``bits_per_dim`` keyword arguments."""
     return dict(
@@ -425,6 +370,10 @@ def _ode_settings(ec) -> dict:
     )
 
 
+def _unit_interval(images: np.ndarray) -> np.ndarray:
+    return images.astype(np.float32) / 255.0
+
+
 def _eval_bpd(ev: _ImageEval, split: str, split_i: int) -> None:
     """Bits/dim of one split, ``eval.num_repeats`` passes, saved after every batch.
 
@@ -433,7 +382,8 @@ def _eval_bpd(ev: _ImageEval, split: str, split_i: int) -> None:
     """
     exp, ec, d = ev.exp, ev.config.eval, ev.config.data
     ode = _ode_settings(ec)
-    source, n, batch_size = ev.split(split)
+    data = ev.split(split)
+    _, n, batch_size = data
     settings = {
         **ev.common,
         "data": results.data_settings(ev.config),
@@ -458,52 +408,30 @@ def _eval_bpd(ev: _ImageEval, split: str, split_i: int) -> None:
     num_repeats = int(ec.get("num_repeats", 1))
     n_batches = -(-n // batch_size)
     if ev.is_main:
+        trace = "exact" if ode["exact_trace"] else f"Hutchinson ({ode['num_probes']} probe(s))"
+        solver = f"{ode['solver']}, rtol {ode['rtol']:g}, atol {ode['atol']:g}, {trace} trace"
         log.info(
-            "Bits/dim on %s: %d example(s) in %d batch(es) of %d, %d pass(es); %s, rtol %g, "
-            "atol %g, %s trace -> %s",
-            split,
-            n,
-            n_batches,
-            batch_size,
-            num_repeats,
-            ode["solver"],
-            ode["rtol"],
-            ode["atol"],
-            "exact" if ode["exact_trace"] else f"Hutchinson ({ode['num_probes']} probe(s))",
-            store.path,
+            f"Bits/dim on {split}: {n} example(s) in {n_batches} batch(es) of {batch_size}, "
+            f"{num_repeats} pass(es); {solver} -> {store.path}"
         )
     per_repeat, nfe_all, reused = [], [], []
     for r in range(num_repeats):
         path = store.file(f"repeat_{r}.npz")
-        done = dict(np.load(path)) if os.path.exists(path) else None
-        if done is not None and bool(done["complete"]):
+        done = dict(np.load(path)) if os.path.exists(path) else {}
+        if done and bool(done["complete"]):
             per_repeat.append(done["bpd"])
             nfe_all.append(done["nfe"])
             reused.append(float(done["completed_at"]))
             continue
-        bpds = list(done["bpd"]) if done is not None else []
-        nfes = list(done["nfe"]) if done is not None else []
-        first = int(done["next_batch"]) if done is not None else 0
+        bpds, nfes = list(done.get("bpd", [])), list(done.get("nfe", []))
+        first = int(done.get("next_batch", 0))
         if first and ev.is_main:
             log.info("Resuming %s pass %d at batch %d of %d", split, r + 1, first + 1, n_batches)
-        n_batches, it = ev.batches(source, n, batch_size)
         key_r = jax.random.fold_in(ev.eval_key, 1000 + 100 * split_i + r)
-        bar = tqdm(
-            total=n_batches,
-            initial=first,
-            desc=f"bpd {split} {r + 1}/{num_repeats}",
-            disable=not ev.is_main,
-            leave=False,
-        )
-        for i, (images, _, mask) in enumerate(it):
-            if i < first:
-                continue
-            x01 = images.astype(np.float32) / 255.0
-            bpd, nfe = bpd_fn(ev.params, jax.random.fold_in(key_r, i), ev.global_(x01))
-            keep = to_host(ev.global_(mask))
-            bpds.extend(to_host(bpd)[keep].tolist())
-            nfes.extend(to_host(nfe)[keep].tolist())
-            bar.update(1)
+        desc = f"bpd {split} {r + 1}/{num_repeats}"
+        for i, (bpd, nfe) in ev.per_example(bpd_fn, data, key_r, _unit_interval, first, desc):
+            bpds.extend(bpd.tolist())
+            nfes.extend(nfe.tolist())
             last = i + 1 == n_batches
             if ev.is_main:
                 atomic_savez(
@@ -514,12 +442,11 @@ def _eval_bpd(ev: _ImageEval, split: str, split_i: int) -> None:
                     complete=last,
                     completed_at=time.time() if last else float("nan"),
                 )
-        bar.close()
         per_repeat.append(np.array(bpds))
         nfe_all.append(np.array(nfes))
     allb = np.concatenate(per_repeat)
     finite = np.isfinite(allb)
-    mean, stderr = _masked_mean_stderr(allb[finite])
+    mean, stderr = _mean_stderr(allb[finite])
     rep = ev.report
     rep[f"bpd_{split}"] = mean
     rep[f"bpd_{split}_stderr"] = stderr
@@ -533,11 +460,7 @@ def _eval_bpd(ev: _ImageEval, split: str, split_i: int) -> None:
     ev.reused[f"bpd_{split}"] = {
         "reused_passes": len(reused),
         "computed_passes": num_repeats - len(reused),
-        **(
-            results.reuse_note(max(reused), f"{len(reused)} finished pass(es)")
-            if reused
-            else {"reused": False}
-        ),
+        **results.reuse_note(max(reused, default=None), f"{len(reused)} finished pass(es)"),
     }
 
 
@@ -566,16 +489,10 @@ def _sample_rounds(ev: _ImageEval, sample_metrics) -> None:
     finished = [results.file_time(paths[r]) for r in range(n_rounds) if r not in todo]
     nfe = None
     if ev.is_main:
+        done = f" ({len(finished)} round(s) already done with these settings)" if finished else ""
         log.info(
-            "Sampling %d image(s) with the %s sampler in %d round(s) of %d -> %s%s",
-            num_samples,
-            config.sampling.method,
-            n_rounds,
-            batch_size,
-            store.path,
-            f" ({n_rounds - len(todo)} round(s) already done with these settings)"
-            if finished
-            else "",
+            f"Sampling {num_samples} image(s) with the {config.sampling.method} sampler in "
+            f"{n_rounds} round(s) of {batch_size} -> {store.path}{done}"
         )
     for r in tqdm(todo, desc="sampling rounds", disable=not ev.is_main):
         x, nfe = run(ev.params, jax.random.fold_in(ev.eval_key, 10**6 + r))
@@ -622,11 +539,7 @@ def _sample_rounds(ev: _ImageEval, sample_metrics) -> None:
     ev.reused["sampling"] = {
         "reused_rounds": n_rounds - len(todo),
         "computed_rounds": len(todo),
-        **(
-            results.reuse_note(max(finished), f"{len(finished)} finished round(s)")
-            if finished
-            else {"reused": False}
-        ),
+        **results.reuse_note(max(finished, default=None), f"{len(finished)} finished round(s)"),
     }
 
 
@@ -634,8 +547,7 @@ def _evaluate_toy(config, workdir: str) -> dict:
     exp, restored = restore_checkpoint(config, workdir)
     state, step = restored.state, restored.step
     ec = config.eval
-    weights = _weights(config)
-    params = state.ema_params if weights == "ema" else state.params
+    weights, params = _weights(config, state)
     out_dir = os.path.join(workdir, "eval")
     os.makedirs(out_dir, exist_ok=True)
     name = config.data.dataset
@@ -648,24 +560,28 @@ def _evaluate_toy(config, workdir: str) -> dict:
         res = log_likelihood(exp.sde, exp.score_fn(params), x, key, **ode)
         return -res.logp, res.nfe
 
-    nlls, nfes = [], []
     bs = min(int(ec.batch_size), len(test_data))
     log.info(
-        "Test NLL of %d point(s) (%s, rtol %g, atol %g)",
-        len(test_data),
-        ode["solver"],
-        ode["rtol"],
-        ode["atol"],
+        f"Test NLL of {len(test_data)} point(s) ({ode['solver']}, rtol {ode['rtol']:g}, "
+        f"atol {ode['atol']:g})"
     )
-    for i in tqdm(range(0, len(test_data), bs), desc="test NLL", unit="batch", leave=False):
-        x = test_data[i : i + bs]
-        pad = bs - len(x)
-        # Pad the last batch to the compiled shape and drop the padding afterwards.
-        xb = np.concatenate([x, np.repeat(x[-1:], pad, 0)]) if pad else x
-        nll, nfe = nll_batch(params, jnp.asarray(xb), jax.random.fold_in(exp.eval_key, i))
-        nlls.append(np.asarray(nll)[: len(x)])
+    n_batches = -(-len(test_data) // bs)
+    bar = tqdm(total=n_batches, desc="test NLL", unit="batch", leave=False)
+    nfes = []
+
+    def nll_rows(rows):  # keyed by the index of the batch's first point
+        key = jax.random.fold_in(exp.eval_key, int(rows[0]))
+        nll, nfe = nll_batch(params, jnp.asarray(test_data[rows]), key)
         nfes.append(int(nfe))
-    nll = np.concatenate(nlls)
+        bar.update(1)
+        return (nll,)
+
+    # The last batch is padded with copies of the last point, not zeros: the adaptive solver's
+    # step sizes are shared by the whole batch.
+    rows = np.minimum(np.arange(n_batches * bs), len(test_data) - 1)
+    (nll,) = map_fixed_batches(nll_rows, rows, bs)
+    nll = nll[: len(test_data)]
+    bar.close()
 
     sample_fn = experiment.sampler_from_config(config.sampling, exp.sde)
     sample = jax.jit(lambda params, key: sample_fn(exp.score_fn(params), key, (ec.num_samples, 2)))
@@ -724,28 +640,17 @@ def _evaluate_toy(config, workdir: str) -> dict:
         report["sample_component_freqs"] = [round(float(f), 4) for f in freq]
         report["true_component_weights"] = [float(w) for w in TOY_GMM.weights]
         report["max_component_weight_error"] = float(np.max(np.abs(freq - TOY_GMM.weights)))
-    report["settings"] = settings
-    report["fingerprint"] = fp
-    report["reused"] = {"reused": False}
-    report["created_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-    if is_main:
-        kept, latest = results.write_report(out_dir, f"step_{step}", report)
-        report["report_path"], report["latest_path"] = kept, latest
-    return results.json_ready(report)
+    report.update(settings=settings, fingerprint=fp, reused={"reused": False})
+    return _finish_report(report, workdir, step, is_main)
 
 
 def sample(config, workdir: str) -> dict:
-    """Draws ``config.sampling.batch_size`` samples from the latest checkpoint's EMA parameters.
+    """Draws ``config.sampling.batch_size`` samples from the latest checkpoint's EMA parameters
+    (``sampling.task="generate"``) with the sampler of ``config.sampling``, over the mesh.
 
-    (``config.sampling.task="generate"``; :data:`scoresde_jax.cli.SAMPLE_TASKS` lists the
-    others.)
-
-    Uses the sampler of ``config.sampling`` (any PC predictor/corrector or the ODE), split over
-    the devices of the mesh. Writes ``workdir/samples/step_<step>/sample-<fingerprint>/`` with
-    ``samples.png`` (a PNG grid of images, or a scatter plot next to data for 2-D toy sets),
-    ``samples.npz`` (uint8 for images) and ``settings.json`` (checkpoint, weights, network,
-    sampler, seed and number of samples: other settings get their own directory), and copies
-    the newest to ``workdir/samples/sample_step_<step>.{png,npz}``.
+    Writes ``workdir/samples/step_<step>/sample-<fingerprint>/`` with ``samples.png`` (an image
+    grid, or a scatter plot next to data for 2-D toys), ``samples.npz`` (uint8 for images) and
+    ``settings.json``, and copies the newest to ``workdir/samples/sample_step_<step>.{png,npz}``.
     """
     exp, restored = restore_checkpoint(config, workdir)
     state, step = restored.state, restored.step
@@ -753,19 +658,20 @@ def sample(config, workdir: str) -> dict:
     n = -(-config.sampling.get("batch_size", 64) // n_dev) * n_dev
     sample_fn = experiment.sampler_from_config(config.sampling, exp.sde)
     run = sharded_sampler(exp.mesh, sample_fn, exp.score_fn, (n, *exp.data_shape))
+    is_main = jax.process_index() == 0
     t0 = time.perf_counter()
-    if jax.process_index() == 0:
+    if is_main:
         log.info(
             "Drawing %d sample(s) from step %d with the %s sampler", n, step, config.sampling.method
         )
     x, nfe = run(state.ema_params, jax.random.fold_in(exp.eval_key, 2 * 10**6 + step))
-    if jax.process_index() == 0:
+    if is_main:
         log.info(
             "  done in %.1f s (%d network evaluations)", time.perf_counter() - t0, int(to_host(nfe))
         )
     x = to_host(x)
     out = {"step": step, "num_samples": n, "nfe": int(nfe)}
-    if jax.process_index() != 0:
+    if not is_main:
         return out
     out_dir = os.path.join(workdir, "samples")
     settings = {
@@ -778,14 +684,13 @@ def sample(config, workdir: str) -> dict:
     }
     store = results.ResultDir(os.path.join(out_dir, f"step_{step}"), "sample", settings).open()
     if exp.is_image:
-        images = to_uint8(x, centered=config.data.centered)
-        plotting.save_image_grid(store.file("samples.png"), images)
-        atomic_savez(store.file("samples.npz"), samples=images)
+        x = to_uint8(x, centered=config.data.centered)
+        plotting.save_image_grid(store.file("samples.png"), x)
     else:
         data = make_toy_dataset(config.data.dataset, n, config.data.seed + 1)
         title = f"{config.data.dataset}: {config.sampling.method} sampler, step {step}"
         plotting.scatter_samples(store.file("samples.png"), data=data, samples=x, title=title)
-        atomic_savez(store.file("samples.npz"), samples=x)
+    atomic_savez(store.file("samples.npz"), samples=x)
     stem = os.path.join(out_dir, f"sample_step_{step}")
     for ext in ("png", "npz"):  # the newest, at the path earlier versions wrote
         shutil.copyfile(store.file(f"samples.{ext}"), f"{stem}.{ext}.tmp")
@@ -803,17 +708,13 @@ def sample(config, workdir: str) -> dict:
 def reference_stats(config, workdir: str) -> dict:
     """``--mode stats``: feature statistics of a dataset split, the reference of FID and KID.
 
-    Reads ``eval.stats_split`` (default ``"train"``, as the paper's CIFAR-10 statistics) of the
-    config's dataset, at most ``eval.max_examples`` images, and writes to ``workdir/stats/``:
-
-    * ``<dataset>_<split>_inception.npz`` (mu, sigma and up to ``eval.kid_features`` pool_3
-      features) when the Inception weights are found, for ``eval.fid_stats_path``;
-    * ``<dataset>_<split>_<classifier>.npz`` in the feature space of the project's small
-      classifier where the dataset has one.
-
-    Runs on the local devices of one process.
+    Reads at most ``eval.max_examples`` images of ``eval.stats_split`` (default ``"train"``, as
+    the paper's CIFAR-10 statistics) on the local devices of one process, and writes to
+    ``workdir/stats/`` ``<dataset>_<split>_inception.npz`` (mu, sigma and up to
+    ``eval.kid_features`` pool_3 features, for ``eval.fid_stats_path``) when the Inception
+    weights are found, and ``<dataset>_<split>_<classifier>.npz`` where the dataset has a
+    project classifier.
     """
-
     ec, d = config.eval, config.data
     split = ec.get("stats_split", "train")
     source = experiment.image_source_from_config(d, split)
@@ -859,9 +760,26 @@ def reference_stats(config, workdir: str) -> dict:
         )
         written.update(_keyed_stats(out_dir, stem, "inception", settings, compute))
         written["num_examples"] = min(len(source), max_examples or len(source))
-    classifier = _classifier_stats(config, make_batches, out_dir, stem, common)
-    if classifier:
-        written.update(classifier)
+    name = classifier_for_dataset(str(d.dataset), d.image_size, d.num_channels)
+    if name is not None:
+        clf = load_classifier(name)
+
+        def compute_fd(path, meta):
+            stats = classifier_reference_stats(clf, make_batches())
+            save_stats(
+                path,
+                stats.mean,
+                stats.cov,
+                classifier=name,
+                classifier_sha256=clf.fingerprint,
+                num_examples=stats.count,
+                dataset=str(d.dataset),
+                **meta,
+            )
+
+        settings = dict(common, classifier=name, classifier_sha256=clf.fingerprint)
+        out = _keyed_stats(out_dir, stem, name, settings, compute_fd)
+        written.update({f"classifier_{k}": v for k, v in out.items()})
     if not written:
         raise MissingDataError(
             "Nothing to compute: no Inception weights were found (see the README, 'Sample "

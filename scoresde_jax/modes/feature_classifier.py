@@ -96,30 +96,20 @@ def train_feature_classifier(
     workdir: str | None = None,
     checkpoint_every: int = 500,
 ) -> tuple[Classifier, np.ndarray]:
-    """Trains a classifier with AdamW and a warmup-cosine learning-rate schedule.
+    """Trains a classifier on ``uint8 [n, H, W, C]`` images (or floats in ``[0, 1]``) with AdamW
+    and a warmup-cosine schedule of ``num_steps``; returns it and the loss of every step run.
 
     The training set is put on the device once; each step takes its batch from a per-epoch
     permutation and its augmentation from ``fold_in(key, step)``, so the run is a pure function
     of ``seed`` and resumes exactly from a checkpoint of ``workdir`` (``None``: in memory).
 
     Args:
-      images: ``uint8 [n, H, W, C]`` (or float in ``[0, 1]``) training images.
-      labels: integer labels ``[n]`` in ``[0, num_classes)``.
-      num_steps: optimization steps (also the length of the cosine schedule).
       batch_size: examples per step (capped at ``n``).
-      seed: seed of the initialization, the batch order and the augmentation.
-      learning_rate, weight_decay: peak learning rate and decoupled weight decay of AdamW.
       warmup_steps: linear warmup; default ``min(100, num_steps // 10)``.
       spec: a :data:`CLASSIFIERS` name or a :class:`ClassifierSpec`; by default the shipped
         architecture for the image shape.
-      name: the classifier's name (default the architecture's name).
       augment: random flips and crops; default the architecture's choice.
       log_every: log the mean loss every this many steps (``<= 0``: only at the end).
-      workdir: checkpoints (``workdir/checkpoints``, every ``checkpoint_every`` steps) and logs.
-
-    Returns:
-      ``(classifier, losses)``: the trained classifier (metadata: steps, batch size, learning
-      rate, ...) and the loss of every step this call ran.
     """
     images = np.asarray(images)
     labels = np.asarray(labels).astype(np.int32)

@@ -1,22 +1,14 @@
-"""Pictures of what a model learned on 2-D data, and the drawings of the latent modes.
+"""``--mode toy_figures``: pictures of what a model learned on 2-D data, in ``workdir/figures/``.
 
-``toy_figures(config, workdir)`` (``--mode toy_figures``) writes two pictures for a 2-D toy
-config, from its newest checkpoint, to ``workdir/figures/``:
-
-* ``score_field_step_<step>.png``: the learned score ``s_theta(x, t)`` at several times over the
-  density ``p_t`` it should describe; for the Gaussian mixture (``data.dataset = "gmm"``,
-  :data:`scoresde_jax.data.TOY_GMM`) also the exact score ``grad log p_t`` and the error
-  ``sigma_t |s_theta - grad log p_t|`` (the noise-prediction error, comparable across times), with
-  the error as a function of the density. At small ``t`` the score is only learned where data
-  lies: the error is large in the low-density space between the modes, which is where samplers
-  start from. Larger noise spreads the data over the whole plane and the score becomes accurate
-  everywhere, the reason for training on many noise levels (Song & Ermon 2019, Section 3;
-  paper, Section 3). The other toy sets have no closed-form perturbed density: their panels
-  show the learned field over a histogram of perturbed data.
-* ``trajectories_step_<step>.png``: paths of the reverse SDE (Euler--Maruyama) and of the
-  probability-flow ODE started from the same prior points (paper, Figure 2).
-
-The drawings themselves are :mod:`scoresde_jax.io.plots`.
+* ``score_field_step_<step>.png``: the learned score at several times over the density ``p_t``;
+  for the Gaussian mixture also the exact score and the error ``sigma_t |s_theta - grad log p_t|``
+  (the noise-prediction error, comparable across times) against the density. At small ``t`` the
+  score is only learned where data lies, not in the low-density space between the modes where
+  samplers start; larger noise makes it accurate everywhere, the reason for training on many
+  noise levels (Song & Ermon 2019, Section 3; paper, Section 3). Other toy sets show the field
+  over a histogram of perturbed data.
+* ``trajectories_step_<step>.png``: reverse-SDE (Euler--Maruyama) and probability-flow ODE paths
+  from the same prior points (paper, Figure 2).
 """
 
 from __future__ import annotations
@@ -41,9 +33,6 @@ __all__ = ["toy_figures"]
 log = logging.getLogger(__name__)
 
 
-# --------------------------------------------------------------------------- --mode toy_figures
-
-
 def _histogram_log_density(points: np.ndarray, grid: np.ndarray) -> np.ndarray:
     """log of a histogram density of ``points`` on the cell centres ``grid`` (rows: y)."""
     step = grid[1] - grid[0]
@@ -54,13 +43,8 @@ def _histogram_log_density(points: np.ndarray, grid: np.ndarray) -> np.ndarray:
 
 
 def toy_figures(config, workdir: str) -> dict:
-    """``--mode toy_figures``: the score-field and trajectory pictures of a 2-D toy checkpoint.
-
-    Reads ``config.figures`` (``score_times``, ``arrows``, ``num_trajectories``,
-    ``sde_steps``) and ``config.latent`` (ODE solver and tolerances); see the module docstring
-    for what is drawn. Returns the paths and, for the Gaussian mixture, the score errors.
-    """
-
+    """The pictures of the module docstring for the newest checkpoint; ``config.figures`` sets
+    what is drawn, ``config.latent`` the ODE solver. Returns paths and (mixture) score errors."""
     d = config.data
     if d.get("dataset_kind", "image") != "toy" or d.get("dim", None) != 2:
         raise ValueError(
@@ -176,11 +160,8 @@ def toy_figures(config, workdir: str) -> dict:
             ode_xs=np.asarray(ode_tr.xs),
             title=f"{title}: {fc.num_trajectories} paths from the same prior points",
         )
-    log.info(
-        "trajectories done in %.1f s (ODE: %d evaluations)",
-        time.perf_counter() - t1,
-        int(ode_tr.nfe),
-    )
+    seconds = time.perf_counter() - t1
+    log.info("trajectories done in %.1f s (ODE: %d evaluations)", seconds, int(ode_tr.nfe))
     report = {
         "step": step,
         "dataset": name,
@@ -193,11 +174,9 @@ def toy_figures(config, workdir: str) -> dict:
     }
     if exact_fn is not None:
         report["score_errors"] = report_errors
-        ends = {"sde": sde_tr.xs[-1], "ode": ode_tr.xs[-1]}
-        for kind, x in ends.items():
-            report[f"{kind}_endpoints_mean_true_logp"] = float(
-                np.mean(np.asarray(TOY_GMM.logpdf(jnp.asarray(x))))
-            )
+        for kind, tr in (("sde", sde_tr), ("ode", ode_tr)):
+            logp = TOY_GMM.logpdf(jnp.asarray(tr.xs[-1]))
+            report[f"{kind}_endpoints_mean_true_logp"] = float(np.mean(np.asarray(logp)))
     if is_main:
         with open(os.path.join(out_dir, f"report_step_{step}.json"), "w") as f:
             json.dump(report, f, indent=2)

@@ -1,23 +1,14 @@
-"""``--mode encode | interpolate | temperature``: probability-flow latent manipulation of a
-checkpoint (paper, Section 4.3), with pictures and JSON reports in ``workdir/latent/``.
+"""``--mode encode | interpolate | temperature``: probability-flow latent manipulation of the
+newest checkpoint's EMA parameters (paper, Section 4.3), with pictures and JSON reports in
+``workdir/latent/``.
 
-* ``encode``: ``latent.num_inputs`` examples of ``latent.split`` are encoded to their latents at
-  ``T`` and decoded back; the report gives the reconstruction error, the solver's evaluations
-  and how prior-like the latents are. Picture: originals, reconstructions and latents (images)
-  or data, latents and reconstructions side by side (2-D data).
-* ``interpolate``: ``latent.num_pairs`` pairs of examples, each joined by
-  ``latent.num_interpolation_steps`` decoded points of a great circle through their latents
-  (rows: pairs; the first and last column are the decoded endpoints).
-* ``temperature``: ``latent.num_inputs`` prior samples scaled by each of ``latent.temperatures``
-  and decoded (rows: temperatures, the same base noise in every row).
-
-The checkpoint is the newest one, its EMA parameters; the ODE is ``latent.ode_solver`` with
-``latent.rtol``/``latent.atol`` from ``sampling.eps`` to ``T``. Examples are split over the
-devices of the mesh (each device solves its own ODE), ``latent.batch_size`` at a time.
+The ODE is ``latent.ode_solver`` with ``latent.rtol``/``latent.atol`` from ``sampling.eps`` to
+``T``; examples are split over the devices of the mesh, ``latent.batch_size`` at a time.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -29,7 +20,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from scoresde_jax.core import odeint
-from scoresde_jax.core.mesh import device_count, put_global_batch, sharded_batch_fn
+from scoresde_jax.core.mesh import (
+    device_count,
+    map_fixed_batches,
+    put_global_batch,
+    sharded_batch_fn,
+)
 from scoresde_jax.data import TOY_GMM, make_toy_dataset, to_model_space
 from scoresde_jax.io import images as plotting
 from scoresde_jax.io import plots
@@ -66,6 +62,14 @@ def _ode_kwargs(config) -> dict:
     )
 
 
+def _restore(config, workdir: str, key_offset: int):
+    """The checked ODE options, the experiment, its EMA parameters, the step and a key."""
+    ode = _ode_kwargs(config)
+    exp, state, step = restore_experiment(config, workdir)
+    key = jax.random.fold_in(exp.eval_key, key_offset * 10**6 + step)
+    return ode, exp, state.ema_params, step, key
+
+
 def _check_count(value: int, field: str, least: int = 1) -> int:
     if int(value) < least:
         raise ValueError(f"{field}={value}: need at least {least}")
@@ -88,49 +92,42 @@ def _examples(config, exp, n: int) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def _run_sharded(exp, config, fn, num_outputs: int, params, key, batched: tuple, what: str):
-    """Applies ``fn(params, key, *batched) -> outputs`` per device, ``latent.batch_size`` rows
-    at a time (padded to one multiple of the device count, so it compiles once).
-
-    ``batched`` are host arrays with the same number of rows; chunk ``c`` gets the key
-    ``fold_in(key, c)``. Returns host arrays.
-    """
+    """Applies ``fn(params, key, *batched) -> outputs`` per device to the host arrays
+    ``batched``, ``latent.batch_size`` rows at a time (rounded up to a multiple of the device
+    count, so it compiles once); chunk ``c`` gets the key ``fold_in(key, c)``."""
     n_dev = device_count(exp.mesh)
     n = len(batched[0])
     chunk = -(-min(int(config.latent.batch_size), n) // n_dev) * n_dev
     run = sharded_batch_fn(exp.mesh, fn, len(batched), num_outputs)
-    outputs = []
-    for c, start in enumerate(range(0, n, chunk)):
-        t0 = time.perf_counter()
-        parts = []
-        for a in batched:
-            part = np.asarray(a[start : start + chunk])
-            if len(part) < chunk:  # repeat the last row; its outputs are dropped below
-                part = np.concatenate([part, np.repeat(part[-1:], chunk - len(part), 0)])
-            parts.append(put_global_batch(part, exp.mesh))
-        out = run(params, jax.random.fold_in(key, c), *parts)
-        outputs.append([to_host(o)[: min(chunk, n - start)] for o in out])
-        log.info(
-            "%s: %d/%d rows done (%d devices) in %.1f s",
-            what,
-            min(start + chunk, n),
-            n,
-            n_dev,
-            time.perf_counter() - t0,
-        )
-    return tuple(np.concatenate(parts) for parts in zip(*outputs, strict=True))
+    chunks = itertools.count()
+
+    def run_chunk(rows):
+        c, t0 = next(chunks), time.perf_counter()
+        parts = [put_global_batch(np.asarray(a[rows]), exp.mesh) for a in batched]
+        out = [to_host(o) for o in run(params, jax.random.fold_in(key, c), *parts)]
+        done, seconds = min((c + 1) * chunk, n), time.perf_counter() - t0
+        log.info("%s: %d/%d rows done (%d devices) in %.1f s", what, done, n, n_dev, seconds)
+        return out
+
+    # Padded with copies of the last row, not zeros: a device's adaptive ODE solve shares its
+    # step sizes over all its rows.
+    rows = np.minimum(np.arange(-(-n // chunk) * chunk), n - 1)
+    return tuple(o[:n] for o in map_fixed_batches(run_chunk, rows, chunk))
 
 
-def _out_dir(workdir: str) -> str:
+def _stem(workdir: str, mode: str, step: int) -> str:
     path = os.path.join(workdir, "latent")
     if jax.process_index() == 0:
         os.makedirs(path, exist_ok=True)
-    return path
+    return os.path.join(path, f"{mode}_step_{step}")
 
 
-def _write_report(path: str, report: dict) -> None:
+def _write_report(stem: str, report: dict) -> dict:
+    report["png"], report["npz"] = stem + ".png", stem + ".npz"
     if jax.process_index() == 0:
-        with open(path, "w") as f:
+        with open(stem + ".json", "w") as f:
             json.dump(report, f, indent=2)
+    return report
 
 
 def _latent_picture(z: np.ndarray, prior_std: float) -> np.ndarray:
@@ -143,21 +140,17 @@ def _per_example(a: np.ndarray) -> np.ndarray:
 
 
 def encode_mode(config, workdir: str) -> dict:
-    """``--mode encode``: exact encoding and reconstruction (see the module docstring).
+    """``--mode encode``: ``latent.num_inputs`` examples of ``latent.split`` encoded to their
+    latents at ``T`` and decoded back; writes ``workdir/latent/encode_step_<step>.{png,npz,json}``.
 
-    Writes ``workdir/latent/encode_step_<step>.{png,npz,json}``. The report's reconstruction
-    errors are in model units, over all entries (largest, 99th percentile, median, mean; for
-    images also the fraction of 8-bit pixels that change). A learned flow can be very
-    ill-conditioned at a few entries (an anti-aliased gray pixel on the network's sharp
-    boundary between ink and background, a point between two modes), so the largest error
-    shrinks more slowly with the tolerance than the others;
-    ``latent_*`` compares the latents with the prior (see
-    :func:`scoresde_jax.sampling.latent.prior_moment_zscores`: z-scores, about standard normal for
-    prior samples).
+    Reconstruction errors are in model units over all entries. A learned flow can be very
+    ill-conditioned at a few entries (an anti-aliased pixel on the network's sharp boundary
+    between ink and background, a point between two modes), so the largest error shrinks more
+    slowly with the tolerance than the others. ``latent_*`` are z-scores of the latents' moments
+    under the prior (:func:`scoresde_jax.sampling.latent.prior_moment_zscores`).
     """
     n = _check_count(config.latent.num_inputs, "latent.num_inputs", 2)
-    ode = _ode_kwargs(config)
-    exp, state, step = restore_experiment(config, workdir)
+    ode, exp, params, step, key = _restore(config, workdir, 5)
     x, images = _examples(config, exp, n)
     sde = exp.sde
     log.info("encode: %d examples, step %d, %s", n, step, ode)
@@ -168,8 +161,7 @@ def encode_mode(config, workdir: str) -> dict:
         return rt.z, rt.x_rec, jnp.broadcast_to(rt.nfe, (x.shape[0],))
 
     t0 = time.perf_counter()
-    key = jax.random.fold_in(exp.eval_key, 5 * 10**6 + step)
-    z, x_rec, nfe = _run_sharded(exp, config, per_device, 3, state.ema_params, key, (x,), "encode")
+    z, x_rec, nfe = _run_sharded(exp, config, per_device, 3, params, key, (x,), "encode")
     seconds = time.perf_counter() - t0
     err = np.abs(_per_example(x_rec) - _per_example(x))
     stats = jax.device_get(prior_moment_zscores(jnp.asarray(z), sde.prior_std))
@@ -191,8 +183,7 @@ def encode_mode(config, workdir: str) -> dict:
         "prior_std": float(sde.prior_std),
     }
     report.update({f"latent_{k}": float(v) for k, v in stats.items()})
-    out_dir = _out_dir(workdir)
-    stem = os.path.join(out_dir, f"encode_step_{step}")
+    stem = _stem(workdir, "encode", step)
     if exp.is_image:
         rec_images = plotting.to_uint8(x_rec, centered=config.data.centered)
         report["changed_pixel_fraction"] = float(np.mean(rec_images != images))
@@ -219,21 +210,17 @@ def encode_mode(config, workdir: str) -> dict:
             )
     if jax.process_index() == 0:
         atomic_savez(stem + ".npz", x=x, z=z, x_rec=x_rec, nfe=nfe)
-    report["png"], report["npz"] = stem + ".png", stem + ".npz"
-    _write_report(stem + ".json", report)
-    return report
+    return _write_report(stem, report)
 
 
 def interpolate_mode(config, workdir: str) -> dict:
-    """``--mode interpolate``: great-circle interpolation in latent space, decoded.
-
-    Writes ``workdir/latent/interpolate_step_<step>.{png,npz,json}``. ``endpoint_max_abs_error``
-    compares the decoded endpoints with the inputs.
-    """
+    """``--mode interpolate``: ``latent.num_pairs`` pairs, each joined by
+    ``latent.num_interpolation_steps`` decoded points of a great circle through their latents
+    (the first and last are the decoded endpoints); writes
+    ``workdir/latent/interpolate_step_<step>.{png,npz,json}``."""
     pairs = _check_count(config.latent.num_pairs, "latent.num_pairs")
     num = _check_count(config.latent.num_interpolation_steps, "latent.num_interpolation_steps", 2)
-    ode = _ode_kwargs(config)
-    exp, state, step = restore_experiment(config, workdir)
+    ode, exp, params, step, key = _restore(config, workdir, 6)
     x, images = _examples(config, exp, 2 * pairs)
     x0, x1 = x[:pairs], x[pairs:]
     sde = exp.sde
@@ -245,9 +232,8 @@ def interpolate_mode(config, workdir: str) -> dict:
         return res.x, res.z, jnp.broadcast_to(res.nfe, (x0.shape[0],))
 
     t0 = time.perf_counter()
-    key = jax.random.fold_in(exp.eval_key, 6 * 10**6 + step)
     path, zpath, nfe = _run_sharded(
-        exp, config, per_device, 3, state.ema_params, key, (x0, x1), "interpolate"
+        exp, config, per_device, 3, params, key, (x0, x1), "interpolate"
     )
     seconds = time.perf_counter() - t0
     end_err = np.maximum(
@@ -265,7 +251,7 @@ def interpolate_mode(config, workdir: str) -> dict:
         "nfe_max": int(np.max(nfe)),
         "seconds": seconds,
     }
-    stem = os.path.join(_out_dir(workdir), f"interpolate_step_{step}")
+    stem = _stem(workdir, "interpolate", step)
     if jax.process_index() == 0:
         if exp.is_image:
             pics = plotting.to_uint8(path, centered=config.data.centered)
@@ -287,27 +273,19 @@ def interpolate_mode(config, workdir: str) -> dict:
                 title=f"{config.data.dataset}: {config.training.sde}, step {step}",
             )
         atomic_savez(stem + ".npz", x0=x0, x1=x1, interpolants=path, latents=zpath, nfe=nfe)
-    report["png"], report["npz"] = stem + ".png", stem + ".npz"
-    _write_report(stem + ".json", report)
-    return report
+    return _write_report(stem, report)
 
 
 def temperature_mode(config, workdir: str) -> dict:
-    """``--mode temperature``: decoded prior samples at several temperatures.
-
-    The latents are ``tau * z`` for each ``tau`` in ``latent.temperatures``, with the same base
-    noise ``z`` in every row (see :func:`scoresde_jax.sampling.latent.temperature_sample` for what
-    the temperature means for VE, VP and sub-VP). Writes
-    ``workdir/latent/temperature_step_<step>.{png,npz,json}``; the report gives, per
-    temperature, the evaluations and the spread of the samples (for the Gaussian-mixture toy
-    also their mean true log-density).
-    """
+    """``--mode temperature``: ``latent.num_inputs`` latents ``tau * z`` decoded for each ``tau``
+    of ``latent.temperatures``, the same base noise ``z`` in every row (see
+    :func:`scoresde_jax.sampling.latent.temperature_sample`); writes
+    ``workdir/latent/temperature_step_<step>.{png,npz,json}``."""
     n = _check_count(config.latent.num_inputs, "latent.num_inputs")
     temps = parse_floats(config.latent.temperatures, "latent.temperatures")
     if any(t < 0 or not math.isfinite(t) for t in temps):
         raise ValueError(f"latent.temperatures={config.latent.temperatures!r}: need tau >= 0")
-    ode = _ode_kwargs(config)
-    exp, state, step = restore_experiment(config, workdir)
+    ode, exp, params, step, key = _restore(config, workdir, 7)
     sde = exp.sde
     n_dev = device_count(exp.mesh)
     log.info("temperature: %d samples at each of %s, step %d, %s", n, temps, step, ode)
@@ -322,20 +300,11 @@ def temperature_mode(config, workdir: str) -> dict:
     # The row indices only fix how many samples each device draws; the base noise of device i in
     # chunk c comes from fold_in(fold_in(key, c), i), the same for every temperature.
     index = np.arange(n, dtype=np.int32)
-    key = jax.random.fold_in(exp.eval_key, 7 * 10**6 + step)
     samples, per_temp = {}, {}
     t0 = time.perf_counter()
     for tau in temps:
-        x, nfe = _run_sharded(
-            exp,
-            config,
-            per_device,
-            2,
-            (state.ema_params, jnp.float32(tau)),
-            key,
-            (index,),
-            f"temperature {tau:g}",
-        )
+        params_tau, what = (params, jnp.float32(tau)), f"temperature {tau:g}"
+        x, nfe = _run_sharded(exp, config, per_device, 2, params_tau, key, (index,), what)
         samples[tau] = x
         stats = {"nfe_mean": float(np.mean(nfe)), "nfe_max": int(np.max(nfe))}
         flat = _per_example(x)
@@ -355,7 +324,7 @@ def temperature_mode(config, workdir: str) -> dict:
         "per_temperature": per_temp,
         "seconds": time.perf_counter() - t0,
     }
-    stem = os.path.join(_out_dir(workdir), f"temperature_step_{step}")
+    stem = _stem(workdir, "temperature", step)
     if jax.process_index() == 0:
         if exp.is_image:
             pics = np.stack(
@@ -378,6 +347,4 @@ def temperature_mode(config, workdir: str) -> dict:
         atomic_savez(
             stem + ".npz", temperatures=np.asarray(temps), samples=np.stack(list(samples.values()))
         )
-    report["png"], report["npz"] = stem + ".png", stem + ".npz"
-    _write_report(stem + ".json", report)
-    return report
+    return _write_report(stem, report)
