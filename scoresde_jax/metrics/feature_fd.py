@@ -27,9 +27,10 @@ from scoresde_jax.metrics.fid import (
     frechet_distance,
     load_stats,
     load_stats_meta,
+    save_stats,
 )
 
-__all__ = ["classifier_fd", "load_reference_stats", "reference_stats"]
+__all__ = ["classifier_fd", "load_reference_stats", "reference_stats", "save_classifier_stats"]
 
 
 def _as_classifier(classifier: str | os.PathLike | Classifier) -> Classifier:
@@ -116,3 +117,19 @@ def classifier_fd(
         raise ValueError(f"the Fréchet distance needs at least 2 images, got {gen.count}")
     fd = frechet_distance(gen.mean, gen.cov, ref.mu, ref.sigma)
     return {f"fd_{clf.name}": fd, f"fd_{clf.name}_num_samples": gen.count}
+
+
+def save_classifier_stats(path, classifier: Classifier, images, **meta) -> FeatureStats:
+    """:func:`reference_stats` of ``images`` written to ``path`` with the classifier's name and
+    fingerprint (what :func:`classifier_fd` checks)."""
+    stats = reference_stats(classifier, images)
+    save_stats(
+        path,
+        stats.mean,
+        stats.cov,
+        classifier=classifier.name,
+        classifier_sha256=classifier.fingerprint,
+        num_examples=stats.count,
+        **meta,
+    )
+    return stats

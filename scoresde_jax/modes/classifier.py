@@ -53,7 +53,7 @@ from scoresde_jax.run.experiment import (
     restore_experiment,
     to_host,
 )
-from scoresde_jax.run.state import TrainState, ema_update, make_optimizer
+from scoresde_jax.run.state import TrainState, apply_gradients, make_optimizer
 from scoresde_jax.run.trainer import Job, fit
 
 __all__ = [
@@ -125,14 +125,7 @@ def make_classifier_train_step(
             return loss, logits
 
         (loss, logits), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        new_state = TrainState(
-            step=state.step + 1,
-            params=params,
-            ema_params=ema_update(state.ema_params, params, ema_rate),
-            opt_state=opt_state,
-        )
+        new_state = apply_gradients(state, grads, optimizer, ema_rate)
         metrics = {
             "loss": loss,
             "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels),

@@ -41,10 +41,8 @@ from scoresde_jax.errors import ConfigError, MissingDataError
 from scoresde_jax.io import images as plotting
 from scoresde_jax.io.files import atomic_savez
 from scoresde_jax.io.images import to_uint8
-from scoresde_jax.metrics.feature_fd import classifier_fd
-from scoresde_jax.metrics.feature_fd import reference_stats as classifier_reference_stats
+from scoresde_jax.metrics.feature_fd import classifier_fd, save_classifier_stats
 from scoresde_jax.metrics.feature_net import classifier_for_dataset, load_classifier
-from scoresde_jax.metrics.fid import save_stats
 from scoresde_jax.metrics.inception import find_inception_weights
 from scoresde_jax.metrics.quality import (
     InceptionFeatures,
@@ -765,17 +763,7 @@ def reference_stats(config, workdir: str) -> dict:
         clf = load_classifier(name)
 
         def compute_fd(path, meta):
-            stats = classifier_reference_stats(clf, make_batches())
-            save_stats(
-                path,
-                stats.mean,
-                stats.cov,
-                classifier=name,
-                classifier_sha256=clf.fingerprint,
-                num_examples=stats.count,
-                dataset=str(d.dataset),
-                **meta,
-            )
+            save_classifier_stats(path, clf, make_batches(), dataset=str(d.dataset), **meta)
 
         settings = dict(common, classifier=name, classifier_sha256=clf.fingerprint)
         out = _keyed_stats(out_dir, stem, name, settings, compute_fd)

@@ -20,7 +20,7 @@ import numpy as np
 import optax
 
 from scoresde_jax.data import open_image_source
-from scoresde_jax.metrics.feature_fd import reference_stats
+from scoresde_jax.metrics.feature_fd import save_classifier_stats
 from scoresde_jax.metrics.feature_net import (
     CLASSIFIERS,
     Classifier,
@@ -30,7 +30,7 @@ from scoresde_jax.metrics.feature_net import (
     save_classifier,
     unit_float,
 )
-from scoresde_jax.metrics.fid import FeatureStats, save_stats
+from scoresde_jax.metrics.fid import FeatureStats
 from scoresde_jax.run.trainer import Job, fit
 
 __all__ = ["DATASETS", "FeatureState", "stats", "train", "train_feature_classifier", "accuracy"]
@@ -232,16 +232,7 @@ def _load_split(dataset: str, split: str, data_path: str | None) -> tuple[np.nda
 
 
 def _write_stats(path: str, clf: Classifier, images: np.ndarray, **meta: Any) -> FeatureStats:
-    s = reference_stats(clf, images)
-    save_stats(
-        path,
-        s.mean,
-        s.cov,
-        classifier=clf.name,
-        classifier_sha256=clf.fingerprint,
-        num_examples=s.count,
-        **meta,
-    )
+    s = save_classifier_stats(path, clf, images, **meta)
     log.info("wrote %s (%d images)", path, s.count)
     return s
 

@@ -9,7 +9,13 @@ import jax
 import jax.numpy as jnp
 import optax
 
-__all__ = ["TrainState", "make_optimizer", "learning_rate_schedule", "ema_update"]
+__all__ = [
+    "TrainState",
+    "apply_gradients",
+    "ema_update",
+    "learning_rate_schedule",
+    "make_optimizer",
+]
 
 
 @flax.struct.dataclass
@@ -52,6 +58,20 @@ def make_optimizer(
     if grad_clip >= 0:
         opt = optax.chain(optax.clip_by_global_norm(grad_clip), opt)
     return opt
+
+
+def apply_gradients(
+    state: TrainState, grads, optimizer: optax.GradientTransformation, ema_rate: float
+) -> TrainState:
+    """One optimizer step from ``grads``, the EMA updated, the step counted."""
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    return TrainState(
+        step=state.step + 1,
+        params=params,
+        ema_params=ema_update(state.ema_params, params, ema_rate),
+        opt_state=opt_state,
+    )
 
 
 def ema_update(ema_params, params, rate: float):

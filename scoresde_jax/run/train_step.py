@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from scoresde_jax.run.state import TrainState, ema_update
+from scoresde_jax.run.state import TrainState, apply_gradients
 
 __all__ = ["make_train_step", "make_eval_loss"]
 
@@ -42,14 +42,7 @@ def make_train_step(
             return loss
 
         loss, grads = jax.value_and_grad(objective)(state.params)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        new_state = TrainState(
-            step=state.step + 1,
-            params=params,
-            ema_params=ema_update(state.ema_params, params, ema_rate),
-            opt_state=opt_state,
-        )
+        new_state = apply_gradients(state, grads, optimizer, ema_rate)
         return new_state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
 
     def step(state: TrainState, batches: jax.Array):
