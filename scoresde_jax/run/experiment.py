@@ -504,13 +504,13 @@ def noise_levels_from_config(model_config) -> tuple[float, ...] | None:
     return tuple(float(v) for v in levels)
 
 
-def ddpm_from_config(config) -> DDPM:
-    """Builds :class:`DDPM` from an experiment config (``config.model`` and ``config.data``).
-
-    ``config.model.dtype`` (optional, default ``"float32"``) selects the compute dtype.
-    """
+def _unet_fields(config) -> dict:
+    """The fields DDPM and NCSN++ share: data geometry, U-Net shape, noise levels, dtype."""
     m, d = config.model, config.data
-    return DDPM(
+    return dict(
+        image_size=d.image_size,
+        num_channels=d.num_channels,
+        centered=d.centered,
         nf=m.nf,
         ch_mult=tuple(m.ch_mult),
         num_res_blocks=m.num_res_blocks,
@@ -518,17 +518,18 @@ def ddpm_from_config(config) -> DDPM:
         dropout=m.dropout,
         resamp_with_conv=m.resamp_with_conv,
         conditional=m.conditional,
-        centered=d.centered,
         scale_by_sigma=m.scale_by_sigma,
         sigma_min=m.sigma_min,
         sigma_max=m.sigma_max,
         num_scales=m.num_scales,
-        image_size=d.image_size,
-        num_channels=d.num_channels,
-        nonlinearity=m.get("nonlinearity", "swish"),
         dtype=dtype_from_config(m),
         noise_levels=noise_levels_from_config(m),
     )
+
+
+def ddpm_from_config(config) -> DDPM:
+    """:class:`DDPM` from ``config.model`` and ``config.data`` (``model.dtype``: compute dtype)."""
+    return DDPM(nonlinearity=config.model.get("nonlinearity", "swish"), **_unet_fields(config))
 
 
 def mlp_from_config(config) -> MLPScore:
@@ -551,26 +552,13 @@ def ncsnpp_from_config(config) -> NCSNpp:
     (``"bfloat16"`` for mixed precision). The Fourier embedding needs continuous training
     (``config.training.continuous``), as in the reference.
     """
-    m, d = config.model, config.data
+    m = config.model
     if m.embedding_type.lower() == "fourier" and not config.training.get("continuous", True):
         raise ValueError(
             "model.embedding_type='fourier' embeds noise levels and needs training.continuous=True"
             "; use embedding_type='positional' for discrete time steps."
         )
-    dtype_name = str(m.get("dtype", "float32"))
-    if dtype_name not in _DTYPES:
-        raise ValueError(f"Unknown model.dtype={dtype_name!r}; use one of {sorted(_DTYPES)}.")
     return NCSNpp(
-        image_size=d.image_size,
-        num_channels=d.num_channels,
-        centered=d.centered,
-        nf=m.nf,
-        ch_mult=tuple(m.ch_mult),
-        num_res_blocks=m.num_res_blocks,
-        attn_resolutions=tuple(m.attn_resolutions),
-        dropout=m.dropout,
-        resamp_with_conv=m.resamp_with_conv,
-        conditional=m.conditional,
         fir=m.fir,
         fir_kernel=tuple(m.fir_kernel),
         skip_rescale=m.skip_rescale,
@@ -583,13 +571,8 @@ def ncsnpp_from_config(config) -> NCSNpp:
         fourier_scale=m.get("fourier_scale", 16.0),
         init_scale=m.init_scale,
         conv_size=m.get("conv_size", 3),
-        scale_by_sigma=m.scale_by_sigma,
-        sigma_min=m.sigma_min,
-        sigma_max=m.sigma_max,
-        num_scales=m.num_scales,
         nonlinearity=m.nonlinearity,
-        dtype=_DTYPES[dtype_name],
-        noise_levels=noise_levels_from_config(m),
+        **_unet_fields(config),
     )
 
 
