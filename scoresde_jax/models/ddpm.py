@@ -263,57 +263,23 @@ class DDPM(nn.Module):
         return h
 
 
-def _torch_module_order(model: DDPM) -> list[str | None]:
-    """Flax names of the reference's ``all_modules`` list, in order (``None``: no parameters)."""
-    counts: collections.Counter[str] = collections.Counter()
-
-    def name(kind: str) -> str:
-        index = counts[kind]
-        counts[kind] += 1
-        return f"{kind}_{index}"
-
-    order: list[str | None] = []
-    if model.conditional:
-        order += [name("Dense"), name("Dense")]
-    order.append(name("Conv"))
-    n = len(model.ch_mult)
-    resolutions = [model.image_size // 2**level for level in range(n)]
-    for level in range(n):
-        for _ in range(model.num_res_blocks):
-            order.append(name("ResnetBlockDDPM"))
-            if resolutions[level] in model.attn_resolutions:
-                order.append(name("AttnBlock"))
-        if level != n - 1:
-            down = name("Downsample")
-            order.append(down if model.resamp_with_conv else None)
-    order += [name("ResnetBlockDDPM"), name("AttnBlock"), name("ResnetBlockDDPM")]
-    for level in reversed(range(n)):
-        order += [name("ResnetBlockDDPM") for _ in range(model.num_res_blocks + 1)]
-        if resolutions[level] in model.attn_resolutions:
-            order.append(name("AttnBlock"))
-        if level != 0:
-            up = name("Upsample")
-            order.append(up if model.resamp_with_conv else None)
-    order += [name("GroupNorm"), name("Conv")]
-    return order
-
-
 def params_from_torch_state_dict(state_dict: Mapping[str, np.ndarray], model: DDPM) -> dict:
     """``{"params": ...}`` (float32 numpy) of ``model`` from a reference ``DDPM`` state dict.
 
-    The reference's ``all_modules`` order is rebuilt from ``model``'s hyperparameters, so any
-    configuration converts. The ``sigmas`` buffer must equal ``model.sigmas`` where the network
-    divides by it (``scale_by_sigma``).
+    The reference's ``all_modules`` list is the order in which the network calls its
+    submodules (those without parameters included), so any configuration converts. The
+    ``sigmas`` buffer must equal ``model.sigmas`` where the network divides by it
+    (``scale_by_sigma``).
 
     Raises:
       ValueError: missing or unexpected keys, shape mismatches, or a disagreeing ``sigmas``.
     """
-    index = {flax_name: i for i, flax_name in enumerate(_torch_module_order(model)) if flax_name}
     size, channels = model.image_size, model.num_channels
+    variables, order = _torch_import.trace(model, (1, size, size, channels))
     params = convert_state_dict(
         state_dict,
-        _torch_import.abstract_params(model, (1, size, size, channels)),
-        _torch_import.all_modules_prefix(index, "DDPM"),
+        variables["params"],
+        _torch_import.all_modules_prefix({name: i for i, name in enumerate(order)}, "DDPM"),
         buffers={
             "sigmas": _torch_import.check_sigmas_buffer(
                 model.sigmas, "DDPM", used=model.scale_by_sigma
