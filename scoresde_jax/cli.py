@@ -56,7 +56,6 @@ def _train(config, workdir):
 
     step = int(jax.device_get(state.step))
     print(f"Training done: step {step}; checkpoints in {os.path.join(workdir, 'checkpoints')}")
-    return None
 
 
 def _mode(module: str, name: str) -> Callable:

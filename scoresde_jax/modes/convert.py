@@ -49,15 +49,6 @@ log = logging.getLogger(__name__)
 _BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
 
 
-def _model_module(config):
-    name = config.model.name
-    if name not in MODELS:
-        raise ConversionInputError(
-            f"Unknown config.model.name={name!r}; choose one of {sorted(MODELS)}."
-        )
-    return importlib.import_module(MODELS[name])
-
-
 def _is_buffer(key: str) -> bool:
     return key == "sigmas" or key.split(".")[-1] in _BUFFER_SUFFIXES
 
@@ -272,8 +263,8 @@ def convert_checkpoint(
             levels_path,
             len(levels),
         )
-    exp = build_experiment(config)
-    module = _model_module(config)
+    exp = build_experiment(config)  # refuses an unknown config.model.name
+    module = importlib.import_module(MODELS[config.model.name])
     try:
         if source == "torch":
             state = state_from_torch(raw, exp.model, exp.optimizer, module)
