@@ -1,22 +1,11 @@
-"""The command line: ``python main.py --config CONFIG --workdir DIR --mode MODE``.
+"""The command lines: ``python main.py --config CONFIG --workdir DIR --mode MODE``, the converter
+and the feature classifiers.
 
-What happens before any heavy work, in order, each within seconds of start-up:
-
-1. ``--help`` prints the usage and exits 0.
-2. The config file must exist, and every ``--config.a.b=value`` override must name a field of
-   it (the error names the section and the closest valid keys) with a value of the right type.
-3. The config's values are checked (:mod:`scoresde_jax.run.preflight`): known names, positive
-   sizes, batch sizes that divide over the devices, data that exist and can be read, a
-   checkpoint for the modes that need one, a work directory that can be written.
-4. The mode runs (:data:`MODES`), holding the lock of the directory it writes
-   (:mod:`scoresde_jax.run.workdir_lock`), and prints its JSON report.
-
-Exit statuses: 0 done; 2 a problem with the input, printed as one message naming the field or
-file and the fix, without a traceback (``--traceback`` or ``SCORESDE_TRACEBACK=1`` shows it);
-143 (SIGTERM) or 130 (SIGINT) a run that was stopped after saving its work and resumes when the
-same command runs again.
-
-Nothing here imports JAX before step 3, so mistakes in the command line are reported at once.
+Before any heavy work: ``--help``; the config file exists and every ``--config.a.b=value``
+names a field of it (the error names the closest ones); then the values are checked
+(:mod:`scoresde_jax.run.preflight`) and the mode runs (:data:`MODES`) holding the lock of the
+directory it writes. Nothing here imports JAX before the preflight checks, so mistakes in the
+command line are reported at once. Exit statuses: see the usage text.
 """
 
 from __future__ import annotations
@@ -25,6 +14,7 @@ import contextlib
 import dataclasses
 import difflib
 import errno
+import functools
 import importlib.util
 import json
 import logging
@@ -38,7 +28,6 @@ from scoresde_jax.errors import (
     ConfigError,
     StoppedBySignal,
     UserError,
-    WorkdirError,
 )
 from scoresde_jax.run import compile_cache
 
@@ -67,13 +56,17 @@ def _train(config, workdir):
 
     step = int(jax.device_get(state.step))
     print(f"Training done: step {step}; checkpoints in {os.path.join(workdir, 'checkpoints')}")
-    return None
 
 
-def _eval(config, workdir):
-    from scoresde_jax.modes.evaluate import evaluate
+def _mode(module: str, name: str) -> Callable:
+    """``scoresde_jax.modes.<module>.<name>``, imported only when the mode runs."""
 
-    return evaluate(config, workdir)
+    def run(config, workdir):
+        return getattr(importlib.import_module(f"scoresde_jax.modes.{module}"), name)(
+            config, workdir
+        )
+
+    return run
 
 
 SAMPLE_TASKS = {
@@ -93,35 +86,7 @@ def sample(config, workdir):
             f"Unknown config.sampling.task={task!r}; choose one of {sorted(SAMPLE_TASKS)} "
             "('generate': unconditional samples, the default)."
         )
-    module, name = SAMPLE_TASKS[task]
-    return getattr(importlib.import_module(f"scoresde_jax.modes.{module}"), name)(config, workdir)
-
-
-def _stats(config, workdir):
-    from scoresde_jax.modes.evaluate import reference_stats
-
-    return reference_stats(config, workdir)
-
-
-def _train_classifier(config, workdir):
-    from scoresde_jax.modes.classifier import train_classifier
-
-    return train_classifier(config, workdir)
-
-
-def _latent(name):
-    def run(config, workdir):
-        from scoresde_jax.modes import latent as manipulate
-
-        return getattr(manipulate, f"{name}_mode")(config, workdir)
-
-    return run
-
-
-def _toy_figures(config, workdir):
-    from scoresde_jax.modes.figures import toy_figures
-
-    return toy_figures(config, workdir)
+    return _mode(*SAMPLE_TASKS[task])(config, workdir)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,24 +106,41 @@ class Mode:
 
 MODES: dict[str, Mode] = {
     "train": Mode(_train, "train the score model (resumes from the newest checkpoint)"),
-    "eval": Mode(_eval, "loss, bits/dim and sample quality of checkpoints", None, True),
+    "eval": Mode(
+        _mode("evaluate", "evaluate"),
+        "loss, bits/dim and sample quality of checkpoints",
+        None,
+        True,
+    ),
     "sample": Mode(
         sample,
         "samples (or a controllable-generation task) from the newest checkpoint",
         "samples",
         True,
     ),
-    "stats": Mode(_stats, "reference feature statistics of a dataset for FID/KID", "stats"),
-    "train_classifier": Mode(
-        _train_classifier, "the noise-conditional classifier of class-conditional sampling"
+    "stats": Mode(
+        _mode("evaluate", "reference_stats"),
+        "reference feature statistics of a dataset for FID/KID",
+        "stats",
     ),
-    "encode": Mode(_latent("encode"), "probability-flow latents of data", "latent", True),
-    "interpolate": Mode(_latent("interpolate"), "interpolation between latents", "latent", True),
+    "train_classifier": Mode(
+        _mode("classifier", "train_classifier"),
+        "the noise-conditional classifier of class-conditional sampling",
+    ),
+    "encode": Mode(
+        _mode("latent", "encode_mode"), "probability-flow latents of data", "latent", True
+    ),
+    "interpolate": Mode(
+        _mode("latent", "interpolate_mode"), "interpolation between latents", "latent", True
+    ),
     "temperature": Mode(
-        _latent("temperature"), "samples at scaled prior temperatures", "latent", True
+        _mode("latent", "temperature_mode"), "samples at scaled prior temperatures", "latent", True
     ),
     "toy_figures": Mode(
-        _toy_figures, "score fields and trajectories of a 2-D toy model", "figures", True
+        _mode("figures", "toy_figures"),
+        "score fields and trajectories of a 2-D toy model",
+        "figures",
+        True,
     ),
 }
 
@@ -334,31 +316,11 @@ def parse_flags(argv: list[str], define: Callable) -> list[str]:
     return []
 
 
-def _parse_flags(argv: list[str]) -> list[str]:
-    return parse_flags(argv, _define_flags)
-
-
 def setup_logging() -> None:
     """Our own progress at INFO; library chatter (Orbax logs every save) only when it matters;
     no "Event loop is closed" noise from Orbax's threads at exit."""
     logging.getLogger().setLevel(logging.WARNING)
     logging.getLogger("scoresde_jax").setLevel(logging.INFO)
-    _quiet_shutdown()
-
-
-# -------------------------------------------------------------------------------------------
-# Running a mode.
-
-
-def _traceback_wanted() -> bool:
-    from absl import flags
-
-    env = os.environ.get(TRACEBACK_ENV, "").strip().lower() not in ("", "0", "false", "no")
-    return env or bool(flags.FLAGS["traceback"].value if "traceback" in flags.FLAGS else False)
-
-
-def _quiet_shutdown() -> None:
-    """Drops the "Event loop is closed" noise that Orbax's background threads print at exit."""
     previous = sys.unraisablehook
 
     def hook(unraisable):
@@ -368,6 +330,21 @@ def _quiet_shutdown() -> None:
         previous(unraisable)
 
     sys.unraisablehook = hook
+
+
+def _traceback_wanted() -> bool:
+    from absl import flags
+
+    env = os.environ.get(TRACEBACK_ENV, "").strip().lower() not in ("", "0", "false", "no")
+    return env or ("traceback" in flags.FLAGS and bool(flags.FLAGS["traceback"].value))
+
+
+_WRITE_ERRORS = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "the disk quota is exhausted",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+}
 
 
 @contextlib.contextmanager
@@ -384,24 +361,12 @@ def user_errors():
             raise
         _fail(str(e), e.exit_code)
     except OSError as e:
-        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+        if e.errno not in _WRITE_ERRORS or _traceback_wanted():
             raise
-        if _traceback_wanted():
-            raise
-        what = {
-            errno.ENOSPC: "no space left on the device",
-            errno.EDQUOT: "the disk quota is exhausted",
-            errno.EROFS: "the file system is read-only",
-            errno.EACCES: "permission denied",
-        }[e.errno]
-        where = e.filename or "the work directory"
         _fail(
-            str(
-                WorkdirError(
-                    f"Could not write {where}: {what}. Checkpoints already on disk are intact; "
-                    "free space (or fix permissions) and run the same command again."
-                )
-            )
+            f"Could not write {e.filename or 'the work directory'}: {_WRITE_ERRORS[e.errno]}. "
+            "Checkpoints already on disk are intact; free space (or fix permissions) and run the "
+            "same command again."
         )
 
 
@@ -449,16 +414,22 @@ def _main(argv) -> None:
         print(json.dumps(report, indent=2))
 
 
+def _argv_or_help(argv: list[str] | None, text: str, help_flags: tuple[str, ...]) -> list[str]:
+    """``argv`` (default ``sys.argv``); prints ``text`` and exits 0 if it asks for help."""
+    argv = list(sys.argv if argv is None else argv)
+    if any(a in help_flags for a in argv[1:]):
+        print(text)
+        raise SystemExit(0)
+    return argv
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``main.py``."""
-    argv = list(sys.argv if argv is None else argv)
-    if any(a in ("-h", "--help", "-?", "--helpshort", "--helpfull") for a in argv[1:]):
-        print(usage())
-        raise SystemExit(0)
+    argv = _argv_or_help(argv, usage(), ("-h", "--help", "-?", "--helpshort", "--helpfull"))
     _precheck_argv(argv[1:])
     from absl import app
 
-    app.run(_main, argv=argv, flags_parser=_parse_flags)
+    app.run(_main, argv=argv, flags_parser=lambda a: parse_flags(a, _define_flags))
 
 
 # -------------------------------------------------------------------------------------------
@@ -544,14 +515,9 @@ def _define_convert_flags():
 
 
 def convert_cli(argv: list[str] | None = None) -> None:
-    import sys
-
     from absl import app
 
-    argv = list(sys.argv if argv is None else argv)
-    if any(a in ("-h", "--help", "--helpshort", "--helpfull") for a in argv[1:]):
-        print(CONVERT_USAGE)
-        raise SystemExit(0)
+    argv = _argv_or_help(argv, CONVERT_USAGE, ("-h", "--help", "--helpshort", "--helpfull"))
     check_config_arg(argv[1:])
     app.run(_convert_main, argv=argv, flags_parser=lambda a: parse_flags(a, _define_convert_flags))
 
@@ -566,41 +532,30 @@ def feature_classifier_cli(argv: list[str] | None = None) -> None:
     from absl import flags
 
     fv = flags.FlagValues()
-    datasets = ["mnist", "cifar10"]
-    flags.DEFINE_enum("dataset", None, datasets, "Dataset of the classifier.", flag_values=fv)
-    flags.DEFINE_string(
+    string = functools.partial(flags.DEFINE_string, flag_values=fv)
+    integer = functools.partial(flags.DEFINE_integer, flag_values=fv)
+    flags.DEFINE_enum(
+        "dataset", None, ["mnist", "cifar10"], "Dataset of the classifier.", flag_values=fv
+    )
+    string(
         "data_path",
         None,
         "Local data: MNIST IDX folder, CIFAR-10 .npz or python folder (default: TFDS).",
-        flag_values=fv,
     )
-    flags.DEFINE_string(
-        "out", None, "train: weight file (.npz); stats: statistics file.", flag_values=fv
-    )
-    flags.DEFINE_string(
-        "stats_out", None, "train: also write test-split statistics here.", flag_values=fv
-    )
-    flags.DEFINE_integer(
-        "num_steps", None, "train: steps (default 1500 MNIST, 1200 CIFAR-10).", flag_values=fv
-    )
-    flags.DEFINE_integer("batch_size", 128, "train: examples per step.", flag_values=fv)
+    string("out", None, "train: weight file (.npz); stats: statistics file.")
+    string("stats_out", None, "train: also write test-split statistics here.")
+    integer("num_steps", None, "train: steps (default 1500 MNIST, 1200 CIFAR-10).")
+    integer("batch_size", 128, "train: examples per step.")
     flags.DEFINE_float("learning_rate", 2e-3, "train: peak learning rate.", flag_values=fv)
-    flags.DEFINE_integer("seed", 0, "train: seed.", flag_values=fv)
-    flags.DEFINE_string(
-        "workdir", None, "train: checkpoints (resumed when run again).", flag_values=fv
-    )
-    flags.DEFINE_string(
-        "classifier", None, "stats/eval: classifier name or weight file.", flag_values=fv
-    )
+    integer("seed", 0, "train: seed.")
+    string("workdir", None, "train: checkpoints (resumed when run again).")
+    string("classifier", None, "stats/eval: classifier name or weight file.")
     flags.DEFINE_enum("split", "test", ["train", "test"], "stats/eval: split.", flag_values=fv)
-    argv = list(sys.argv if argv is None else argv)
     usage = (
         "usage: python -m scoresde_jax.feature_classifier {train,stats,eval} --dataset "
         "{mnist,cifar10} [flags]\n\n" + fv.main_module_help()
     )
-    if any(a in ("-h", "--help") for a in argv[1:]):
-        print(usage)
-        raise SystemExit(0)
+    argv = _argv_or_help(argv, usage, ("-h", "--help"))
     try:
         rest = fv(argv)
     except flags.Error as e:

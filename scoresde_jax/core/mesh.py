@@ -1,9 +1,8 @@
-"""The device mesh: parameters replicated, batches split along the ``data`` axis, and work with
-one independent piece per device.
+"""The device mesh: parameters replicated, batches split along the ``data`` axis.
 
-Samplers and the likelihood ODE are adaptive or sequential computations over a whole batch.
-Running them under ``shard_map`` gives every device its own slice of the batch (and, for
-adaptive solvers, its own step sizes), with no communication until the results are gathered.
+Samplers and the likelihood ODE run under ``shard_map``: every device takes its own slice of the
+batch (and, for adaptive solvers, its own step sizes), with no communication until the results
+are gathered.
 """
 
 from __future__ import annotations
@@ -51,11 +50,8 @@ def batch_sharding(mesh: Mesh, batch_axis: int = 0) -> NamedSharding:
 
 
 def put_global_batch(x: np.ndarray, mesh: Mesh, batch_axis: int = 0) -> jax.Array:
-    """Places a host array holding the *global* batch on the mesh, sharded along ``batch_axis``.
-
-    Every process passes the same global array (single-host and the toy datasets); each device
-    receives only its slice.
-    """
+    """Places a host array holding the *global* batch (the same on every process) on the mesh,
+    sharded along ``batch_axis``; each device receives only its slice."""
     n = mesh.shape["data"]
     if x.shape[batch_axis] % n:
         raise ValueError(
@@ -67,12 +63,10 @@ def put_global_batch(x: np.ndarray, mesh: Mesh, batch_axis: int = 0) -> jax.Arra
 
 
 def to_global_array(local: np.ndarray, mesh: Mesh, batch_axis: int = 0) -> jax.Array:
-    """Assembles each process's *local* part of a batch into one global ``jax.Array``.
+    """Assembles each process's *local* slice of a batch into one global ``jax.Array``.
 
-    Dimension ``batch_axis`` is sharded over the ``data`` axis of the mesh: process ``i``
-    contributes its own slice (e.g. from :func:`scoresde_jax.data.train_batch`), and the global
-    batch is the concatenation of the slices in the order of the mesh's devices (process by
-    process for :func:`make_data_mesh`). With a single process the result equals ``local``.
+    The global batch is the concatenation of the slices along ``batch_axis`` in the order of the
+    mesh's devices (process by process for :func:`make_data_mesh`).
     """
     return jax.make_array_from_process_local_data(batch_sharding(mesh, batch_axis), local)
 
@@ -89,13 +83,7 @@ def sharded_sampler(
 ) -> Callable:
     """``run(params, key) -> (samples [n, ...], nfe)`` with ``n = shape[0]`` split over devices.
 
-    Args:
-      mesh: the ``("data",)`` mesh.
-      sample_fn: ``sample_fn(score_fn, key, shape) -> SampleResult`` (see
-        :func:`scoresde_jax.run.experiment.sampler_from_config`).
-      make_score_fn: ``params -> score_fn``.
-      shape: global sample shape; ``shape[0]`` must be a multiple of the device count.
-
+    ``sample_fn(score_fn, key, shape) -> SampleResult``; ``make_score_fn(params) -> score_fn``.
     Device ``i`` draws its ``n / num_devices`` samples from ``fold_in(key, i)``, so the result
     depends on the number of devices but not on anything else. ``nfe`` is the largest count of
     network evaluations over the devices.
@@ -146,11 +134,11 @@ def sharded_batch_fn(mesh: Mesh, fn: Callable, num_batched: int, num_outputs: in
 def map_fixed_batches(
     fn: Callable[[np.ndarray], tuple], x: np.ndarray, batch_size: int
 ) -> tuple[np.ndarray, ...]:
-    """Applies ``fn`` to ``x`` in chunks of exactly ``batch_size`` rows; returns numpy outputs.
+    """Applies ``fn`` (returning a tuple of ``[b, ...]`` arrays) to ``x`` in chunks of exactly
+    ``batch_size`` rows; returns numpy outputs.
 
-    The last chunk is padded with zeros so ``fn`` (a compiled function) sees one shape only; the
-    outputs of the padding rows are dropped. ``fn`` returns a tuple of arrays whose first axis is
-    the batch. ``x`` must hold at least one row.
+    The last chunk is padded with zeros so that a compiled ``fn`` sees one shape only; the
+    outputs of the padding rows are dropped.
     """
     if len(x) == 0:
         raise ValueError("map_fixed_batches needs at least one row")

@@ -1,13 +1,12 @@
 """PyTorch state dicts: ``.pth`` files read without PyTorch, and mapped onto Flax trees.
 
-``torch.save`` writes a pickle in which every tensor is a call
-``torch._utils._rebuild_tensor_v2(storage, offset, size, stride, ...)`` and every storage a
-persistent id ``("storage", torch.<Type>Storage, key, location, numel)`` whose bytes follow
-outside the pickle. Since PyTorch 1.6 the file is a zip archive (``<name>/data.pkl``,
-``<name>/data/<key>``); before that it was a sequence of pickles (magic number, protocol, system
-info, the object, the storage keys) followed by each storage as an int64 element count and its
-bytes. The official FID weights (PyTorch 1.1) predate the zip archive, so both are read. The
-unpickler knows only the globals such a checkpoint needs, so a file cannot make it run code.
+In ``torch.save``'s pickle every tensor is a call ``torch._utils._rebuild_tensor_v2(storage,
+offset, size, stride, ...)`` and every storage a persistent id ``("storage",
+torch.<Type>Storage, key, location, numel)`` whose bytes lie outside the pickle: since PyTorch
+1.6 in a zip archive (``<name>/data.pkl``, ``<name>/data/<key>``), before that after a sequence
+of pickles (magic number, protocol, system info, the object, the storage keys), each storage as
+an int64 element count and its bytes. Both are read (the official FID weights are PyTorch 1.1).
+The unpickler knows only the globals such a checkpoint needs, so a file cannot make it run code.
 """
 
 from __future__ import annotations
@@ -76,7 +75,7 @@ class _Storage:
         return self.data
 
 
-class _StorageView(NamedTuple):  # legacy files: a storage sharing memory with another one
+class _StorageView(NamedTuple):  # legacy files: a storage sharing memory with another
     base: _Storage
     offset: int
     numel: int
@@ -244,10 +243,6 @@ def read_torch_state_dict(path: str | Path) -> dict[str, np.ndarray]:
     return dict(obj)
 
 
-# ----------------------------------------------------------------------------------------------
-# State dict -> Flax tree.
-
-
 class ConversionError(ValueError):
     """A state dict does not fit the model: missing or unexpected keys, or wrong shapes."""
 
@@ -259,14 +254,10 @@ def strip_module_prefix(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     return dict(state_dict)
 
 
-def _oihw_to_hwio(w: np.ndarray) -> np.ndarray:
-    return np.transpose(w, (2, 3, 1, 0))
-
-
 def _torch_leaf(name: str, ndim: int) -> tuple[str, Callable[[np.ndarray], np.ndarray]]:
     """PyTorch name and layout change of a Flax leaf (Conv OIHW -> HWIO, Linear transposed)."""
     if name in ("kernel", "weight") and ndim == 4:
-        return "weight", _oihw_to_hwio
+        return "weight", lambda w: np.transpose(w, (2, 3, 1, 0))
     if name == "kernel" and ndim == 2:
         return "weight", np.transpose
     renamed = {"kernel": "weight", "scale": "weight", "embedding": "weight"}
@@ -310,7 +301,6 @@ def convert_state_dict(
       ignore: keys that may be present without a counterpart.
       buffers: keys that are not parameters, each with a check that raises ``ValueError`` when
         the stored value disagrees with the model.
-      model_name, source: for the error message.
 
     Raises:
       ConversionError: listing every missing and unexpected key and every shape mismatch.

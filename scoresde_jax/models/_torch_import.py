@@ -1,25 +1,54 @@
-"""What the score networks share when they import PyTorch weights: the traced parameter shapes,
-the ``all_modules`` list of the reference U-Nets, and the check of the ``sigmas`` buffer. The
-state-dict reading and layout mapping is :mod:`scoresde_jax.io.state_dict`."""
+"""What the score networks share when they import PyTorch weights: the traced parameter shapes
+and call order (the order of the reference U-Nets' ``all_modules`` list), and the check of the
+``sigmas`` buffer. Reading state dicts and mapping layouts is :mod:`scoresde_jax.io.state_dict`."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from scoresde_jax.io.state_dict import ConversionError
 
-__all__ = ["abstract_params", "all_modules_prefix", "check_sigmas_buffer"]
+__all__ = ["abstract_params", "all_modules_prefix", "check_sigmas_buffer", "trace"]
+
+
+def trace(module, x_shape: tuple[int, ...], labels_dtype=jnp.int32) -> tuple[dict, tuple]:
+    """``module.init``'s variables as shape/dtype structs (nothing is allocated), and the names of
+    its direct submodules in the order they are first called.
+
+    ``module`` is called as ``module(x, labels)`` with all-zero ``x: x_shape``. The PyTorch ports
+    keep their layers in ``all_modules``, a list that their ``forward`` walks in order, one module
+    per call, so this call order is the order of that list.
+    """
+    order: list[str] = []
+
+    def record(next_fun, args, kwargs, context):
+        path = context.module.path
+        if context.method_name == "__call__" and len(path) == 1 and path[0] not in order:
+            order.append(path[0])
+        return next_fun(*args, **kwargs)
+
+    def init():
+        labels = jnp.zeros((x_shape[0],), labels_dtype)
+        return module.init(jax.random.key(0), jnp.zeros(x_shape, jnp.float32), labels)
+
+    with nn.intercept_methods(record):
+        variables = jax.eval_shape(init)
+    return variables, tuple(order)
+
+
+def abstract_params(module, x_shape: tuple[int, ...], labels_dtype=jnp.int32) -> dict:
+    """The ``params`` tree of :func:`trace`."""
+    return trace(module, x_shape, labels_dtype)[0]["params"]
 
 
 def all_modules_prefix(index: Mapping[str, int], model_name: str) -> Callable[[tuple], str]:
-    """``torch_prefix`` for networks whose layers are the reference's ``all_modules`` list.
-
-    ``index`` maps each top-level Flax submodule to its position in that list.
-    """
+    """``torch_prefix`` for networks whose layers are the reference's ``all_modules`` list;
+    ``index`` maps each top-level Flax submodule to its position there."""
 
     def torch_prefix(path: tuple[str, ...]) -> str:
         if path[0] not in index:
@@ -74,10 +103,10 @@ def check_sigmas_buffer(
 ) -> Callable[[np.ndarray], None]:
     """A buffer check for the ``sigmas`` noise levels of the reference networks.
 
-    The Flax networks compute their noise levels from ``sigma_min``, ``sigma_max`` and
-    ``num_scales`` (or take ``model.noise_levels``); a checkpoint whose buffer disagrees was
-    trained with other levels, and its outputs would be divided by the wrong sigma. Where the
-    forward pass never reads the buffer (``used=False``) it is accepted as it is.
+    The networks compute their noise levels from the config (or take ``model.noise_levels``); a
+    checkpoint whose buffer disagrees was trained with other levels, and its outputs would be
+    divided by the wrong sigma. Where the forward pass never reads the buffer (``used=False``)
+    it is accepted as it is.
     """
 
     def check(value: np.ndarray) -> None:
@@ -88,20 +117,3 @@ def check_sigmas_buffer(
             raise ConversionError(sigmas_mismatch_message(value, expected, model_name))
 
     return check
-
-
-def abstract_params(module, x_shape: tuple[int, ...], labels_dtype=jnp.int32) -> dict:
-    """The ``params`` tree of ``module.init`` as shape/dtype structs (nothing is allocated).
-
-    Args:
-      module: a score network called as ``module(x, labels)``.
-      x_shape: input shape ``[B, H, W, C]``.
-      labels_dtype: dtype of the (all-zero) labels used for tracing.
-    """
-
-    def init():
-        x = jnp.zeros(x_shape, jnp.float32)
-        labels = jnp.zeros((x_shape[0],), labels_dtype)
-        return module.init(jax.random.key(0), x, labels)
-
-    return jax.eval_shape(init)["params"]

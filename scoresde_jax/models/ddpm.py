@@ -201,31 +201,25 @@ class DDPM(nn.Module):
 def params_from_torch_state_dict(state_dict: Mapping[str, np.ndarray], model: DDPM) -> dict:
     """Converts a ``state_dict`` of the PyTorch reference ``DDPM`` into ``{"params": ...}``.
 
-    The reference keeps its layers in one ``all_modules`` list: the network's top-level layers in
-    call order, parameterless resampling layers included, so tracing ``model`` gives the index of
-    every layer for any configuration. The ``sigmas`` buffer is checked against ``model.sigmas``
-    where the network divides by it (``scale_by_sigma``).
+    The reference's ``all_modules`` list is the order in which the network calls its
+    submodules (those without parameters included), so any configuration converts. The
+    ``sigmas`` buffer must equal ``model.sigmas`` where the network divides by it
+    (``scale_by_sigma``).
 
     Raises:
       ValueError: missing or unexpected keys, shape mismatches, or a disagreeing ``sigmas``.
     """
-    order: list[str] = []
-
-    def record(next_fun, args, kwargs, context):
-        if context.method_name == "__call__" and len(context.module.path) == 1:
-            order.append(context.module.name)
-        return next_fun(*args, **kwargs)
-
     size, channels = model.image_size, model.num_channels
-    with nn.intercept_methods(record):
-        abstract = _torch_import.abstract_params(model, (1, size, size, channels))
-    index = {flax_name: i for i, flax_name in enumerate(order)}
-    sigmas = _torch_import.check_sigmas_buffer(model.sigmas, "DDPM", used=model.scale_by_sigma)
+    variables, order = _torch_import.trace(model, (1, size, size, channels))
     params = convert_state_dict(
         state_dict,
-        abstract,
-        _torch_import.all_modules_prefix(index, "DDPM"),
-        buffers={"sigmas": sigmas},
+        variables["params"],
+        _torch_import.all_modules_prefix({name: i for i, name in enumerate(order)}, "DDPM"),
+        buffers={
+            "sigmas": _torch_import.check_sigmas_buffer(
+                model.sigmas, "DDPM", used=model.scale_by_sigma
+            )
+        },
         model_name="DDPM",
     )
     return {"params": params}

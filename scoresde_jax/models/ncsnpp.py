@@ -1,10 +1,8 @@
 """NCSN++ and DDPM++ (Song et al., 2021): the U-Net score network of the paper's best models.
 
-One module covers both: DDPM++ is NCSN++ with positional embeddings, no FIR resampling and no
-progressive growing (the original configs call both ``"ncsnpp"``). The architecture, submodule
-names and numerics follow the paper's Flax code and its PyTorch port, so checkpoints of either
-convert exactly (:func:`params_from_torch_state_dict`, :func:`params_from_flax_tree`,
-``python -m scoresde_jax.convert``).
+DDPM++ is NCSN++ with positional embeddings, no FIR resampling and no progressive growing (the
+original configs call both ``"ncsnpp"``). Submodule names and numerics follow the paper's Flax
+code and its PyTorch port, so checkpoints of either convert exactly.
 """
 
 from __future__ import annotations
@@ -27,6 +25,7 @@ from scoresde_jax.io.state_dict import (
     strip_module_prefix,
 )
 from scoresde_jax.models import _torch_import, layers
+from scoresde_jax.models.ddpm import smld_sigmas
 from scoresde_jax.models.layers import (
     AttnBlockpp,
     Combine,
@@ -50,11 +49,14 @@ __all__ = [
     "torch_trainable_keys",
 ]
 
-_PROGRESSIVE = ("none", "output_skip", "residual")
-_PROGRESSIVE_INPUT = ("none", "input_skip", "residual")
-_COMBINE = ("sum", "cat")
-_RESBLOCKS = ("ddpm", "biggan")
-_EMBEDDINGS = ("fourier", "positional")
+_CHOICES = {
+    "resblock_type": ("ddpm", "biggan"),
+    "progressive": ("none", "output_skip", "residual"),
+    "progressive_input": ("none", "input_skip", "residual"),
+    "progressive_combine": ("sum", "cat"),
+    "embedding_type": ("fourier", "positional"),
+    "attention_type": ("ddpm",),  # the reference has no other
+}
 
 
 class NCSNpp(nn.Module):
@@ -64,39 +66,22 @@ class NCSNpp(nn.Module):
     embeds ``log sigma``), or time labels (``999 t`` or a discrete step index) for the positional
     embedding.
 
-    Attributes:
-      image_size: height and width of the (square) images.
-      num_channels: image channels.
-      centered: whether inputs are already in [-1, 1]; if False they are taken to be in [0, 1]
-        and mapped to ``2x - 1`` first.
-      nf: base number of channels.
-      ch_mult: channel multiplier per resolution (the number of resolutions is its length).
-      num_res_blocks: residual blocks per resolution.
-      attn_resolutions: resolutions (sizes) at which self-attention is applied.
-      dropout: dropout rate inside residual blocks (active with ``train=True``).
+    Attributes (the choices of the string ones are in ``_CHOICES``):
+      centered: inputs are already in [-1, 1]; else they are in [0, 1] and mapped by ``2x - 1``.
+      attn_resolutions: spatial sizes at which self-attention is applied.
       resamp_with_conv: resample with convolutions (``resblock_type="ddpm"`` only).
-      conditional: condition on the noise level / time.
       fir: FIR up/downsampling (StyleGAN2) instead of nearest-neighbour / average pooling.
-      fir_kernel: 1-D FIR kernel.
       skip_rescale: divide residual sums by sqrt(2).
-      resblock_type: ``"ddpm"`` or ``"biggan"`` (resampling inside residual blocks).
-      progressive: output pyramid: ``"none"``, ``"output_skip"`` or ``"residual"``.
-      progressive_input: input pyramid: ``"none"``, ``"input_skip"`` or ``"residual"``.
-      progressive_combine: how ``input_skip`` merges: ``"sum"`` or ``"cat"``.
-      attention_type: only ``"ddpm"`` (the reference has no other).
-      embedding_type: ``"fourier"`` (Gaussian Fourier features of log sigma) or ``"positional"``.
-      fourier_scale: std of the Fourier frequencies.
+      resblock_type: ``"biggan"`` resamples inside the residual blocks.
+      progressive, progressive_input: the output and input pyramids; ``progressive_combine`` is
+        how ``input_skip`` merges.
+      embedding_type: ``"fourier"`` (Gaussian Fourier features of log sigma, std
+        ``fourier_scale``) or ``"positional"``.
       init_scale: initial scale of the last layer of each residual/attention branch and of the
         output convolution (0: branches start as the identity, the output at ~0).
-      conv_size: convolution size; only 3 (the reference ignores this field).
-      scale_by_sigma: divide the output by sigma (for VE: the network then learns
-        ``sigma * score``). With the positional embedding, sigma is looked up as
-        ``sigmas[int(label)]`` from the geometric sequence of ``num_scales`` noise levels
-        between ``sigma_max`` and ``sigma_min``.
-      sigma_min: smallest noise level of that sequence.
-      sigma_max: largest noise level of that sequence.
-      num_scales: length of that sequence.
-      nonlinearity: ``"swish"`` (SiLU), ``"elu"``, ``"relu"`` or ``"lrelu"``.
+      conv_size: only 3 (the reference ignores this field).
+      scale_by_sigma: divide the output by sigma (for VE the network then learns
+        ``sigma * score``). With the positional embedding sigma is ``sigmas()[int(label)]``.
       dtype: compute dtype (e.g. ``jnp.bfloat16``); parameters and the output stay float32.
     """
 
@@ -131,34 +116,17 @@ class NCSNpp(nn.Module):
     noise_levels: tuple[float, ...] | None = None
 
     def sigmas(self) -> np.ndarray:
-        """The noise levels ``sigma_max ... sigma_min`` (geometric, ``num_scales``), float32, or
+        """The geometric noise levels ``sigma_max ... sigma_min`` (``num_scales``), float32, or
         ``noise_levels`` (a converted checkpoint's own levels) when set."""
-        if self.noise_levels is not None:
-            return np.asarray(self.noise_levels, np.float32)
-        return np.exp(
-            np.linspace(np.log(self.sigma_max), np.log(self.sigma_min), self.num_scales)
+        return smld_sigmas(
+            self.sigma_min, self.sigma_max, self.num_scales, self.noise_levels
         ).astype(np.float32)
 
     def _options(self) -> dict[str, str]:
-        opts = {
-            "resblock_type": self.resblock_type.lower(),
-            "progressive": self.progressive.lower(),
-            "progressive_input": self.progressive_input.lower(),
-            "progressive_combine": self.progressive_combine.lower(),
-            "embedding_type": self.embedding_type.lower(),
-        }
-        allowed = {
-            "resblock_type": _RESBLOCKS,
-            "progressive": _PROGRESSIVE,
-            "progressive_input": _PROGRESSIVE_INPUT,
-            "progressive_combine": _COMBINE,
-            "embedding_type": _EMBEDDINGS,
-        }
+        opts = {field: getattr(self, field).lower() for field in _CHOICES}
         for field, value in opts.items():
-            if value not in allowed[field]:
-                raise ValueError(f"NCSNpp: unknown {field}={value!r}; use one of {allowed[field]}")
-        if self.attention_type.lower() != "ddpm":
-            raise ValueError(f"NCSNpp: attention_type={self.attention_type!r}; only 'ddpm' exists")
+            if value not in _CHOICES[field]:
+                raise ValueError(f"NCSNpp: unknown {field}={value!r}; use one of {_CHOICES[field]}")
         if self.conv_size != 3:
             raise ValueError(f"NCSNpp: conv_size={self.conv_size}; only 3x3 convolutions exist")
         return opts
@@ -199,26 +167,20 @@ class NCSNpp(nn.Module):
             AttnBlockpp, init_scale=self.init_scale, skip_rescale=self.skip_rescale, dtype=dt
         )
         resample = dict(fir=self.fir, fir_kernel=tuple(self.fir_kernel), dtype=dt)
+        block = dict(
+            act=act,
+            dropout=self.dropout,
+            init_scale=self.init_scale,
+            skip_rescale=self.skip_rescale,
+        )
         if resblock_type == "ddpm":
-            resnet_block = functools.partial(
-                ResnetBlockDDPMpp,
-                act=act,
-                dropout=self.dropout,
-                init_scale=self.init_scale,
-                skip_rescale=self.skip_rescale,
-                dtype=dt,
-            )
+            resnet_block = functools.partial(ResnetBlockDDPMpp, **block, dtype=dt)
         else:
-            resnet_block = functools.partial(
-                ResnetBlockBigGANpp,
-                act=act,
-                dropout=self.dropout,
-                fir=self.fir,
-                fir_kernel=tuple(self.fir_kernel),
-                init_scale=self.init_scale,
-                skip_rescale=self.skip_rescale,
-                dtype=dt,
-            )
+            resnet_block = functools.partial(ResnetBlockBigGANpp, **block, **resample)
+
+        output_conv = functools.partial(
+            conv3x3, self.num_channels, init_scale=self.init_scale, dtype=dt
+        )
 
         def merge(a, b):
             return (a + b) / math.sqrt(2.0) if self.skip_rescale else a + b
@@ -272,17 +234,13 @@ class NCSNpp(nn.Module):
                 if i_level == num_resolutions - 1:
                     normed = act(GroupNorm(dtype=dt)(h))
                     if progressive == "output_skip":
-                        pyramid = conv3x3(self.num_channels, init_scale=self.init_scale, dtype=dt)(
-                            normed
-                        )
+                        pyramid = output_conv()(normed)
                     else:
                         pyramid = conv3x3(h.shape[-1], dtype=dt)(normed)
                 elif progressive == "output_skip":
                     pyramid = Upsample(with_conv=False, **resample)(pyramid)
                     normed = act(GroupNorm(dtype=dt)(h))
-                    pyramid = pyramid + conv3x3(
-                        self.num_channels, init_scale=self.init_scale, dtype=dt
-                    )(normed)
+                    pyramid = pyramid + output_conv()(normed)
                 else:
                     pyramid = Upsample(out_ch=h.shape[-1], with_conv=True, **resample)(pyramid)
                     pyramid = merge(pyramid, h)
@@ -299,7 +257,7 @@ class NCSNpp(nn.Module):
             h = pyramid
         else:
             h = act(GroupNorm(dtype=dt)(h))
-            h = conv3x3(self.num_channels, init_scale=self.init_scale, dtype=dt)(h)
+            h = output_conv()(h)
 
         h = h.astype(jnp.float32)
         if self.scale_by_sigma:
@@ -307,53 +265,23 @@ class NCSNpp(nn.Module):
         return h
 
 
-# ----------------------------------------------------------------------------------------------
-# Parameter trees and checkpoint conversion.
-
-
-def _dummy_inputs(model: NCSNpp):
-    x = jnp.zeros((1, model.image_size, model.image_size, model.num_channels), jnp.float32)
-    return x, jnp.ones((1,), jnp.float32)
+# Modules are frozen dataclasses (hashable, equal when their attributes are), so tracing the
+# network once per configuration serves every conversion of that configuration.
+@functools.lru_cache(maxsize=16)
+def _trace(model: NCSNpp) -> tuple[dict, tuple[str, ...]]:
+    shape = (1, model.image_size, model.image_size, model.num_channels)
+    return _torch_import.trace(model, shape, jnp.float32)
 
 
 def abstract_variables(model: NCSNpp) -> dict:
     """Shapes and dtypes of ``model.init(...)`` (``jax.ShapeDtypeStruct`` leaves), not allocated."""
-    return jax.tree.map(lambda leaf: leaf, _abstract_variables(model))  # fresh dicts
-
-
-# Modules are frozen dataclasses (hashable, equal when their attributes are), so tracing the
-# network once per configuration serves every conversion of that configuration.
-@functools.lru_cache(maxsize=16)
-def _abstract_variables(model: NCSNpp) -> dict:
-    x, labels = _dummy_inputs(model)
-    return jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x, labels))
+    return jax.tree.map(lambda leaf: leaf, _trace(model)[0])  # fresh dicts
 
 
 def count_params(model: NCSNpp) -> int:
     """Number of parameters (the Fourier frequencies included, as PyTorch counts them)."""
     tree = abstract_variables(model)["params"]
     return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(tree))
-
-
-@functools.lru_cache(maxsize=16)
-def _top_level_call_order(model: NCSNpp) -> tuple[str, ...]:
-    """Names of the network's direct submodules in the order they are first called.
-
-    The PyTorch port stores its layers in ``all_modules``, a list that its ``forward`` walks in
-    order, one module per call; tracing our ``__call__`` gives the same sequence of modules.
-    """
-    order: list[str] = []
-
-    def record(next_fun, args, kwargs, context):
-        path = context.module.path
-        if context.method_name == "__call__" and len(path) == 1 and path[0] not in order:
-            order.append(path[0])
-        return next_fun(*args, **kwargs)
-
-    x, labels = _dummy_inputs(model)
-    with nn.intercept_methods(record):
-        jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x, labels))
-    return tuple(order)
 
 
 def torch_trainable_keys(keys: list[str], model: NCSNpp) -> list[str]:
@@ -376,11 +304,10 @@ def params_from_torch_state_dict(
 ) -> dict:
     """``{"params": ...}`` (float32 numpy) of ``model`` from a ``score_sde_pytorch`` state dict.
 
-    The PyTorch ``all_modules.N`` list is paired, in order, with those of our submodules that
-    have parameters, in the order the network calls them; inside each block the names agree.
-    Entries without parameters leave no keys on either side, and a surplus on either side shows
-    up as missing or unexpected keys. The ``sigmas`` buffer is recomputed from the config; where
-    the network reads it (positional embedding with ``scale_by_sigma``) it must agree.
+    The checkpoint's ``all_modules.N`` indices are paired, in order, with our submodules that
+    have parameters, in the order the network calls them (entries without parameters leave no
+    keys on either side); inside each block the names agree. Where the network reads the
+    ``sigmas`` buffer (positional embedding with ``scale_by_sigma``) it must equal ``sigmas()``.
 
     Raises:
       ConversionError: naming every missing and unexpected key and every shape mismatch.
@@ -389,8 +316,9 @@ def params_from_torch_state_dict(
     indices = sorted(
         {int(k.split(".")[1]) for k in state_dict if re.match(r"all_modules\.\d+\.", k)}
     )
-    params = abstract_variables(model)["params"]
-    named = [name for name in _top_level_call_order(model) if name in params]
+    variables, order = _trace(model)
+    params = variables["params"]
+    named = [name for name in order if name in params]
     # Our surplus modules (if any) get the indices that would follow the checkpoint's last one.
     start = indices[-1] + 1 if indices else 0
     indices += range(start, start + len(named) - len(indices))
@@ -419,9 +347,9 @@ def params_from_torch_state_dict(
 def params_from_flax_tree(tree: Mapping[str, Any], model: NCSNpp) -> dict:
     """Maps an original ``score_sde`` (Flax) parameter tree onto ``model``'s variables.
 
-    Our submodules carry the original's automatic names, so the tree is taken as is (with or
-    without a top-level ``"params"`` key) after checking every path and shape. A leading device
-    axis from replicated (pmap) parameters is dropped.
+    Our submodules carry the original's automatic names, so the tree (with or without a top-level
+    ``"params"`` key) is taken as is once every path and shape is checked. A leading device axis
+    from replicated (pmap) parameters is dropped.
 
     Raises:
       ConversionError: naming missing and unexpected paths and shape mismatches.

@@ -1,32 +1,18 @@
-"""Converts checkpoints of the paper's code into our Orbax training state.
+"""Converts checkpoints of the paper's code into our Orbax training state
+(``python -m scoresde_jax.convert``, see :data:`scoresde_jax.cli.CONVERT_USAGE`).
 
-Command line::
+* ``torch``: a ``score_sde_pytorch`` ``.pth`` (``model``: a DataParallel ``state_dict``,
+  ``ema``: ``shadow_params`` in parameter order, ``optimizer``: Adam, ``step``), or a bare
+  ``state_dict`` in a ``.pth`` or ``.npz`` (then the EMA equals the weights and the step is 0).
+* ``flax``: a ``score_sde`` msgpack checkpoint (``optimizer.target``, ``params_ema``, the Adam
+  moments, ``step``), or a bare parameter tree.
 
-    python -m scoresde_jax.convert --config configs/ve/cifar10_ncsnpp_continuous.py \\
-        --source torch --checkpoint checkpoint_24.pth --workdir runs/ncsnpp_ve
-    python -m scoresde_jax.convert --config ... --source flax --checkpoint checkpoint_26 \\
-        --workdir ...
-
-Afterwards ``python main.py --config ... --workdir ... --mode sample`` draws samples from it with
-any sampler.
-
-Sources:
-
-* ``torch``: a ``score_sde_pytorch`` checkpoint (``.pth``: a dict with ``model`` (a DataParallel
-  ``state_dict``), ``ema`` (``shadow_params`` in parameter order), ``optimizer`` (Adam) and
-  ``step``), or a bare ``state_dict`` in a ``.pth`` or ``.npz`` file (then the EMA equals the
-  weights and the step is 0). ``.pth`` files are read without PyTorch.
-* ``flax``: an original ``score_sde`` checkpoint (``flax.training.checkpoints`` msgpack, with
-  ``optimizer.target``, ``params_ema``, the Adam moments and ``step``), or a bare parameter tree.
-
-Each model module listed in :data:`scoresde_jax.models.MODELS` plugs in by defining
+Each module of :data:`scoresde_jax.models.MODELS` plugs in with
 ``params_from_torch_state_dict(state_dict, model) -> variables`` and, optionally,
-``params_from_flax_tree(tree, model)`` (default: the tree as is, checked against the model) and
-``torch_trainable_keys(keys, model)`` (default: every key but buffers), which gives the order of
-the PyTorch EMA's ``shadow_params``.
-
-Adam moments are converted too when the checkpoint has them (so training can resume);
-otherwise the optimizer state is fresh. The step counters of the optimizer follow ``step``.
+``params_from_flax_tree(tree, model)`` (default: the tree as is) and
+``torch_trainable_keys(keys, model)`` (default: every key but buffers; the order of the EMA's
+``shadow_params``). Adam moments are converted when present (so training can resume), else the
+optimizer state is fresh; its step counters follow ``step``.
 """
 
 from __future__ import annotations
@@ -63,15 +49,6 @@ log = logging.getLogger(__name__)
 _BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
 
 
-def _model_module(config):
-    name = config.model.name
-    if name not in MODELS:
-        raise ConversionInputError(
-            f"Unknown config.model.name={name!r}; choose one of {sorted(MODELS)}."
-        )
-    return importlib.import_module(MODELS[name])
-
-
 def _is_buffer(key: str) -> bool:
     return key == "sigmas" or key.split(".")[-1] in _BUFFER_SUFFIXES
 
@@ -86,17 +63,12 @@ def _arrays(mapping: Mapping) -> dict:
     return {k: _float32(v) for k, v in mapping.items()}
 
 
-# ----------------------------------------------------------------------------------------------
-# Reading files.
-
-
 def load_torch_checkpoint(path: str) -> dict[str, Any]:
     """Reads a PyTorch checkpoint (``.pth``/``.pt``, no PyTorch needed) or a state_dict ``.npz``.
 
-    Returns:
-      A dict with ``model`` (key -> numpy array, in the file's order) and, for a full training
-      checkpoint, ``ema`` (``shadow_params``), ``optimizer`` (the optimizer's ``state_dict``) and
-      ``step``. Floating tensors of a ``.pth`` are float32.
+    Returns ``model`` (key -> numpy array, in the file's order) and, for a full training
+    checkpoint, ``ema`` (``shadow_params``), ``optimizer`` (its ``state_dict``) and ``step``.
+    Floating tensors of a ``.pth`` are float32.
     """
     if path.endswith(".npz"):
         with np.load(path) as data:
@@ -126,10 +98,6 @@ def load_flax_checkpoint(path: str) -> dict[str, Any]:
         return serialization.msgpack_restore(f.read())
 
 
-# ----------------------------------------------------------------------------------------------
-# Building the training state.
-
-
 def _trainable_keys(module, keys: list[str], model) -> list[str]:
     if hasattr(module, "torch_trainable_keys"):
         return list(module.torch_trainable_keys(keys, model))
@@ -152,12 +120,7 @@ def _with_adam_moments(opt_state, mu, nu, step: int):
 def state_from_torch(ckpt: Mapping[str, Any], model, optimizer, module=None) -> TrainState:
     """A :class:`TrainState` from :func:`load_torch_checkpoint`'s result.
 
-    Args:
-      ckpt: ``model`` state_dict, optionally ``ema``, ``optimizer`` and ``step``.
-      model: the Flax network.
-      optimizer: the experiment's optax optimizer.
-      module: the model's module (with ``params_from_torch_state_dict``); default: looked up from
-        the network's own module.
+    ``module`` has ``params_from_torch_state_dict`` (default: the network's own module).
     """
     module = module or importlib.import_module(type(model).__module__)
     convert = module.params_from_torch_state_dict
@@ -195,10 +158,12 @@ def state_from_torch(ckpt: Mapping[str, Any], model, optimizer, module=None) -> 
             exp_avg[key] = s["exp_avg"] if s else np.zeros_like(sd[key])
             exp_avg_sq[key] = s["exp_avg_sq"] if s else np.zeros_like(sd[key])
         mu, nu = convert(exp_avg, model), convert(exp_avg_sq, model)
-    opt_state = _with_adam_moments(opt_state, mu, nu, step)
-    return TrainState(
-        step=jnp.asarray(step, jnp.int32), params=params, ema_params=ema_params, opt_state=opt_state
-    )
+    return _train_state(step, params, ema_params, _with_adam_moments(opt_state, mu, nu, step))
+
+
+def _train_state(step: int, params, ema_params, opt_state) -> TrainState:
+    step = jnp.asarray(step, jnp.int32)
+    return TrainState(step=step, params=params, ema_params=ema_params, opt_state=opt_state)
 
 
 def _flax_params(module, tree, model):
@@ -212,12 +177,7 @@ def state_from_flax(raw: Mapping[str, Any], model, optimizer, module=None) -> Tr
     module = module or importlib.import_module(type(model).__module__)
     if "optimizer" not in raw:  # a bare parameter tree
         params = _flax_params(module, raw, model)
-        return TrainState(
-            step=jnp.asarray(0, jnp.int32),
-            params=params,
-            ema_params=params,
-            opt_state=optimizer.init(params),
-        )
+        return _train_state(0, params, params, optimizer.init(params))
     target = raw["optimizer"]["target"]
     params = _flax_params(module, target, model)
     ema_params = _flax_params(module, raw.get("params_ema", target), model)
@@ -228,9 +188,7 @@ def state_from_flax(raw: Mapping[str, Any], model, optimizer, module=None) -> Tr
         mu = _flax_params(module, _pick_leaf_field(param_states, "grad_ema"), model)
         nu = _flax_params(module, _pick_leaf_field(param_states, "grad_sq_ema"), model)
     opt_state = _with_adam_moments(optimizer.init(params), mu, nu, step)
-    return TrainState(
-        step=jnp.asarray(step, jnp.int32), params=params, ema_params=ema_params, opt_state=opt_state
-    )
+    return _train_state(step, params, ema_params, opt_state)
 
 
 def _pick_leaf_field(tree: Mapping, field: str):
@@ -238,10 +196,6 @@ def _pick_leaf_field(tree: Mapping, field: str):
     if field in tree and not isinstance(tree[field], Mapping):
         return tree[field]
     return {k: _pick_leaf_field(v, field) for k, v in tree.items()}
-
-
-# ----------------------------------------------------------------------------------------------
-# Entry point.
 
 
 class ConversionInputError(UserError, ValueError):
@@ -274,24 +228,13 @@ def convert_checkpoint(
     step: int | None = None,
     noise_levels: str = "config",
 ) -> TrainState:
-    """Converts ``checkpoint`` and saves it as an Orbax checkpoint in ``workdir/checkpoints``.
+    """Converts ``checkpoint`` (trained with ``config``) and saves it in ``workdir/checkpoints``.
 
-    Args:
-      config: the experiment config the checkpoint was trained with.
-      source: ``"torch"`` (score_sde_pytorch ``.pth``, or a state_dict ``.npz``) or ``"flax"``
-        (score_sde msgpack).
-      checkpoint: path of the file to convert.
-      workdir: experiment directory; the state is saved under ``workdir/checkpoints``.
-      step: save under this step instead of the checkpoint's own.
-      noise_levels: ``"config"``: the network's noise levels come from ``sigma_min``,
-        ``sigma_max`` and ``num_scales``, and a ``sigmas`` buffer that the network reads must
-        equal them (the error names the values that reproduce it, when some do);
-        ``"checkpoint"``: the network uses the checkpoint's own buffer, written to
-        ``workdir/noise_levels.npy`` (later commands pass
-        ``--config.model.noise_levels=<that file>``; restoring checks it).
-
-    Returns:
-      The saved :class:`TrainState` (on the experiment's mesh).
+    ``step`` replaces the checkpoint's own step. ``noise_levels="config"``: the network's noise
+    levels come from the config, and a ``sigmas`` buffer that the network reads must equal them;
+    ``"checkpoint"``: the network uses the checkpoint's own buffer, written to
+    ``workdir/noise_levels.npy`` (later commands pass ``--config.model.noise_levels=<that file>``;
+    restoring checks it). Returns the saved :class:`TrainState` (on the experiment's mesh).
     """
 
     if source not in ("torch", "flax"):
@@ -320,8 +263,8 @@ def convert_checkpoint(
             levels_path,
             len(levels),
         )
-    exp = build_experiment(config)
-    module = _model_module(config)
+    exp = build_experiment(config)  # refuses an unknown config.model.name
+    module = importlib.import_module(MODELS[config.model.name])
     try:
         if source == "torch":
             state = state_from_torch(raw, exp.model, exp.optimizer, module)

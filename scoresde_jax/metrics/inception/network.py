@@ -1,9 +1,8 @@
 """The FID Inception-v3 network (the 2015-12-05 TensorFlow graph) in Flax.
 
-FID, the Inception Score and KID are defined by one network: the Inception-v3 graph
-``inception-2015-12-05`` that TTUR, TF-GAN and the Improved-GAN code evaluate and pytorch-fid
-ports. :class:`FIDInceptionV3` rebuilds it on torchvision's ``Inception3`` layout with the
-graph's quirks:
+FID, the Inception Score and KID are defined by the graph ``inception-2015-12-05`` that TTUR,
+TF-GAN and the Improved-GAN code evaluate and pytorch-fid ports. :class:`FIDInceptionV3`
+rebuilds it on torchvision's ``Inception3`` layout with the graph's quirks:
 
 * every convolution is ``BasicConv2d``: no bias, batch norm (eps 0.001, running statistics), ReLU;
 * the pooling branch of ``Mixed_5b..5d``, ``Mixed_6b..6e`` and ``Mixed_7b`` averages over 3x3
@@ -62,10 +61,6 @@ _MIN_SIZE = 75  # smallest input the stem and the stride-2 blocks accept without
 _UINT8_TO_UNIT = np.arange(256, dtype=np.float32) / np.float32(255)  # torchvision's ToTensor
 
 
-# ----------------------------------------------------------------------------------------------
-# Input handling.
-
-
 def _linear_taps(in_size: int, out_size: int) -> tuple[np.ndarray, ...]:
     """Source indices and weights of PyTorch's bilinear interpolation along one axis.
 
@@ -97,13 +92,13 @@ def _interpolate_axis(x: jax.Array, axis: int, out_size: int) -> jax.Array:
 
 
 def resize_bilinear(images: jax.Array, size: tuple[int, int]) -> jax.Array:
-    """Bilinear resize of NHWC ``images`` to ``(height, width)`` as PyTorch's ``F.interpolate``.
+    """Bilinear resize of NHWC ``images`` to ``(height, width)`` as PyTorch's ``F.interpolate``
+    (``mode="bilinear", align_corners=False``, no antialiasing).
 
-    ``mode="bilinear", align_corners=False``, no antialiasing: PyTorch's sampling positions and
-    weights exactly (:func:`_linear_taps`), width first, then height. PyTorch fuses the
-    multiply-adds, so single pixels may differ in the last bit (2.4e-7 on the FID fixture's
-    32 -> 299 resize). ``jax.image.resize`` samples the same points with differently built
-    (renormalised, dense) weights; this gathers instead.
+    PyTorch's sampling positions and weights exactly (:func:`_linear_taps`), width first, then
+    height; PyTorch fuses the multiply-adds, so single pixels may differ in the last bit (2.4e-7
+    on the FID fixture's 32 -> 299 resize). ``jax.image.resize`` builds its weights differently
+    (renormalised, dense); this gathers instead.
     """
     height, width = size
     x = images
@@ -138,10 +133,6 @@ def preprocess_images(
     if normalize:
         x = 2 * x - 1
     return x
-
-
-# ----------------------------------------------------------------------------------------------
-# The network.
 
 
 def _avg_pool_3x3(x: jax.Array) -> jax.Array:
@@ -314,12 +305,9 @@ class _Classifier(nn.Module):
 class FIDInceptionV3(nn.Module):
     """Inception-v3 as used for FID / IS / KID (the ``inception-2015-12-05`` graph), NHWC.
 
-    Call it with ``variables`` from :func:`load_inception_params`::
-
-        out = FIDInceptionV3().apply(variables, images)  # images [B, H, W, 3] in [0, 1]
-        out["pool_3"]           # [B, 2048] features for FID / KID
-        out["logits"]           # [B, 1008] pool_3 @ W + b
-        out["logits_unbiased"]  # [B, 1008] pool_3 @ W (Improved-GAN / torch-fidelity IS)
+    ``FIDInceptionV3().apply(variables, images)`` (``variables`` from
+    :func:`load_inception_params`, images ``[B, H, W, 3]`` in ``[0, 1]``) returns ``pool_3``
+    ``[B, 2048]``, ``logits`` and ``logits_unbiased`` ``[B, 1008]``.
 
     Attributes:
       resize_input: resize to 299x299 with :func:`resize_bilinear` (skipped for images that are
@@ -377,22 +365,17 @@ def make_inception_fn(
     unbiased_logits: bool = False,
     **module_kwargs: Any,
 ) -> Callable[[jax.Array], tuple[jax.Array, jax.Array]]:
-    """A compiled ``images -> (pool_3, logits)`` for batches of NHWC images.
+    """A compiled ``images [B, H, W, 3] -> (pool_3 [B, 2048], logits [B, 1008])``, float32.
+
+    Images are floats in ``[0, 1]`` or ``uint8``; it compiles once per input shape and dtype.
 
     Args:
       variables: from :func:`load_inception_params`; placed on the devices once, here.
-      mesh: optional mesh with a ``data`` axis (:func:`scoresde_jax.core.mesh.make_data_mesh`):
-        the batch is split over it and the parameters are replicated. A batch whose size is not
-        a multiple of the axis is padded with zeros for the call and the padding is cut off
-        again, so any batch size works. Every process passes the same, global batch.
+      mesh: optional mesh with a ``data`` axis: the batch (the same, global one on every
+        process) is split over it, zero-padded to a multiple of the axis for the call.
       unbiased_logits: return ``pool_3 @ W`` instead of ``pool_3 @ W + b`` (see the module
         docstring for which reference uses which).
       **module_kwargs: attributes of :class:`FIDInceptionV3` (``resize_input``, ...).
-
-    Returns:
-      A function of ``images`` (``[B, H, W, 3]``, float in ``[0, 1]`` or ``uint8``) returning
-      ``pool_3`` ``[B, 2048]`` and ``logits`` ``[B, 1008]``, float32. It compiles once per
-      input shape and dtype.
     """
     model = FIDInceptionV3(**module_kwargs)
     logits_key = "logits_unbiased" if unbiased_logits else "logits"
@@ -415,11 +398,8 @@ def make_inception_fn(
         n = images.shape[0]
         pad = -n % num_shards
         if pad:
-            widths = [(0, pad)] + [(0, 0)] * (images.ndim - 1)
-            if isinstance(images, jax.Array):
-                images = jnp.pad(images, widths)
-            else:
-                images = np.pad(np.asarray(images), widths)
+            xp = jnp if isinstance(images, jax.Array) else np
+            images = xp.pad(xp.asarray(images), [(0, pad)] + [(0, 0)] * (images.ndim - 1))
         pool_3, logits = jitted(variables, jax.device_put(images, data))
         if pad:
             pool_3, logits = pool_3[:n], logits[:n]

@@ -62,10 +62,8 @@ def variables_from_state_dict(
 ) -> dict[str, Any]:
     """``{"params", "batch_stats"}`` (float32 numpy) of :class:`FIDInceptionV3` from its state dict.
 
-    Keys must match exactly (``*.num_batches_tracked`` and ``AuxLogits.*`` are ignored).
-
-    Raises:
-      ValueError: keys missing or unexpected, a shape that disagrees, or a non-float entry.
+    Keys must match exactly, but for ``*.num_batches_tracked`` and ``AuxLogits.*``; raises
+    ``ValueError`` otherwise.
     """
     return convert_state_dict(
         state_dict,
@@ -86,16 +84,10 @@ def _sha256(path: Path) -> str:
 
 
 def load_inception_params(path: str | os.PathLike, *, verify_sha256: bool = True) -> dict[str, Any]:
-    """Variables of :class:`FIDInceptionV3` from a ``.pth`` or ``.npz`` of its state dict.
+    """Variables of :class:`FIDInceptionV3` from a ``.pth`` or ``.npz`` of its state dict (any
+    float dtype, cast to float32).
 
-    Args:
-      path: the official ``pt_inception-2015-12-05-6726825d.pth`` (see
-        :func:`find_inception_weights`), any ``.pth`` of the same state dict, or an ``.npz``
-        with the same keys (any float dtype; cast to float32).
-      verify_sha256: check the SHA-256 of files carrying the official name before reading them.
-
-    Raises:
-      ValueError: the official file's hash is wrong, or keys or shapes do not fit.
+    ``verify_sha256``: check the SHA-256 of files carrying the official name before reading them.
     """
     path = Path(path).expanduser()
     if path.suffix == ".npz":
@@ -124,13 +116,9 @@ def _display(path: Path) -> str:
 def find_inception_weights(
     path: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None
 ) -> Path:
-    """Locates the FID Inception weights; nothing is ever downloaded.
-
-    Looks at ``path``, else ``$SCORESDE_INCEPTION_WEIGHTS``, else
-    ``<cache_dir>/pt_inception-2015-12-05-6726825d.pth`` (default ``~/.cache/scoresde_jax``).
-
-    Raises:
-      FileNotFoundError: with the command that downloads the file.
+    """Locates the FID Inception weights (nothing is ever downloaded): ``path``, else
+    ``$SCORESDE_INCEPTION_WEIGHTS``, else ``<cache_dir>/pt_inception-2015-12-05-6726825d.pth``
+    (default ``~/.cache/scoresde_jax``). Raises ``FileNotFoundError`` with the download command.
     """
     if path is not None:
         candidate, origin = Path(path).expanduser(), "the given path"
