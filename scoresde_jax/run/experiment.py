@@ -129,78 +129,90 @@ def _eps(s) -> float:
 
 # config.sampling.method -> (library sampler, its keyword arguments read from config.sampling).
 SAMPLERS = {
-    "pc": lambda s: (
+    "pc": lambda sampling_config: (
         sampling.pc_sample,
         dict(
-            predictor=s.predictor,
-            corrector=s.corrector,
-            snr=s.snr,
-            n_steps=s.n_steps_each,
-            denoise=s.noise_removal,
-            eps=_eps(s),
-            num_steps=s.get("num_steps", None),
-            probability_flow=s.get("probability_flow", False),
+            predictor=sampling_config.predictor,
+            corrector=sampling_config.corrector,
+            snr=sampling_config.snr,
+            n_steps=sampling_config.n_steps_each,
+            denoise=sampling_config.noise_removal,
+            eps=_eps(sampling_config),
+            num_steps=sampling_config.get("num_steps", None),
+            probability_flow=sampling_config.get("probability_flow", False),
         ),
     ),
-    "ode": lambda s: (
+    "ode": lambda sampling_config: (
         sampling.ode_sample,
         dict(
-            denoise=s.noise_removal,
+            denoise=sampling_config.noise_removal,
             options=ODEOptions(
-                eps=_eps(s),
-                rtol=s.get("rtol", 1e-5),
-                atol=s.get("atol", 1e-5),
-                solver=s.get("ode_solver", "tsit5"),
+                eps=_eps(sampling_config),
+                rtol=sampling_config.get("rtol", 1e-5),
+                atol=sampling_config.get("atol", 1e-5),
+                solver=sampling_config.get("ode_solver", "tsit5"),
             ),
         ),
     ),
-    "edm": lambda s: (
+    "edm": lambda sampling_config: (
         sampling.edm_sample,
-        dict(num_steps=s.get("num_steps", None) or 18, churn=s.get("edm_churn", 0.0)),
-    ),
-    "dpm_solver_pp": lambda s: (
-        sampling.dpm_solver_pp_sample,
-        dict(num_steps=s.get("num_steps", None) or 20, order=s.get("dpm_order", 2), eps=_eps(s)),
-    ),
-    "dpm_solver": lambda s: (
-        sampling.dpm_solver_sample,
-        dict(nfe=s.get("num_steps", None) or 20, order=s.get("dpm_order", 2), eps=_eps(s)),
-    ),
-    "dpm_solver_adaptive": lambda s: (
-        sampling.dpm_solver_adaptive_sample,
         dict(
-            order=s.get("dpm_order", 2),
-            rtol=s.get("dpm_rtol", 0.05),
-            atol=s.get("dpm_atol", 0.0078),
-            eps=_eps(s),
+            num_steps=sampling_config.get("num_steps", None) or 18,
+            churn=sampling_config.get("edm_churn", 0.0),
         ),
     ),
-    "sde_adaptive": lambda s: (
+    "dpm_solver_pp": lambda sampling_config: (
+        sampling.dpm_solver_pp_sample,
+        dict(
+            num_steps=sampling_config.get("num_steps", None) or 20,
+            order=sampling_config.get("dpm_order", 2),
+            eps=_eps(sampling_config),
+        ),
+    ),
+    "dpm_solver": lambda sampling_config: (
+        sampling.dpm_solver_sample,
+        dict(
+            nfe=sampling_config.get("num_steps", None) or 20,
+            order=sampling_config.get("dpm_order", 2),
+            eps=_eps(sampling_config),
+        ),
+    ),
+    "dpm_solver_adaptive": lambda sampling_config: (
+        sampling.dpm_solver_adaptive_sample,
+        dict(
+            order=sampling_config.get("dpm_order", 2),
+            rtol=sampling_config.get("dpm_rtol", 0.05),
+            atol=sampling_config.get("dpm_atol", 0.0078),
+            eps=_eps(sampling_config),
+        ),
+    ),
+    "sde_adaptive": lambda sampling_config: (
         sampling.sde_adaptive_sample,
         dict(
-            rtol=s.get("sde_rtol", 0.05),
-            atol=s.get("sde_atol", 0.05),
-            eps=_eps(s),
-            denoise=s.noise_removal,
+            rtol=sampling_config.get("sde_rtol", 0.05),
+            atol=sampling_config.get("sde_atol", 0.05),
+            eps=_eps(sampling_config),
+            denoise=sampling_config.noise_removal,
         ),
     ),
     # Plain Langevin takes as many steps at the single level t = eps as NCSN's L levels x T.
-    "langevin": lambda s: (
+    "langevin": lambda sampling_config: (
         sampling.langevin_sample,
         dict(
-            step_size=s.get("langevin_step_size", 2e-5),
-            n_steps=s.get("langevin_num_levels", 10) * s.get("langevin_steps_each", 100),
-            t=_eps(s),
-            denoise=s.noise_removal,
+            step_size=sampling_config.get("langevin_step_size", 2e-5),
+            n_steps=sampling_config.get("langevin_num_levels", 10)
+            * sampling_config.get("langevin_steps_each", 100),
+            t=_eps(sampling_config),
+            denoise=sampling_config.noise_removal,
         ),
     ),
-    "annealed_langevin": lambda s: (
+    "annealed_langevin": lambda sampling_config: (
         sampling.annealed_langevin_sample,
         dict(
-            num_levels=s.get("langevin_num_levels", 10),
-            n_steps_each=s.get("langevin_steps_each", 100),
-            step_size=s.get("langevin_step_size", 2e-5),
-            denoise=s.noise_removal,
+            num_levels=sampling_config.get("langevin_num_levels", 10),
+            n_steps_each=sampling_config.get("langevin_steps_each", 100),
+            step_size=sampling_config.get("langevin_step_size", 2e-5),
+            denoise=sampling_config.noise_removal,
         ),
     ),
 }
