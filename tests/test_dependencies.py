@@ -132,7 +132,11 @@ def test_fsal_solver_state_is_diffrax_own(solver):
 
     y1, nfe, ok = jax.jit(
         lambda y: odeint.solve(
-            vector_field, y, 0.0, 1.0, rtol=1e-6, atol=1e-6, solver=solver, max_steps=1000
+            vector_field,
+            y,
+            0.0,
+            1.0,
+            odeint.ODEOptions(rtol=1e-6, atol=1e-6, solver=solver, max_steps=1000),
         )
     )(y0)
     jax.effects_barrier()

@@ -22,9 +22,9 @@ import numpy as np
 import pytest
 from flax import serialization
 
+from scoresde_jax.io.state_dict import ConversionError
 from scoresde_jax.models import layers
 from scoresde_jax.models.ncsnpp import (
-    ConversionError,
     NCSNpp,
     abstract_variables,
     count_params,

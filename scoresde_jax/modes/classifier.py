@@ -41,6 +41,7 @@ from scoresde_jax.io.images import to_uint8
 from scoresde_jax.metrics.feature_net import (
     classifier_for_dataset,
     evaluate_accuracy,
+    feature_fn,
     load_classifier,
 )
 from scoresde_jax.models.classifier import get_classifier
@@ -427,8 +428,8 @@ def sample_class(config, workdir: str) -> dict:
     judge_name = classifier_for_dataset(str(d.dataset), d.image_size, d.num_channels)
     if judge_name == "mnist":
         judge = load_classifier(judge_name)
-        _, logits = judge.apply(images)
-        predicted = np.asarray(jnp.argmax(logits, -1))
+        _, logits = feature_fn(judge, with_logits=True)(images)
+        predicted = np.argmax(logits, -1)
         out["label_accuracy"] = float(np.mean(predicted == label))
         out["predicted_label_counts"] = np.bincount(predicted, minlength=10).tolist()
         out["judge"] = "scoresde_jax.metrics.feature_net 'mnist' (clean images)"
