@@ -6,6 +6,7 @@ configs cost no more than the CIFAR-10 ones.
 """
 
 import ast
+import json
 import re
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 from ml_collections import ConfigDict
 
 from scoresde_jax.run import experiment
-from scoresde_jax.run.summary import count_parameters, load_config
+from scoresde_jax.run.summary import count_parameters, load_config, main
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(
@@ -403,3 +404,11 @@ def test_every_config_field_is_read(monkeypatch):
         ".".join(leaf) + f" ({path})" for leaf, path in leaves.items() if leaf not in reads
     )
     assert unread == []
+
+
+def test_summary_command_line(capsys):
+    path = str(REPO / "configs/toy/gmm.py")
+    rows = main([path, "--json"])
+    printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert printed == rows and rows[0]["model"] == "mlp"
+    assert rows[0]["parameters"] == count_parameters(load_config(path)) > 0

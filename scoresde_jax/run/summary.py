@@ -8,7 +8,6 @@ Run from the repository root (config files import ``configs.*``).
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import math
@@ -17,6 +16,7 @@ import sys
 
 import jax
 import jax.numpy as jnp
+from absl import flags
 
 from scoresde_jax.run.experiment import data_shape, model_from_config
 
@@ -53,16 +53,21 @@ def count_parameters(config) -> int:
 
 
 def main(argv=None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("configs", nargs="*", default=list(CIFAR10_CONFIGS))
-    parser.add_argument("--json", action="store_true", help="one JSON object per line")
-    args = parser.parse_args(argv)
+    """``python -m scoresde_jax.run.summary [CONFIG ...] [--json]`` (``argv`` without the program
+    name); returns the rows it printed."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help") for a in argv):
+        print(__doc__)
+        return []
+    fv = flags.FlagValues()
+    flags.DEFINE_bool("json", False, "One JSON object per line.", flag_values=fv)
+    paths = fv(["summary", *argv])[1:] or list(CIFAR10_CONFIGS)
     rows = []
-    for path in args.configs:
+    for path in paths:
         config = load_config(path)
         row = {"config": path, "model": config.model.name, "parameters": count_parameters(config)}
         rows.append(row)
-        if args.json:
+        if fv.json:
             print(json.dumps(row))
         else:
             print(f"{row['parameters']:>14,}  {row['model']:<10} {path}")
