@@ -559,7 +559,7 @@ def feature_classifier_cli(argv: list[str] | None = None) -> None:
     try:
         rest = fv(argv)
     except flags.Error as e:
-        raise SystemExit(f"{e}\n\n{usage}") from None
+        _fail(f"{e}\n\n{usage}")
     command = rest[1] if len(rest) == 2 else None
     needed = {
         "train": ("dataset", "out"),
@@ -567,10 +567,10 @@ def feature_classifier_cli(argv: list[str] | None = None) -> None:
         "eval": ("classifier", "dataset"),
     }.get(command)
     if needed is None:
-        raise SystemExit(f"give one command of {FEATURE_COMMANDS}, got {rest[1:]}\n\n{usage}")
+        _fail(f"give one command of {FEATURE_COMMANDS}, got {rest[1:]}\n\n{usage}")
     missing = [f"--{n}" for n in needed if fv[n].value is None]
     if missing:
-        raise SystemExit(f"{command} needs {', '.join(missing)}\n\n{usage}")
+        _fail(f"{command} needs {', '.join(missing)}\n\n{usage}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     from scoresde_jax.modes import feature_classifier as fc
 

@@ -282,9 +282,9 @@ def test_command_line(tmp_path):
     helped = run("--help")
     assert helped.returncode == 0 and "--dataset" in helped.stdout and "train" in helped.stdout
     missing = run("stats", "--dataset", "mnist")
-    assert missing.returncode != 0 and "--classifier" in missing.stderr
+    assert missing.returncode == 2 and "--classifier" in missing.stderr
     wrong = run("fit", "--dataset", "mnist")
-    assert wrong.returncode != 0 and "train" in wrong.stderr
+    assert wrong.returncode == 2 and "train" in wrong.stderr
     if not MNIST.is_dir():
         pytest.skip(f"MNIST files not found in {MNIST}")
     out = run("eval", "--classifier", "mnist", "--dataset", "mnist", "--data_path", str(MNIST))
