@@ -1,9 +1,5 @@
-"""Datasets: toy distributions made in code, and image sources -> per-process batches.
-
-Images flow ``open_image_source`` (any supported format -> uint8 at the model's size) ->
-``train_batch`` / ``TrainIterator`` / ``eval_batches`` (deterministic per-process numpy batches)
--> ``to_global_array`` (one ``jax.Array`` sharded over the ``data`` mesh axis).
-"""
+"""Datasets: toy distributions made in code, and image sources (``open_image_source``) ->
+deterministic per-process batches (``train_batch``, ``TrainIterator``, ``eval_batches``)."""
 
 from scoresde_jax.data.formats import SOURCES, detect_source, open_image_source
 from scoresde_jax.data.formats.base import (

@@ -1,10 +1,5 @@
-"""Image geometry and channels: uint8 images brought to ``image_size x image_size x C``.
-
-The geometries follow the paper's input pipelines: CIFAR-10, SVHN and MNIST are resized, CelebA is
-center-cropped to 140x140 and resized, LSUN and other sets get the smaller side resized and a
-center crop, and FFHQ / CelebA-HQ are never resized. An image already of the target size is always
-taken as it is.
-"""
+"""uint8 images brought to ``image_size x image_size x C`` by the paper's input pipelines (resize;
+CelebA crop 140 and resize; smaller side resized and cropped; FFHQ/CelebA-HQ never resized)."""
 
 from __future__ import annotations
 
@@ -29,8 +24,7 @@ __all__ = [
 
 
 def convert_channels(images: np.ndarray, num_channels: int) -> np.ndarray:
-    """Converts the last axis of uint8 images to ``num_channels``: gray -> RGB repeats the channel,
-    RGB -> gray is the rounded ITU-R 601 luma ``0.299 R + 0.587 G + 0.114 B`` (PIL's "L")."""
+    """Gray -> RGB repeats the channel; RGB -> gray is the rounded ITU-R 601 luma (PIL's "L")."""
     c = images.shape[-1]
     if c == num_channels:
         return images
@@ -112,9 +106,8 @@ GEOMETRIES: dict[str, Geometry] = {
 def prepare_image(
     image: np.ndarray, *, image_size: int, num_channels: int, geometry: str
 ) -> np.ndarray:
-    """One uint8 image ``[H, W]`` or ``[H, W, C]`` -> ``[image_size, image_size, num_channels]``:
-    channels first (fewer planes to resize when going to gray), then the geometry unless the image
-    already has the target size."""
+    """One uint8 image -> ``[image_size, image_size, num_channels]``: channels first (fewer planes
+    to resize when going to gray), then the geometry unless it has the target size."""
     if image.ndim == 2:
         image = image[..., None]
     image = convert_channels(image, num_channels)

@@ -1,9 +1,6 @@
-"""Host-side batching: deterministic, resumable and sharded by process.
-
-Every training batch is a pure function of ``(seed, step, process_index)``, so resuming at step
-``s`` needs only ``s`` and each process reads only its own slice of the global batch. Evaluation
-walks a split once in order, padding and masking the last batch so shapes never change.
-"""
+"""Host-side batching: each training batch is a pure function of ``(seed, step, process_index)``
+(resuming needs only the step; a process reads only its slice); evaluation walks a split once,
+padding and masking the last batch so shapes never change."""
 
 from __future__ import annotations
 
@@ -30,11 +27,8 @@ __all__ = [
 def to_model_space(
     images: np.ndarray, *, centered: bool, dequantize_noise: np.ndarray | None = None
 ) -> np.ndarray:
-    """uint8 images -> float32 in ``[0, 1]`` (``images / 255``), or ``[-1, 1]`` if ``centered``.
-
-    With ``dequantize_noise`` ``u`` in ``[0, 1)`` of the same shape, ``x = (images + u) / 256``:
-    the paper's uniform dequantization, spreading pixel value ``k`` over ``[k/256, (k+1)/256)``.
-    """
+    """uint8 images -> float32 ``images / 255`` (``[-1, 1]`` if ``centered``); with noise ``u`` in
+    ``[0, 1)``, ``(images + u) / 256``: the paper's uniform dequantization."""
     x = np.asarray(images).astype(np.float32)
     if dequantize_noise is None:
         x = x / np.float32(255.0)
@@ -78,12 +72,9 @@ def train_example_indices(
     process_index: int = 0,
     process_count: int = 1,
 ) -> np.ndarray:
-    """The example indices (int64 ``[local_batch]``) of this process's part of batch ``step``.
-
-    Position ``p = step * G + j`` of the example stream is example ``perm(seed, epoch)[p % N]``
-    with ``epoch = p // N``; process ``i`` takes ``j`` in ``[i * L, (i + 1) * L)``, ``L = G /
-    processes``.
-    """
+    """The int64 example indices of this process's part of batch ``step``: position
+    ``p = step * G + j`` is ``perm(seed, p // N)[p % N]``; process ``i`` takes ``j`` in
+    ``[i * L, (i + 1) * L)``."""
     if num_examples < 1:
         raise ValueError("the training split is empty")
     if step < 0 or seed < 0:
@@ -111,12 +102,8 @@ def train_batch(
     process_count: int = 1,
     return_labels: bool = False,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-    """This process's part of training batch ``step``: float32 ``[G / process_count, H, W, C]``
-    (with ``return_labels`` also int32 labels, -1 where unknown).
-
-    Flips (probability 1/2) and the dequantization noise come from
-    ``np.random.default_rng([seed, step, process_index, 1])``.
-    """
+    """This process's part of batch ``step``: float32 ``[G / process_count, H, W, C]`` (and int32
+    labels); flips and noise from ``default_rng([seed, step, process_index, 1])``."""
     indices = train_example_indices(
         len(source),
         step,
@@ -141,13 +128,9 @@ class _WorkerError:
 
 
 class TrainIterator:
-    """Yields ``(step, float32 [steps_per_call, L, H, W, C])`` for ``step = start_step,
-    start_step + steps_per_call, ...``, built in a background thread.
-
-    ``chunk[k]`` is ``train_batch(source, step + k, **batch_options)``, so the stream is the same
-    however it is chunked, prefetched or resumed. At most ``prefetch`` chunks wait; an error in
-    the thread is raised by ``next``. Call :meth:`close` (or use ``with``) to stop it.
-    """
+    """Yields ``(step, chunk)`` from ``start_step`` on, ``chunk[k] = train_batch(source, step + k,
+    **batch_options)`` built in a background thread (at most ``prefetch`` waiting; its errors are
+    raised by ``next``); :meth:`close` (or ``with``) stops it."""
 
     def __init__(
         self,
@@ -208,7 +191,7 @@ class TrainIterator:
         return item
 
     def close(self) -> None:
-        """Stops the background thread (idempotent); ``next`` then raises ``StopIteration``."""
+        """Stops the thread (idempotent); ``next`` then raises ``StopIteration``."""
         self._done = True
         self._stop.set()
         while True:  # free room so a blocked put() notices the stop
@@ -233,8 +216,7 @@ def num_eval_batches(
     process_count: int = 1,
     max_examples: int | None = None,
 ) -> int:
-    """How many global batches :func:`eval_batches` yields, the same on every process (which
-    takes the same keywords)."""
+    """How many global batches :func:`eval_batches` yields (the same on every process)."""
     _local_batch_size(global_batch_size, process_count, process_index)
     n = len(source) if max_examples is None else min(len(source), max_examples)
     return -(-n // global_batch_size)
@@ -248,12 +230,8 @@ def eval_batches(
     process_count: int = 1,
     max_examples: int | None = None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """One pass over (the first ``max_examples`` of) a split in order: this process's part of
-    each global batch, ``(images uint8 [L, H, W, C], labels int32 [L], mask bool [L])``.
-
-    Past the end the last example is repeated with ``mask`` False, so every batch has one shape
-    and every process yields :func:`num_eval_batches` batches.
-    """
+    """One pass over (the first ``max_examples`` of) a split: this process's part of each batch,
+    ``(uint8 images, int32 labels, bool mask)``; past the end the last example repeats, masked."""
     local = _local_batch_size(global_batch_size, process_count, process_index)
     n = len(source) if max_examples is None else min(len(source), max_examples)
     for b in range(num_eval_batches(source, global_batch_size=global_batch_size, max_examples=n)):

@@ -1,8 +1,5 @@
-"""Datasets. Low-dimensional toy distributions generated in code (no download needed).
-
-Every toy generator is ``make(rng: np.random.Generator, n: int) -> float32 [n, 2]``, scaled to
-roughly unit standard deviation so one set of SDE hyperparameters suits them all.
-"""
+"""2-D toy distributions made in code, each ``make(rng, n) -> [n, 2]`` of about unit std (so one
+set of SDE hyperparameters suits them all)."""
 
 from __future__ import annotations
 

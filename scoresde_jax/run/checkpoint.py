@@ -1,12 +1,7 @@
-"""Orbax checkpoints of the training state in ``<workdir>/checkpoints``, verified on restore.
-
-Snapshots (every ``snapshot_freq`` steps) are kept; of the other checkpoints the two newest. Each
-step directory holds ``state`` (Orbax arrays) and ``integrity`` (a JSON digest of every array).
-Saves are asynchronous and atomic. Restoring checks digests and finiteness and falls back to the
-next older step, each with a fresh reader; writers move the failed directories to
-``checkpoints_unreadable/``. Checkpoints without digests (a ``default`` item, written by earlier
-versions) are checked for finiteness only.
-"""
+"""Orbax checkpoints in ``<workdir>/checkpoints``: each step holds ``state`` and ``integrity`` (a
+JSON digest of every array). Restoring verifies digests and finiteness and falls back to older
+steps; writers move failed ones to ``checkpoints_unreadable/``. Checkpoints of earlier versions
+(a ``default`` item, no digests) are checked for finiteness only."""
 
 from __future__ import annotations
 
@@ -50,12 +45,9 @@ _INTEGRITY_FORMAT = 1
 
 
 def _drop_callbacks_of_closed_loops() -> None:
-    """Makes ``call_soon_threadsafe`` on a closed asyncio loop a no-op instead of an error.
-
-    When one array of a damaged checkpoint fails, Orbax closes its read's event loop while
-    tensorstore still completes the others; each of their callbacks would print an "Event loop
-    is closed" traceback (hundreds per checkpoint). Nobody is left to run them.
-    """
+    """Makes ``call_soon_threadsafe`` on a closed asyncio loop a no-op: when one array of a
+    damaged checkpoint fails, Orbax closes the loop while tensorstore completes the others, each
+    callback printing an "Event loop is closed" traceback (hundreds per checkpoint)."""
     import asyncio
 
     loop_class = asyncio.BaseEventLoop
@@ -73,8 +65,7 @@ def _drop_callbacks_of_closed_loops() -> None:
 
 
 class _OrbaxSaveErrors(logging.Filter):
-    """Drops the error records Orbax logs when a save fails: :meth:`Checkpointer.wait` or
-    :meth:`Checkpointer.save` raise that failure once, as one message."""
+    """Drops Orbax's error records of a failed save (``Checkpointer`` raises it once)."""
 
     _ORBAX = f"{os.sep}orbax{os.sep}checkpoint{os.sep}"
 
@@ -130,13 +121,10 @@ def _words(a: np.ndarray) -> np.ndarray:
 
 
 def _leaf_digest(x) -> tuple[str, bool]:
-    """Two position-weighted sums of the 32-bit words of ``x`` (mod 2^32), as 16 hex digits,
-    and whether ``x`` is finite.
-
-    Odd weights make any one changed word change the first sum; the second mixes each word
-    nonlinearly, so changes in several words are unlikely to cancel in both. Integer sums do not
-    depend on their order, so the digest is exact whatever the devices or sharding.
-    """
+    """Two position-weighted sums of the 32-bit words of ``x`` (mod 2^32) as 16 hex digits, and
+    whether ``x`` is finite. Odd weights make any one changed word change the first sum; the
+    second mixes words nonlinearly so several changes are unlikely to cancel in both. Integer sums
+    are order-free, so the digest is exact whatever the devices or sharding."""
     a = _host(x)
     w = _words(a)
     h1 = h2 = 0
@@ -241,13 +229,9 @@ def _tree_nbytes(tree) -> int:
 
 
 class Checkpointer:
-    """Saves and restores pytrees (the ``TrainState``) with digests in ``workdir/checkpoints``.
-
-    Args:
-      snapshot_freq: multiples of it are snapshots, kept beyond the two newest checkpoints (the
-        newest ``max_snapshots`` of them; ``None``: all).
-      read_only: open an existing directory without creating or moving anything (evaluation).
-    """
+    """Saves and restores pytrees with digests in ``workdir/checkpoints``; multiples of
+    ``snapshot_freq`` are kept beyond the two newest (the newest ``max_snapshots``; ``None``: all).
+    ``read_only`` creates and moves nothing."""
 
     def __init__(
         self,
@@ -291,12 +275,8 @@ class Checkpointer:
         return steps[-1] if steps else None
 
     def save(self, state, *, force: bool = True, meta: dict | None = None) -> None:
-        """Starts saving ``state`` under its own step (a no-op if that step is already saved),
-        with ``meta`` (JSON) beside the digests.
-
-        Raises:
-          WorkdirError: the previous save or this one failed (disk full, permissions).
-        """
+        """Starts saving ``state`` under its step (unless saved) with ``meta`` (JSON); raises
+        WorkdirError when this or the previous save failed (disk full, permissions)."""
         if self._manager is None:
             raise RuntimeError("a read-only Checkpointer cannot save")
         step = int(jax.device_get(state.step))
@@ -373,15 +353,8 @@ class Checkpointer:
         return self.restore_verified(abstract_state, step).state
 
     def restore_verified(self, abstract_state, step: int | None = None) -> RestoredCheckpoint:
-        """Restores into the shapes/shardings of ``abstract_state`` and verifies the result.
-
-        ``step=None``: the newest checkpoint that verifies; failed newer ones are skipped with a
-        warning (and moved aside unless read-only). An explicit ``step`` must verify.
-
-        Raises:
-          MissingCheckpointError: no checkpoint, or not ``step``.
-          CheckpointRestoreError: none (or not ``step``) restores and verifies.
-        """
+        """Restores into ``abstract_state`` and verifies: ``step=None`` takes the newest that
+        verifies, skipping (and, unless read-only, moving aside) failed newer ones."""
         self.wait()
         steps = self.all_steps()
         if not steps:

@@ -1,14 +1,10 @@
-"""The boundary between ml-collections configs and the library's typed functions, and the
-experiment they make: SDE, network, optimizer, loss and mesh of a config, and a checkpoint
-restored into it.
-
-Each ``*_from_config`` reads one config section and calls a library constructor with keyword
-arguments; the library below ``run/`` never reads a ConfigDict.
-"""
+"""Configs -> library objects: each ``*_from_config`` reads one config section and calls a
+library constructor; :class:`Experiment` holds the SDE, network, optimizer, loss and mesh."""
 
 from __future__ import annotations
 
 import functools
+import json
 import os
 
 import flax.linen as nn
@@ -92,11 +88,8 @@ def optimizer_from_config(optim_config) -> optax.GradientTransformation:
 
 
 def loss_from_config(config, sde: SDE):
-    """``config.training.loss`` ("dsm", "ism", "ssm", "ssm_vr") with its options.
-
-    Exact-trace ISM is refused here, before any compilation, when the data has more than
-    ``EXACT_TRACE_MAX_DIM`` dimensions.
-    """
+    """``config.training.loss`` with its options; exact-trace ISM of more than
+    ``EXACT_TRACE_MAX_DIM`` dimensions is refused before any compilation."""
     t = config.training
     loss = str(t.get("loss", "dsm")).lower()
     exact_trace = t.get("ism_exact_trace", True)
@@ -123,140 +116,79 @@ def loss_from_config(config, sde: SDE):
     )
 
 
-def _eps(s) -> float:
-    return s.get("eps", 1e-3)
-
-
-# config.sampling.method -> (library sampler, its keyword arguments read from config.sampling).
+# config.sampling.method -> the library sampler (its keywords: :func:`_sampler_kwargs`).
 SAMPLERS = {
-    "pc": lambda sampling_config: (
-        sampling.pc_sample,
-        dict(
-            predictor=sampling_config.predictor,
-            corrector=sampling_config.corrector,
-            snr=sampling_config.snr,
-            n_steps=sampling_config.n_steps_each,
-            denoise=sampling_config.noise_removal,
-            eps=_eps(sampling_config),
-            num_steps=sampling_config.get("num_steps", None),
-            probability_flow=sampling_config.get("probability_flow", False),
-        ),
-    ),
-    "ode": lambda sampling_config: (
-        sampling.ode_sample,
-        dict(
-            denoise=sampling_config.noise_removal,
-            options=ODEOptions(
-                eps=_eps(sampling_config),
-                rtol=sampling_config.get("rtol", 1e-5),
-                atol=sampling_config.get("atol", 1e-5),
-                solver=sampling_config.get("ode_solver", "tsit5"),
-            ),
-        ),
-    ),
-    "edm": lambda sampling_config: (
-        sampling.edm_sample,
-        dict(
-            num_steps=sampling_config.get("num_steps", None) or 18,
-            churn=sampling_config.get("edm_churn", 0.0),
-        ),
-    ),
-    "dpm_solver_pp": lambda sampling_config: (
-        sampling.dpm_solver_pp_sample,
-        dict(
-            num_steps=sampling_config.get("num_steps", None) or 20,
-            order=sampling_config.get("dpm_order", 2),
-            eps=_eps(sampling_config),
-        ),
-    ),
-    "dpm_solver": lambda sampling_config: (
-        sampling.dpm_solver_sample,
-        dict(
-            nfe=sampling_config.get("num_steps", None) or 20,
-            order=sampling_config.get("dpm_order", 2),
-            eps=_eps(sampling_config),
-        ),
-    ),
-    "dpm_solver_adaptive": lambda sampling_config: (
-        sampling.dpm_solver_adaptive_sample,
-        dict(
-            order=sampling_config.get("dpm_order", 2),
-            rtol=sampling_config.get("dpm_rtol", 0.05),
-            atol=sampling_config.get("dpm_atol", 0.0078),
-            eps=_eps(sampling_config),
-        ),
-    ),
-    "sde_adaptive": lambda sampling_config: (
-        sampling.sde_adaptive_sample,
-        dict(
-            rtol=sampling_config.get("sde_rtol", 0.05),
-            atol=sampling_config.get("sde_atol", 0.05),
-            eps=_eps(sampling_config),
-            denoise=sampling_config.noise_removal,
-        ),
-    ),
-    # Plain Langevin takes as many steps at the single level t = eps as NCSN's L levels x T.
-    "langevin": lambda sampling_config: (
-        sampling.langevin_sample,
-        dict(
-            step_size=sampling_config.get("langevin_step_size", 2e-5),
-            n_steps=sampling_config.get("langevin_num_levels", 10)
-            * sampling_config.get("langevin_steps_each", 100),
-            t=_eps(sampling_config),
-            denoise=sampling_config.noise_removal,
-        ),
-    ),
-    "annealed_langevin": lambda sampling_config: (
-        sampling.annealed_langevin_sample,
-        dict(
-            num_levels=sampling_config.get("langevin_num_levels", 10),
-            n_steps_each=sampling_config.get("langevin_steps_each", 100),
-            step_size=sampling_config.get("langevin_step_size", 2e-5),
-            denoise=sampling_config.noise_removal,
-        ),
-    ),
+    "pc": sampling.pc_sample,
+    "ode": sampling.ode_sample,
+    "edm": sampling.edm_sample,
+    "dpm_solver_pp": sampling.dpm_solver_pp_sample,
+    "dpm_solver": sampling.dpm_solver_sample,
+    "dpm_solver_adaptive": sampling.dpm_solver_adaptive_sample,
+    "sde_adaptive": sampling.sde_adaptive_sample,
+    "langevin": sampling.langevin_sample,
+    "annealed_langevin": sampling.annealed_langevin_sample,
 }
 
 SAMPLER_METHODS = tuple(SAMPLERS)
 """The values of ``config.sampling.method``."""
 
 
-def sampler_from_config(sampling_config, sde: SDE):
-    """``sample(score_fn, key, shape) -> SampleResult`` for ``config.sampling``.
+def _sampler_kwargs(method: str, sampling_config) -> dict:
+    """The keyword arguments of ``SAMPLERS[method]`` read from ``config.sampling`` (``num_steps``
+    defaults to 18 for edm, 20 for the DPM-Solvers)."""
+    s = sampling_config
+    eps, steps = s.get("eps", 1e-3), s.get("num_steps", None)
+    if method == "pc":
+        return dict(
+            predictor=s.predictor,
+            corrector=s.corrector,
+            snr=s.snr,
+            n_steps=s.n_steps_each,
+            denoise=s.noise_removal,
+            eps=eps,
+            num_steps=steps,
+            probability_flow=s.get("probability_flow", False),
+        )
+    if method == "ode":
+        rtol, atol, solver = s.get("rtol", 1e-5), s.get("atol", 1e-5), s.get("ode_solver", "tsit5")
+        options = ODEOptions(eps=eps, rtol=rtol, atol=atol, solver=solver)
+        return dict(denoise=s.noise_removal, options=options)
+    if method == "edm":
+        return dict(num_steps=steps or 18, churn=s.get("edm_churn", 0.0))
+    if method == "sde_adaptive":
+        rtol, atol = s.get("sde_rtol", 0.05), s.get("sde_atol", 0.05)
+        return dict(rtol=rtol, atol=atol, eps=eps, denoise=s.noise_removal)
+    dpm = dict(order=s.get("dpm_order", 2), eps=eps)
+    if method == "dpm_solver_pp":
+        return dict(num_steps=steps or 20, **dpm)
+    if method == "dpm_solver":
+        return dict(nfe=steps or 20, **dpm)
+    if method == "dpm_solver_adaptive":
+        return dict(rtol=s.get("dpm_rtol", 0.05), atol=s.get("dpm_atol", 0.0078), **dpm)
+    levels, each = s.get("langevin_num_levels", 10), s.get("langevin_steps_each", 100)
+    step_size = s.get("langevin_step_size", 2e-5)
+    if method == "langevin":  # as many steps at the single level t = eps as NCSN's L x T
+        return dict(step_size=step_size, n_steps=levels * each, t=eps, denoise=s.noise_removal)
+    return dict(num_levels=levels, n_steps_each=each, step_size=step_size, denoise=s.noise_removal)
 
-    ``method = "pc"`` uses ``predictor``/``corrector``/``snr``/``n_steps_each``/``noise_removal``;
-    ``method = "ode"`` uses the probability-flow ODE with ``ode_solver``/``rtol``/``atol``;
-    ``method = "edm"`` Heun's method on Karras et al.'s time steps (``num_steps``, default 18,
-    ``edm_churn``); ``method = "dpm_solver_pp"`` multistep DPM-Solver++ (``num_steps``, default
-    20, ``dpm_order`` 1, 2 or 3: DDIM, 2M, 3M); ``method = "dpm_solver"`` singlestep
-    DPM-Solver-``dpm_order`` with ``num_steps`` (default 20) score evaluations split as
-    DPM-Solver-fast; ``method = "dpm_solver_adaptive"`` adaptive DPM-Solver-12 (``dpm_order``
-    2) or -23 (3) with ``dpm_rtol``/``dpm_atol``; ``method = "sde_adaptive"`` the reverse SDE
-    with adaptive steps (``sde_rtol``/``sde_atol``, ``noise_removal``);
-    ``method = "annealed_langevin"`` NCSN's annealed Langevin dynamics
-    (``langevin_num_levels`` x ``langevin_steps_each`` steps, ``langevin_step_size``);
-    ``method = "langevin"`` plain Langevin dynamics at ``t = eps`` with the same number of steps.
-    """
+
+def sampler_from_config(sampling_config, sde: SDE):
+    """``sample(score_fn, key, shape) -> SampleResult`` of ``config.sampling.method`` (see
+    :data:`SAMPLERS`) with its options from ``config.sampling``."""
     method = sampling_config.method.lower()
     if method not in SAMPLERS:
         raise ConfigError(
             f"Unknown config.sampling.method={sampling_config.method!r}; use one of "
             f"{', '.join(SAMPLER_METHODS)}."
         )
-    sampler, kwargs = SAMPLERS[method](sampling_config)
-    return functools.partial(sampler, sde, **kwargs)
+    return functools.partial(SAMPLERS[method], sde, **_sampler_kwargs(method, sampling_config))
 
 
 def image_source_from_config(data_config, split: str):
-    """The :class:`~scoresde_jax.data.ImageSource` of ``split`` ("train" or "test") described by
-    ``config.data``: ``dataset``, ``image_size``, ``num_channels`` and optionally ``source``
-    (default "auto"), ``path``, ``data_dir`` and ``category`` (see
-    :func:`scoresde_jax.data.open_image_source`).
+    """The :class:`~scoresde_jax.data.ImageSource` of ``split`` described by ``config.data``.
 
-    Local sources are read-only, so one opened for the same arguments (and unchanged files) is
-    reused: the start-up checks open the data once and the run that follows reads the same
-    object.
-    """
+    A local source opened for the same arguments (and unchanged files) is reused, so the start-up
+    checks and the run that follows open the data once."""
     d = data_config
     kwargs = dict(
         dataset=d.dataset,
@@ -290,18 +222,12 @@ def _path_signature(path) -> tuple:
 
 @functools.lru_cache(maxsize=4)
 def _open_local_source(signature: tuple, **kwargs):
-
     return open_image_source(**kwargs)
 
 
 class ReplicatedState:
-    """A ``TrainState`` of ``self.model`` and ``self.optimizer`` over ``self.mesh``, created
-    directly with replicated shardings; subclasses set ``model``, ``optimizer``, ``mesh``,
-    ``data_shape`` and ``init_key``, then call :meth:`_setup_state`.
-
-    The abstract state (``jax.eval_shape`` of the init) gives the shardings and is also the
-    Orbax restore target.
-    """
+    """A replicated ``TrainState`` of ``self.model`` and ``self.optimizer`` over ``self.mesh``;
+    subclasses set those, ``data_shape`` and ``init_key``, then call :meth:`_setup_state`."""
 
     def _setup_state(self) -> None:
         def init(key):
@@ -354,16 +280,15 @@ class Experiment(ReplicatedState):
         return get_score_fn(self.sde, model_fn, continuous=self.continuous)
 
     def checkpoint_meta(self) -> dict:
-        """What a checkpoint records beside the state: the network's own noise levels, when
-        ``config.model.noise_levels`` gives them (a converted checkpoint's)."""
+        """The network's own noise levels (``config.model.noise_levels``), recorded beside the
+        state."""
         levels = getattr(self.model, "noise_levels", None)
         if levels is None:
             return {}
         return {"noise_levels": list(levels), "noise_levels_file": self.config.model.noise_levels}
 
     def check_restored(self, restored) -> None:
-        """Refuses a checkpoint whose recorded noise levels differ from the network's: its
-        outputs would be divided by the wrong sigmas."""
+        """Refuses a checkpoint whose recorded noise levels differ from the network's."""
         recorded = restored.meta.get("noise_levels")
         ours = getattr(self.model, "noise_levels", None)
         if recorded is None:
@@ -408,8 +333,7 @@ def check_workdir(workdir: str) -> None:
 
 
 def restore_checkpoint(config, workdir: str, step: int | None = None):
-    """``(experiment, restored)`` for checkpoint ``step`` (default: the newest one that restores
-    and verifies); ``restored`` is a :class:`~scoresde_jax.run.checkpoint.RestoredCheckpoint`."""
+    """``(experiment, RestoredCheckpoint)`` of ``step`` (default: the newest that verifies)."""
     check_workdir(workdir)
     exp = build_experiment(config)
     restored = Checkpointer(workdir, read_only=True).restore_verified(exp.abstract_target(), step)
@@ -424,13 +348,9 @@ def restore_experiment(config, workdir: str, step: int | None = None):
 
 
 def checkpoint_steps(config, workdir: str) -> list[int | None]:
-    """The checkpoint steps ``--mode eval`` evaluates, from ``config.eval.checkpoints``.
-
-    ``"latest"`` (default): the newest checkpoint that restores and verifies (``[None]``);
-    ``"all"``: every saved one; ``"snapshots"``: snapshots ``k * training.snapshot_freq`` for
-    ``eval.begin_ckpt <= k <= eval.end_ckpt`` (the original code's numbering); or a
-    comma-separated list of steps.
-    """
+    """The steps ``--mode eval`` evaluates (``config.eval.checkpoints``): ``"latest"`` (``[None]``),
+    ``"all"``, ``"snapshots"`` (``k * snapshot_freq``, ``begin_ckpt <= k <= end_ckpt``, as in the
+    original code) or a comma-separated list."""
     ckpt = Checkpointer(workdir, read_only=True)
     saved = ckpt.all_steps()
     if not saved:
@@ -488,13 +408,8 @@ def dtype_from_config(model_config):
 
 
 def noise_levels_from_config(model_config) -> tuple[float, ...] | None:
-    """``config.model.noise_levels``: a ``.npy`` or ``.json`` file of the noise levels (index 0
-    the largest) that a network divides by instead of the geometric ``sigma_min ... sigma_max``
-    sequence (written by ``python -m scoresde_jax.convert --noise_levels=checkpoint``);
-    ``None`` when unset."""
-    import json
-    import os
-
+    """The levels (index 0 the largest) of the ``.npy``/``.json`` file ``config.model.noise_levels``
+    that replace the geometric sigmas (written by ``convert --noise_levels=checkpoint``)."""
     path = model_config.get("noise_levels", None)
     if not path:
         return None
@@ -540,13 +455,10 @@ def _unet_fields(config) -> dict:
 
 
 def ddpm_from_config(config) -> DDPM:
-    """:class:`DDPM` from ``config.model`` and ``config.data`` (``model.dtype``: compute dtype)."""
     return DDPM(nonlinearity=config.model.get("nonlinearity", "swish"), **_unet_fields(config))
 
 
 def mlp_from_config(config) -> MLPScore:
-    """``config.model`` fields ``hidden``, ``embedding``, ``embed_dim``, ``fourier_scale``,
-    ``scale_by_sigma``."""
     m = config.model
     return MLPScore(
         hidden=tuple(m.hidden),
@@ -558,12 +470,7 @@ def mlp_from_config(config) -> MLPScore:
 
 
 def ncsnpp_from_config(config) -> NCSNpp:
-    """Builds :class:`NCSNpp` from ``config.model`` and ``config.data`` (the original layout).
-
-    ``config.model.dtype`` (optional, default ``"float32"``) selects the compute dtype
-    (``"bfloat16"`` for mixed precision). The Fourier embedding needs continuous training
-    (``config.training.continuous``), as in the reference.
-    """
+    """The Fourier embedding needs continuous training, as in the reference."""
     m = config.model
     if m.embedding_type.lower() == "fourier" and not config.training.get("continuous", True):
         raise ValueError(
@@ -589,10 +496,7 @@ def ncsnpp_from_config(config) -> NCSNpp:
 
 
 def ncsnv2_from_config(config) -> NCSNv2 | NCSN:
-    """Builds :class:`NCSN` (``model.name == "ncsn"``) or :class:`NCSNv2` (``ncsnv2_*``).
-
-    ``config.model.dtype`` (optional, default ``"float32"``) selects the compute dtype.
-    """
+    """:class:`NCSN` (``model.name == "ncsn"``) or :class:`NCSNv2` (``ncsnv2_*``)."""
     m, d = config.model, config.data
     common = dict(
         nf=m.nf,

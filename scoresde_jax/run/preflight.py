@@ -1,10 +1,5 @@
-"""Checks of a config and a work directory before any heavy work (model, compilation, data).
-
-:func:`check` runs at the start of every command-line mode and raises the first problem as a
-:class:`~scoresde_jax.errors.UserError` naming the field or file and the fix: config names and
-ranges, batch sizes over the devices, data files of every split the mode reads, a checkpoint
-for the modes that need one, and a writable work directory.
-"""
+"""Checks of a config and work directory before any heavy work: :func:`check` raises the first
+problem (names, ranges, devices, data files, checkpoint, writable workdir) as a UserError."""
 
 from __future__ import annotations
 
@@ -19,8 +14,7 @@ __all__ = ["check", "check_config", "check_choice"]
 
 
 def check_choice(field: str, value, choices: Iterable[str]) -> str:
-    """``value`` lower-cased if it is one of ``choices``, else a :class:`ConfigError` with the
-    closest ones."""
+    """``value`` lower-cased if among ``choices``, else a ConfigError naming the closest."""
     choices = list(choices)
     text = str(value).strip().lower()
     if text in choices:
@@ -47,8 +41,7 @@ def _positive(config, field: str, *, allow_none: bool = False, integer: bool = T
 
 
 def check_frequencies(tc) -> None:
-    """``training.n_jitted_steps`` must divide every frequency: the loop sees only every
-    ``n_jitted_steps``-th step."""
+    """``training.n_jitted_steps`` must divide every frequency (the loop sees only those steps)."""
     n_jit = tc.n_jitted_steps
     freqs = {
         "snapshot_freq": tc.snapshot_freq,
@@ -207,7 +200,7 @@ def _check_workdir(workdir: str) -> None:
 
 
 def check(config, workdir: str, mode: str, *, needs_checkpoint: bool = False) -> None:
-    """All checks for running ``mode`` on ``workdir`` (see the module docstring)."""
+    """All checks for running ``mode`` on ``workdir``."""
     check_config(config, mode)
     if needs_checkpoint:
         _check_checkpoint(workdir)

@@ -1,9 +1,6 @@
-"""Saved results keyed by the settings that determine them, and reports that keep their history.
-
-A result lives in ``<kind>-<fingerprint>``, a hash of every setting that changes its numbers
-(README, Evaluation; the settings include the metric's :data:`METRIC_VERSIONS` entry), with
-``settings.json`` holding them in full; work is reused only on an exact match.
-"""
+"""Saved results in ``<kind>-<fingerprint>``, a hash of every setting that changes their numbers
+(with the metric's :data:`METRIC_VERSIONS` entry; ``settings.json`` holds them), reused only on an
+exact match; reports that keep their history."""
 
 from __future__ import annotations
 
@@ -33,30 +30,15 @@ __all__ = [
 ]
 
 # Bump a version when a result's definition changes, so older results are not reused.
-METRIC_VERSIONS = {
-    "eval_loss": 1,
-    "bpd": 1,
-    "samples": 1,
-    "sample_metrics": 1,
-    "reference_stats": 1,
-    "toy_eval": 1,
-}
+METRIC_VERSIONS = dict.fromkeys(
+    ("eval_loss", "bpd", "samples", "sample_metrics", "reference_stats", "toy_eval"), 1
+)
 
 # Sampling fields of other modes (--mode sample, controllable tasks): they do not change the
 # samples of --mode eval.
 _NOT_SAMPLER_FIELDS = frozenset(
-    {
-        "batch_size",
-        "task",
-        "label",
-        "task_inputs",
-        "task_split",
-        "num_inputs",
-        "num_completions",
-        "inpaint_mask",
-        "perturb_known_init",
-        "classifier_scale",
-    }
+    "batch_size task label task_inputs task_split num_inputs num_completions inpaint_mask "
+    "perturb_known_init classifier_scale".split()
 )
 # Network fields used only by training.
 _TRAINING_ONLY_MODEL_FIELDS = frozenset({"ema_rate", "dropout"})
@@ -65,8 +47,7 @@ _TRAINING_ONLY_DATA_FIELDS = frozenset({"random_flip", "uniform_dequantization"}
 
 
 def canonical(value: Any, *, strict: bool = False) -> Any:
-    """``value`` as plain JSON types (ConfigDicts and numpy values included), dicts sorted;
-    ``strict``: NaN and infinities as ``None``."""
+    """``value`` as plain JSON types, dicts sorted; ``strict``: NaN and infinities as ``None``."""
     if hasattr(value, "to_dict") and callable(value.to_dict):
         value = value.to_dict()
     if isinstance(value, Mapping):
@@ -120,8 +101,7 @@ class ResultDir:
         self.path = os.path.join(root, f"{kind}-{self.fingerprint}")
 
     def open(self, *, write: bool = True) -> ResultDir:
-        """Creates the directory and its ``settings.json`` (``write``), or checks an existing
-        one holds these very settings."""
+        """Creates the directory and ``settings.json`` (``write``), or checks an existing one."""
         settings_path = os.path.join(self.path, "settings.json")
         if os.path.exists(settings_path):
             with open(settings_path) as f:
@@ -150,8 +130,8 @@ class ResultDir:
 
 
 def write_report(directory: str, stem: str, report: Mapping) -> tuple[str, str]:
-    """Writes ``report`` to ``<directory>/reports/<stem>_<time>_<fingerprint>.json`` (kept) and
-    to ``<directory>/latest_<stem>.json`` (replaced); returns both paths."""
+    """Writes ``report`` to ``reports/<stem>_<time>_<fingerprint>.json`` (kept) and
+    ``latest_<stem>.json`` (replaced) in ``directory``; returns both paths."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     fp = report.get("fingerprint") or fingerprint(report.get("settings", {}))
     kept = os.path.join(directory, "reports", f"{stem}_{stamp}_{fp}.json")
@@ -167,15 +147,14 @@ def write_report(directory: str, stem: str, report: Mapping) -> tuple[str, str]:
 
 
 def checkpoint_settings(restored, *, weights: str) -> dict:
-    """The checkpoint's step, ``"ema"`` or ``"raw"``, and those weights' digest (so a checkpoint
-    trained again under the same step is told apart)."""
+    """Step, ``"ema"``/``"raw"`` and those weights' digest (a retrained step is told apart)."""
     part = "ema_params" if weights == "ema" else "params"
     return {"step": int(restored.step), "weights": weights, "digest": restored.weights_digest(part)}
 
 
 def _retired_model_fields(name: str) -> dict:
-    """``model.normalization`` was set by every image config and read by no network; it is gone
-    from the configs but stays in the fingerprints, so results computed before are still found."""
+    """``model.normalization``, gone from the configs (no network read it), stays in the
+    fingerprints so results computed before are still found."""
     if name == "mlp":
         return {}
     return {

@@ -1,11 +1,6 @@
-"""The one training loop (:func:`fit`) and the score model's training (:func:`train`).
-
-Every trained network (score model, noise-conditional classifier, FD-MNIST feature classifiers)
-gives :func:`fit` a :class:`Job`; the loop owns signals, checkpoints with fallback, writers,
-progress, the NaN guard and exact resume (random streams fold in the step). Every process of a
-multi-host job runs the loop on its shard of each global batch; process 0 alone writes logs and
-pictures, all processes checkpoint.
-"""
+"""The one training loop (:func:`fit`, given a :class:`Job` by every trained network) and the
+score model's training (:func:`train`). Exact resume: random streams fold in the step. In a
+multi-host job process 0 alone writes logs and pictures; all processes checkpoint."""
 
 from __future__ import annotations
 
@@ -51,15 +46,10 @@ class NonFiniteLossError(FloatingPointError):
 
 @dataclasses.dataclass
 class Job:
-    """What one training run gives :func:`fit`.
-
-    ``step(state, step) -> (state, metrics)`` advances ``steps_per_call`` steps; ``metrics``
-    holds ``loss`` (and optionally ``all_finite``), averaged over each logging window.
-    ``evaluate(state, step) -> scalars`` runs every ``eval_freq`` steps (and at the end when
-    ``eval_at_end``); ``snapshot(state, step, writer)`` at every ``snapshot_freq`` and at the end.
-    Checkpoints are written at ``snapshot_freq`` (kept, at most ``max_snapshots``),
-    ``preempt_freq`` (the two newest kept), at the end and on a stop signal.
-    """
+    """What one training run gives :func:`fit`: ``step`` advances ``steps_per_call`` steps, its
+    ``loss`` (optionally ``all_finite``) averaged per logging window; ``evaluate`` runs every
+    ``eval_freq`` steps, ``snapshot`` every ``snapshot_freq`` and at the end. Checkpoints at
+    ``snapshot_freq`` (kept), ``preempt_freq`` (two newest kept), the end and a stop signal."""
 
     name: str
     n_iters: int
@@ -102,12 +92,8 @@ def _due(step: int, freq: int) -> bool:
 
 def fit(job: Job, workdir: str | None, *, lock=None) -> Fitted:
     """Runs ``job`` to ``job.n_iters`` steps, resuming from the newest readable checkpoint of
-    ``workdir/checkpoints`` (``workdir=None``: in memory, no checkpoints or logs).
-
-    Raises:
-      StoppedBySignal: SIGTERM/SIGINT or a multi-host preemption notice; saved first.
-      NonFiniteLossError: the loss became NaN or infinite; nothing of that state is saved.
-    """
+    ``workdir`` (``None``: in memory). Raises StoppedBySignal (after saving) or NonFiniteLossError
+    (nothing of that state saved)."""
     is_main = jax.process_index() == 0
     ckpt = resumed = None
     if workdir is not None:
@@ -309,11 +295,8 @@ class _Feed:
 
 
 def jitted_train_step(exp: Experiment):
-    """The compiled ``step(state, batches) -> (state, metrics)`` of ``--mode train``.
-
-    State replicated and donated, batches ``[n_jitted_steps, batch, ...]`` sharded on axis 1: the
-    output state has the input's shardings, so the step compiles once.
-    """
+    """The compiled train step: state replicated and donated, batches ``[n_jitted_steps, batch,
+    ...]`` sharded on axis 1; the output has the input's shardings, so it compiles once."""
     step_fn = make_train_step(
         model=exp.model,
         loss_fn=exp.loss_fn,
@@ -331,8 +314,8 @@ def jitted_train_step(exp: Experiment):
 
 
 def train(config, workdir: str):
-    """Trains the score model of ``config`` in ``workdir``, resuming from its newest good
-    checkpoint; holds ``workdir/train.lock``. Returns the final state; raises as :func:`fit`."""
+    """Trains (or resumes) the score model of ``config`` in ``workdir`` holding its train.lock;
+    returns the final state."""
     check_workdir(workdir)
     os.makedirs(workdir, exist_ok=True)
     with workdir_lock.hold(workdir, "train", mode="train") as lock:

@@ -1,11 +1,7 @@
-"""One writer per work directory: a lock file with the holder's identity and a renewed lease.
-
-``<workdir>/<name>.lock`` (JSON: host, pid, start, heartbeat) refuses a second writer naming the
-holder. A dead holder's lock is taken over with a warning: on its host when its pid is gone or
-reused; from any host when its heartbeat (renewed every ``lease / 4``) is older than the lease
-(``$SCORESDE_LOCK_LEASE_S``, default 120 s), which works on shared storage. The file is created
-by a hard link from a private file (atomic on local disks and NFS), else with ``O_EXCL``.
-"""
+"""One writer per work directory: ``<workdir>/<name>.lock`` (JSON: host, pid, heartbeat). A dead
+holder's lock is taken over: on its host when its pid is gone or reused, from any host when its
+heartbeat (renewed every ``lease / 4``) is older than ``$SCORESDE_LOCK_LEASE_S`` (120 s). It is
+created by a hard link from a private file (atomic on NFS too), else with ``O_EXCL``."""
 
 from __future__ import annotations
 
@@ -45,8 +41,7 @@ def lease_seconds() -> float:
 
 
 def _process_start(pid: int) -> str | None:
-    """The start time of ``pid`` in clock ticks since boot (Linux; else ``None``), to tell a
-    reused process id from the original holder."""
+    """The start time of ``pid`` in clock ticks since boot (Linux; else ``None``)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             stat = f.read()
@@ -84,8 +79,7 @@ def _describe(holder: dict, now: float) -> str:
 
 
 class WorkdirLock:
-    """The lock ``<directory>/<name>.lock``; ``name`` is the writer (``"train"``, ``"eval"``:
-    independent writers may run together), ``mode`` is named in messages."""
+    """The lock ``<directory>/<name>.lock`` of one writer (``"train"``, ``"eval"``)."""
 
     def __init__(self, directory: str, name: str, *, mode: str | None = None):
         self.path = os.path.join(os.path.abspath(directory), f"{name}.lock")
@@ -257,11 +251,8 @@ class WorkdirLock:
 
 @contextlib.contextmanager
 def hold(directory: str, name: str, *, mode: str | None = None):
-    """Holds the lock ``<directory>/<name>.lock`` for the block (re-entrant in a process).
-
-    In a multi-host job only process 0 takes it (the others get ``None``) and all processes raise
-    :class:`WorkdirLockedError` if it failed.
-    """
+    """Holds ``<directory>/<name>.lock`` for the block (re-entrant); in a multi-host job process 0
+    takes it (the others get ``None``) and all raise if it failed."""
     import jax
 
     path = os.path.join(os.path.abspath(directory), f"{name}.lock")

@@ -1,9 +1,5 @@
-"""Every supported image format -> a random-access source of uint8 ``[n, H, W, C]`` at model size.
-
-One module per format: each local one has ``detect(path)`` and ``open_split(path, split, target)``
-and needs no TensorFlow; ``tfds`` opens a set by its name. npz, IDX and CIFAR-10 are converted
-once when opened, folder, TFRecord and TFDS on every ``get``.
-"""
+"""Every supported image format -> a random-access uint8 source at model size; each local format
+module has ``detect(path)`` and ``open_split(path, split, target)`` (no TensorFlow needed)."""
 
 from __future__ import annotations
 
@@ -90,12 +86,8 @@ def open_image_source(
     category: str | None = None,
     verify_crc: bool = False,
 ) -> ImageSource:
-    """Opens one split (``"train"`` or ``"test"``) of a dataset as an :class:`ImageSource`.
-
-    ``dataset`` is a key of :data:`DATASETS` (case, ``-`` and ``_`` ignored) or any TFDS name;
-    ``source="auto"`` reads TFDS when ``path`` is None, else detects the format of ``path``.
-    ``data_dir`` and ``category`` (of LSUN) are for TFDS, ``verify_crc`` for TFRecords.
-    """
+    """Opens one split of ``dataset`` (a :data:`DATASETS` key or TFDS name) as an ImageSource;
+    ``source="auto"``: TFDS without ``path``, else its detected format."""
     request = dict(locals())  # the arguments, to open the gray base of a tinted set
     spec = dataset_spec(dataset)
     if spec.tinted:

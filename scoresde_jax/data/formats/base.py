@@ -39,8 +39,7 @@ LOCAL_FORMATS_HELP = (
 
 @runtime_checkable
 class ImageSource(Protocol):
-    """A random-access dataset split, the only thing the batching code sees; ``num_classes`` is
-    ``None`` when it has no labels."""
+    """A random-access dataset split (``num_classes`` ``None`` without labels)."""
 
     name: str
     image_shape: tuple[int, int, int]
@@ -49,8 +48,7 @@ class ImageSource(Protocol):
     def __len__(self) -> int: ...
 
     def get(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(images uint8 [n, H, W, C], labels int32 [n])`` of examples ``indices`` (label -1
-        where unknown)."""
+        """``(images uint8 [n, H, W, C], labels int32 [n], -1 where unknown)``."""
         ...
 
 
@@ -65,8 +63,7 @@ def _check_indices(indices: np.ndarray, n: int) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class ArraySource:
-    """A split held in memory at the model's size: uint8 ``images [N, H, W, C]``, int32
-    ``labels [N]`` (-1 where unknown)."""
+    """A split held in memory at the model's size."""
 
     name: str
     images: np.ndarray
@@ -87,8 +84,7 @@ class ArraySource:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class LazySource:
-    """A split decoded one example at a time: ``read(i) -> (raw uint8 image, label)`` (safe to
-    call from a prefetching thread), then ``fit(raw)`` brings it to ``image_shape``."""
+    """A split decoded one example at a time: ``fit(read(i)[0])`` (thread-safe)."""
 
     name: str
     length: int
@@ -118,12 +114,9 @@ class LazySource:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class TintedSource:
-    """Grayscale images multiplied by one saturated color per example (dataset ``colored_mnist``).
-
-    Example ``i`` gets the hue ``frac(i * phi + offset)`` (``phi`` the golden ratio conjugate,
-    ``offset`` fixed per ``split``) at full saturation and value: deterministic colors, spread
-    evenly over the hue circle, independent of the digit. Gray ``g`` becomes ``round(g * rgb)``.
-    """
+    """Gray images times one saturated color per example (``colored_mnist``): example ``i`` has hue
+    ``frac(i * phi + offset)`` (golden ratio conjugate ``phi``, ``offset`` per split), independent
+    of the digit; gray ``g`` becomes ``round(g * rgb)``."""
 
     base: ImageSource
     split: str
@@ -164,12 +157,8 @@ class TintedSource:
 
 @dataclasses.dataclass(frozen=True)
 class DatasetSpec:
-    """How a named dataset is found and shaped.
-
-    ``tfds_name`` may hold ``{category}`` (from ``config.data.category``); it is ``None`` for sets
-    that exist only as TFRecords. ``geometry`` is a key of ``geometry.GEOMETRIES``. Data of
-    another shape than a fixed ``native_shape`` is refused (a wrong file, not one to resize).
-    """
+    """How a named dataset is found and shaped: ``tfds_name`` may hold ``{category}`` (``None``:
+    TFRecords only); data of another shape than ``native_shape`` is refused (a wrong file)."""
 
     tfds_name: str | None
     geometry: str
@@ -198,8 +187,7 @@ DATASETS: dict[str, DatasetSpec] = {
 
 
 def dataset_spec(dataset: str) -> DatasetSpec:
-    """The :data:`DATASETS` entry of ``dataset``, else a TFDS name of the same spelling with the
-    smaller-side-resize-and-crop geometry."""
+    """The :data:`DATASETS` entry of ``dataset``, else a TFDS name with resize-and-crop geometry."""
     key = dataset.lower().replace("-", "").replace("_", "")
     return DATASETS.get(key, DatasetSpec(dataset, "resize_small_crop"))
 
@@ -223,8 +211,7 @@ def _shape_text(shape) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Target:
-    """What a reader delivers: the split ``name`` (``dataset/split (...)``) of a dataset of
-    ``spec``, as ``image_size x image_size x num_channels`` images; it checks and logs."""
+    """What a reader delivers: split ``name`` of a ``spec`` dataset at the model's size."""
 
     name: str
     spec: DatasetSpec
@@ -289,8 +276,8 @@ class Target:
         *,
         check_native_shape: bool = True,
     ) -> LazySource:
-        """A :class:`LazySource` of ``read``, its first image checked against the dataset's
-        shape unless ``check_native_shape`` is False (TFDS serves a dataset by its name)."""
+        """A :class:`LazySource` of ``read``, its first image checked unless
+        ``check_native_shape`` is False (TFDS serves a dataset by its name)."""
         if length:
             first = np.asarray(read(0)[0])
             first = first[..., None] if first.ndim == 2 else first
