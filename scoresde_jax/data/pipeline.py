@@ -234,7 +234,7 @@ def eval_batches(
     ``(uint8 images, int32 labels, bool mask)``; past the end the last example repeats, masked."""
     local = _local_batch_size(global_batch_size, process_count, process_index)
     n = len(source) if max_examples is None else min(len(source), max_examples)
-    for b in range(num_eval_batches(source, global_batch_size=global_batch_size, max_examples=n)):
+    for b in range(-(-n // global_batch_size)):
         positions = b * global_batch_size + process_index * local + np.arange(local)
         mask = positions < n
         indices = np.minimum(positions, n - 1)

@@ -84,7 +84,6 @@ class _OrbaxSaveErrors(logging.Filter):
 
 
 def _quiet_orbax_save_errors() -> None:
-    # Orbax logs through absl, whose records all go to the "absl" logger; asyncio has its own.
     for name in ("absl", "asyncio"):
         logger = logging.getLogger(name)
         if not any(isinstance(f, _OrbaxSaveErrors) for f in logger.filters):
@@ -96,14 +95,14 @@ class CheckpointRestoreError(UserError, RuntimeError):
 
 
 class _Unreadable(Exception):
-    """One step directory failed to restore or to verify; the message says why."""
+    """One step directory failed to restore or to verify."""
 
 
 _CHUNK = 1 << 22  # words per pass: bounds the temporary memory of a digest
 
 
 def _host(x) -> np.ndarray:
-    """The whole of a (replicated, possibly multi-host) array on this host."""
+    """The whole of a replicated (possibly multi-host) array on this host."""
     if getattr(x, "is_fully_addressable", True):
         return np.asarray(x)
     return np.asarray(x.addressable_data(0))
@@ -271,8 +270,7 @@ class Checkpointer:
         )
 
     def latest_step(self) -> int | None:
-        steps = self.all_steps()
-        return steps[-1] if steps else None
+        return (self.all_steps() or [None])[-1]
 
     def save(self, state, *, force: bool = True, meta: dict | None = None) -> None:
         """Starts saving ``state`` under its step (unless saved) with ``meta`` (JSON); raises
@@ -326,10 +324,9 @@ class Checkpointer:
 
     def _remove_temporaries(self) -> None:
         """Removes the partial directories a failed save leaves behind."""
-        if jax.process_index() != 0:
-            return
-        for tmp in glob.glob(os.path.join(self.directory, "*.orbax-checkpoint-tmp*")):
-            shutil.rmtree(tmp, ignore_errors=True)
+        if jax.process_index() == 0:
+            for tmp in glob.glob(os.path.join(self.directory, "*.orbax-checkpoint-tmp*")):
+                shutil.rmtree(tmp, ignore_errors=True)
 
     def reached_preemption(self, step: int) -> bool:
         """True when a multi-host job was told to stop (``jax.distributed`` preemption notice)."""
@@ -373,11 +370,8 @@ class Checkpointer:
                         f"The checkpoint for step {step} in {self.directory} is unreadable: {e}"
                     ) from None
                 errors.append(f"step {s}: {e}")
-                log.warning(
-                    "Checkpoint %s is unreadable (%s); trying an older one.",
-                    os.path.join(self.directory, str(s)),
-                    e,
-                )
+                where = os.path.join(self.directory, str(s))
+                log.warning("Checkpoint %s is unreadable (%s); trying an older one.", where, e)
                 continue
             if errors:
                 log.warning(
@@ -435,10 +429,8 @@ class Checkpointer:
                 "converter of one); its values are finite but cannot be verified.",
                 path,
             )
-        verified, meta = record is not None, (record or {}).get("meta", {})
-        return RestoredCheckpoint(
-            state=state, step=step, path=path, digests=digests, verified=verified, meta=meta
-        )
+        meta = (record or {}).get("meta", {})
+        return RestoredCheckpoint(state, step, path, digests, record is not None, meta)
 
     def _quarantine(self, steps: list[int]) -> None:
         """Moves unreadable checkpoints to ``checkpoints_unreadable/`` (never deletes them)."""

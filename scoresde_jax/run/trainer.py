@@ -247,17 +247,18 @@ class _Feed:
             return
         self.eval_source = experiment.image_source_from_config(d, "test")
         self.prep = dict(
+            global_batch_size=self.batch_size,
             random_flip=d.random_flip,
             centered=d.centered,
             uniform_dequantization=d.uniform_dequantization,
             process_index=jax.process_index(),
             process_count=jax.process_count(),
         )
+        train_source = experiment.image_source_from_config(d, "train")
         self._iterator = TrainIterator(
-            experiment.image_source_from_config(d, "train"),
+            train_source,
             start_step=start_step,
             steps_per_call=self.n_jit,
-            global_batch_size=self.batch_size,
             seed=config.seed,
             **self.prep,
         )
@@ -280,13 +281,7 @@ class _Feed:
             idx = rng.integers(0, len(self.eval_data), size=self.batch_size)
             return put_global_batch(self.eval_data[idx], self.exp.mesh)
         prep = dict(self.prep, random_flip=False)
-        local = train_batch(
-            self.eval_source,
-            step,
-            global_batch_size=self.batch_size,
-            seed=self.config.seed + 1,
-            **prep,
-        )
+        local = train_batch(self.eval_source, step, seed=self.config.seed + 1, **prep)
         return to_global_array(local, self.exp.mesh)
 
     def close(self) -> None:
@@ -394,14 +389,11 @@ def _write_snapshot(config, exp, feed, run, n, state, step, workdir, writer) -> 
     """Draws ``n`` samples of the EMA network; process 0 writes ``samples/step_<step>.png``."""
     is_main = jax.process_index() == 0
     if is_main:
-        method = config.sampling.method
-        log.info(
-            "Step %d: drawing %d samples for the snapshot picture (%s sampler)", step, n, method
-        )
+        what = "Step %d: drawing %d samples for the snapshot picture (%s sampler)"
+        log.info(what, step, n, config.sampling.method)
     t0 = time.perf_counter()
     samples, nfe = run(state.ema_params, jax.random.fold_in(exp.eval_key, step))
-    samples = to_host(samples)
-    nfe = int(to_host(nfe))
+    samples, nfe = to_host(samples), int(to_host(nfe))
     if not is_main:
         return
     log.info("  done in %.1f s (%d network evaluations)", time.perf_counter() - t0, nfe)
