@@ -1,10 +1,6 @@
-"""JAX's persistent compilation cache, on by default for the command line.
-
-Compiling a training step takes 20-70 s on a CPU; with the cache every resume, evaluation and
-sampling run reads it back instead. Where: ``--compilation_cache=DIR``, else
-``$SCORESDE_COMPILATION_CACHE``, else ``$XDG_CACHE_HOME/scoresde_jax/jax``; ``off`` turns it off,
-and so (with a warning) does a directory that cannot be written.
-"""
+"""JAX's persistent compilation cache, on by default for the command line (a training step takes
+20-70 s to compile on a CPU): ``--compilation_cache=DIR``, else ``$SCORESDE_COMPILATION_CACHE``,
+else ``$XDG_CACHE_HOME/scoresde_jax/jax``; ``off`` (or an unwritable directory) turns it off."""
 
 from __future__ import annotations
 
@@ -36,9 +32,8 @@ def resolve(value: str | None = None) -> Path | None:
 
 
 def enable(value: str | None = None, *, min_compile_time_s: float = 1.0) -> Path | None:
-    """Points JAX's cache at :func:`resolve` (``value``) and returns the directory, or ``None``
-    when it is off or not writable; computations compiled faster than ``min_compile_time_s``
-    are not stored."""
+    """Points JAX's cache at :func:`resolve` (``value``) and returns it (``None``: off or not
+    writable); computations compiled faster than ``min_compile_time_s`` are not stored."""
     import jax
 
     path = resolve(value)

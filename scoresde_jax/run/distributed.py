@@ -17,11 +17,8 @@ def initialize(
     num_processes: int | None = None,
     process_id: int | None = None,
 ) -> None:
-    """Joins this process to the multi-host job (before any other JAX call).
-
-    On TPU pods, SLURM, Open MPI and Kubernetes JAX detects all three arguments (leave them
-    ``None``); elsewhere give them (``coordinator_address``: ``host:port`` of process 0).
-    """
+    """Joins this process to the multi-host job (before any other JAX call); JAX detects the
+    arguments on TPU pods, SLURM, Open MPI and Kubernetes."""
     explicit = [coordinator_address, num_processes, process_id]
     if any(v is not None for v in explicit) and not all(v is not None for v in explicit[1:]):
         raise ValueError(

@@ -1,9 +1,5 @@
-"""SIGTERM and SIGINT as a request to stop at the next step boundary, after saving.
-
-The training loop checks :attr:`StopSignal.received` between steps, saves a checkpoint, waits for
-it and raises :class:`~scoresde_jax.errors.StoppedBySignal`. Signals arriving during that save are
-logged and ignored, so it is never cut short (SIGKILL still ends the process at once).
-"""
+"""SIGTERM and SIGINT as a request to stop at the next step boundary, after saving; signals
+arriving during that save are logged and ignored, so it is never cut short."""
 
 from __future__ import annotations
 

@@ -41,10 +41,7 @@ def make_optimizer(
     weight_decay: float = 0.0,
     optimizer: str = "adam",
 ) -> optax.GradientTransformation:
-    """Adam(W) with linear warm-up and global-norm gradient clipping, as in the paper's configs.
-
-    ``grad_clip < 0`` disables clipping; ``warmup = 0`` disables the warm-up.
-    """
+    """Adam(W) with linear warm-up and global-norm gradient clipping (``grad_clip < 0``: none)."""
     schedule = learning_rate_schedule(lr, warmup)
     name = optimizer.lower()
     if name == "adam":

@@ -53,8 +53,7 @@ def count_parameters(config) -> int:
 
 
 def main(argv=None) -> list[dict]:
-    """``python -m scoresde_jax.run.summary [CONFIG ...] [--json]`` (``argv`` without the program
-    name); returns the rows it printed."""
+    """The command line (``argv`` without the program name); returns the rows it printed."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help") for a in argv):
         print(__doc__)

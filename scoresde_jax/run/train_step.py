@@ -23,12 +23,9 @@ def make_train_step(
     seed_key: jax.Array,
     unroll: int | bool = 1,
 ) -> Callable:
-    """Builds ``step(state, batches)`` running ``len(batches)`` optimizer steps in one ``lax.scan``.
-
-    Step ``s`` draws its random numbers from ``fold_in(seed_key, s)``, so resuming needs only
-    ``state.step``. ``unroll=True`` unrolls the scan, which XLA:CPU needs for convolutional
-    networks to run at full speed.
-    """
+    """``step(state, batches)``: ``len(batches)`` optimizer steps in one ``lax.scan``, step ``s``
+    drawing from ``fold_in(seed_key, s)`` (resuming needs only ``state.step``). ``unroll=True``
+    unrolls the scan, which XLA:CPU needs for convolutional networks to run at full speed."""
 
     def one_step(state: TrainState, batch: jax.Array):
         key = jax.random.fold_in(seed_key, state.step)
@@ -61,8 +58,7 @@ def make_train_step(
 
 
 def make_eval_loss(*, model: nn.Module, loss_fn: Callable, seed_key: jax.Array) -> Callable:
-    """Builds ``eval_loss(state, batch) -> loss`` with the EMA parameters and no dropout; its noise
-    comes from ``fold_in(seed_key, state.step)``, so a checkpoint and batch give one value."""
+    """``eval_loss(state, batch)`` of the EMA parameters, noise from ``fold_in(seed_key, step)``."""
 
     def eval_loss(state: TrainState, batch: jax.Array):
         key = jax.random.fold_in(seed_key, state.step)
