@@ -114,8 +114,8 @@ class SDEBase:
         return jnp.ones_like(t)
 
     def discrete_marginal(self, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """Scale and std ``[B]`` of ``x_i | x_0`` for discrete labels ``i`` (SMLD / DDPM chains;
-        label 0 of SMLD is ``sigma_max``, as NCSN orders them)."""
+        """Scale and std ``[B]`` of ``x_i | x_0`` for discrete labels ``i`` (SMLD: label 0 is
+        ``sigma_max``, as in NCSN)."""
         raise ValueError(
             f"The {self.title} has no discrete (SMLD/DDPM) noise levels; set "
             "training.continuous=True."
@@ -124,9 +124,9 @@ class SDEBase:
     def ancestral_step(
         self, score: jax.Array, x: jax.Array, t: jax.Array
     ) -> tuple[jax.Array, jax.Array]:
-        """Mean ``[B, ...]`` and std ``[B]`` of one ancestral step down from ``t``: the
-        :func:`gaussian_posterior` to ``max(t - T/N, 0)``, or the SMLD / DDPM step for VE / VP.
-        (The original code has none for sub-VP; for VE this reduces to the SMLD formula.)"""
+        """Mean ``[B, ...]`` and std ``[B]`` of one ancestral step from ``t`` (VE, VP: SMLD, DDPM):
+        the :func:`gaussian_posterior` at ``max(t - T/N, 0)`` (the original code has none for
+        sub-VP; for VE it is the SMLD step)."""
         s = jnp.maximum(t - self.T / self.N, 0.0)
         return gaussian_posterior(self, score, x, t, s)
 
@@ -137,12 +137,10 @@ class SDEBase:
 
 @dataclasses.dataclass(frozen=True)
 class VESDE(SDEBase):
-    """Variance-exploding SDE (continuous SMLD / NCSN), ``sigma(t) = sigma_min (sigma_max /
-    sigma_min)^(t/T)``.
+    """Variance-exploding SDE (continuous SMLD), ``sigma(t) = s_min (s_max / s_min)^(t/T)``.
 
-    As in the paper (App. B) the kernel is taken to be ``N(x_0, sigma(t)^2 I)``; from clean data
-    the exact variance is ``sigma(t)^2 - sigma_min^2``, a difference ``sigma_min`` is chosen small
-    enough to make negligible (the two agree for data already perturbed by ``sigma_min``).
+    As in the paper (App. B) the kernel is ``N(x_0, sigma(t)^2 I)``: exact for data already
+    perturbed by ``sigma_min`` (from clean data the variance is ``sigma^2 - sigma_min^2``).
     """
 
     sigma_min: float = 0.01
@@ -182,11 +180,8 @@ class VESDE(SDEBase):
         return jnp.ones_like(t), self.sigma(t)
 
     def time_of_noise_level(self, sigma):
-        return (
-            self.T
-            * _xp(sigma).log(sigma / self.sigma_min)
-            / math.log(self.sigma_max / self.sigma_min)
-        )
+        log_ratio = math.log(self.sigma_max / self.sigma_min)
+        return self.T * _xp(sigma).log(sigma / self.sigma_min) / log_ratio
 
     time_of_marginal_std = time_of_noise_level
 
@@ -226,9 +221,8 @@ class VESDE(SDEBase):
         """SMLD: ``mean = x + (sigma_i^2 - sigma_{i-1}^2) score``,
         ``std = sqrt(sigma_{i-1}^2 (sigma_i^2 - sigma_{i-1}^2) / sigma_i^2)``."""
         sigma, prev = self._sigma_and_previous(t)
-        return x + batch_mul(sigma**2 - prev**2, score), jnp.sqrt(
-            prev**2 * (sigma**2 - prev**2) / sigma**2
-        )
+        step = sigma**2 - prev**2
+        return x + batch_mul(step, score), jnp.sqrt(prev**2 * step / sigma**2)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -281,11 +275,12 @@ class _BetaSDE(SDEBase):
         return self.alphas[_time_index(t, self.N, self.T)]
 
     def time_labels(self, t, *, continuous):
-        # DDPM++ and friends see 999 t; the discrete DDPM networks their step index.
-        return t * 999 if continuous else t / self.T * (self.N - 1)
+        # DDPM++ and friends see 999 t; the discrete DDPM networks their step index (sub-VP has no
+        # discrete chain: always 999 t).
+        return t * 999 if continuous or not self.discrete_chain else t / self.T * (self.N - 1)
 
     def score_from_output(self, out, t, labels, *, continuous):
-        if continuous:
+        if continuous or not self.discrete_chain:
             std = self.marginal_coeffs(t)[1]
         else:
             std = self.sqrt_1m_alphas_cumprod[labels.astype(jnp.int32)]
@@ -415,12 +410,6 @@ class SubVPSDE(_BetaSDE):
         b = self.integrated_beta(t)
         return self.beta(t) * (1 + jnp.exp(-b)) / -jnp.expm1(-b)
 
-    def time_labels(self, t, *, continuous):
-        return t * 999  # no discrete counterpart: always the continuous label
-
-    def score_from_output(self, out, t, labels, *, continuous):
-        return batch_mul(-1.0 / self.marginal_coeffs(t)[1], out)
-
 
 SDE = VESDE | VPSDE | SubVPSDE
 
@@ -438,16 +427,14 @@ def check_sde(sde, needed_by: str) -> None:
 
 
 def get_sde(name: str, **params) -> SDE:
-    """Builds an SDE by name (``"vesde"``, ``"vpsde"``, ``"subvpsde"``; also ``"ve"``, ``"vp"``,
-    ``"subvp"``) from its fields (``sigma_min``/``sigma_max`` or ``beta_min``/``beta_max``, and
-    ``N`` steps, end time ``T``); the paper's defaults otherwise."""
+    """An SDE by name (``"vesde"``, ``"vpsde"``, ``"subvpsde"``, or ``"ve"``, ``"vp"``,
+    ``"subvp"``) and its fields; the paper's defaults otherwise."""
     key = _ALIASES.get(name.lower(), name.lower())
     if key not in SDES:
         raise ValueError(f"Unknown SDE {name!r}; choose one of {sorted(SDES)}.")
     cls = SDES[key]
     fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(params) - fields
-    if unknown:
+    if unknown := set(params) - fields:
         raise ValueError(
             f"Unknown parameter(s) {sorted(unknown)} for {key}; valid ones are {sorted(fields)}."
         )
@@ -463,7 +450,7 @@ def reverse_drift_diffusion(
     sde: SDE, score_fn: ScoreFn, x: jax.Array, t: jax.Array, probability_flow: bool = False
 ) -> tuple[jax.Array, jax.Array]:
     """Drift ``f - g^2 score`` and diffusion ``g`` of the reverse-time SDE (paper, Eq. 6), or
-    ``f - 1/2 g^2 score`` and 0 for the probability-flow ODE (Eq. 13); solve it from T to 0."""
+    ``f - 1/2 g^2 score`` and 0 for the probability-flow ODE (Eq. 13); it runs from T to 0."""
     return _reverse(*sde.drift_diffusion(x, t), score_fn(x, t), probability_flow)
 
 
@@ -486,12 +473,11 @@ def gaussian_posterior(
     """Mean ``[B, ...]`` and std ``[B]`` of ``p(x_s | x_t)``, ``s < t``, for the Gaussian chain
     with the SDE's marginals and Tweedie's ``x0_hat = (x_t + sig_t^2 score) / a_t``.
 
-    With ``(a, sig) = sde.marginal_coeffs``, the chain ``x_t = a_ts x_s + sqrt(var_ts) z``,
-    ``a_ts = a_t / a_s``, ``var_ts = sig_t^2 - a_ts^2 sig_s^2`` has those marginals; its posterior
-    is ``mean = (a_s var_ts / sig_t^2) x0_hat + (a_ts sig_s^2 / sig_t^2) x_t``, ``var = var_ts
-    sig_s^2 / sig_t^2``. Substituting ``x0_hat``, the mean is ``(x_t + var_ts score) / a_ts``,
-    free of the division by ``sig_t^2`` (tiny near ``t = 0`` for sub-VP). For VE this is the SMLD
-    ancestral step, for VP over one DDPM step (``a_ts^2 = 1 - beta``, ``var_ts = beta``) DDPM's.
+    With ``(a, sig) = sde.marginal_coeffs`` the chain ``x_t = a_ts x_s + sqrt(var_ts) z``,
+    ``a_ts = a_t / a_s``, ``var_ts = sig_t^2 - a_ts^2 sig_s^2`` has those marginals, posterior
+    ``var = var_ts sig_s^2 / sig_t^2`` and, after substituting ``x0_hat``, mean ``(x_t + var_ts
+    score) / a_ts`` (no division by ``sig_t^2``, tiny near 0 for sub-VP). For VE it is the SMLD
+    step, for VP over one DDPM step (``a_ts^2 = 1 - beta``, ``var_ts = beta``) DDPM's.
     """
     a_t, sig_t = sde.marginal_coeffs(t)
     a_s, sig_s = sde.marginal_coeffs(s)
@@ -506,14 +492,10 @@ def gaussian_posterior(
 def importance_sample_t(
     sde: SDE, key: jax.Array, shape, eps: float = 1e-5
 ) -> tuple[jax.Array, jax.Array]:
-    """``(t, w)`` with ``t ~ q(t) ∝ g(t)^2 / sigma(t)^2`` on ``[eps, T]`` and ``w = u(t) / q(t)``
-    its ratio to the uniform law, so ``E_q[w l(t)] = E_uniform[l(t)]``.
-
-    Likelihood weighting ``g^2`` multiplies ``||sigma s + z||^2`` by ``g^2 / sigma^2``, which blows
-    up as ``t -> 0`` for VP and sub-VP; drawing ``t`` in proportion reduces the variance (Song et
-    al. 2021, "Maximum likelihood training of score-based diffusion models", Sec. 5). Inverse CDFs
-    in closed form: VE uniform (``g^2/sigma^2`` is constant), VP ``int g^2/sigma^2 dt = log(e^B
-    - 1)``, sub-VP ``log(2 cosh B - 2)``, with ``B(t) = int_0^t beta``.
-    """
+    """``(t, w)``: ``t ~ q(t) ∝ g(t)^2 / sigma(t)^2`` on ``[eps, T]``, ``w = u(t) / q(t)`` its ratio
+    to the uniform law (so ``E_q[w l(t)] = E_u[l(t)]``): likelihood weighting's ``g^2 / sigma^2``
+    blows up as ``t -> 0`` for VP and sub-VP, and drawing ``t`` in proportion reduces the
+    variance (Song et al. 2021, "Maximum likelihood training of score-based diffusion models",
+    Sec. 5). Each SDE inverts the CDF in closed form."""
     check_sde(sde, "importance_sample_t")
     return sde.importance_sample_t(key, shape, eps)
