@@ -179,8 +179,7 @@ def plot_score_fields(
     def panel(r, j):
         ax = fig.add_subplot(gs[r, j])
         square_axes(ax, lim)
-        ax.set_xticks([])
-        ax.set_yticks([])
+        ax.set(xticks=[], yticks=[])
         return ax
 
     fields = [(r"learned $\sigma_t\, s_\theta(x, t)$", learned, "C0")]
@@ -217,10 +216,9 @@ def plot_score_fields(
                     centers.append(0.5 * (lo + hi))
                     means.append(float(error[j][sel].mean()))
             ax.plot(centers, means, "o-", ms=3, label=f"t = {t:g}")
-        ax.set_yscale("log")
+        ax.set(yscale="log", title="error against density")
         ax.set_xlabel(r"$\log_{10}\, p_t(x) / \max\, p_t$  (left: low density)")
         ax.set_ylabel(r"mean error $\sigma_t |s_\theta - \nabla \log p_t|$")
-        ax.set_title("error against density")
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     caption = f"gray: log p_t ({density_label})"
@@ -269,9 +267,7 @@ def plot_trajectories(
     for i in range(sde_xs.shape[1]):
         ax.plot(sde_ts, sde_xs_drawn[:, i, 0], color="0.55", lw=0.5, alpha=0.6)
         ax.plot(ode_ts, ode_xs[:, i, 0], color=plt.get_cmap("tab10")(i % 10), lw=1.3)
-    ax.set_xlim(float(sde_ts.max()), 0)
-    ax.set_xlabel("t (from T to 0)")
-    ax.set_ylabel("first coordinate")
+    ax.set(xlim=(float(sde_ts.max()), 0), xlabel="t (from T to 0)", ylabel="first coordinate")
     ax.set_title("over time: SDE (gray) and ODE (color)")
     ax.grid(alpha=0.3)
     caption = "black circles: the common starts at t = T; red: the ends"
