@@ -1,8 +1,6 @@
-"""Gaussian mixtures and their exact perturbed marginals under any of the SDEs.
-
-If ``p_0 = sum_k w_k N(mu_k, C_k)`` and ``x_t | x_0 ~ N(alpha_t x_0, sigma_t^2 I)``, then
-``p_t = sum_k w_k N(alpha_t mu_k, alpha_t^2 C_k + sigma_t^2 I)``: score and density are known in
-closed form at every ``t``, the ground truth of the tests, benchmarks and toy configs.
+"""Gaussian mixtures and their exact perturbed marginals, the ground truth of tests, benchmarks
+and toy configs: if ``p_0 = sum_k w_k N(mu_k, C_k)`` and ``x_t | x_0 ~ N(alpha_t x_0, sigma_t^2
+I)``, then ``p_t = sum_k w_k N(alpha_t mu_k, alpha_t^2 C_k + sigma_t^2 I)``.
 """
 
 from __future__ import annotations
@@ -37,9 +35,8 @@ class GaussianMixture:
             )
         if not np.isclose(w.sum(), 1.0) or (w < 0).any():
             raise ValueError(f"mixture weights must be non-negative and sum to 1, got {w}")
-        object.__setattr__(self, "weights", w)
-        object.__setattr__(self, "means", m)
-        object.__setattr__(self, "covs", c)
+        for name, value in (("weights", w), ("means", m), ("covs", c)):
+            object.__setattr__(self, name, value)
 
     @classmethod
     def isotropic(cls, weights, means, stds) -> GaussianMixture:
@@ -73,8 +70,8 @@ class GaussianMixture:
         labels = jax.random.choice(k1, self.num_components, (n,), p=jnp.asarray(self.weights))
         chol = jnp.asarray(np.linalg.cholesky(self.covs), jnp.float32)
         z = jax.random.normal(k2, (n, self.dim))
-        x = jnp.asarray(self.means, jnp.float32)[labels] + jnp.einsum("nij,nj->ni", chol[labels], z)
-        return x
+        means = jnp.asarray(self.means, jnp.float32)
+        return means[labels] + jnp.einsum("nij,nj->ni", chol[labels], z)
 
     def _component_logpdfs(self, x, alpha, sigma):
         """``[K]`` log N(x; alpha mu_k, alpha^2 C_k + sigma^2 I) for one point ``x: [D]``."""
@@ -95,10 +92,8 @@ class GaussianMixture:
         return comp + jnp.log(jnp.asarray(self.weights, jnp.float32))[None]
 
     def logpdf(self, x: jax.Array, alpha=1.0, sigma=0.0) -> jax.Array:
-        """Log-density ``[B]`` of the mixture perturbed to ``N(alpha x_0, sigma^2 I)``.
-
-        ``alpha`` and ``sigma`` are scalars or per-example vectors ``[B]``.
-        """
+        """Log-density ``[B]`` of the mixture perturbed to ``N(alpha x_0, sigma^2 I)`` (``alpha``,
+        ``sigma`` scalars or ``[B]``)."""
         return jax.scipy.special.logsumexp(self._log_joint(x, alpha, sigma), axis=-1)
 
     def responsibilities(self, x: jax.Array, alpha=1.0, sigma=0.0) -> jax.Array:

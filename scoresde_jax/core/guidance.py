@@ -22,14 +22,11 @@ LogProbFn = Callable[[jax.Array, jax.Array], jax.Array]
 def classifier_guided_score_fn(
     score_fn: ScoreFn, log_prob_fn: LogProbFn, labels, scale: float = 1.0
 ) -> ScoreFn:
-    """``score(x, t) + scale grad_x log p_t(y | x)``: with ``scale = 1`` and exact ingredients,
-    ``grad_x log p_t(x | y)``.
+    """``score(x, t) + scale grad_x log p_t(y | x)``: ``grad_x log p_t(x | y)`` at ``scale = 1``.
 
-    ``log_prob_fn(x, t) -> [B, num_classes]`` gives normalized log-probabilities (e.g. a
-    ``log_softmax``); ``labels`` is the class of every example, an integer or an int array
-    ``[B]``. The gradient of each example's own log-probability is taken through the sum over the
-    batch, which equals the per-example gradient because the classifier treats examples
-    independently.
+    ``log_prob_fn`` gives normalized log-probabilities (e.g. a ``log_softmax``); ``labels`` is an
+    int or ``[B]``. The gradient of the batch sum is each example's own, as the classifier treats
+    examples independently.
     """
 
     def guided(x: jax.Array, t: jax.Array) -> jax.Array:

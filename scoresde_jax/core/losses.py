@@ -1,13 +1,9 @@
 """Denoising score-matching losses: continuous (Eq. 7 of the paper), SMLD and DDPM.
 
-A loss is a pure function ``loss_fn(model_fn, batch, key) -> (loss, per_example_losses [B])`` of
-a model function ``model_fn(x, labels)`` already bound to parameters (and a dropout key), so
-``jax.grad(lambda p: loss_fn(make_model_fn(p), batch, key)[0])(params)`` trains it.
-
-``reduce_mean`` reduces the squared error of one example over its non-batch dimensions by the
-mean (``True``) or half the sum (``False``, the convention of the original code and the SMLD
-papers). Half the sum makes the likelihood-weighted loss an upper bound on the negative
-log-likelihood (up to a constant); the mean keeps the loss scale independent of the data size.
+A loss is ``loss_fn(model_fn, batch, key) -> (loss, per_example_losses [B])``, ``model_fn(x,
+labels)`` bound to parameters. ``reduce_mean`` reduces an example's squared error by the mean
+(scale independent of the data size) or half the sum (the original code's and SMLD's convention:
+the likelihood-weighted loss then bounds the NLL up to a constant).
 """
 
 from __future__ import annotations
@@ -21,6 +17,7 @@ import jax.numpy as jnp
 from scoresde_jax.core.score import ModelFn, get_score_fn
 from scoresde_jax.core.score_matching import (
     OBJECTIVES,
+    PROJECTIONS,
     _check_importance_sampling,
     _draw_times,
     score_matching_loss,
@@ -29,8 +26,8 @@ from scoresde_jax.core.sde import SDE, VESDE, VPSDE, batch_mul
 
 LossFn = Callable[[ModelFn, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
 
+# Names of the training objectives get_loss_fn accepts (config.training.loss).
 LOSSES = ("dsm", *OBJECTIVES)
-"""Names of the training objectives ``get_loss_fn`` accepts (``config.training.loss``)."""
 
 __all__ = [
     "DISCRETE_LOSSES",
@@ -63,18 +60,12 @@ def sde_loss(
 ) -> tuple[jax.Array, jax.Array]:
     """Continuous-time denoising score matching (paper, Eq. 7) at ``x_t = alpha_t x + sigma_t z``.
 
-    ``lambda(t) = sigma_t^2`` (default) gives ``||sigma_t s + z||^2``, every noise level on one
-    scale; ``likelihood_weighting`` gives ``g(t)^2 ||s + z / sigma_t||^2``, whose ``t``-integral
-    with half-sum reduction bounds the negative log-likelihood (Song et al. 2021, "Maximum
-    likelihood training of score-based diffusion models"). ``importance_sampling`` (likelihood
-    weighting only) draws ``t ∝ g(t)^2 / sigma_t^2`` and multiplies each loss by
-    ``w = Uniform(t) / q(t)``: same expectation, much smaller variance for VP and sub-VP.
-    ``continuous=False`` conditions the network on discrete labels but keeps this loss. Draws::
-
-        k_t, k_z = jax.random.split(key)
-        t = jax.random.uniform(k_t, (B,), minval=eps, maxval=sde.T)
-        # with importance_sampling instead: t, w = importance_sample_t(sde, k_t, (B,), eps)
-        z = jax.random.normal(k_z, batch.shape)
+    ``lambda(t) = sigma_t^2`` gives ``||sigma_t s + z||^2``; ``likelihood_weighting`` ``g(t)^2
+    ||s + z / sigma_t||^2``, whose integral with half-sum reduction bounds the NLL (Song et al.
+    2021, "Maximum likelihood training of score-based diffusion models"), and then
+    ``importance_sampling`` draws ``t ~ g^2 / sigma_t^2`` (same mean, less variance).
+    ``continuous=False`` only changes the labels. Draws: ``k_t, k_z = split(key)``, ``t =
+    uniform(k_t, (B,), eps, T)`` or ``importance_sample_t``, ``z = normal(k_z, batch.shape)``.
     """
     _check_importance_sampling(importance_sampling, likelihood_weighting)
     k_t, k_z = jax.random.split(key)
@@ -83,7 +74,6 @@ def sde_loss(
     mean, std = sde.marginal_prob(batch, t)
     x_t = mean + batch_mul(std, z)
     score = get_score_fn(sde, model_fn, continuous=continuous)(x_t, t)
-
     if likelihood_weighting:
         g2 = jnp.square(sde.drift_diffusion(jnp.zeros_like(batch), t)[1])
         losses = g2 * _reduce(jnp.square(score + batch_mul(1.0 / std, z)), reduce_mean)
@@ -94,30 +84,25 @@ def sde_loss(
     return jnp.mean(losses), losses
 
 
-def smld_loss(
-    sde: VESDE,
-    model_fn: ModelFn,
-    batch: jax.Array,
-    key: jax.Array,
-    *,
-    reduce_mean: bool = False,
-) -> tuple[jax.Array, jax.Array]:
-    """The discrete SMLD / NCSN loss (Song & Ermon 2019; paper, Eq. 1).
-
-    Label ``i`` indexes the noise levels in *descending* order, ``flip(sde.discrete_sigmas)``
-    (label 0 is ``sigma_max``), as NCSN does. Each example contributes
-    ``sigma_i^2 reduce(||model_fn(x + sigma_i z, i) + z / sigma_i||^2)``. Random draws::
-
-        k_i, k_z = jax.random.split(key)
-        i = jax.random.randint(k_i, (B,), 0, sde.N)
-        z = jax.random.normal(k_z, batch.shape)
-    """
-    _require(sde, "vesde", "smld_loss")
-    b = batch.shape[0]
+def _labels_and_noise(sde, name: str, loss: str, batch: jax.Array, key: jax.Array):
+    """Checks the SDE; draws ``k_i, k_z = split(key)``, ``i = randint(k_i, (B,), 0, N)`` and
+    ``z = normal(k_z, batch.shape)``."""
+    if getattr(sde, "name", None) != name:
+        raise TypeError(f"{loss} needs the {name} SDE, got {type(sde).__name__}")
     k_i, k_z = jax.random.split(key)
-    labels = jax.random.randint(k_i, (b,), 0, sde.N)
+    labels = jax.random.randint(k_i, (batch.shape[0],), 0, sde.N)
+    return labels, jax.random.normal(k_z, batch.shape)
+
+
+def smld_loss(
+    sde: VESDE, model_fn: ModelFn, batch: jax.Array, key: jax.Array, *, reduce_mean: bool = False
+) -> tuple[jax.Array, jax.Array]:
+    """The discrete SMLD / NCSN loss (Song & Ermon 2019; paper, Eq. 1): per example
+    ``sigma_i^2 reduce(||model_fn(x + sigma_i z, i) + z / sigma_i||^2)``, label ``i`` indexing
+    ``flip(sde.discrete_sigmas)`` (label 0 is ``sigma_max``, as in NCSN)."""
+    labels, z = _labels_and_noise(sde, "vesde", "smld_loss", batch, key)
     sigmas = jnp.flip(sde.discrete_sigmas)[labels]
-    noise = batch_mul(sigmas, jax.random.normal(k_z, batch.shape))
+    noise = batch_mul(sigmas, z)
     score = model_fn(batch + noise, labels)
     target = -batch_mul(1.0 / jnp.square(sigmas), noise)
     losses = _reduce(jnp.square(score - target), reduce_mean) * jnp.square(sigmas)
@@ -125,23 +110,11 @@ def smld_loss(
 
 
 def ddpm_loss(
-    sde: VPSDE,
-    model_fn: ModelFn,
-    batch: jax.Array,
-    key: jax.Array,
-    *,
-    reduce_mean: bool = True,
+    sde: VPSDE, model_fn: ModelFn, batch: jax.Array, key: jax.Array, *, reduce_mean: bool = True
 ) -> tuple[jax.Array, jax.Array]:
-    """The DDPM noise-prediction loss (Ho et al. 2020, ``L_simple``).
-
-    ``x_i = sqrt(abar_i) x + sqrt(1 - abar_i) z`` with ``abar = sde.alphas_cumprod``; each example
-    contributes ``reduce(||model_fn(x_i, i) - z||^2)``. Random draws as in :func:`smld_loss`.
-    """
-    _require(sde, "vpsde", "ddpm_loss")
-    b = batch.shape[0]
-    k_i, k_z = jax.random.split(key)
-    labels = jax.random.randint(k_i, (b,), 0, sde.N)
-    noise = jax.random.normal(k_z, batch.shape)
+    """The DDPM noise-prediction loss (Ho et al. 2020, ``L_simple``): per example
+    ``reduce(||model_fn(x_i, i) - z||^2)``, ``x_i = sqrt(abar_i) x + sqrt(1 - abar_i) z``."""
+    labels, noise = _labels_and_noise(sde, "vpsde", "ddpm_loss", batch, key)
     x_i = batch_mul(sde.sqrt_alphas_cumprod[labels], batch) + batch_mul(
         sde.sqrt_1m_alphas_cumprod[labels], noise
     )
@@ -149,13 +122,8 @@ def ddpm_loss(
     return jnp.mean(losses), losses
 
 
+# SDE name -> its discrete-time loss (SDEs without a discrete chain train only continuously).
 DISCRETE_LOSSES = {"vesde": smld_loss, "vpsde": ddpm_loss}
-"""SDE name -> its discrete-time loss (SDEs without a discrete chain train only continuously)."""
-
-
-def _require(sde, name: str, loss: str) -> None:
-    if getattr(sde, "name", None) != name:
-        raise TypeError(f"{loss} needs the {name} SDE, got {type(sde).__name__}")
 
 
 def get_loss_fn(
@@ -171,20 +139,14 @@ def get_loss_fn(
     ssm_num_projections: int = 1,
     ssm_noise: str = "rademacher",
 ) -> LossFn:
-    """Picks the training loss ``loss_fn(model_fn, batch, key)`` for an SDE.
-
-    ``loss="dsm"``: :func:`sde_loss` in continuous time, :func:`smld_loss` (VE) or
-    :func:`ddpm_loss` (VP) in discrete time (sub-VP has no discrete form). ``"ism"``, ``"ssm"``,
-    ``"ssm_vr"``: :func:`~scoresde_jax.core.score_matching.score_matching_loss` with the same time
-    sampling, weighting and reduction, ``ism_exact_trace`` (exact Jacobian trace or Hutchinson's),
-    ``ssm_num_projections`` and ``ssm_noise`` (``"rademacher"`` or ``"gaussian"``). Invalid
-    combinations raise ``ValueError`` here, at construction.
-    """
+    """The training loss ``loss_fn(model_fn, batch, key)``, its options checked here: ``"dsm"``
+    is :func:`sde_loss`, or in discrete time :func:`smld_loss` (VE) / :func:`ddpm_loss` (VP);
+    ``"ism"``, ``"ssm"``, ``"ssm_vr"`` are :func:`.score_matching.score_matching_loss`."""
     _check_importance_sampling(importance_sampling, likelihood_weighting)
     if loss not in LOSSES:
         raise ValueError(f"Unknown training.loss={loss!r}; use one of {list(LOSSES)}.")
     if loss != "dsm":
-        if ssm_noise not in ("rademacher", "gaussian"):
+        if ssm_noise not in PROJECTIONS:
             raise ValueError(
                 f"Unknown training.ssm_noise={ssm_noise!r}; use 'rademacher' or 'gaussian'."
             )
@@ -201,31 +163,26 @@ def get_loss_fn(
         if getattr(sde, "name", None) not in DISCRETE_LOSSES:
             raise ValueError(
                 f"The {getattr(sde, 'title', type(sde).__name__)} has no discrete (SMLD/DDPM) "
-                "counterpart, so it can "
-                "only be trained with the continuous loss; set training.continuous=True."
+                "counterpart, so it can only be trained with the continuous loss; set "
+                "training.continuous=True."
             )
-    if loss != "dsm":
-        return functools.partial(
-            score_matching_loss,
-            sde,
-            objective=loss,
-            continuous=continuous,
-            likelihood_weighting=likelihood_weighting,
-            importance_sampling=importance_sampling,
-            reduce_mean=reduce_mean,
-            eps=eps,
-            exact_trace=ism_exact_trace,
-            num_projections=ssm_num_projections,
-            noise=ssm_noise,
-        )
-    if continuous:
-        return functools.partial(
-            sde_loss,
-            sde,
-            continuous=True,
-            likelihood_weighting=likelihood_weighting,
-            importance_sampling=importance_sampling,
-            reduce_mean=reduce_mean,
-            eps=eps,
-        )
-    return functools.partial(DISCRETE_LOSSES[sde.name], sde, reduce_mean=reduce_mean)
+    if not continuous and loss == "dsm":
+        return functools.partial(DISCRETE_LOSSES[sde.name], sde, reduce_mean=reduce_mean)
+    options = dict(
+        continuous=continuous,
+        likelihood_weighting=likelihood_weighting,
+        importance_sampling=importance_sampling,
+        reduce_mean=reduce_mean,
+        eps=eps,
+    )
+    if loss == "dsm":
+        return functools.partial(sde_loss, sde, **options)
+    return functools.partial(
+        score_matching_loss,
+        sde,
+        objective=loss,
+        exact_trace=ism_exact_trace,
+        num_projections=ssm_num_projections,
+        noise=ssm_noise,
+        **options,
+    )

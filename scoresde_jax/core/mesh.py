@@ -1,8 +1,7 @@
 """The device mesh: parameters replicated, batches split along the ``data`` axis.
 
-Samplers and the likelihood ODE run under ``shard_map``: every device takes its own slice of the
-batch (and, for adaptive solvers, its own step sizes), with no communication until the results
-are gathered.
+Samplers and the likelihood ODE run under ``shard_map``: each device takes its slice of the batch
+(and, for adaptive solvers, its own step sizes), with no communication until the results gather.
 """
 
 from __future__ import annotations
@@ -51,7 +50,7 @@ def batch_sharding(mesh: Mesh, batch_axis: int = 0) -> NamedSharding:
 
 def put_global_batch(x: np.ndarray, mesh: Mesh, batch_axis: int = 0) -> jax.Array:
     """Places a host array holding the *global* batch (the same on every process) on the mesh,
-    sharded along ``batch_axis``; each device receives only its slice."""
+    sharded along ``batch_axis``."""
     n = mesh.shape["data"]
     if x.shape[batch_axis] % n:
         raise ValueError(
@@ -63,11 +62,8 @@ def put_global_batch(x: np.ndarray, mesh: Mesh, batch_axis: int = 0) -> jax.Arra
 
 
 def to_global_array(local: np.ndarray, mesh: Mesh, batch_axis: int = 0) -> jax.Array:
-    """Assembles each process's *local* slice of a batch into one global ``jax.Array``.
-
-    The global batch is the concatenation of the slices along ``batch_axis`` in the order of the
-    mesh's devices (process by process for :func:`make_data_mesh`).
-    """
+    """One global ``jax.Array`` from each process's *local* slice: their concatenation along
+    ``batch_axis`` in the mesh's device order (process by process for :func:`make_data_mesh`)."""
     return jax.make_array_from_process_local_data(batch_sharding(mesh, batch_axis), local)
 
 
@@ -76,17 +72,13 @@ def device_count(mesh: Mesh) -> int:
 
 
 def sharded_sampler(
-    mesh: Mesh,
-    sample_fn: Callable,
-    make_score_fn: Callable,
-    shape: tuple[int, ...],
+    mesh: Mesh, sample_fn: Callable, make_score_fn: Callable, shape: tuple[int, ...]
 ) -> Callable:
-    """``run(params, key) -> (samples [n, ...], nfe)`` with ``n = shape[0]`` split over devices.
+    """``run(params, key) -> (samples [n, ...], max nfe over devices)``, ``n = shape[0]``.
 
     ``sample_fn(score_fn, key, shape) -> SampleResult``; ``make_score_fn(params) -> score_fn``.
-    Device ``i`` draws its ``n / num_devices`` samples from ``fold_in(key, i)``, so the result
-    depends on the number of devices but not on anything else. ``nfe`` is the largest count of
-    network evaluations over the devices.
+    Device ``i`` draws its ``n / num_devices`` samples from ``fold_in(key, i)`` (so the result
+    depends on the device count and nothing else).
     """
     n = device_count(mesh)
     if shape[0] % n:
@@ -110,12 +102,9 @@ def sharded_sampler(
 
 
 def sharded_batch_fn(mesh: Mesh, fn: Callable, num_batched: int, num_outputs: int) -> Callable:
-    """Jit-compiles ``fn(params, key, *batched) -> tuple of [b, ...] arrays`` per device.
-
-    The first two arguments (parameters and a PRNG key) are replicated, the next ``num_batched``
-    are split along their first axis; device ``i`` uses ``fold_in(key, i)``. Every output has a
-    leading batch axis and is returned as one global array.
-    """
+    """Jit-compiles ``fn(params, key, *batched) -> tuple of [b, ...] arrays`` per device:
+    ``params`` and ``key`` replicated (device ``i`` uses ``fold_in(key, i)``), the
+    ``num_batched`` others and every output split along the first axis."""
 
     def per_device(params, key, *batched):
         key = jax.random.fold_in(key, jax.lax.axis_index("data"))
@@ -135,11 +124,8 @@ def map_fixed_batches(
     fn: Callable[[np.ndarray], tuple], x: np.ndarray, batch_size: int
 ) -> tuple[np.ndarray, ...]:
     """Applies ``fn`` (returning a tuple of ``[b, ...]`` arrays) to ``x`` in chunks of exactly
-    ``batch_size`` rows; returns numpy outputs.
-
-    The last chunk is padded with zeros so that a compiled ``fn`` sees one shape only; the
-    outputs of the padding rows are dropped.
-    """
+    ``batch_size`` rows (the last zero-padded, so a compiled ``fn`` sees one shape; the padding's
+    outputs are dropped); returns numpy outputs."""
     if len(x) == 0:
         raise ValueError("map_fixed_batches needs at least one row")
     outputs = []

@@ -1,25 +1,14 @@
 """One diffrax entry point for every probability-flow ODE solve (sampling, encoding, likelihood).
 
-Evaluation count (``nfe``). An explicit Runge--Kutta solver spends ``stages`` evaluations per
-attempted step, accepted or rejected. First-same-as-last solvers (Tsit5, Dopri5, Bosh3) reuse
-the last stage of an accepted step as the first stage of the next one, and keep it across
-rejections, so once the very first stage ``f(t0, y0)`` is known they need ``stages - 1`` new
-evaluations per attempt. Diffrax would compute that first stage inside the first step, and again
-each time the first step is rejected, which none of its statistics reports; we compute it once
-ourselves and hand it to the solver as its initial state. We also give the first trial step size
-ourselves (1% of the time interval; the PID controller grows or shrinks it from there) instead of
-leaving it to diffrax, whose choice, and the evaluations it spends on it, differ between
-versions. The count is then an exact function of ``sol.stats["num_steps"]``:
-
-* FSAL (tsit5, dopri5, bosh3): ``nfe = 1 + (stages - 1) * num_steps``,
-* other adaptive RK (heun, dopri8): ``nfe = stages * num_steps``,
-* fixed-step Euler: ``nfe = num_steps``.
-
-The test suites check these against a counter inside the vector field.
-
-Failures (for example running out of ``max_steps``) are reported through the returned
-``success`` flag rather than by diffrax's ``throw=True``, which would compile a host callback
-into the program; callers turn a failure into NaN outputs.
+``nfe`` is exact: an explicit RK solver spends ``stages`` evaluations per attempted step; FSAL
+solvers (Tsit5, Dopri5, Bosh3) reuse an accepted step's last stage, also across rejections, so
+they need ``stages - 1`` once ``f(t0, y0)`` is known. Diffrax would compute that first stage
+inside the first step (again after each rejection of it, unreported), so we compute it once and
+hand it over as the solver state; and we choose the first trial step (1% of the interval)
+rather than diffrax, whose choice and its cost vary between versions. Then FSAL ``nfe = 1 +
+(stages - 1) num_steps``, other RK ``stages * num_steps``, Euler ``num_steps`` (tests check them
+against a counter). Failures are returned as ``success`` rather than raised (``throw=True``
+would compile a host callback); callers turn them into NaN.
 """
 
 from __future__ import annotations
@@ -33,6 +22,7 @@ import jax.numpy as jnp
 
 __all__ = ["SOLVERS", "ODEOptions", "check_solver", "solve"]
 
+# Solver name -> diffrax class: "euler" takes fixed steps, the others adapt with a PIDController.
 SOLVERS: dict[str, type] = {
     "tsit5": diffrax.Tsit5,
     "dopri5": diffrax.Dopri5,
@@ -41,8 +31,6 @@ SOLVERS: dict[str, type] = {
     "heun": diffrax.Heun,
     "euler": diffrax.Euler,
 }
-"""Solver name -> diffrax solver class. ``"euler"`` takes a fixed number of steps and ignores the
-tolerances; the others are adaptive with ``diffrax.PIDController(rtol, atol)``."""
 
 # First trial step of the adaptive solvers, as a fraction of the integration interval.
 _FIRST_STEP_FRACTION = 0.01
@@ -50,14 +38,9 @@ _FIRST_STEP_FRACTION = 0.01
 
 @dataclasses.dataclass(frozen=True)
 class ODEOptions:
-    """How a probability-flow ODE is solved between ``eps`` (the data end) and ``T``.
-
-    Attributes:
-      eps: the time nearest the data (sampling ends there, encoding and likelihood start there).
-      rtol, atol: tolerances of the PID step-size controller.
-      solver: a name in :data:`SOLVERS` (``"euler"`` takes ``sde.N`` fixed steps).
-      max_steps: the most attempted steps; past it the solve has failed (NaN results).
-    """
+    """How a probability-flow ODE is solved between ``eps`` (the data end, where sampling ends and
+    encoding starts) and ``T``: PID tolerances, a :data:`SOLVERS` name (``"euler"`` takes
+    ``sde.N`` steps) and ``max_steps`` attempted steps, past which the solve fails (NaN)."""
 
     eps: float = 1e-3
     rtol: float = 1e-5
@@ -82,23 +65,12 @@ def solve(
     fixed_steps: int | None = None,
     save_ts: jax.Array | None = None,
 ):
-    """Integrates ``dy/dt = vector_field(t, y, args)`` from ``t0`` to ``t1``.
+    """Integrates ``dy/dt = vector_field(t, y, args)`` on the pytree ``y`` from ``t0`` to ``t1``.
 
-    Args:
-      vector_field: ``(t, y, args) -> dy/dt`` on the pytree ``y``.
-      y0: the initial state (a pytree of arrays).
-      t0, t1: start and end time (``t1 < t0`` integrates backwards).
-      options: ``rtol``, ``atol``, ``solver`` and ``max_steps`` (``eps`` is the caller's).
-      args: data for the vector field (passed through diffrax rather than closed over).
-      fixed_steps: number of steps for ``"euler"``.
-      save_ts: optional times ``[S]`` (ordered from ``t0`` towards ``t1``) at which to return
-        the state instead of ``t1`` alone; values between solver steps come from the solver's
-        dense interpolant, so the steps taken (and ``nfe``) do not change.
-
-    Returns:
-      ``(y1, nfe, success)``: the state at ``t1`` (with ``save_ts``: the states ``[S, ...]`` at
-      those times), the exact number of vector-field evaluations (int32 scalar) and whether the
-      solve succeeded (bool scalar).
+    ``options.eps`` is the caller's; ``args`` reach the field through diffrax rather than a
+    closure; ``fixed_steps`` is Euler's step count. With ``save_ts [S]`` (ordered from ``t0``)
+    the states there come from the dense interpolant, without changing the steps. Returns
+    ``(y1 or [S, ...] states, nfe int32, success bool)``.
     """
     solver, rtol, atol = options.solver, options.rtol, options.atol
     check_solver(solver)
@@ -142,13 +114,11 @@ def solve(
 
 
 def _fsal_state(solver_obj, term, t0, t1, y0, f0, args):
-    """The state of an FSAL Runge--Kutta solver whose first stage ``f0 = f(t0, y0)`` is known.
+    """The state of an FSAL RK solver whose first stage ``f0 = f(t0, y0)`` is known.
 
     The package's only use of diffrax internals (hence the version range in pyproject.toml):
-    diffrax keeps ``(first_step, f0)``, and ``first_step=False`` tells it to reuse ``f0``. The
-    structure is checked against the solver's own ``init``, so a change in diffrax fails loudly
-    rather than silently miscounting. ``f0`` is treated as a constant, as diffrax does with any
-    initial solver state.
+    ``(first_step=False, f0)`` makes diffrax reuse ``f0`` (a constant, like any initial solver
+    state); the structure is checked against the solver's own ``init`` so a change fails loudly.
     """
     reference = jax.eval_shape(lambda y: solver_obj.init(term, t0, t1, y, args), y0)
     state = (jnp.array(False), jax.lax.stop_gradient(f0))

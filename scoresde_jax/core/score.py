@@ -1,7 +1,7 @@
 """Network output -> score, for every SDE and for continuous or discrete noise conditioning.
 
-A *model function* is ``model_fn(x, labels) -> output`` (a network applied with fixed parameters).
-What a network outputs and what it is conditioned on depend on the SDE, as in the paper's code:
+A *model function* is ``model_fn(x, labels) -> output`` (a network with fixed parameters); what
+it sees and outputs follows the paper's code (each SDE's ``time_labels``, ``score_from_output``):
 
 ==========  ===========  =====================================  ===========================
 SDE         time         label fed to the network               score
@@ -13,11 +13,8 @@ VE          continuous   ``sigma_t`` (the noise level)          ``output``
 VE          discrete     ``round((T - t)(N - 1))`` (NCSN index) ``output``
 ==========  ===========  =====================================  ===========================
 
-VP-type networks predict the noise ``eps`` (DDPM's parametrisation), so the score is
-``-eps / sigma``; VE networks output the score directly (NCSN++ divides by sigma itself when
-``scale_by_sigma`` is set). Each SDE holds its rows of the table
-(:meth:`~scoresde_jax.core.sde.SDEBase.time_labels`,
-:meth:`~scoresde_jax.core.sde.SDEBase.score_from_output`).
+VP-type networks predict the noise (DDPM's parametrisation); VE networks output the score
+(NCSN++ divides by sigma itself when ``scale_by_sigma`` is set).
 """
 
 from __future__ import annotations

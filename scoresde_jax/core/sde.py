@@ -1,17 +1,7 @@
-"""Forward SDEs of Song et al. (2021), "Score-Based Generative Modeling through SDEs".
-
-Each SDE is an immutable, hashable value (a frozen dataclass of Python numbers) whose methods are
-pure functions of ``(x, t)``, so an SDE can be closed over or passed as a static argument to
-``jax.jit``. ``x`` is a batch ``[B, ...]`` and ``t`` a vector ``[B]`` of times in ``[0, T]``.
-
-The three SDEs (paper, Section 3.4 and Appendix B):
-
-* VE (SMLD):   ``dx = sqrt(d[sigma^2(t)]/dt) dw``, ``sigma(t) = sigma_min (sigma_max/sigma_min)^t``.
-* VP (DDPM):   ``dx = -1/2 beta(t) x dt + sqrt(beta(t)) dw``, ``beta(t) = b0 + t (b1 - b0)``.
-* sub-VP:      ``dx = -1/2 beta(t) x dt + sqrt(beta(t) (1 - exp(-2 int_0^t beta(s) ds))) dw``.
-
-Reverse-time dynamics (paper, Eq. 6 and Eq. 13) are free functions of ``(sde, score_fn)``:
-:func:`reverse_drift_diffusion`, :func:`reverse_discretize` and :func:`probability_flow_drift`.
+"""Forward SDEs of Song et al. (2021), "Score-Based Generative Modeling through SDEs" (Sec. 3.4,
+App. B): VE ``dx = sqrt(d[sigma^2]/dt) dw``, VP ``dx = -1/2 beta x dt + sqrt(beta) dw`` and sub-VP
+``dx = -1/2 beta x dt + sqrt(beta (1 - exp(-2 int_0^t beta))) dw``. An SDE is a frozen, hashable
+dataclass (usable as a static ``jax.jit`` argument); ``x`` is ``[B, ...]``, ``t`` is ``[B]``.
 """
 
 from __future__ import annotations
@@ -53,9 +43,8 @@ def batch_mul(v: jax.Array, x: jax.Array) -> jax.Array:
 
 
 def _time_index(t: jax.Array, N: int, T: float) -> jax.Array:
-    # Same convention as the original code: t in [0, T] maps to floor(t (N - 1) / T). Samplers use
-    # the grid linspace(T, eps, N), whose i-th point is (N - 1 - i) + i eps away from the grid of
-    # integers, so the floor is robust there; times exactly on i / (N - 1) may round down.
+    # As in the original code, t maps to floor(t (N - 1) / T). The samplers' grid linspace(T, eps,
+    # N) stays clear of the integers, so the floor is robust there; t = i / (N - 1) may round down.
     return jnp.clip((t * (N - 1) / T).astype(jnp.int32), 0, N - 1)
 
 
@@ -66,21 +55,20 @@ def _std_normal_logp(z: jax.Array, var: float) -> jax.Array:
 
 
 def _xp(x):
-    """numpy for host numbers (static grids stay float64, also inside a ``jax.jit`` trace),
-    jax.numpy for arrays."""
+    """numpy for host numbers (static grids stay float64, even under ``jax.jit``), else jnp."""
     return np if isinstance(x, int | float | np.ndarray | np.generic) else jnp
 
 
 class SDEBase:
-    """Shared methods. Subclasses define ``drift_diffusion``, ``marginal_coeffs``, the prior and
-    their noise parametrization.
+    """Shared methods of the SDEs.
 
-    Noise parametrization (each SDE gives it in closed form; samplers and score conversions use
-    only these methods): ``x_t = s(t) (x_0 + sigma(t) z)`` with the scale ``s(t)`` and the noise
-    level ``sigma(t)`` of the scaled variable (Karras et al. 2022, Eq. 4);
-    ``marginal_std(t) = s(t) sigma(t)``; ``log_snr(t) = -2 log sigma(t)``. The inverse maps take
-    a noise level (or a marginal std) back to its time. Every method accepts host numbers
-    (answering in float64) or arrays.
+    A subclass defines ``drift_diffusion(x, t) -> (f, g)``, ``marginal_coeffs(t) -> (alpha_t,
+    sigma_t)`` with ``x_t | x_0 ~ N(alpha_t x_0, sigma_t^2 I)``, the network conventions
+    ``time_labels`` and ``score_from_output`` (see :mod:`.score`), and the noise parametrization
+    ``x_t = s(t) (x_0 + sigma(t) z)`` (Karras et al. 2022, Eq. 4) in closed form:
+    ``noise_level(t) = sigma(t)``, ``scale_of_noise_level(sigma) = s``, ``marginal_std(t) =
+    s(t) sigma(t)`` and the inverses ``time_of_noise_level``, ``time_of_marginal_std``. These
+    accept host numbers (answering in float64) or arrays.
     """
 
     N: int
@@ -91,12 +79,14 @@ class SDEBase:
     # Whether discretize and ancestral_step follow the SDE's own discrete chain (SMLD, DDPM)
     # rather than Euler--Maruyama and the continuous posterior.
     discrete_chain: ClassVar[bool] = False
+    # The largest DDPM beta the discrete steps use (must stay below 1); 0 without betas.
     max_discrete_beta: ClassVar[float] = 0.0
-    """The largest DDPM beta the discrete steps use (must stay below 1); 0 without betas."""
 
-    def marginal_coeffs(self, t: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """Returns ``(alpha_t, sigma_t)`` with ``x_t | x_0 ~ N(alpha_t x_0, sigma_t^2 I)``."""
-        raise NotImplementedError
+    def __post_init__(self):
+        if self.N < 1 or self.T <= 0:
+            raise ValueError(
+                f"{type(self).__name__} needs N >= 1 and T > 0, got N={self.N}, T={self.T}"
+            )
 
     def marginal_prob(self, x: jax.Array, t: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Mean ``[B, ...]`` and std ``[B]`` of the perturbation kernel ``p_0t(x_t | x_0 = x)``."""
@@ -108,21 +98,15 @@ class SDEBase:
         return self.prior_std * jax.random.normal(key, shape)
 
     def prior_logp(self, z: jax.Array) -> jax.Array:
-        """Log-density of the prior, one value per example (sum over all non-batch dims)."""
+        """Log-density ``[B]`` of the prior (summed over the non-batch dims)."""
         return _std_normal_logp(z, self.prior_std**2)
 
     def discretize(self, x: jax.Array, t: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """One step of the discretized forward SDE ``x_{i+1} = x_i + f_i(x_i) + G_i z_i``.
-
-        The default is Euler--Maruyama with ``dt = T / N``; VE and VP override it with the SMLD and
-        DDPM discretizations (paper, Appendix B).
-        """
+        """``(f_i, G_i)`` of one forward step ``x_{i+1} = x_i + f_i + G_i z``: Euler--Maruyama with
+        ``dt = T / N``, or the SMLD / DDPM chain for VE / VP (paper, App. B)."""
         dt = self.T / self.N
         drift, diffusion = self.drift_diffusion(x, t)
         return drift * dt, diffusion * math.sqrt(dt)
-
-    def drift_diffusion(self, x: jax.Array, t: jax.Array) -> tuple[jax.Array, jax.Array]:
-        raise NotImplementedError
 
     def discrete_alpha(self, t: jax.Array) -> jax.Array:
         """``alpha_i = 1 - beta_i`` of the discrete chain at ``t`` (paper, Algorithm 5); 1 without
@@ -130,70 +114,33 @@ class SDEBase:
         return jnp.ones_like(t)
 
     def discrete_marginal(self, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """Scale and std ``[B]`` of ``x_i | x_0`` for discrete labels ``i`` (the SMLD / DDPM
-        chains; label 0 of SMLD is ``sigma_max``, as NCSN orders them)."""
+        """Scale and std ``[B]`` of ``x_i | x_0`` for discrete labels ``i`` (SMLD: label 0 is
+        ``sigma_max``, as in NCSN)."""
         raise ValueError(
             f"The {self.title} has no discrete (SMLD/DDPM) noise levels; set "
             "training.continuous=True."
         )
 
-    def importance_sample_t(self, key, shape, eps: float = 1e-5) -> tuple[jax.Array, jax.Array]:
-        """See :func:`importance_sample_t`."""
-        raise TypeError(f"importance sampling is not defined for {type(self).__name__}")
-
     def ancestral_step(
         self, score: jax.Array, x: jax.Array, t: jax.Array
     ) -> tuple[jax.Array, jax.Array]:
-        """Mean ``[B, ...]`` and std ``[B]`` of one ancestral-sampling step down from ``t``.
-
-        By default the continuous posterior of :func:`gaussian_posterior` between ``t`` and
-        ``max(t - T/N, 0)``; VE and VP use their SMLD and DDPM chains. (The original code has no
-        ancestral sampler for sub-VP; for VE this construction reduces to the SMLD formula.)
-        """
+        """Mean ``[B, ...]`` and std ``[B]`` of one ancestral step from ``t`` (VE, VP: SMLD, DDPM):
+        the :func:`gaussian_posterior` at ``max(t - T/N, 0)`` (the original code has none for
+        sub-VP; for VE it is the SMLD step)."""
         s = jnp.maximum(t - self.T / self.N, 0.0)
         return gaussian_posterior(self, score, x, t, s)
-
-    def noise_level(self, t):
-        """``sigma(t)``: the noise level of ``x_t / s(t)``."""
-        raise NotImplementedError
-
-    def time_of_noise_level(self, sigma):
-        """Inverse of :meth:`noise_level`."""
-        raise NotImplementedError
-
-    def scale_of_noise_level(self, sigma):
-        """The scale ``s`` at noise level ``sigma`` (written in ``sigma`` to skip a round trip)."""
-        raise NotImplementedError
-
-    def marginal_std(self, t):
-        """``s(t) sigma(t)``: the std of the perturbation kernel (host numbers or arrays)."""
-        raise NotImplementedError
-
-    def time_of_marginal_std(self, std):
-        """Inverse of :meth:`marginal_std`."""
-        raise NotImplementedError
 
     def log_snr(self, t):
         """``log(s^2 / std^2) = -2 log sigma(t)``."""
         return -2 * _xp(t).log(self.noise_level(t))
 
-    def time_labels(self, t: jax.Array, *, continuous: bool) -> jax.Array:
-        """The conditioning label the network sees at time ``t`` (see :mod:`.score`)."""
-        raise NotImplementedError
-
-    def score_from_output(self, out, t, labels, *, continuous: bool) -> jax.Array:
-        """The score of a network's output ``out`` at ``t`` (labels of :meth:`time_labels`)."""
-        raise NotImplementedError
-
 
 @dataclasses.dataclass(frozen=True)
 class VESDE(SDEBase):
-    """Variance-exploding SDE (the continuous limit of SMLD / NCSN).
+    """Variance-exploding SDE (continuous SMLD), ``sigma(t) = s_min (s_max / s_min)^(t/T)``.
 
-    As in the paper (Appendix B), the perturbation kernel is taken to be ``N(x_0, sigma(t)^2 I)``;
-    started from clean data the SDE's exact kernel variance is ``sigma(t)^2 - sigma_min^2``. The two
-    agree for data already perturbed by ``sigma_min`` (the smallest noise level), and the
-    difference is what ``sigma_min`` is chosen small enough to make negligible.
+    As in the paper (App. B) the kernel is ``N(x_0, sigma(t)^2 I)``: exact for data already
+    perturbed by ``sigma_min`` (from clean data the variance is ``sigma^2 - sigma_min^2``).
     """
 
     sigma_min: float = 0.01
@@ -209,8 +156,7 @@ class VESDE(SDEBase):
             raise ValueError(
                 f"VESDE needs 0 < sigma_min < sigma_max, got {self.sigma_min}, {self.sigma_max}"
             )
-        if self.N < 1 or self.T <= 0:
-            raise ValueError(f"VESDE needs N >= 1 and T > 0, got N={self.N}, T={self.T}")
+        super().__post_init__()
 
     @property
     def prior_std(self) -> float:  # type: ignore[override]
@@ -219,40 +165,31 @@ class VESDE(SDEBase):
     def sigma(self, t: jax.Array) -> jax.Array:
         return self.sigma_min * (self.sigma_max / self.sigma_min) ** (t / self.T)
 
+    noise_level = marginal_std = sigma
+
     @property
     def discrete_sigmas(self) -> jax.Array:
         """The SMLD noise levels ``sigma_1 < ... < sigma_N`` (geometric, ascending)."""
         return jnp.exp(jnp.linspace(math.log(self.sigma_min), math.log(self.sigma_max), self.N))
 
     def drift_diffusion(self, x, t):
-        drift = jnp.zeros_like(x)
-        diffusion = self.sigma(t) * math.sqrt(
-            2 * math.log(self.sigma_max / self.sigma_min) / self.T
-        )
-        return drift, diffusion
+        rate = math.sqrt(2 * math.log(self.sigma_max / self.sigma_min) / self.T)
+        return jnp.zeros_like(x), self.sigma(t) * rate
 
     def marginal_coeffs(self, t):
         return jnp.ones_like(t), self.sigma(t)
 
-    def noise_level(self, t):
-        return self.sigma(t)
-
     def time_of_noise_level(self, sigma):
-        return (
-            self.T
-            * _xp(sigma).log(sigma / self.sigma_min)
-            / math.log(self.sigma_max / self.sigma_min)
-        )
+        log_ratio = math.log(self.sigma_max / self.sigma_min)
+        return self.T * _xp(sigma).log(sigma / self.sigma_min) / log_ratio
+
+    time_of_marginal_std = time_of_noise_level
 
     def scale_of_noise_level(self, sigma):
         return _xp(sigma).ones_like(sigma)
 
-    marginal_std = noise_level
-    time_of_marginal_std = time_of_noise_level
-
     def time_labels(self, t, *, continuous):
-        # NCSN++ (continuous) embeds sigma(t); NCSN / NCSNv2 index their discrete noise levels,
-        # largest first.
+        # NCSN++ (continuous) embeds sigma(t); NCSN / NCSNv2 index their levels, largest first.
         if continuous:
             return self.sigma(t)
         return jnp.round((self.T - t) / self.T * (self.N - 1)).astype(jnp.int32)
@@ -284,13 +221,15 @@ class VESDE(SDEBase):
         """SMLD: ``mean = x + (sigma_i^2 - sigma_{i-1}^2) score``,
         ``std = sqrt(sigma_{i-1}^2 (sigma_i^2 - sigma_{i-1}^2) / sigma_i^2)``."""
         sigma, prev = self._sigma_and_previous(t)
-        return x + batch_mul(sigma**2 - prev**2, score), jnp.sqrt(
-            prev**2 * (sigma**2 - prev**2) / sigma**2
-        )
+        step = sigma**2 - prev**2
+        return x + batch_mul(step, score), jnp.sqrt(prev**2 * step / sigma**2)
 
 
 @dataclasses.dataclass(frozen=True)
 class _BetaSDE(SDEBase):
+    """Shared by VP and sub-VP: ``beta(t) = beta_min + t/T (beta_max - beta_min)`` and DDPM's
+    discrete betas (sub-VP's Langevin corrector uses them too)."""
+
     beta_min: float = 0.1
     beta_max: float = 20.0
     N: int = 1000
@@ -302,10 +241,7 @@ class _BetaSDE(SDEBase):
                 f"{type(self).__name__} needs 0 <= beta_min <= beta_max, beta_max > 0, "
                 f"got {self.beta_min}, {self.beta_max}"
             )
-        if self.N < 1 or self.T <= 0:
-            raise ValueError(
-                f"{type(self).__name__} needs N >= 1 and T > 0, got N={self.N}, T={self.T}"
-            )
+        super().__post_init__()
 
     def beta(self, t: jax.Array) -> jax.Array:
         return self.beta_min + t / self.T * (self.beta_max - self.beta_min)
@@ -313,6 +249,11 @@ class _BetaSDE(SDEBase):
     def integrated_beta(self, t: jax.Array) -> jax.Array:
         """``B(t) = int_0^t beta(s) ds``."""
         return self.beta_min * t + 0.5 * (self.beta_max - self.beta_min) * t**2 / self.T
+
+    def time_of_integrated_beta(self, b: jax.Array) -> jax.Array:
+        """Inverse of :meth:`integrated_beta` (written to avoid cancellation)."""
+        slope = (self.beta_max - self.beta_min) / self.T
+        return 2 * b / (self.beta_min + _xp(b).sqrt(self.beta_min**2 + 2 * slope * b))
 
     def importance_sample_t(self, key, shape, eps=1e-5):
         # Inverse-CDF sampling of q(t) ∝ g^2 / sigma^2 through F(B(t)) = int g^2 / sigma^2 dt.
@@ -322,11 +263,6 @@ class _BetaSDE(SDEBase):
         t = self.time_of_integrated_beta(self._inverse_weight_integral(f_lo + u * (f_hi - f_lo)))
         t = jnp.clip(t, eps, self.T)
         return t, (f_hi - f_lo) / ((self.T - eps) * self._likelihood_factor(t))
-
-    def time_of_integrated_beta(self, b: jax.Array) -> jax.Array:
-        """Inverse of :meth:`integrated_beta` (written to avoid cancellation)."""
-        slope = (self.beta_max - self.beta_min) / self.T
-        return 2 * b / (self.beta_min + _xp(b).sqrt(self.beta_min**2 + 2 * slope * b))
 
     @property
     def max_discrete_beta(self) -> float:  # type: ignore[override]
@@ -339,11 +275,12 @@ class _BetaSDE(SDEBase):
         return self.alphas[_time_index(t, self.N, self.T)]
 
     def time_labels(self, t, *, continuous):
-        # DDPM++ and friends see 999 t; the discrete DDPM networks their step index.
-        return t * 999 if continuous else t / self.T * (self.N - 1)
+        # DDPM++ and friends see 999 t; the discrete DDPM networks their step index (sub-VP has no
+        # discrete chain: always 999 t).
+        return t * 999 if continuous or not self.discrete_chain else t / self.T * (self.N - 1)
 
     def score_from_output(self, out, t, labels, *, continuous):
-        if continuous:
+        if continuous or not self.discrete_chain:
             std = self.marginal_coeffs(t)[1]
         else:
             std = self.sqrt_1m_alphas_cumprod[labels.astype(jnp.int32)]
@@ -410,8 +347,7 @@ class VPSDE(_BetaSDE):
     def discretize(self, x, t):
         """DDPM: ``x_i = sqrt(1 - beta_i) x_{i-1} + sqrt(beta_i) z`` (paper, Eq. 10)."""
         beta = self._discrete_beta(t)
-        f = batch_mul(jnp.sqrt(1.0 - beta), x) - x
-        return f, jnp.sqrt(beta)
+        return batch_mul(jnp.sqrt(1.0 - beta), x) - x, jnp.sqrt(beta)
 
     # F(B) = log(e^B - 1) = B + log(-expm1(-B));  F^{-1}(y) = softplus(y).
     def _weight_integral(self, b):
@@ -431,11 +367,8 @@ class VPSDE(_BetaSDE):
 
 @dataclasses.dataclass(frozen=True)
 class SubVPSDE(_BetaSDE):
-    """The sub-VP SDE (paper, Eq. 11): variance bounded by the VP SDE's at every t.
-
-    ``alphas``/``discrete_betas`` are those of the VP SDE with the same beta schedule; the Langevin
-    corrector uses them (the original code crashed there because sub-VP had none).
-    """
+    """The sub-VP SDE (paper, Eq. 11): variance bounded by the VP SDE's at every t (the original
+    code's Langevin corrector crashed on it for want of ``alphas``)."""
 
     name: ClassVar[str] = "subvpsde"
     title: ClassVar[str] = "sub-VP SDE"
@@ -477,12 +410,6 @@ class SubVPSDE(_BetaSDE):
         b = self.integrated_beta(t)
         return self.beta(t) * (1 + jnp.exp(-b)) / -jnp.expm1(-b)
 
-    def time_labels(self, t, *, continuous):
-        return t * 999  # no discrete counterpart: always the continuous label
-
-    def score_from_output(self, out, t, labels, *, continuous):
-        return batch_mul(-1.0 / self.marginal_coeffs(t)[1], out)
-
 
 SDE = VESDE | VPSDE | SubVPSDE
 
@@ -500,42 +427,31 @@ def check_sde(sde, needed_by: str) -> None:
 
 
 def get_sde(name: str, **params) -> SDE:
-    """Builds an SDE by name with the paper's defaults.
-
-    Args:
-      name: ``"vesde"``, ``"vpsde"`` or ``"subvpsde"`` (``"ve"``, ``"vp"``, ``"subvp"`` accepted).
-      **params: ``sigma_min``, ``sigma_max`` (VE) or ``beta_min``, ``beta_max`` (VP, sub-VP), and
-        ``N`` (number of discretization steps), ``T`` (end time).
-
-    Returns:
-      An immutable SDE value.
-    """
+    """An SDE by name (``"vesde"``, ``"vpsde"``, ``"subvpsde"``, or ``"ve"``, ``"vp"``,
+    ``"subvp"``) and its fields; the paper's defaults otherwise."""
     key = _ALIASES.get(name.lower(), name.lower())
     if key not in SDES:
         raise ValueError(f"Unknown SDE {name!r}; choose one of {sorted(SDES)}.")
     cls = SDES[key]
     fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(params) - fields
-    if unknown:
+    if unknown := set(params) - fields:
         raise ValueError(
             f"Unknown parameter(s) {sorted(unknown)} for {key}; valid ones are {sorted(fields)}."
         )
     return cls(**params)
 
 
+def _reverse(f, g, score, probability_flow):
+    coef = 0.5 if probability_flow else 1.0
+    return f - coef * batch_mul(g**2, score), jnp.zeros_like(g) if probability_flow else g
+
+
 def reverse_drift_diffusion(
     sde: SDE, score_fn: ScoreFn, x: jax.Array, t: jax.Array, probability_flow: bool = False
 ) -> tuple[jax.Array, jax.Array]:
-    """Drift and diffusion of the reverse-time SDE (paper, Eq. 6) or probability-flow ODE (Eq. 13).
-
-    ``drift = f - g^2 score`` (times 1/2 for the ODE); ``diffusion = g`` (0 for the ODE). Time runs
-    backwards: a solver integrates from ``T`` to ``0`` with negative ``dt``.
-    """
-    drift, diffusion = sde.drift_diffusion(x, t)
-    score = score_fn(x, t)
-    coef = 0.5 if probability_flow else 1.0
-    drift = drift - coef * batch_mul(diffusion**2, score)
-    return drift, jnp.zeros_like(diffusion) if probability_flow else diffusion
+    """Drift ``f - g^2 score`` and diffusion ``g`` of the reverse-time SDE (paper, Eq. 6), or
+    ``f - 1/2 g^2 score`` and 0 for the probability-flow ODE (Eq. 13); it runs from T to 0."""
+    return _reverse(*sde.drift_diffusion(x, t), score_fn(x, t), probability_flow)
 
 
 def probability_flow_drift(sde: SDE, score_fn: ScoreFn, x: jax.Array, t: jax.Array) -> jax.Array:
@@ -546,34 +462,22 @@ def probability_flow_drift(sde: SDE, score_fn: ScoreFn, x: jax.Array, t: jax.Arr
 def reverse_discretize(
     sde: SDE, score_fn: ScoreFn, x: jax.Array, t: jax.Array, probability_flow: bool = False
 ) -> tuple[jax.Array, jax.Array]:
-    """Reverse of :meth:`discretize`: ``rev_f = f - G^2 score`` (1/2 for the ODE), ``rev_G = G``.
-
-    This is the "reverse diffusion" discretization of the paper (Eq. 46).
-    """
-    f, G = sde.discretize(x, t)
-    coef = 0.5 if probability_flow else 1.0
-    rev_f = f - coef * batch_mul(G**2, score_fn(x, t))
-    return rev_f, jnp.zeros_like(G) if probability_flow else G
+    """Reverse of :meth:`discretize`: ``rev_f = f - G^2 score`` (1/2 for the ODE), ``rev_G = G``
+    (0 for the ODE); the paper's "reverse diffusion" discretization (Eq. 46)."""
+    return _reverse(*sde.discretize(x, t), score_fn(x, t), probability_flow)
 
 
 def gaussian_posterior(
     sde: SDE, score: jax.Array, x: jax.Array, t: jax.Array, s: jax.Array
 ) -> tuple[jax.Array, jax.Array]:
     """Mean ``[B, ...]`` and std ``[B]`` of ``p(x_s | x_t)``, ``s < t``, for the Gaussian chain
-    whose marginals match the SDE's, with Tweedie's ``x_0`` estimate.
+    with the SDE's marginals and Tweedie's ``x0_hat = (x_t + sig_t^2 score) / a_t``.
 
-    With ``(a, sig) = sde.marginal_coeffs``, the chain ``x_t = a_ts x_s + sqrt(var_ts) z``,
-    ``a_ts = a_t / a_s``, ``var_ts = sig_t^2 - a_ts^2 sig_s^2`` has exactly those marginals. Its
-    posterior given ``x_0`` is Gaussian, and replacing ``x_0`` by
-    ``x0_hat = (x_t + sig_t^2 score) / a_t`` gives
-
-        mean = (a_s var_ts / sig_t^2) x0_hat + (a_ts sig_s^2 / sig_t^2) x_t,
-        var  = var_ts sig_s^2 / sig_t^2.
-
-    Substituting ``x0_hat`` the coefficient of ``x_t`` collapses to ``1 / a_ts``, so the mean is
-    computed as ``(x_t + var_ts score) / a_ts``, which needs no division by ``sig_t^2`` (tiny near
-    ``t = 0`` for sub-VP). For VE this is the SMLD ancestral step; for VP with one DDPM step
-    (``a_ts^2 = 1 - beta``, ``var_ts = beta``) the mean is DDPM's.
+    With ``(a, sig) = sde.marginal_coeffs`` the chain ``x_t = a_ts x_s + sqrt(var_ts) z``,
+    ``a_ts = a_t / a_s``, ``var_ts = sig_t^2 - a_ts^2 sig_s^2`` has those marginals, posterior
+    ``var = var_ts sig_s^2 / sig_t^2`` and, after substituting ``x0_hat``, mean ``(x_t + var_ts
+    score) / a_ts`` (no division by ``sig_t^2``, tiny near 0 for sub-VP). For VE it is the SMLD
+    step, for VP over one DDPM step (``a_ts^2 = 1 - beta``, ``var_ts = beta``) DDPM's.
     """
     a_t, sig_t = sde.marginal_coeffs(t)
     a_s, sig_s = sde.marginal_coeffs(s)
@@ -588,20 +492,10 @@ def gaussian_posterior(
 def importance_sample_t(
     sde: SDE, key: jax.Array, shape, eps: float = 1e-5
 ) -> tuple[jax.Array, jax.Array]:
-    """Samples ``t`` for the likelihood-weighted loss with density ``q(t) ∝ g(t)^2 / sigma(t)^2``.
-
-    Likelihood weighting ``lambda(t) = g(t)^2`` multiplies the plain loss
-    ``||sigma s + z||^2`` by ``g^2 / sigma^2``, which blows up as ``t -> 0`` for VP and sub-VP.
-    Drawing ``t`` in proportion to that factor (Song et al. 2021, "Maximum likelihood training of
-    score-based diffusion models", Sec. 5) reduces the variance. The inverse CDFs are closed-form:
-
-    * VE: ``g^2/sigma^2 = 2 log(sigma_max/sigma_min)`` is constant, so ``q`` is uniform.
-    * VP: ``int g^2/sigma^2 dt = log(exp(B(t)) - 1)`` with ``B(t) = int_0^t beta``.
-    * sub-VP: ``int g^2/sigma^2 dt = log(2 cosh B(t) - 2)``.
-
-    Returns:
-      ``(t, w)`` where ``w = u(t) / q(t)`` is the density ratio to the uniform law on
-      ``[eps, T]``, so ``E_q[w(t) l(t)] = E_uniform[l(t)]`` for any per-time loss ``l``.
-    """
+    """``(t, w)``: ``t ~ q(t) ∝ g(t)^2 / sigma(t)^2`` on ``[eps, T]``, ``w = u(t) / q(t)`` its ratio
+    to the uniform law (so ``E_q[w l(t)] = E_u[l(t)]``): likelihood weighting's ``g^2 / sigma^2``
+    blows up as ``t -> 0`` for VP and sub-VP, and drawing ``t`` in proportion reduces the
+    variance (Song et al. 2021, "Maximum likelihood training of score-based diffusion models",
+    Sec. 5). Each SDE inverts the CDF in closed form."""
     check_sde(sde, "importance_sample_t")
     return sde.importance_sample_t(key, shape, eps)

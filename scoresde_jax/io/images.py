@@ -23,11 +23,11 @@ def square_limit(points: np.ndarray, q: float = 0.995, margin: float = 1.25) -> 
     return float(np.quantile(np.abs(points), q)) * margin
 
 
-def square_axes(ax, lim: float) -> None:
-    """Square axes ``[-lim, lim]^2``."""
-    ax.set_xlim(-lim, lim)
-    ax.set_ylim(-lim, lim)
-    ax.set_aspect("equal")
+def square_axes(ax, lim: float, title: str = "") -> None:
+    """Square axes ``[-lim, lim]^2``, titled if ``title``."""
+    if title:
+        ax.set_title(title)
+    ax.set(xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal")
 
 
 def scatter_samples(
@@ -39,8 +39,7 @@ def scatter_samples(
     fig, axes = plt.subplots(1, 2, figsize=(9, 4.5), sharex=True, sharey=True)
     for ax, pts, name in ((axes[0], data, "data"), (axes[1], samples, "samples")):
         ax.scatter(pts[:, 0], pts[:, 1], s=1.5, alpha=0.5, linewidths=0)
-        ax.set_title(f"{name} (n={len(pts)})")
-        square_axes(ax, lim)
+        square_axes(ax, lim, f"{name} (n={len(pts)})")
     if title:
         fig.suptitle(title)
     fig.tight_layout()

@@ -1,25 +1,18 @@
-"""Pictures of 2-D toy models and labelled image grids, drawn from numpy arrays into PNG files.
-
-Used by ``--mode toy_figures`` (score fields and trajectories) and by the latent modes
-(``--mode encode|interpolate|temperature``).
-"""
+"""Pictures of 2-D toy models and labelled image grids as PNG files, for ``--mode toy_figures``
+and the latent modes (``encode``, ``interpolate``, ``temperature``)."""
 
 from __future__ import annotations
 
 import io
 import math
 
-import matplotlib
 import numpy as np
+from matplotlib.collections import LineCollection
+from matplotlib.colors import LogNorm
+from PIL import Image
 
-matplotlib.use("Agg")  # no display on servers and CI
-
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.collections import LineCollection  # noqa: E402
-from matplotlib.colors import LogNorm  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from scoresde_jax.io.images import image_grid, square_axes, square_limit  # noqa: E402
+# images selects the Agg backend before it imports pyplot.
+from scoresde_jax.io.images import image_grid, plt, square_axes, square_limit
 
 __all__ = [
     "labeled_image_grid",
@@ -93,19 +86,16 @@ def plot_toy_encoding(
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.5))
     lim = square_limit(data)
     axes[0].scatter(data[:, 0], data[:, 1], s=2, alpha=0.5, linewidths=0)
-    axes[0].set_title(f"data (n={len(data)})")
-    square_axes(axes[0], lim)
+    square_axes(axes[0], lim, f"data (n={len(data)})")
     ax = axes[1]
     ax.scatter(latents[:, 0], latents[:, 1], s=2, alpha=0.5, linewidths=0, c="C1")
     angle = np.linspace(0, 2 * math.pi, 200)
     for k in (1, 2, 3):
         ax.plot(k * prior_std * np.cos(angle), k * prior_std * np.sin(angle), "k--", lw=0.7)
-    ax.set_title(f"latents at T (dashed: prior 1, 2, 3 std = {prior_std:g})")
-    square_axes(ax, 3.6 * prior_std)
+    square_axes(ax, 3.6 * prior_std, f"latents at T (dashed: prior 1, 2, 3 std = {prior_std:g})")
     axes[2].scatter(data[:, 0], data[:, 1], **_DATA_STYLE)
     axes[2].scatter(reconstructions[:, 0], reconstructions[:, 1], s=2, linewidths=0, c="C2")
-    axes[2].set_title("decoded latents (gray: data)")
-    square_axes(axes[2], lim)
+    square_axes(axes[2], lim, "decoded latents (gray: data)")
     return _save_titled(fig, path, title)
 
 
@@ -130,15 +120,17 @@ def plot_toy_interpolation(
         ax.plot(paths[i, :, 0], paths[i, :, 1], "-", color=color, lw=1.3)
         ax.scatter(paths[i, :, 0], paths[i, :, 1], s=6, color=color, zorder=3)
         ax.scatter([x0[i, 0], x1[i, 0]], [x0[i, 1], x1[i, 1]], s=40, marker="x", color="k")
-    ax.set_title("decoded interpolants (x: inputs, dotted: straight line)")
-    square_axes(ax, square_limit(data))
+    square_axes(ax, square_limit(data), "decoded interpolants (x: inputs, dotted: straight line)")
     ax = axes[1]
     ax.scatter(prior_samples[:, 0], prior_samples[:, 1], **_DATA_STYLE)
     for i in range(len(latent_paths)):
         ax.plot(latent_paths[i, :, 0], latent_paths[i, :, 1], "-", color=f"C{i % 10}", lw=1.3)
         ax.scatter(latent_paths[i, [0, -1], 0], latent_paths[i, [0, -1], 1], s=20, color="k")
-    ax.set_title("slerp in latent space (gray: prior samples)")
-    square_axes(ax, square_limit(np.concatenate([prior_samples, latent_paths.reshape(-1, 2)])))
+    square_axes(
+        ax,
+        square_limit(np.concatenate([prior_samples, latent_paths.reshape(-1, 2)])),
+        "slerp in latent space (gray: prior samples)",
+    )
     return _save_titled(fig, path, title)
 
 
@@ -152,8 +144,7 @@ def plot_toy_temperature(
     for ax, (tau, x) in zip(axes[0], samples.items(), strict=True):
         ax.scatter(data[:, 0], data[:, 1], **_DATA_STYLE)
         ax.scatter(x[:, 0], x[:, 1], s=2, linewidths=0, c="C3", alpha=0.7)
-        ax.set_title(f"temperature {tau:g}")
-        square_axes(ax, lim)
+        square_axes(ax, lim, f"temperature {tau:g}")
     return _save_titled(fig, path, title)
 
 
@@ -172,10 +163,9 @@ def plot_score_fields(
 ) -> str:
     """Score fields at ``times [K]`` (columns) over the log-density, with the error where known.
 
-    ``grid [G]`` holds the coordinates of the square density grid (both axes), ``log_density``
-    and the scaled ``error`` ``sigma_t |s_theta - s|`` (or None) are ``[K, G, G]`` (rows: second
-    coordinate); ``learned`` and ``exact`` (or None) are ``[K, A, 2]`` fields at ``arrows_xy
-    [A, 2]``, scaled by ``sigma_t``; ``density_label`` says how the density was obtained.
+    ``grid [G]``: both axes of the density grid; ``log_density`` and ``error`` (``sigma_t
+    |s_theta - s|`` or None) ``[K, G, G]`` (rows: second coordinate); ``learned``, ``exact`` (or
+    None): ``[K, A, 2]`` fields times ``sigma_t`` at ``arrows_xy [A, 2]``.
     """
     k = len(times)
     rows = 1 if exact is None else 3
@@ -183,13 +173,13 @@ def plot_score_fields(
     fig = plt.figure(figsize=(2.9 * k + 3.2 * extra, 2.9 * rows + 0.6), layout="constrained")
     gs = fig.add_gridspec(rows, k + extra, width_ratios=[1] * k + [1.1] * extra)
     lim = float(grid[-1])
-    extent = (grid[0], grid[-1], grid[0], grid[-1])
+    on_grid = dict(origin="lower", extent=(grid[0], grid[-1], grid[0], grid[-1]))
+    arrows = dict(angles="xy", scale_units="xy", scale=1 / (0.08 * lim), width=0.005)
 
     def panel(r, j):
         ax = fig.add_subplot(gs[r, j])
         square_axes(ax, lim)
-        ax.set_xticks([])
-        ax.set_yticks([])
+        ax.set(xticks=[], yticks=[])
         return ax
 
     fields = [(r"learned $\sigma_t\, s_\theta(x, t)$", learned, "C0")]
@@ -199,22 +189,8 @@ def plot_score_fields(
         for j, t in enumerate(times):
             ax = panel(r, j)
             ld = log_density[j]
-            ax.imshow(
-                np.clip(ld, ld.max() - 12, None),
-                origin="lower",
-                extent=extent,
-                cmap="Greys",
-                alpha=0.6,
-            )
-            ax.quiver(
-                *arrows_xy.T,
-                *field[j].T,
-                color=color,
-                angles="xy",
-                scale_units="xy",
-                scale=1 / (0.08 * lim),
-                width=0.005,
-            )
+            ax.imshow(np.clip(ld, ld.max() - 12, None), cmap="Greys", alpha=0.6, **on_grid)
+            ax.quiver(*arrows_xy.T, *field[j].T, color=color, **arrows)
             if r == 0:
                 ax.set_title(f"t = {t:g}")
             if j == 0:
@@ -223,18 +199,9 @@ def plot_score_fields(
         norm = LogNorm(vmin=1e-3, vmax=max(float(error.max()), 1e-2))
         for j in range(k):
             ax = panel(2, j)
-            im = ax.imshow(
-                np.maximum(error[j], 1e-3), origin="lower", extent=extent, cmap="magma", norm=norm
-            )
-            ld = log_density[j]
-            ax.contour(
-                grid,
-                grid,
-                ld,
-                levels=ld.max() - np.array([9.2, 4.6, 1.0]),
-                colors="w",
-                linewidths=0.6,
-            )
+            im = ax.imshow(np.maximum(error[j], 1e-3), cmap="magma", norm=norm, **on_grid)
+            levels = log_density[j].max() - np.array([9.2, 4.6, 1.0])
+            ax.contour(grid, grid, log_density[j], levels=levels, colors="w", linewidths=0.6)
             if j == 0:
                 ax.set_ylabel(r"error $\sigma_t |s_\theta - \nabla \log p_t|$")
         fig.colorbar(im, ax=fig.axes[-k:], shrink=0.9, pad=0.01)
@@ -249,10 +216,9 @@ def plot_score_fields(
                     centers.append(0.5 * (lo + hi))
                     means.append(float(error[j][sel].mean()))
             ax.plot(centers, means, "o-", ms=3, label=f"t = {t:g}")
-        ax.set_yscale("log")
+        ax.set(yscale="log", title="error against density")
         ax.set_xlabel(r"$\log_{10}\, p_t(x) / \max\, p_t$  (left: low density)")
         ax.set_ylabel(r"mean error $\sigma_t |s_\theta - \nabla \log p_t|$")
-        ax.set_title("error against density")
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     caption = f"gray: log p_t ({density_label})"
@@ -260,18 +226,6 @@ def plot_score_fields(
         caption += "; white contours: p_t at 1e-4, 1e-2 and 0.37 of its maximum"
     fig.suptitle(f"{title}\n{caption}" if title else caption, fontsize=10)
     return _save(fig, path, dpi=80)
-
-
-def _colored_paths(ax, ts: np.ndarray, xs: np.ndarray, cmap: str, lw: float) -> LineCollection:
-    """Draws paths ``xs [S, B, 2]`` with segments colored by time ``ts [S]``."""
-    segs = np.stack([xs[:-1], xs[1:]], axis=2)  # [S-1, B, 2, 2]
-    segs = np.transpose(segs, (1, 0, 2, 3)).reshape(-1, 2, 2)
-    colors = np.tile(0.5 * (ts[:-1] + ts[1:]), xs.shape[1])
-    lc = LineCollection(segs, cmap=cmap, linewidths=lw, alpha=0.8)
-    lc.set_array(colors)
-    lc.set_clim(float(ts.min()), float(ts.max()))
-    ax.add_collection(lc)
-    return lc
 
 
 def plot_trajectories(
@@ -284,11 +238,9 @@ def plot_trajectories(
     ode_xs: np.ndarray,
     title: str = "",
 ) -> str:
-    """Reverse-SDE and probability-flow paths ``[S, B, 2]`` from the same starts, over the data.
-
-    A third panel shows the first coordinate of both kinds of path against time. Long SDE paths
-    are drawn at every few steps (at most 150 segments per path); the endpoints are exact.
-    """
+    """Reverse-SDE and probability-flow paths ``[S, B, 2]`` from the same starts over the data,
+    and their first coordinate against time; SDE paths drawn at most 150 segments each (exact
+    endpoints)."""
     stride = max(1, (len(sde_ts) - 1) // 150)
     keep = np.unique(np.r_[np.arange(0, len(sde_ts), stride), len(sde_ts) - 1])
     sde_ts, sde_xs_drawn = sde_ts[keep], sde_xs[keep]
@@ -301,19 +253,21 @@ def plot_trajectories(
         (axes[1], ode_ts, ode_xs, "probability-flow ODE"),
     ):
         ax.scatter(data[:, 0], data[:, 1], **_DATA_STYLE)
-        lc = _colored_paths(ax, ts, xs, "viridis", 0.8)
+        # Segments [S-1, B, 2, 2], colored by the time at their middle.
+        segs = np.transpose(np.stack([xs[:-1], xs[1:]], axis=2), (1, 0, 2, 3)).reshape(-1, 2, 2)
+        lc = LineCollection(segs, cmap="viridis", linewidths=0.8, alpha=0.8)
+        lc.set_array(np.tile(0.5 * (ts[:-1] + ts[1:]), xs.shape[1]))
+        lc.set_clim(float(ts.min()), float(ts.max()))
+        ax.add_collection(lc)
         ax.scatter(xs[0, :, 0], xs[0, :, 1], s=28, facecolors="none", edgecolors="k", lw=0.9)
         ax.scatter(xs[-1, :, 0], xs[-1, :, 1], s=16, c="C3", zorder=3)
-        ax.set_title(name)
-        square_axes(ax, lim)
+        square_axes(ax, lim, name)
     fig.colorbar(lc, ax=axes[:2], shrink=0.85, pad=0.01, label="t")
     ax = axes[2]
     for i in range(sde_xs.shape[1]):
         ax.plot(sde_ts, sde_xs_drawn[:, i, 0], color="0.55", lw=0.5, alpha=0.6)
         ax.plot(ode_ts, ode_xs[:, i, 0], color=plt.get_cmap("tab10")(i % 10), lw=1.3)
-    ax.set_xlim(float(sde_ts.max()), 0)
-    ax.set_xlabel("t (from T to 0)")
-    ax.set_ylabel("first coordinate")
+    ax.set(xlim=(float(sde_ts.max()), 0), xlabel="t (from T to 0)", ylabel="first coordinate")
     ax.set_title("over time: SDE (gray) and ODE (color)")
     ax.grid(alpha=0.3)
     caption = "black circles: the common starts at t = T; red: the ends"

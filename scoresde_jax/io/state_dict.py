@@ -1,12 +1,11 @@
 """PyTorch state dicts: ``.pth`` files read without PyTorch, and mapped onto Flax trees.
 
-In ``torch.save``'s pickle every tensor is a call ``torch._utils._rebuild_tensor_v2(storage,
-offset, size, stride, ...)`` and every storage a persistent id ``("storage",
-torch.<Type>Storage, key, location, numel)`` whose bytes lie outside the pickle: since PyTorch
-1.6 in a zip archive (``<name>/data.pkl``, ``<name>/data/<key>``), before that after a sequence
-of pickles (magic number, protocol, system info, the object, the storage keys), each storage as
-an int64 element count and its bytes. Both are read (the official FID weights are PyTorch 1.1).
-The unpickler knows only the globals such a checkpoint needs, so a file cannot make it run code.
+``torch.save``'s pickle holds tensors as ``torch._utils._rebuild_tensor_v2(storage, offset, size,
+stride, ...)``, storages as persistent ids ``("storage", torch.<Type>Storage, key, location,
+numel)`` whose bytes follow in a zip archive (PyTorch >= 1.6: ``<name>/data.pkl``,
+``<name>/data/<key>``) or, in the legacy format (the FID weights), after pickles of magic number,
+protocol, system info, object and storage keys, each as an int64 count and the bytes. Only the
+globals a checkpoint needs are known, so a file cannot run code.
 """
 
 from __future__ import annotations
@@ -47,10 +46,6 @@ _STORAGE_DTYPES = {
     "ByteStorage": np.uint8,
     "BoolStorage": np.bool_,
 }
-
-
-class _StorageType(NamedTuple):
-    dtype: np.dtype
 
 
 class _Storage:
@@ -114,7 +109,7 @@ _ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
     ("collections", "OrderedDict"): OrderedDict,
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
     ("torch._utils", "_rebuild_parameter"): lambda data, *_: data,
-    **{("torch", n): _StorageType(np.dtype(t)) for n, t in _STORAGE_DTYPES.items()},
+    **{("torch", n): np.dtype(t) for n, t in _STORAGE_DTYPES.items()},  # storage types
 }
 
 
@@ -143,15 +138,14 @@ class _Unpickler(pickle.Unpickler):
         if not isinstance(pid, tuple) or len(pid) < 5 or _as_str(pid[0]) != "storage":
             raise pickle.UnpicklingError(f"unsupported persistent id {pid!r}")
         storage_type, key, _location, numel = pid[1:5]
-        if not isinstance(storage_type, _StorageType):
+        if not isinstance(storage_type, np.dtype):
             raise pickle.UnpicklingError(f"unsupported storage type {storage_type!r}")
         key = _as_str(key)
         storage = self._storages.get(key)
         if storage is None:
-            storage = self._storages[key] = _Storage(key, storage_type.dtype, int(numel))
-        view = pid[5] if len(pid) > 5 else None
-        if view is not None:
-            _, offset, view_numel = view
+            storage = self._storages[key] = _Storage(key, storage_type, int(numel))
+        if len(pid) > 5 and pid[5] is not None:
+            _, offset, view_numel = pid[5]
             return _StorageView(storage, int(offset), int(view_numel))
         return storage
 
@@ -210,11 +204,9 @@ def _read_legacy(path: Path) -> Any:
 
 
 def read_torch_file(path: str | Path) -> Any:
-    """A ``torch.save``-d object of dicts, lists and tensors, with tensors as numpy arrays.
-
-    Reads both of PyTorch's formats without PyTorch; only if that fails and PyTorch is installed
-    does ``torch.load(..., weights_only=True)`` get a second try. Dtypes stay as stored.
-    """
+    """A ``torch.save``-d object of dicts, lists and tensors, with tensors as numpy arrays (dtypes
+    as stored). Where this reader fails, an installed PyTorch's ``torch.load(...,
+    weights_only=True)`` gets a second try."""
     path = Path(path)
     try:
         return _materialize(_read_zip(path) if zipfile.is_zipfile(path) else _read_legacy(path))
@@ -291,19 +283,12 @@ def convert_state_dict(
     model_name: str = "model",
     source: str = "The state dict",
 ) -> dict:
-    """A Flax tree of float32 numpy arrays, shaped like ``abstract``, from a state dict (strict).
+    """A Flax tree of float32 arrays shaped like ``abstract`` (e.g. ``jax.eval_shape`` of ``init``)
+    from a state dict, strictly (a :class:`ConversionError` lists every problem).
 
-    Args:
-      state_dict: PyTorch key -> array (``module.`` prefixes are removed first).
-      abstract: the expected tree (e.g. from ``jax.eval_shape`` of ``init``); only shapes count.
-      torch_prefix: the dotted PyTorch module name of a leaf's Flax path without its leaf name,
-        e.g. ``("res1_0", "conv1") -> "res1.0.conv1"``.
-      ignore: keys that may be present without a counterpart.
-      buffers: keys that are not parameters, each with a check that raises ``ValueError`` when
-        the stored value disagrees with the model.
-
-    Raises:
-      ConversionError: listing every missing and unexpected key and every shape mismatch.
+    ``torch_prefix`` maps a leaf's Flax path less its leaf name to the PyTorch module name
+    (``("res1_0", "conv1") -> "res1.0.conv1"``); ``ignore`` keys need no counterpart;
+    ``buffers`` maps non-parameters to checks that raise ``ValueError`` on a mismatch.
     """
     state_dict = strip_module_prefix(state_dict)
     buffers = buffers or {}
@@ -330,10 +315,8 @@ def convert_state_dict(
             continue
         out[path] = np.ascontiguousarray(value)
     unexpected = sorted(k for k in state_dict if not (k in used or k in buffers or ignore(k)))
-    error = mismatch_error(
-        f"{source} does not match this {model_name}", missing, unexpected, mismatched
-    )
-    if error:
+    what = f"{source} does not match this {model_name}"
+    if error := mismatch_error(what, missing, unexpected, mismatched):
         raise error
     for key, check in buffers.items():
         if key in state_dict:

@@ -1,8 +1,9 @@
 """TFRecord files of ``tf.train.Example`` protos in pure Python (no TensorFlow).
 
-The format of the FFHQ / CelebA-HQ files of the StyleGAN dataset tool, which the paper's configs
-read: each record holds ``shape`` (int64 ``[C, H, W]``) and ``data`` (raw uint8 bytes, CHW).
-:func:`write_tfrecord_images` and :func:`read_image_example` are that layout's two directions.
+The layout is that of the StyleGAN dataset tool's FFHQ / CelebA-HQ files, which the paper's
+configs read: each record holds ``shape`` (int64 ``[C, H, W]``) and ``data`` (raw uint8 CHW).
+A record is framed as ``uint64 length | uint32 masked_crc32c(length) | data | uint32
+masked_crc32c(data)`` (little endian).
 """
 
 from __future__ import annotations
@@ -30,23 +31,16 @@ __all__ = [
     "write_tfrecord_images",
 ]
 
-# Record framing (little endian):
-#   uint64 length | uint32 masked_crc32c(length bytes) | data[length] | uint32 masked_crc32c(data)
+
+def _crc32c_table() -> np.ndarray:
+    table = np.arange(256, dtype=np.uint32)
+    for _ in range(8):  # reflected Castagnoli polynomial
+        table = np.where(table & 1, (table >> 1) ^ np.uint32(0x82F63B78), table >> 1)
+    return table.astype(np.uint32)
 
 
-def _crc32c_table() -> tuple[int, ...]:
-    poly = 0x82F63B78  # reflected Castagnoli polynomial
-    table = []
-    for n in range(256):
-        c = n
-        for _ in range(8):
-            c = (c >> 1) ^ poly if c & 1 else c >> 1
-        table.append(c)
-    return tuple(table)
-
-
-_CRC32C_TABLE = _crc32c_table()
-_CRC32C_TABLE_NP = np.asarray(_CRC32C_TABLE, np.uint32)
+_CRC32C_TABLE_NP = _crc32c_table()
+_CRC32C_TABLE = tuple(_CRC32C_TABLE_NP.tolist())
 # Below this size the plain byte loop beats the set-up cost of the chunked numpy version.
 _CRC_CHUNKED_MIN_BYTES = 4096
 
@@ -62,10 +56,9 @@ def _crc32c_update(register: int, data: bytes) -> int:
 def crc32c(data: bytes) -> int:
     """CRC-32C (Castagnoli) of ``data``, e.g. ``crc32c(b"123456789") == 0xE3069283``.
 
-    Large inputs are split into ``k`` equal chunks whose raw CRCs numpy computes in lockstep; the
-    raw CRC is linear over GF(2), so the chunks are then chained with the operator "append ``m``
-    zero bytes" (tabulated once per call). That makes a megapixel image take milliseconds instead
-    of the second a byte-at-a-time Python loop needs.
+    Large inputs: the raw CRCs of ``k`` equal chunks in numpy lockstep, chained (the raw CRC is
+    linear over GF(2)) by the tabulated operator "append ``m`` zero bytes"; milliseconds for a
+    megapixel image, where a byte loop in Python takes a second.
     """
     buf = np.frombuffer(data, np.uint8)
     n = buf.size
@@ -86,17 +79,10 @@ def crc32c(data: bytes) -> int:
     for _ in range(m):
         shift = table[shift & 0xFF] ^ (shift >> 8)
     s0, s1, s2, s3 = shift.reshape(4, 256).tolist()
-    register = 0xFFFFFFFF
+    r = 0xFFFFFFFF  # the register, chained over the chunks
     for chunk_raw in raw.tolist():
-        register = (
-            s0[register & 0xFF]
-            ^ s1[(register >> 8) & 0xFF]
-            ^ s2[(register >> 16) & 0xFF]
-            ^ s3[register >> 24]
-            ^ chunk_raw
-        )
-    register = _crc32c_update(register, bytes(buf[k * m :]))
-    return register ^ 0xFFFFFFFF
+        r = s0[r & 0xFF] ^ s1[(r >> 8) & 0xFF] ^ s2[(r >> 16) & 0xFF] ^ s3[r >> 24] ^ chunk_raw
+    return _crc32c_update(r, bytes(buf[k * m :])) ^ 0xFFFFFFFF
 
 
 def masked_crc32c(data: bytes) -> int:
@@ -105,22 +91,16 @@ def masked_crc32c(data: bytes) -> int:
     return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
-# ---------------------------------------------------------------------------------------------
-# Minimal protobuf wire format for tf.train.Example.
-#   Example  { Features features = 1; }
-#   Features { map<string, Feature> feature = 1; }   (map entry: key = 1, value = 2)
-#   Feature  { oneof { BytesList bytes_list = 1; FloatList float_list = 2;
-#                      Int64List int64_list = 3; } }
-#   BytesList { repeated bytes value = 1; }  FloatList { repeated float value = 1 [packed]; }
-#   Int64List { repeated int64 value = 1 [packed]; }
-
+# Minimal protobuf wire format of tf.train.Example { Features features = 1; }, Features
+# { map<string, Feature> feature = 1; } (entry: key = 1, value = 2), Feature { oneof {BytesList
+# bytes_list = 1; FloatList float_list = 2; Int64List int64_list = 3;} }, each list
+# { repeated value = 1; } (floats and int64s packed).
 _WIRE_VARINT, _WIRE_FIXED64, _WIRE_LEN, _WIRE_FIXED32 = 0, 1, 2, 5
 
 
 def _read_varint(buf: memoryview, pos: int) -> tuple[int, int]:
     result = 0
-    shift = 0
-    while True:
+    for shift in range(0, 70, 7):
         if pos >= len(buf):
             raise DataError("truncated protobuf varint")
         byte = buf[pos]
@@ -128,9 +108,7 @@ def _read_varint(buf: memoryview, pos: int) -> tuple[int, int]:
         result |= (byte & 0x7F) << shift
         if byte < 0x80:
             return result, pos
-        shift += 7
-        if shift >= 70:
-            raise DataError("protobuf varint longer than 10 bytes")
+    raise DataError("protobuf varint longer than 10 bytes")
 
 
 def _fields(buf: memoryview) -> Iterator[tuple[int, int, int | memoryview]]:
@@ -142,16 +120,13 @@ def _fields(buf: memoryview) -> Iterator[tuple[int, int, int | memoryview]]:
         field, wire = key >> 3, key & 7
         if wire == _WIRE_VARINT:
             value, pos = _read_varint(buf, pos)
-        elif wire == _WIRE_LEN:
-            length, pos = _read_varint(buf, pos)
+        elif wire in (_WIRE_LEN, _WIRE_FIXED64, _WIRE_FIXED32):
+            if wire == _WIRE_LEN:
+                length, pos = _read_varint(buf, pos)
+            else:
+                length = 8 if wire == _WIRE_FIXED64 else 4
             value = buf[pos : pos + length]
             pos += length
-        elif wire == _WIRE_FIXED64:
-            value = buf[pos : pos + 8]
-            pos += 8
-        elif wire == _WIRE_FIXED32:
-            value = buf[pos : pos + 4]
-            pos += 4
         else:
             raise DataError(f"unsupported protobuf wire type {wire} (field {field})")
         if pos > end:
@@ -163,24 +138,27 @@ def _signed64(value: int) -> int:
     return value - (1 << 64) if value >= 1 << 63 else value
 
 
+def _payloads(buf: memoryview, number: int) -> list[memoryview]:
+    """The length-delimited values of field ``number`` of a message."""
+    return [v for f, w, v in _fields(buf) if f == number and w == _WIRE_LEN]
+
+
 def _parse_feature(buf: memoryview) -> list[bytes] | np.ndarray:
     result: list[bytes] | np.ndarray = []
     for kind, wire, payload in _fields(buf):
         if wire != _WIRE_LEN:
             continue
         if kind == 1:  # bytes_list
-            result = [bytes(v) for f, w, v in _fields(payload) if f == 1 and w == _WIRE_LEN]
+            result = [bytes(v) for v in _payloads(payload, 1)]
         elif kind == 2:  # float_list: packed (wire 2) or one fixed32 per value (wire 5)
             parts = [bytes(v) for f, w, v in _fields(payload) if f == 1 and w != _WIRE_VARINT]
             result = np.frombuffer(b"".join(parts), "<f4").astype(np.float32)
         elif kind == 3:  # int64_list: packed varints (wire 2) or one varint per value (wire 0)
             values: list[int] = []
             for f, w, v in _fields(payload):
-                if f != 1:
-                    continue
-                if w == _WIRE_VARINT:
+                if f == 1 and w == _WIRE_VARINT:
                     values.append(_signed64(v))
-                elif w == _WIRE_LEN:
+                elif f == 1 and w == _WIRE_LEN:
                     pos = 0
                     while pos < len(v):
                         item, pos = _read_varint(v, pos)
@@ -193,32 +171,21 @@ def parse_tf_example(serialized: bytes) -> dict[str, list[bytes] | np.ndarray]:
     """Decodes a serialized ``tf.train.Example`` into ``{name: list[bytes] (bytes_list) or
     float32 array (float_list) or int64 array (int64_list)}``."""
     features: dict[str, list[bytes] | np.ndarray] = {}
-    for field, wire, features_msg in _fields(memoryview(serialized)):
-        if field != 1 or wire != _WIRE_LEN:
-            continue
-        for entry_field, entry_wire, entry in _fields(features_msg):
-            if entry_field != 1 or entry_wire != _WIRE_LEN:
-                continue
-            key, value = "", memoryview(b"")
-            for f, w, v in _fields(entry):
-                if f == 1 and w == _WIRE_LEN:
-                    key = bytes(v).decode("utf-8")
-                elif f == 2 and w == _WIRE_LEN:
-                    value = v
-            features[key] = _parse_feature(value)
+    for features_msg in _payloads(memoryview(serialized), 1):
+        for entry in _payloads(features_msg, 1):
+            keys, values = _payloads(entry, 1), _payloads(entry, 2)
+            key = bytes(keys[-1]).decode("utf-8") if keys else ""
+            features[key] = _parse_feature(values[-1] if values else memoryview(b""))
     return features
 
 
 def _varint(value: int) -> bytes:
     out = bytearray()
-    while True:
-        byte = value & 0x7F
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
         value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
+    out.append(value)
+    return bytes(out)
 
 
 def _len_field(field: int, payload: bytes) -> bytes:
@@ -268,16 +235,14 @@ def _scan_file(path: str, verify_crc: bool) -> tuple[list[int], list[int]]:
             length, length_crc = _HEADER.unpack(header)
             if verify_crc and masked_crc32c(header[:8]) != length_crc:
                 raise DataError(f"{path}: corrupt TFRecord length at byte {pos} (CRC mismatch)")
-            start = pos + _HEADER.size
-            pos = start + length + 4
-            if pos > size:
+            if (end := pos + _HEADER.size + length + 4) > size:
                 raise DataError(
-                    f"{path}: TFRecord at byte {start - _HEADER.size} claims {length} bytes but "
+                    f"{path}: TFRecord at byte {pos} claims {length} bytes but "
                     "the file ends first (truncated or not a TFRecord file)"
                 )
-            offsets.append(start)
+            offsets.append(pos + _HEADER.size)
             lengths.append(length)
-            f.seek(pos)
+            pos = f.seek(end)
     return offsets, lengths
 
 
@@ -286,17 +251,12 @@ def index_tfrecords(
 ) -> TFRecordIndex:
     """Scans the record headers of ``files`` once (seeking over the data) to build the index."""
     names = tuple(os.fspath(p) for p in files)
-    file_ids, offsets, lengths = [], [], []
-    for i, name in enumerate(names):
-        o, n = _scan_file(name, verify_crc)
-        file_ids.extend([i] * len(o))
-        offsets.extend(o)
-        lengths.extend(n)
+    scans = [_scan_file(name, verify_crc) for name in names]
     return TFRecordIndex(
         files=names,
-        file_ids=np.asarray(file_ids, np.int32),
-        offsets=np.asarray(offsets, np.int64),
-        lengths=np.asarray(lengths, np.int64),
+        file_ids=np.asarray([i for i, (o, _) in enumerate(scans) for _ in o], np.int32),
+        offsets=np.asarray([x for o, _ in scans for x in o], np.int64),
+        lengths=np.asarray([x for _, n in scans for x in n], np.int64),
     )
 
 
@@ -328,21 +288,11 @@ def first_record(path: str | os.PathLike) -> bytes:
         header = f.read(_HEADER.size)
         if len(header) < _HEADER.size:
             raise DataError(f"{path} is empty or not a TFRecord file")
-        (length, _) = _HEADER.unpack(header)
+        length = _HEADER.unpack(header)[0]
         data = f.read(length)
     if len(data) != length:
         raise DataError(f"{path}: first record is truncated (not a TFRecord file?)")
     return data
-
-
-def _frame(record: bytes) -> bytes:
-    length = struct.pack("<Q", len(record))
-    return (
-        length
-        + struct.pack("<I", masked_crc32c(length))
-        + record
-        + struct.pack("<I", masked_crc32c(record))
-    )
 
 
 def write_tfrecord_images(
@@ -362,13 +312,13 @@ def write_tfrecord_images(
     with open(path, "wb") as f:
         for i, image in enumerate(images):
             chw = np.ascontiguousarray(image.transpose(2, 0, 1))
-            features: dict[str, bytes | Sequence[int]] = {
-                "shape": list(chw.shape),
-                "data": chw.tobytes(),
-            }
+            features = {"shape": list(chw.shape), "data": chw.tobytes()}
             if labels is not None:
                 features["label"] = [int(labels[i])]
-            f.write(_frame(encode_tf_example(features)))
+            record = encode_tf_example(features)
+            length = struct.pack("<Q", len(record))
+            f.write(length + struct.pack("<I", masked_crc32c(length)) + record)
+            f.write(struct.pack("<I", masked_crc32c(record)))
 
 
 def read_image_example(record: bytes, where: str) -> tuple[np.ndarray, int]:
