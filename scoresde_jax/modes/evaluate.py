@@ -160,15 +160,11 @@ def _keyed_stats(out_dir: str, stem: str, kind: str, settings: dict, compute) ->
 def evaluate(config, workdir: str, *, sample_metrics: SampleMetrics | None = None) -> dict:
     """Evaluates checkpoints in ``workdir`` and writes JSON reports; returns the last report.
 
-    Images (checkpoints: :func:`checkpoint_steps`): the test loss (``eval.enable_loss``), bits/dim
-    with uniform dequantization over ``eval.num_repeats`` passes of ``eval.bpd_dataset``
-    (``eval.enable_bpd``) and ``eval.num_samples`` samples scored by ``sample_metrics``
-    (``eval.enable_sampling``). Toys: the newest checkpoint's test NLL, a fitted-Gaussian baseline,
-    the true NLL where known, and samples next to the test data. Partial results live in
-    directories named by the fingerprint of their settings (:mod:`scoresde_jax.run.results`), so
-    only work of identical settings is resumed or reused. Reports: ``workdir/eval/reports/``, the
-    newest of each step ``workdir/eval/latest_step_<step>.json``; lock ``workdir/eval/eval.lock``.
-    """
+    Images (:func:`checkpoint_steps`): test loss, bits/dim (uniform dequantization, over
+    ``eval.num_repeats`` passes) and ``eval.num_samples`` samples scored by ``sample_metrics``;
+    toys: the newest checkpoint's test NLL, a fitted-Gaussian baseline, the true NLL where known,
+    and samples. Work of identical settings (:mod:`scoresde_jax.run.results`) is resumed or reused.
+    Reports: ``workdir/eval/reports/`` and ``workdir/eval/latest_step_<step>.json``."""
     check_workdir(workdir)
     with workdir_lock.hold(os.path.join(workdir, "eval"), "eval", mode="eval"):
         if config.data.get("dataset_kind", "image") == "toy":
