@@ -1,12 +1,7 @@
 """scoresde_jax: score-based generative modeling through SDEs (Song et al., ICLR 2021) in JAX.
 
-The package has three layers (see the README's design section): the library (``core``,
-``sampling``, ``models``, ``data``, ``metrics``, ``io``), ``run`` (configs to library objects,
-the trainer, checkpoints) and ``modes`` (one per command of ``main.py``). The names users need
-most are listed here, and the core modules are reachable as ``scoresde_jax.sde``,
-``scoresde_jax.likelihood`` and so on. They are imported on first use, so that
-``import scoresde_jax`` (and the command line's checks of its arguments) start without loading
-JAX.
+The names users need most, and the core modules as ``scoresde_jax.sde``, ``scoresde_jax.likelihood``
+and so on, imported on first use (``import scoresde_jax`` and the command line start without JAX).
 """
 
 import importlib
@@ -100,13 +95,12 @@ __all__ = sorted(_EXPORTS)
 def __getattr__(name: str):
     if name in _EXPORTS:
         value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    if name in _MODULES:
+    elif name in _MODULES:
         value = importlib.import_module(_MODULES[name])
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'scoresde_jax' has no attribute {name!r}")
+    else:
+        raise AttributeError(f"module 'scoresde_jax' has no attribute {name!r}")
+    globals()[name] = value
+    return value
 
 
 def __dir__():

@@ -1,11 +1,10 @@
-"""The command lines: ``python main.py --config CONFIG --workdir DIR --mode MODE``, the converter
-and the feature classifiers.
+"""The command lines: ``python main.py --config CONFIG --workdir DIR --mode MODE``
+(:data:`MODES`), the converter and the feature classifiers.
 
-Before any heavy work: ``--help``; the config file exists and every ``--config.a.b=value``
-names a field of it (the error names the closest ones); then the values are checked
-(:mod:`scoresde_jax.run.preflight`) and the mode runs (:data:`MODES`) holding the lock of the
-directory it writes. Nothing here imports JAX before the preflight checks, so mistakes in the
-command line are reported at once. Exit statuses: see the usage text.
+Before any heavy work (nothing here imports JAX first): ``--help``; the config file exists and
+every ``--config.a.b=value`` names a field of it (the error names the closest ones); then the
+values are checked (:mod:`scoresde_jax.run.preflight`) and the mode runs holding the lock of the
+directory it writes. Exit statuses: see the usage text.
 """
 
 from __future__ import annotations
@@ -14,7 +13,6 @@ import contextlib
 import dataclasses
 import difflib
 import errno
-import functools
 import importlib.util
 import json
 import logging
@@ -23,12 +21,7 @@ import re
 import sys
 from collections.abc import Callable
 
-from scoresde_jax.errors import (
-    EXIT_USER_ERROR,
-    ConfigError,
-    StoppedBySignal,
-    UserError,
-)
+from scoresde_jax.errors import EXIT_USER_ERROR, ConfigError, StoppedBySignal, UserError
 from scoresde_jax.run import compile_cache
 
 __all__ = [
@@ -49,31 +42,28 @@ TRACEBACK_ENV = "SCORESDE_TRACEBACK"
 
 
 def _train(config, workdir):
-    from scoresde_jax.run.trainer import train
-
-    state = train(config, workdir)
     import jax
 
-    step = int(jax.device_get(state.step))
+    from scoresde_jax.run.trainer import train
+
+    step = int(jax.device_get(train(config, workdir).step))
     print(f"Training done: step {step}; checkpoints in {os.path.join(workdir, 'checkpoints')}")
 
 
-def _mode(module: str, name: str) -> Callable:
-    """``scoresde_jax.modes.<module>.<name>``, imported only when the mode runs."""
-
-    def run(config, workdir):
-        return getattr(importlib.import_module(f"scoresde_jax.modes.{module}"), name)(
-            config, workdir
-        )
-
-    return run
+def _function(target: str | Callable) -> Callable:
+    """``target`` itself, or the function ``"module:name"`` of :mod:`scoresde_jax.modes`
+    (imported only when the mode runs)."""
+    if callable(target):
+        return target
+    module, name = target.split(":")
+    return getattr(importlib.import_module(f"scoresde_jax.modes.{module}"), name)
 
 
 SAMPLE_TASKS = {
-    "generate": ("evaluate", "sample"),
-    "inpaint": ("tasks", "inpaint"),
-    "colorize": ("tasks", "colorize"),
-    "class": ("classifier", "sample_class"),
+    "generate": "evaluate:sample",
+    "inpaint": "tasks:inpaint",
+    "colorize": "tasks:colorize",
+    "class": "classifier:sample_class",
 }
 """``config.sampling.task`` of ``--mode sample`` -> the function of :mod:`scoresde_jax.modes`."""
 
@@ -86,31 +76,29 @@ def sample(config, workdir):
             f"Unknown config.sampling.task={task!r}; choose one of {sorted(SAMPLE_TASKS)} "
             "('generate': unconditional samples, the default)."
         )
-    return _mode(*SAMPLE_TASKS[task])(config, workdir)
+    return _function(SAMPLE_TASKS[task])(config, workdir)
 
 
 @dataclasses.dataclass(frozen=True)
 class Mode:
-    """One command: ``run(config, workdir) -> report dict or None``.
+    """One command: ``run(config, workdir) -> report dict or None`` calls ``target`` (see
+    :func:`_function`). ``lock``: the sub-directory of the work directory the mode writes and
+    locks (``""`` the work directory; ``None``: the function takes its own lock);
+    ``needs_checkpoint``: the mode reads a trained (or converted) checkpoint."""
 
-    ``lock``: the sub-directory of the work directory the mode writes and locks (``""`` the
-    work directory itself; ``None`` when the mode's function takes its own lock).
-    ``needs_checkpoint``: the mode reads a trained (or converted) checkpoint.
-    """
-
-    run: Callable
+    target: str | Callable
     help: str
     lock: str | None = None
     needs_checkpoint: bool = False
+
+    def run(self, config, workdir: str):
+        return _function(self.target)(config, workdir)
 
 
 MODES: dict[str, Mode] = {
     "train": Mode(_train, "train the score model (resumes from the newest checkpoint)"),
     "eval": Mode(
-        _mode("evaluate", "evaluate"),
-        "loss, bits/dim and sample quality of checkpoints",
-        None,
-        True,
+        "evaluate:evaluate", "loss, bits/dim and sample quality of checkpoints", None, True
     ),
     "sample": Mode(
         sample,
@@ -119,31 +107,24 @@ MODES: dict[str, Mode] = {
         True,
     ),
     "stats": Mode(
-        _mode("evaluate", "reference_stats"),
-        "reference feature statistics of a dataset for FID/KID",
-        "stats",
+        "evaluate:reference_stats", "reference feature statistics of a dataset for FID/KID", "stats"
     ),
     "train_classifier": Mode(
-        _mode("classifier", "train_classifier"),
+        "classifier:train_classifier",
         "the noise-conditional classifier of class-conditional sampling",
     ),
-    "encode": Mode(
-        _mode("latent", "encode_mode"), "probability-flow latents of data", "latent", True
-    ),
-    "interpolate": Mode(
-        _mode("latent", "interpolate_mode"), "interpolation between latents", "latent", True
-    ),
+    "encode": Mode("latent:encode_mode", "probability-flow latents of data", "latent", True),
+    "interpolate": Mode("latent:interpolate_mode", "interpolation between latents", "latent", True),
     "temperature": Mode(
-        _mode("latent", "temperature_mode"), "samples at scaled prior temperatures", "latent", True
+        "latent:temperature_mode", "samples at scaled prior temperatures", "latent", True
     ),
     "toy_figures": Mode(
-        _mode("figures", "toy_figures"),
+        "figures:toy_figures",
         "score fields and trajectories of a 2-D toy model",
         "figures",
         True,
     ),
 }
-
 
 _USAGE = """\
 usage: python main.py --config CONFIG --workdir DIR [--mode MODE] [--config.SECTION.FIELD=VALUE ...]
@@ -173,10 +154,6 @@ def usage() -> str:
     width = max(len(m) for m in MODES)
     lines = "\n".join(f"  {name:<{width}}  {mode.help}" for name, mode in MODES.items())
     return _USAGE.format(modes=lines)
-
-
-# -------------------------------------------------------------------------------------------
-# Command-line checks that need no JAX.
 
 
 def _flag_value(argv: list[str], name: str) -> str | None:
@@ -263,35 +240,51 @@ def _precheck_argv(argv: list[str]) -> None:
         _fail(f"--mode={mode}: unknown mode; use one of {', '.join(MODES)}.{hint}")
 
 
-# -------------------------------------------------------------------------------------------
-# Flags.
+def _define(specs, flag_values=None) -> None:
+    """Defines the flags ``(kind, name, default, [enum values,] help)`` of ``specs``."""
+    from absl import flags
+
+    flag_values = flags.FLAGS if flag_values is None else flag_values
+    for kind, name, default, *rest in specs:
+        getattr(flags, f"DEFINE_{kind}")(name, default, *rest, flag_values=flag_values)
 
 
-def _define_flags():
+def _config_and(specs, required: tuple[str, ...] = ()):
+    """absl's flags with ``--config`` and ``specs`` (:func:`_define`), defined once."""
     from absl import flags
     from ml_collections import config_flags
 
-    if "workdir" in flags.FLAGS:
-        return flags.FLAGS
-    config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
-    flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs, samples and reports.")
-    flags.DEFINE_enum("mode", "train", list(MODES), "What to run (see --help).")
-    flags.DEFINE_bool(
-        "multihost",
-        False,
-        "Join a multi-host job with jax.distributed (one process per host, same command on each).",
-    )
-    flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (manual multi-host).")
-    flags.DEFINE_integer("num_processes", None, "Number of processes (manual multi-host).")
-    flags.DEFINE_integer("process_id", None, "This process's index (manual multi-host).")
-    flags.DEFINE_bool("traceback", False, f"Show full tracebacks (also ${TRACEBACK_ENV}=1).")
-    flags.DEFINE_string(
-        "compilation_cache",
-        None,
-        "Directory of JAX's persistent compilation cache, or 'off' (default: "
-        f"${compile_cache.ENV}, else {compile_cache.default_dir()}).",
-    )
+    if specs[0][1] not in flags.FLAGS:
+        config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
+        _define(specs)
+        if required:
+            flags.mark_flags_as_required(list(required))
     return flags.FLAGS
+
+
+def _main_flags() -> tuple:
+    return (
+        ("string", "workdir", None, "Directory for checkpoints, logs, samples and reports."),
+        ("enum", "mode", "train", list(MODES), "What to run (see --help)."),
+        (
+            "bool",
+            "multihost",
+            False,
+            "Join a multi-host job with jax.distributed (one process per host, same command on "
+            "each).",
+        ),
+        ("string", "coordinator_address", None, "host:port of process 0 (manual multi-host)."),
+        ("integer", "num_processes", None, "Number of processes (manual multi-host)."),
+        ("integer", "process_id", None, "This process's index (manual multi-host)."),
+        ("bool", "traceback", False, f"Show full tracebacks (also ${TRACEBACK_ENV}=1)."),
+        (
+            "string",
+            "compilation_cache",
+            None,
+            "Directory of JAX's persistent compilation cache, or 'off' (default: "
+            f"${compile_cache.ENV}, else {compile_cache.default_dir()}).",
+        ),
+    )
 
 
 def parse_flags(argv: list[str], define: Callable) -> list[str]:
@@ -395,12 +388,10 @@ def _main(argv) -> None:
         if config is None:
             raise ConfigError(f"--config={FLAGS['config'].serialize()}: the file did not load.")
         # TensorFlow (only ever used by input pipelines) must never take the accelerators.
-        try:
+        with contextlib.suppress(ImportError):
             import tensorflow as tf
 
             tf.config.set_visible_devices([], "GPU")
-        except ImportError:
-            pass
         if FLAGS.multihost or FLAGS.num_processes is not None:
             from scoresde_jax.run.distributed import initialize
 
@@ -429,11 +420,8 @@ def main(argv: list[str] | None = None) -> None:
     _precheck_argv(argv[1:])
     from absl import app
 
-    app.run(_main, argv=argv, flags_parser=lambda a: parse_flags(a, _define_flags))
-
-
-# -------------------------------------------------------------------------------------------
-# The checkpoint converter, ``python -m scoresde_jax.convert``.
+    define = lambda: _config_and(_main_flags())
+    app.run(_main, argv=argv, flags_parser=lambda a: parse_flags(a, define))
 
 
 CONVERT_USAGE = """\
@@ -462,6 +450,15 @@ or train to fine-tune) uses it.
 Exit status: 0 converted; 2 the input cannot be converted (the message says why).
 """
 
+_CONVERT_FLAGS = (
+    ("string", "checkpoint", None, "Checkpoint file (.pth/.npz, or a msgpack file)."),
+    ("enum", "source", "torch", ["torch", "flax"], "Checkpoint format."),
+    ("string", "workdir", None, "Experiment directory (checkpoints/ is written)."),
+    ("integer", "step", None, "Save under this step (default: the checkpoint's)."),
+    ("enum", "noise_levels", "config", ["config", "checkpoint"], "Noise levels of the network."),
+    ("bool", "traceback", False, "Show full tracebacks."),
+)
+
 
 def _convert_main(argv) -> None:
     """``python -m scoresde_jax.convert`` (see :data:`CONVERT_USAGE`)."""
@@ -476,14 +473,8 @@ def _convert_main(argv) -> None:
     f = flags.FLAGS
     with user_errors():
         try:
-            state = convert.convert_checkpoint(
-                f.config,
-                source=f.source,
-                checkpoint=f.checkpoint,
-                workdir=f.workdir,
-                step=f.step,
-                noise_levels=f.noise_levels,
-            )
+            kw = {name: f[name].value for name in ("source", "workdir", "step", "noise_levels")}
+            state = convert.convert_checkpoint(f.config, checkpoint=f.checkpoint, **kw)
         except UserError:
             raise
         except (ValueError, ImportError, FileNotFoundError, FileExistsError, KeyError) as e:
@@ -495,62 +486,43 @@ def _convert_main(argv) -> None:
     )
 
 
-def _define_convert_flags():
-    from absl import flags
-    from ml_collections import config_flags
-
-    if "checkpoint" in flags.FLAGS:
-        return flags.FLAGS
-    config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
-    flags.DEFINE_enum("source", "torch", ["torch", "flax"], "Checkpoint format.")
-    flags.DEFINE_string("checkpoint", None, "Checkpoint file (.pth/.npz, or a msgpack file).")
-    flags.DEFINE_string("workdir", None, "Experiment directory (checkpoints/ is written).")
-    flags.DEFINE_integer("step", None, "Save under this step (default: the checkpoint's).")
-    flags.DEFINE_enum(
-        "noise_levels", "config", ["config", "checkpoint"], "Noise levels of the network."
-    )
-    flags.DEFINE_bool("traceback", False, "Show full tracebacks.")
-    flags.mark_flags_as_required(["config", "checkpoint", "workdir"])
-    return flags.FLAGS
-
-
 def convert_cli(argv: list[str] | None = None) -> None:
     from absl import app
 
     argv = _argv_or_help(argv, CONVERT_USAGE, ("-h", "--help", "--helpshort", "--helpfull"))
     check_config_arg(argv[1:])
-    app.run(_convert_main, argv=argv, flags_parser=lambda a: parse_flags(a, _define_convert_flags))
+    define = lambda: _config_and(_CONVERT_FLAGS, ("config", "checkpoint", "workdir"))
+    app.run(_convert_main, argv=argv, flags_parser=lambda a: parse_flags(a, define))
 
 
 FEATURE_COMMANDS = ("train", "stats", "eval")
+_FEATURE_FLAGS = (
+    ("enum", "dataset", None, ["mnist", "cifar10"], "Dataset of the classifier."),
+    (
+        "string",
+        "data_path",
+        None,
+        "Local data: MNIST IDX folder, CIFAR-10 .npz or python folder (default: TFDS).",
+    ),
+    ("string", "out", None, "train: weight file (.npz); stats: statistics file."),
+    ("string", "stats_out", None, "train: also write test-split statistics here."),
+    ("integer", "num_steps", None, "train: steps (default 1500 MNIST, 1200 CIFAR-10)."),
+    ("integer", "batch_size", 128, "train: examples per step."),
+    ("float", "learning_rate", 2e-3, "train: peak learning rate."),
+    ("integer", "seed", 0, "train: seed."),
+    ("string", "workdir", None, "train: checkpoints (resumed when run again)."),
+    ("string", "classifier", None, "stats/eval: classifier name or weight file."),
+    ("enum", "split", "test", ["train", "test"], "stats/eval: split."),
+)
 
 
 def feature_classifier_cli(argv: list[str] | None = None) -> None:
     """``python -m scoresde_jax.feature_classifier {train,stats,eval} --dataset D ...``: the FD
-    classifiers' weights, reference statistics and accuracy (:mod:`scoresde_jax.modes.
-    feature_classifier`); ``--help`` lists the flags."""
+    classifiers' weights, reference statistics and accuracy; ``--help`` lists the flags."""
     from absl import flags
 
     fv = flags.FlagValues()
-    string = functools.partial(flags.DEFINE_string, flag_values=fv)
-    integer = functools.partial(flags.DEFINE_integer, flag_values=fv)
-    flags.DEFINE_enum(
-        "dataset", None, ["mnist", "cifar10"], "Dataset of the classifier.", flag_values=fv
-    )
-    string(
-        "data_path",
-        None,
-        "Local data: MNIST IDX folder, CIFAR-10 .npz or python folder (default: TFDS).",
-    )
-    string("out", None, "train: weight file (.npz); stats: statistics file.")
-    string("stats_out", None, "train: also write test-split statistics here.")
-    integer("num_steps", None, "train: steps (default 1500 MNIST, 1200 CIFAR-10).")
-    integer("batch_size", 128, "train: examples per step.")
-    flags.DEFINE_float("learning_rate", 2e-3, "train: peak learning rate.", flag_values=fv)
-    integer("seed", 0, "train: seed.")
-    string("workdir", None, "train: checkpoints (resumed when run again).")
-    string("classifier", None, "stats/eval: classifier name or weight file.")
-    flags.DEFINE_enum("split", "test", ["train", "test"], "stats/eval: split.", flag_values=fv)
+    _define(_FEATURE_FLAGS, fv)
     usage = (
         "usage: python -m scoresde_jax.feature_classifier {train,stats,eval} --dataset "
         "{mnist,cifar10} [flags]\n\n" + fv.main_module_help()
@@ -574,21 +546,12 @@ def feature_classifier_cli(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     from scoresde_jax.modes import feature_classifier as fc
 
-    common = dict(data_path=fv.data_path)
     if command == "train":
-        result = fc.train(
-            fv.dataset,
-            fv.out,
-            stats_out=fv.stats_out,
-            num_steps=fv.num_steps,
-            batch_size=fv.batch_size,
-            learning_rate=fv.learning_rate,
-            seed=fv.seed,
-            workdir=fv.workdir,
-            **common,
-        )
+        names = ("data_path", "stats_out", "num_steps", "batch_size", "learning_rate", "seed")
+        kw = {n: fv[n].value for n in (*names, "workdir")}
+        result = fc.train(fv.dataset, fv.out, **kw)
     elif command == "stats":
-        result = fc.stats(fv.classifier, fv.dataset, fv.out, split=fv.split, **common)
+        result = fc.stats(fv.classifier, fv.dataset, fv.out, split=fv.split, data_path=fv.data_path)
     else:
-        result = fc.accuracy(fv.classifier, fv.dataset, split=fv.split, **common)
+        result = fc.accuracy(fv.classifier, fv.dataset, split=fv.split, data_path=fv.data_path)
     print(json.dumps(result))

@@ -1,6 +1,5 @@
-"""``python -m scoresde_jax.convert``: a checkpoint of the paper's official code (PyTorch or
-Flax) becomes this package's training state; ``--help`` says how. The conversion itself is
-:func:`scoresde_jax.modes.convert.convert_checkpoint`."""
+"""``python -m scoresde_jax.convert``: a checkpoint of the paper's code becomes this package's
+training state (:func:`scoresde_jax.modes.convert.convert_checkpoint`); ``--help`` says how."""
 
 import os
 

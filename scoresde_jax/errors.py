@@ -1,8 +1,5 @@
-"""Errors that a message can explain to the user, and the exit statuses of the command line.
-
-``main.py`` prints a :class:`UserError`'s message alone (``--traceback`` or
-``SCORESDE_TRACEBACK=1``: the traceback) and exits with its ``exit_code``. Each class also
-derives from the built-in exception a caller would expect (``ValueError``, ``FileNotFoundError``).
+"""Errors whose message alone ``main.py`` prints (``--traceback``: with the traceback) before
+exiting with their ``exit_code``; each also derives from the built-in exception a caller expects.
 """
 
 from __future__ import annotations
@@ -24,7 +21,6 @@ __all__ = [
     "signal_exit_status",
 ]
 
-# Exit statuses of ``main.py`` (documented in the README).
 EXIT_USER_ERROR = 2
 EXIT_SIGTERM = 128 + signal.SIGTERM  # 143: the shell's status of a process ended by SIGTERM
 EXIT_SIGINT = 128 + signal.SIGINT  # 130
@@ -66,10 +62,8 @@ def signal_exit_status(signal_name: str) -> int:
 
 
 class StoppedBySignal(Exception):
-    """A run stopped early on SIGTERM/SIGINT (or a preemption notice) after saving its work.
-
-    Not an error: the same command resumes it. The exit status (143 for SIGTERM, 130 for SIGINT)
-    tells a scheduler that requeues interrupted jobs that this one did not finish.
+    """A run stopped on SIGTERM/SIGINT (or a preemption notice) after saving its work; the same
+    command resumes it. Its exit status (143 / 130) tells a requeueing scheduler it did not finish.
     """
 
     def __init__(self, message: str, *, signal_name: str = "SIGTERM", step: int | None = None):

@@ -1,5 +1,4 @@
-"""``python -m scoresde_jax.feature_classifier {train,stats,eval}``: weights, reference statistics
-and accuracy of the FD classifiers; see :func:`scoresde_jax.cli.feature_classifier_cli`."""
+"""``python -m scoresde_jax.feature_classifier``: see ``cli.feature_classifier_cli``."""
 
 import os
 

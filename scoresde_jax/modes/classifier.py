@@ -1,15 +1,10 @@
 """Class-conditional sampling with a noise-conditional classifier (paper, Section 5, Eq. 14, and
 Appendix I.1): ``--mode train_classifier`` and ``--mode sample --config.sampling.task=class``.
 
-Bayes' rule splits the score of the class-conditional marginals ``p_t(x | y)``:
-
-    grad_x log p_t(x | y) = grad_x log p_t(x) + grad_x log p_t(y | x),
-
-so any sampler that takes a ``score_fn(x, t)`` samples ``p_0(x | y)`` from an unconditional score
-model given the sum. The classifier ``p_t(y | x(t))`` is trained with cross-entropy on training
-images perturbed by the same SDE at ``t ~ U(eps, T)`` and conditioned on the noise level
-(:mod:`scoresde_jax.models.classifier`). A ``scale`` other than 1 multiplies the classifier's
-gradient (``scale > 1`` sharpens the class, as in later "classifier guidance" work).
+``grad_x log p_t(x | y) = grad_x log p_t(x) + grad_x log p_t(y | x)`` (Bayes), so any sampler of a
+``score_fn(x, t)`` samples ``p_0(x | y)`` given the sum. The classifier ``p_t(y | x(t))`` learns
+cross-entropy on training images perturbed by the SDE at ``t ~ U(eps, T)``; ``scale != 1``
+multiplies its gradient (``scale > 1`` sharpens the class, as in later "classifier guidance").
 """
 
 from __future__ import annotations
@@ -27,13 +22,7 @@ import numpy as np
 import optax
 
 from scoresde_jax.core.guidance import LogProbFn, classifier_guided_score_fn
-from scoresde_jax.core.mesh import (
-    device_count,
-    make_data_mesh,
-    replicated,
-    sharded_sampler,
-    to_global_array,
-)
+from scoresde_jax.core.mesh import device_count, make_data_mesh, replicated, to_global_array
 from scoresde_jax.core.sde import SDE, batch_mul
 from scoresde_jax.data import eval_batches, to_model_space, train_batch
 from scoresde_jax.io import images as plotting
@@ -45,7 +34,7 @@ from scoresde_jax.metrics.feature_net import (
     load_classifier,
 )
 from scoresde_jax.models.classifier import get_classifier
-from scoresde_jax.run import experiment, workdir_lock
+from scoresde_jax.run import draw, experiment, workdir_lock
 from scoresde_jax.run.checkpoint import Checkpointer
 from scoresde_jax.run.experiment import (
     ReplicatedState,
@@ -79,10 +68,9 @@ def perturb(sde: SDE, x: jax.Array, t: jax.Array, key: jax.Array) -> jax.Array:
 def classifier_inputs(sde: SDE, x: jax.Array, t: jax.Array) -> tuple[jax.Array, jax.Array]:
     """What a noise-conditional classifier sees at time ``t``: ``(x_in, noise_level)``.
 
-    ``x_in = x / sqrt(alpha_t^2 + sigma_t^2)`` keeps the input at roughly unit scale for every SDE
-    (for VE, ``x(t)`` grows to ``sigma_max``); ``noise_level = sigma_t / alpha_t`` is the noise
-    level of ``x(t) / alpha_t = x(0) + (sigma_t / alpha_t) z``, i.e. the VE SDE's ``sigma`` for
-    VE and its equivalent for VP and sub-VP, so one classifier design serves all three SDEs.
+    ``x_in = x / sqrt(alpha_t^2 + sigma_t^2)`` is of about unit scale for every SDE (VE's ``x(t)``
+    grows to ``sigma_max``); ``noise_level = sigma_t / alpha_t``, the noise level of ``x(t) /
+    alpha_t = x(0) + (sigma_t / alpha_t) z``, is VE's ``sigma``, so one design serves all SDEs.
     """
     alpha, sigma = sde.marginal_coeffs(t)
     return batch_mul(jax.lax.rsqrt(alpha**2 + sigma**2), x), sigma / alpha
@@ -108,11 +96,8 @@ def make_classifier_train_step(
     eps: float = 1e-5,
 ) -> Callable:
     """``step(state, x, labels) -> (state, metrics)``: one optimizer step of cross-entropy on
-    ``x`` perturbed at ``t ~ U(eps, T)``, one ``t`` per example.
-
-    Times, noise and dropout of step ``s`` come from ``fold_in(seed_key, s)``, so a resumed run
-    continues the same stream. ``accuracy`` is on the perturbed batch.
-    """
+    ``x`` perturbed at ``t ~ U(eps, T)`` (one per example); times, noise and dropout of step ``s``
+    come from ``fold_in(seed_key, s)``, so a resumed run continues the stream."""
 
     def step(state: TrainState, x: jax.Array, labels: jax.Array):
         key = jax.random.fold_in(seed_key, state.step)
@@ -126,20 +111,15 @@ def make_classifier_train_step(
             return loss, logits
 
         (loss, logits), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
-        new_state = apply_gradients(state, grads, optimizer, ema_rate)
-        metrics = {
-            "loss": loss,
-            "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels),
-            "grad_norm": optax.tree.norm(grads),
-        }
-        return new_state, metrics
+        accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)  # on the perturbed batch
+        metrics = {"loss": loss, "accuracy": accuracy, "grad_norm": optax.tree.norm(grads)}
+        return apply_gradients(state, grads, optimizer, ema_rate), metrics
 
     return step
 
 
 def classifier_from_config(config) -> nn.Module:
-    """The network of ``config.classifier`` (see :data:`scoresde_jax.models.classifier.
-    CLASSIFIERS`) with ``config.data.num_classes`` outputs."""
+    """The network of ``config.classifier`` with ``config.data.num_classes`` outputs."""
     c = config.classifier
     common = dict(
         num_classes=config.data.num_classes, embed_dim=c.embed_dim, fourier_scale=c.fourier_scale
@@ -207,12 +187,10 @@ def _eval_times(config) -> list[float]:
 
 
 def train_classifier(config, workdir: str) -> dict:
-    """``--mode train_classifier``: trains ``config.classifier`` on the labelled training split.
-
-    Checkpoints go to ``workdir/classifier/checkpoints`` (or ``classifier.workdir``) and training
-    resumes from the newest one. Every ``eval_freq`` steps and at the end, the EMA parameters are
-    scored on the first ``eval_examples`` test images perturbed at each of ``eval_times``.
-    """
+    """``--mode train_classifier``: trains ``config.classifier`` on the labelled training split,
+    checkpoints in ``workdir/classifier/checkpoints`` (or ``classifier.workdir``), resumed. Every
+    ``eval_freq`` steps and at the end, the EMA parameters are scored on the first
+    ``eval_examples`` test images perturbed at each of ``eval_times``."""
     check_workdir(workdir)
     out_dir = _classifier_dir(config, workdir)
     os.makedirs(out_dir, exist_ok=True)
@@ -314,15 +292,10 @@ def _train_classifier(config, out_dir: str, lock) -> dict:
 def _make_evaluator(config, setup: _Setup, test_source, eval_times: list[float]):
     """``evaluate(params) -> {t: accuracy}`` on the first ``classifier.eval_examples`` test
     images, each perturbed at every ``t`` (fixed noise, so numbers compare across steps)."""
-    c, d = config.classifier, config.data
-    sde = setup.sde
-    n_dev = device_count(setup.mesh)
-    pcount = jax.process_count()
-    batch_size = -(-c.batch_size // (n_dev * pcount)) * n_dev * pcount
-    eps = c.eps
+    c, d, sde = config.classifier, config.data, setup.sde
 
     def correct(params, x, labels, t, key):
-        tt = jnp.full((x.shape[0],), jnp.maximum(t, eps))
+        tt = jnp.full((x.shape[0],), jnp.maximum(t, c.eps))
         x_in, level = classifier_inputs(sde, perturb(sde, x, tt, key), tt)
         logits = setup.model.apply(params, x_in, level, train=False)
         return jnp.argmax(logits, -1) == labels
@@ -332,13 +305,12 @@ def _make_evaluator(config, setup: _Setup, test_source, eval_times: list[float])
     jitted = jax.jit(correct, in_shardings=(rep, batch, batch, rep, rep), out_shardings=batch)
 
     def evaluate(params) -> dict[float, float]:
-        hits = {t: 0 for t in eval_times}
-        total = 0
-        it = eval_batches(
+        hits, total = dict.fromkeys(eval_times, 0), 0
+        it = eval_batches(  # classifier.batch_size is a multiple of the device count
             test_source,
-            global_batch_size=batch_size,
+            global_batch_size=c.batch_size,
             process_index=jax.process_index(),
-            process_count=pcount,
+            process_count=jax.process_count(),
             max_examples=c.eval_examples,
         )
         for i, (images, labels, mask) in enumerate(it):
@@ -374,13 +346,10 @@ def _requested_label(config) -> int:
 def sample_class(config, workdir: str) -> dict:
     """``--mode sample --config.sampling.task=class``: ``sampling.batch_size`` samples of class
     ``sampling.label`` from :func:`classifier_guided_score_fn` (newest score and classifier
-    checkpoints, EMA parameters), written to ``workdir/samples/class_<label>_step_<step>.*``.
-
-    The initial noise is that of ``--mode sample``, so the two grids compare picture by picture.
-    For MNIST the project's clean-image classifier counts the samples showing the digit
-    (``label_accuracy``) and, with ``classifier.compare_unconditional``, the unconditional
-    samples from the same noise that do (``unconditional_label_fraction``, about 0.1).
-    """
+    checkpoints, EMA parameters) in ``workdir/samples/class_<label>_step_<step>.*``, from the
+    noise of ``--mode sample``. For MNIST the project's clean-image classifier counts the samples
+    showing the digit (``label_accuracy``) and, with ``classifier.compare_unconditional``, the
+    unconditional samples from the same noise that do (``unconditional_label_fraction``, ~0.1)."""
     _check_image_config(config)
     label = _requested_label(config)
     exp, state, step = restore_experiment(config, workdir)
@@ -396,18 +365,12 @@ def sample_class(config, workdir: str) -> dict:
     clf_step = int(jax.device_get(clf_state.step))
     scale = float(config.sampling.get("classifier_scale", 1.0))
 
-    n_dev = device_count(exp.mesh)
-    n = -(-config.sampling.get("batch_size", 64) // n_dev) * n_dev
-    shape = (n, *exp.data_shape)
-    sample_fn = experiment.sampler_from_config(config.sampling, exp.sde)
-
     def make_score_fn(params):
         score_params, clf_params = params
         log_prob_fn = classifier_log_prob_fn(exp.sde, setup.model, clf_params)
         return classifier_guided_score_fn(exp.score_fn(score_params), log_prob_fn, label, scale)
 
-    run = sharded_sampler(exp.mesh, sample_fn, make_score_fn, shape)
-    key = jax.random.fold_in(exp.eval_key, 2 * 10**6 + step)  # the key of --mode sample
+    run, n, key = draw.sample_batch(config, exp, step, make_score_fn)
     t0 = time.perf_counter()
     x, nfe = run((state.ema_params, clf_state.ema_params), key)
     images = to_uint8(to_host(x), centered=config.data.centered)
@@ -434,7 +397,7 @@ def sample_class(config, workdir: str) -> dict:
         out["predicted_label_counts"] = np.bincount(predicted, minlength=10).tolist()
         out["judge"] = "scoresde_jax.metrics.feature_net 'mnist' (clean images)"
         if config.classifier.get("compare_unconditional", False):
-            plain = sharded_sampler(exp.mesh, sample_fn, exp.score_fn, shape)
+            plain, _, _ = draw.sample_batch(config, exp, step)
             t1 = time.perf_counter()
             xu, _ = plain(state.ema_params, key)
             uncond = to_uint8(to_host(xu), centered=d.centered)

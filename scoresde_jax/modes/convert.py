@@ -1,18 +1,11 @@
-"""Converts checkpoints of the paper's code into our Orbax training state
-(``python -m scoresde_jax.convert``, see :data:`scoresde_jax.cli.CONVERT_USAGE`).
+"""Checkpoints of the paper's code -> our Orbax training state (``python -m scoresde_jax.convert``).
 
-* ``torch``: a ``score_sde_pytorch`` ``.pth`` (``model``: a DataParallel ``state_dict``,
-  ``ema``: ``shadow_params`` in parameter order, ``optimizer``: Adam, ``step``), or a bare
-  ``state_dict`` in a ``.pth`` or ``.npz`` (then the EMA equals the weights and the step is 0).
-* ``flax``: a ``score_sde`` msgpack checkpoint (``optimizer.target``, ``params_ema``, the Adam
-  moments, ``step``), or a bare parameter tree.
-
-Each module of :data:`scoresde_jax.models.MODELS` plugs in with
-``params_from_torch_state_dict(state_dict, model) -> variables`` and, optionally,
-``params_from_flax_tree(tree, model)`` (default: the tree as is) and
-``torch_trainable_keys(keys, model)`` (default: every key but buffers; the order of the EMA's
-``shadow_params``). Adam moments are converted when present (so training can resume), else the
-optimizer state is fresh; its step counters follow ``step``.
+``torch``: a ``score_sde_pytorch`` ``.pth`` (``model``: a DataParallel ``state_dict``, ``ema``:
+``shadow_params`` in parameter order, ``optimizer``: Adam, ``step``) or a bare ``state_dict``
+(``.pth``/``.npz``: EMA = weights, step 0). ``flax``: a ``score_sde`` msgpack checkpoint or a bare
+parameter tree. A network module of :data:`scoresde_jax.models.MODELS` plugs in with
+``params_from_torch_state_dict(state_dict, model)`` and optionally ``params_from_flax_tree(tree,
+model)`` and ``torch_trainable_keys(keys, model)`` (the order of the EMA's ``shadow_params``).
 """
 
 from __future__ import annotations
@@ -64,12 +57,9 @@ def _arrays(mapping: Mapping) -> dict:
 
 
 def load_torch_checkpoint(path: str) -> dict[str, Any]:
-    """Reads a PyTorch checkpoint (``.pth``/``.pt``, no PyTorch needed) or a state_dict ``.npz``.
-
-    Returns ``model`` (key -> numpy array, in the file's order) and, for a full training
-    checkpoint, ``ema`` (``shadow_params``), ``optimizer`` (its ``state_dict``) and ``step``.
-    Floating tensors of a ``.pth`` are float32.
-    """
+    """A PyTorch checkpoint (``.pth``/``.pt``, read without PyTorch) or a state_dict ``.npz``:
+    ``model`` (key -> array, in file order; floats of a ``.pth`` as float32) and, for a training
+    checkpoint, ``ema`` (``shadow_params``), ``optimizer`` (its ``state_dict``) and ``step``."""
     if path.endswith(".npz"):
         with np.load(path) as data:
             return {"model": {k: data[k] for k in data.files}}
@@ -118,10 +108,9 @@ def _with_adam_moments(opt_state, mu, nu, step: int):
 
 
 def state_from_torch(ckpt: Mapping[str, Any], model, optimizer, module=None) -> TrainState:
-    """A :class:`TrainState` from :func:`load_torch_checkpoint`'s result.
-
-    ``module`` has ``params_from_torch_state_dict`` (default: the network's own module).
-    """
+    """A :class:`TrainState` from :func:`load_torch_checkpoint`'s result (``module``: the one
+    with ``params_from_torch_state_dict``, default the network's own); Adam moments when present,
+    so training can resume."""
     module = module or importlib.import_module(type(model).__module__)
     convert = module.params_from_torch_state_dict
     sd = strip_module_prefix(ckpt["model"])
@@ -162,8 +151,7 @@ def state_from_torch(ckpt: Mapping[str, Any], model, optimizer, module=None) -> 
 
 
 def _train_state(step: int, params, ema_params, opt_state) -> TrainState:
-    step = jnp.asarray(step, jnp.int32)
-    return TrainState(step=step, params=params, ema_params=ema_params, opt_state=opt_state)
+    return TrainState(jnp.asarray(step, jnp.int32), params, ema_params, opt_state)
 
 
 def _flax_params(module, tree, model):
@@ -209,16 +197,6 @@ class StepExistsError(UserError, FileExistsError):
 NOISE_LEVELS_FILE = "noise_levels.npy"
 
 
-def _torch_sigmas(ckpt: Mapping[str, Any]) -> np.ndarray:
-    sd = strip_module_prefix(ckpt["model"])
-    if "sigmas" not in sd:
-        raise ConversionInputError(
-            "--noise_levels=checkpoint: the checkpoint has no sigmas buffer; convert with the "
-            "default --noise_levels=config."
-        )
-    return np.asarray(sd["sigmas"], np.float64).reshape(-1)
-
-
 def convert_checkpoint(
     config,
     *,
@@ -228,15 +206,11 @@ def convert_checkpoint(
     step: int | None = None,
     noise_levels: str = "config",
 ) -> TrainState:
-    """Converts ``checkpoint`` (trained with ``config``) and saves it in ``workdir/checkpoints``.
-
-    ``step`` replaces the checkpoint's own step. ``noise_levels="config"``: the network's noise
-    levels come from the config, and a ``sigmas`` buffer that the network reads must equal them;
-    ``"checkpoint"``: the network uses the checkpoint's own buffer, written to
-    ``workdir/noise_levels.npy`` (later commands pass ``--config.model.noise_levels=<that file>``;
-    restoring checks it). Returns the saved :class:`TrainState` (on the experiment's mesh).
-    """
-
+    """Converts ``checkpoint`` (trained with ``config``) into ``workdir/checkpoints`` under
+    ``step`` (default its own); returns the saved :class:`TrainState`. ``noise_levels="config"``:
+    the network's noise levels come from the config, and a ``sigmas`` buffer the network reads must
+    equal them; ``"checkpoint"``: it uses the checkpoint's buffer, written to
+    ``workdir/noise_levels.npy`` (for ``--config.model.noise_levels`` of later commands)."""
     if source not in ("torch", "flax"):
         raise ConversionInputError(f"Unknown source {source!r}; use 'torch' or 'flax'.")
     if noise_levels not in ("config", "checkpoint"):
@@ -248,7 +222,13 @@ def convert_checkpoint(
                 "--noise_levels=checkpoint reads the sigmas buffer of a score_sde_pytorch "
                 "checkpoint; the Flax checkpoints of score_sde have none."
             )
-        levels = _torch_sigmas(raw)
+        sd = strip_module_prefix(raw["model"])
+        if "sigmas" not in sd:
+            raise ConversionInputError(
+                "--noise_levels=checkpoint: the checkpoint has no sigmas buffer; convert with the "
+                "default --noise_levels=config."
+            )
+        levels = np.asarray(sd["sigmas"], np.float64).reshape(-1)
         os.makedirs(workdir, exist_ok=True)
         levels_path = os.path.abspath(os.path.join(workdir, NOISE_LEVELS_FILE))
         np.save(levels_path, levels)
@@ -256,12 +236,9 @@ def convert_checkpoint(
         config.model.num_scales = len(levels)
         config.model.noise_levels = levels_path
         log.info(
-            "The network uses the checkpoint's %d noise levels (%s); pass "
-            "--config.model.noise_levels=%s --config.model.num_scales=%d to later commands.",
-            len(levels),
-            levels_path,
-            levels_path,
-            len(levels),
+            f"The network uses the checkpoint's {len(levels)} noise levels ({levels_path}); pass "
+            f"--config.model.noise_levels={levels_path} --config.model.num_scales={len(levels)} "
+            "to later commands."
         )
     exp = build_experiment(config)  # refuses an unknown config.model.name
     module = importlib.import_module(MODELS[config.model.name])

@@ -1,7 +1,7 @@
 """Evaluation: checkpoint -> loss, likelihood and samples -> JSON report (and pictures).
 
-Image evaluations write to ``workdir/eval/step_<step>/`` and resume: bits/dim after every batch,
-samples after every round, so a preempted ``--mode eval`` run again continues where it stopped.
+Image evaluations write to ``workdir/eval/step_<step>/`` and resume (bits/dim after every batch,
+samples after every round), so a preempted ``--mode eval`` run again continues where it stopped.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ from scoresde_jax.metrics.quality import (
     inception_statistics,
     save_reference_stats,
 )
-from scoresde_jax.run import experiment, results, workdir_lock
+from scoresde_jax.run import draw, experiment, results, workdir_lock
 from scoresde_jax.run.experiment import check_workdir, checkpoint_steps, restore_checkpoint, to_host
 
 __all__ = ["evaluate", "default_sample_metrics", "reference_stats", "gaussian_nll", "sample"]
@@ -74,11 +74,9 @@ def gaussian_nll(train: np.ndarray, test: np.ndarray) -> float:
 
 def default_sample_metrics(config) -> SampleMetrics | None:
     """FID, KID and Inception Score where the Inception weights are found, and the FD of the
-    project's classifier where the dataset has one (MNIST, CIFAR-10).
-
-    Asking for FID (``eval.fid_stats_path`` or ``eval.inception_weights``) without the weights
-    or the statistics file raises here, before any sampling starts.
-    """
+    project's classifier where the dataset has one (MNIST, CIFAR-10). Asking for FID
+    (``eval.fid_stats_path`` or ``eval.inception_weights``) without the weights or the statistics
+    file raises here, before any sampling starts."""
     ec, d = config.eval, config.data
     parts = []
     explicit = ec.get("inception_weights", None)
@@ -91,7 +89,6 @@ def default_sample_metrics(config) -> SampleMetrics | None:
             f"eval.fid_stats_path={stats_path!r} does not exist. Compute reference statistics "
             "with --mode stats (or use score_sde's / pytorch-fid's .npz files)."
         )
-
     skipped = {}
     try:
         weights = find_inception_weights(explicit)
@@ -131,8 +128,8 @@ def default_sample_metrics(config) -> SampleMetrics | None:
 
 
 def _keyed_stats(out_dir: str, stem: str, kind: str, settings: dict, compute) -> dict:
-    """Reference statistics in ``<out_dir>/<stem>_<kind>-<fingerprint>.npz``, reused when they
-    exist; ``<stem>_<kind>.npz`` is a copy of the newest. ``compute(path, meta)`` writes them."""
+    """Statistics in ``<out_dir>/<stem>_<kind>-<fingerprint>.npz``, reused when they exist, and
+    ``<stem>_<kind>.npz``, a copy of the newest; ``compute(path, meta)`` writes them."""
     fp = results.fingerprint(settings)
     keyed = os.path.join(out_dir, f"{stem}_{kind}-{fp}.npz")
     stable = os.path.join(out_dir, f"{stem}_{kind}.npz")
@@ -163,17 +160,11 @@ def _keyed_stats(out_dir: str, stem: str, kind: str, settings: dict, compute) ->
 def evaluate(config, workdir: str, *, sample_metrics: SampleMetrics | None = None) -> dict:
     """Evaluates checkpoints in ``workdir`` and writes JSON reports; returns the last report.
 
-    Image configs (checkpoints: :func:`checkpoint_steps`): the test loss (``eval.enable_loss``),
-    bits/dim with uniform dequantization over ``eval.num_repeats`` passes (``eval.enable_bpd``,
-    splits ``eval.bpd_dataset``) and ``eval.num_samples`` samples (``eval.enable_sampling``),
-    scored by ``sample_metrics``. Toy configs: the latest checkpoint's test NLL, a fitted-Gaussian
-    baseline, the true NLL where known, and samples next to the test data.
-
-    Partial results live in directories named by the fingerprint of their settings
-    (:mod:`scoresde_jax.run.results`), so only work of identical settings is resumed or reused.
-    Reports are kept in ``workdir/eval/reports/``, the newest of each checkpoint in
-    ``workdir/eval/latest_step_<step>.json``. Holds the lock ``workdir/eval/eval.lock``.
-    """
+    Images (:func:`checkpoint_steps`): test loss, bits/dim (uniform dequantization, over
+    ``eval.num_repeats`` passes) and ``eval.num_samples`` samples scored by ``sample_metrics``;
+    toys: the newest checkpoint's test NLL, a fitted-Gaussian baseline, the true NLL where known,
+    and samples. Work of identical settings (:mod:`scoresde_jax.run.results`) is resumed or reused.
+    Reports: ``workdir/eval/reports/`` and ``workdir/eval/latest_step_<step>.json``."""
     check_workdir(workdir)
     with workdir_lock.hold(os.path.join(workdir, "eval"), "eval", mode="eval"):
         if config.data.get("dataset_kind", "image") == "toy":
@@ -201,6 +192,16 @@ def _weights(config, state) -> tuple[str, object]:
     return weights, state.ema_params if weights == "ema" else state.params
 
 
+def _head(config, restored, weights: str) -> tuple[dict, dict]:
+    """The settings that every result of the checkpoint ``restored`` depends on, and the head of
+    its report."""
+    ckpt = results.checkpoint_settings(restored, weights=weights)
+    network = results.network_settings(config)
+    settings = {"checkpoint": ckpt, "network": network, "seed": int(config.seed)}
+    report = {"step": restored.step, "dataset": config.data.dataset, "sde": config.training.sde}
+    return settings, dict(report, weights=weights, checkpoint=dict(ckpt, path=restored.path))
+
+
 def _finish_report(report: dict, workdir: str, step: int, is_main: bool) -> dict:
     report["created_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     if is_main:
@@ -221,63 +222,60 @@ class _ImageEval:
         self.weights, self.params = _weights(config, self.restored.state)
         self.pindex, self.pcount = jax.process_index(), jax.process_count()
         self.is_main = self.pindex == 0
-        self.n_dev = device_count(self.exp.mesh)
+        self.num_devices = device_count(self.exp.mesh) * self.pcount
         self.out_dir = os.path.join(workdir, "eval", f"step_{self.step}")
         self.eval_key = jax.random.fold_in(self.exp.eval_key, self.step)
-        ckpt = results.checkpoint_settings(self.restored, weights=self.weights)
-        self.common = {  # what every part's numbers depend on
-            "checkpoint": ckpt,
-            "network": results.network_settings(config),
-            "seed": int(config.seed),
-            "num_devices": self.n_dev * self.pcount,
-        }
+        self.common, self.report = _head(config, self.restored, self.weights)
+        self.common["num_devices"] = self.num_devices  # what every part's numbers depend on
+        self.report["checkpoint"]["digests_verified"] = self.restored.verified
         self.settings: dict = {}
         self.reused: dict = {}
-        self.report: dict = {
-            "step": self.step,
-            "dataset": config.data.dataset,
-            "sde": config.training.sde,
-            "weights": self.weights,
-            "checkpoint": dict(
-                ckpt, path=self.restored.path, digests_verified=self.restored.verified
-            ),
-        }
         if self.restored.skipped:
             self.report["skipped_checkpoints"] = list(self.restored.skipped)
 
     def batch_size(self, n_examples: int) -> int:
-        """``eval.batch_size`` (fewer if fewer examples), rounded up to a multiple of the
-        device count."""
+        """``eval.batch_size`` (fewer if fewer examples) rounded up to a multiple of the devices."""
         size = min(int(self.config.eval.batch_size), max(int(n_examples), 1))
-        multiple = self.n_dev * self.pcount
-        return -(-size // multiple) * multiple
+        return -(-size // self.num_devices) * self.num_devices
 
-    def split(self, split: str):
-        """``(source, number of examples, global batch size)`` of a data split."""
+    def split(self, split: str, **settings) -> tuple[tuple, dict]:
+        """``(source, number of examples, global batch size)`` of a data split, and the settings
+        of a pass over it (``settings`` added)."""
         source = experiment.image_source_from_config(self.config.data, split)
         max_examples = self.config.eval.get("max_examples", None)
         n = len(source) if max_examples is None else min(len(source), int(max_examples))
-        return source, n, self.batch_size(n)
-
-    def batches(self, source, n: int, batch_size: int):
-        kw = dict(global_batch_size=batch_size, process_count=self.pcount, max_examples=n)
-        return num_eval_batches(source, **kw), eval_batches(source, process_index=self.pindex, **kw)
-
-    def global_(self, x):
-        return to_global_array(np.asarray(x), self.exp.mesh)
+        size = self.batch_size(n)
+        data = results.data_settings(self.config)
+        return (source, n, size), dict(
+            self.common, data=data, split=split, examples=n, batch_size=size, **settings
+        )
 
     def per_example(self, fn, split: tuple, key, prepare, first: int = 0, desc: str = ""):
         """Yields ``(i, outputs)`` for batches ``i >= first`` of ``split = (source, n,
         batch_size)``: the outputs of ``fn(params, fold_in(key, i), prepare(images))`` on the real
         examples (the padding of the last batch dropped)."""
-        n_batches, it = self.batches(*split)
-        bar = dict(total=n_batches, initial=first, desc=desc, disable=not self.is_main, leave=False)
-        for i, (images, _, mask) in enumerate(
-            tqdm(itertools.islice(it, first, None), **bar), first
-        ):
-            out = fn(self.params, jax.random.fold_in(key, i), self.global_(prepare(images)))
-            keep = to_host(self.global_(mask))
+        source, n, batch_size = split
+        kw = dict(global_batch_size=batch_size, process_count=self.pcount, max_examples=n)
+        bar = dict(total=num_eval_batches(source, **kw), initial=first, desc=desc, leave=False)
+        it = itertools.islice(eval_batches(source, process_index=self.pindex, **kw), first, None)
+        for i, (images, _, mask) in enumerate(tqdm(it, disable=not self.is_main, **bar), first):
+            x = to_global_array(np.asarray(prepare(images)), self.exp.mesh)
+            out = fn(self.params, jax.random.fold_in(key, i), x)
+            keep = to_host(to_global_array(np.asarray(mask), self.exp.mesh))
             yield i, [to_host(o)[keep] for o in out]
+
+    def record(self, part: str, store, finished: list, total: int, units: str, **settings):
+        """A part's settings (``settings`` added) and how many of its ``total`` ``units``
+        (passes, rounds) were ``finished`` (their completion times) on disk."""
+        self.settings[part] = dict(
+            store.settings, fingerprint=store.fingerprint, dir=store.path, **settings
+        )
+        noun = {"passes": "pass(es)", "rounds": "round(s)"}[units]
+        self.reused[part] = {
+            f"reused_{units}": len(finished),
+            f"computed_{units}": total - len(finished),
+            **results.reuse_note(max(finished, default=None), f"{len(finished)} finished {noun}"),
+        }
 
 
 def _evaluate_images(config, workdir: str, step: int | None, sample_metrics) -> dict:
@@ -298,32 +296,23 @@ def _evaluate_images(config, workdir: str, step: int | None, sample_metrics) -> 
             _eval_bpd(ev, split, split_i)
     if ec.get("enable_sampling", False):
         _sample_rounds(ev, sample_metrics)
-
-    report = ev.report
-    report["settings"] = ev.settings
-    report["reused"] = ev.reused
-    report["fingerprint"] = results.fingerprint(
+    num_samples = int(ec.get("num_samples", 0)) if ec.get("enable_sampling") else None
+    fingerprint = results.fingerprint(
         {
             "parts": {k: v.get("fingerprint") for k, v in ev.settings.items()},
             "num_repeats": int(ec.get("num_repeats", 1)),
-            "num_samples": int(ec.get("num_samples", 0)) if ec.get("enable_sampling") else None,
+            "num_samples": num_samples,
         }
     )
-    report["eval_seconds"] = time.perf_counter() - t0
-    return _finish_report(report, workdir, ev.step, ev.is_main)
+    ev.report.update(settings=ev.settings, reused=ev.reused, fingerprint=fingerprint)
+    ev.report["eval_seconds"] = time.perf_counter() - t0
+    return _finish_report(ev.report, workdir, ev.step, ev.is_main)
 
 
 # Training fields that define the loss evaluated on the test split.
 _LOSS_FIELDS = frozenset(
-    {
-        "loss",
-        "likelihood_weighting",
-        "importance_sampling",
-        "reduce_mean",
-        "ssm_num_projections",
-        "ssm_noise",
-        "ism_exact_trace",
-    }
+    "loss likelihood_weighting importance_sampling reduce_mean ssm_num_projections ssm_noise "
+    "ism_exact_trace".split()
 )
 
 
@@ -335,17 +324,8 @@ def _eval_loss(ev: _ImageEval) -> None:
         model_fn = lambda x, labels: exp.model.apply(params, x, labels, train=False)
         return (exp.loss_fn(model_fn, x, key)[1],)
 
-    split = ev.split("test")
-    _, n, batch_size = split
-    settings = {
-        **ev.common,
-        "data": results.data_settings(ev.config),
-        "split": "test",
-        "examples": n,
-        "batch_size": batch_size,
-        "loss": {k: v for k, v in ev.config.training.items() if k in _LOSS_FIELDS},
-        "version": results.METRIC_VERSIONS["eval_loss"],
-    }
+    loss = {k: v for k, v in ev.config.training.items() if k in _LOSS_FIELDS}
+    split, settings = ev.split("test", loss=loss, version=results.METRIC_VERSIONS["eval_loss"])
     ev.settings["eval_loss"] = dict(settings, fingerprint=results.fingerprint(settings))
     loss_fn = sharded_batch_fn(exp.mesh, per_example_loss, 1, 1)
     prepare = lambda images: to_model_space(images, centered=d.centered)
@@ -368,32 +348,21 @@ def _ode_settings(ec) -> dict:
     )
 
 
-def _unit_interval(images: np.ndarray) -> np.ndarray:
-    return images.astype(np.float32) / 255.0
-
-
 def _eval_bpd(ev: _ImageEval, split: str, split_i: int) -> None:
-    """Bits/dim of one split, ``eval.num_repeats`` passes, saved after every batch.
-
-    The passes live in ``eval/step_<step>/bpd_<split>-<fingerprint>/repeat_<r>.npz``; pass ``r``
-    depends on the settings and on ``r`` only, so raising ``num_repeats`` reuses earlier passes.
-    """
+    """Bits/dim of one split, ``eval.num_repeats`` passes saved after every batch in
+    ``eval/step_<step>/bpd_<split>-<fingerprint>/repeat_<r>.npz``. Pass ``r`` depends on the
+    settings and on ``r`` only (and ``split_i``), so raising ``num_repeats`` reuses earlier ones."""
     exp, ec, d = ev.exp, ev.config.eval, ev.config.data
     ode = _ode_settings(ec)
-    data = ev.split(split)
+    data, settings = ev.split(
+        split,
+        split_index=split_i,
+        max_examples=ec.get("max_examples", None),
+        likelihood=ode,
+        dequantize=True,
+        version=results.METRIC_VERSIONS["bpd"],
+    )
     _, n, batch_size = data
-    settings = {
-        **ev.common,
-        "data": results.data_settings(ev.config),
-        "split": split,
-        "split_index": split_i,  # part of the random stream
-        "max_examples": ec.get("max_examples", None),
-        "examples": n,
-        "batch_size": batch_size,
-        "likelihood": ode,
-        "dequantize": True,
-        "version": results.METRIC_VERSIONS["bpd"],
-    }
     store = results.ResultDir(ev.out_dir, f"bpd_{split}", settings).open(write=ev.is_main)
 
     def per_example_bpd(params, key, x01):
@@ -412,62 +381,53 @@ def _eval_bpd(ev: _ImageEval, split: str, split_i: int) -> None:
             f"Bits/dim on {split}: {n} example(s) in {n_batches} batch(es) of {batch_size}, "
             f"{num_repeats} pass(es); {solver} -> {store.path}"
         )
+    unit_interval = lambda images: images.astype(np.float32) / 255.0
     per_repeat, nfe_all, reused = [], [], []
     for r in range(num_repeats):
         path = store.file(f"repeat_{r}.npz")
         done = dict(np.load(path)) if os.path.exists(path) else {}
         if done and bool(done["complete"]):
-            per_repeat.append(done["bpd"])
-            nfe_all.append(done["nfe"])
             reused.append(float(done["completed_at"]))
-            continue
-        bpds, nfes = list(done.get("bpd", [])), list(done.get("nfe", []))
-        first = int(done.get("next_batch", 0))
-        if first and ev.is_main:
-            log.info("Resuming %s pass %d at batch %d of %d", split, r + 1, first + 1, n_batches)
-        key_r = jax.random.fold_in(ev.eval_key, 1000 + 100 * split_i + r)
-        desc = f"bpd {split} {r + 1}/{num_repeats}"
-        for i, (bpd, nfe) in ev.per_example(bpd_fn, data, key_r, _unit_interval, first, desc):
-            bpds.extend(bpd.tolist())
-            nfes.extend(nfe.tolist())
-            last = i + 1 == n_batches
-            if ev.is_main:
-                atomic_savez(
-                    path,
-                    bpd=np.array(bpds),
-                    nfe=np.array(nfes),
-                    next_batch=i + 1,
-                    complete=last,
-                    completed_at=time.time() if last else float("nan"),
+        else:
+            bpds, nfes = list(done.get("bpd", [])), list(done.get("nfe", []))
+            first = int(done.get("next_batch", 0))
+            if first and ev.is_main:
+                log.info(
+                    "Resuming %s pass %d at batch %d of %d", split, r + 1, first + 1, n_batches
                 )
-        per_repeat.append(np.array(bpds))
-        nfe_all.append(np.array(nfes))
+            key_r = jax.random.fold_in(ev.eval_key, 1000 + 100 * split_i + r)
+            desc = f"bpd {split} {r + 1}/{num_repeats}"
+            for i, (bpd, nfe) in ev.per_example(bpd_fn, data, key_r, unit_interval, first, desc):
+                bpds.extend(bpd.tolist())
+                nfes.extend(nfe.tolist())
+                last = i + 1 == n_batches
+                if ev.is_main:
+                    atomic_savez(
+                        path,
+                        bpd=np.array(bpds),
+                        nfe=np.array(nfes),
+                        next_batch=i + 1,
+                        complete=last,
+                        completed_at=time.time() if last else float("nan"),
+                    )
+            done = {"bpd": np.array(bpds), "nfe": np.array(nfes)}
+        per_repeat.append(done["bpd"])
+        nfe_all.append(done["nfe"])
     allb = np.concatenate(per_repeat)
     finite = np.isfinite(allb)
-    mean, stderr = _mean_stderr(allb[finite])
     rep = ev.report
-    rep[f"bpd_{split}"] = mean
-    rep[f"bpd_{split}_stderr"] = stderr
+    rep[f"bpd_{split}"], rep[f"bpd_{split}_stderr"] = _mean_stderr(allb[finite])
     rep[f"bpd_{split}_per_repeat"] = [float(np.nanmean(b)) for b in per_repeat]
     rep[f"bpd_{split}_examples"] = int(len(per_repeat[0]))
     rep[f"bpd_{split}_failed_solves"] = int((~finite).sum())
     rep["bpd_nfe_mean"] = float(np.mean(np.concatenate(nfe_all)))
-    ev.settings[f"bpd_{split}"] = dict(
-        store.settings, fingerprint=store.fingerprint, dir=store.path, num_repeats=num_repeats
-    )
-    ev.reused[f"bpd_{split}"] = {
-        "reused_passes": len(reused),
-        "computed_passes": num_repeats - len(reused),
-        **results.reuse_note(max(reused, default=None), f"{len(reused)} finished pass(es)"),
-    }
+    ev.record(f"bpd_{split}", store, reused, num_repeats, "passes", num_repeats=num_repeats)
 
 
 def _sample_rounds(ev: _ImageEval, sample_metrics) -> None:
-    """``eval.num_samples`` samples in rounds; finished rounds of the same settings are reused.
-
-    Rounds live in ``eval/step_<step>/samples-<fingerprint>/samples_<r>.npz``. Round ``r``
-    depends on the settings and ``r`` only, so a larger ``num_samples`` reuses earlier rounds.
-    """
+    """``eval.num_samples`` samples in rounds, in ``eval/step_<step>/samples-<fingerprint>/
+    samples_<r>.npz``. Round ``r`` depends on the settings and ``r`` only, so finished rounds are
+    reused, also by a larger ``num_samples``."""
     config, exp, ec, d = ev.config, ev.exp, ev.config.eval, ev.config.data
     num_samples = int(ec.num_samples)
     batch_size = ev.batch_size(num_samples)
@@ -512,43 +472,29 @@ def _sample_rounds(ev: _ImageEval, sample_metrics) -> None:
 
     with np.load(paths[0]) as f:
         first = f["samples"][:64]
-    out = {
-        "sampler": config.sampling.method,
-        "num_samples": num_samples,
-        "sample_dir": store.path,
-        "samples_png": plotting.save_image_grid(store.file("samples.png"), first)
-        if ev.is_main
-        else None,
-        "sampling_nfe": nfe,
-    }
+    png = plotting.save_image_grid(store.file("samples.png"), first) if ev.is_main else None
+    ev.report.update(
+        sampler=config.sampling.method,
+        num_samples=num_samples,
+        sample_dir=store.path,
+        samples_png=png,
+        sampling_nfe=nfe,
+    )
     if sample_metrics is not None:
         if ev.is_main:
             log.info("Scoring %d sample(s) (sample-quality metrics)", num_samples)
-        out.update(sample_metrics(config, read_all))
-    ev.report.update(out)
-    ev.settings["sampling"] = dict(
-        store.settings,
-        fingerprint=store.fingerprint,
-        dir=store.path,
-        num_samples=num_samples,
-        nfe=nfe,
-        metrics_version=results.METRIC_VERSIONS["sample_metrics"],
-    )
-    ev.reused["sampling"] = {
-        "reused_rounds": n_rounds - len(todo),
-        "computed_rounds": len(todo),
-        **results.reuse_note(max(finished, default=None), f"{len(finished)} finished round(s)"),
-    }
+        ev.report.update(sample_metrics(config, read_all))
+    metrics_version = results.METRIC_VERSIONS["sample_metrics"]
+    kw = dict(num_samples=num_samples, nfe=nfe, metrics_version=metrics_version)
+    ev.record("sampling", store, finished, n_rounds, "rounds", **kw)
 
 
 def _evaluate_toy(config, workdir: str) -> dict:
     exp, restored = restore_checkpoint(config, workdir)
-    state, step = restored.state, restored.step
-    ec = config.eval
-    weights, params = _weights(config, state)
+    step, ec, name = restored.step, config.eval, config.data.dataset
+    weights, params = _weights(config, restored.state)
     out_dir = os.path.join(workdir, "eval")
     os.makedirs(out_dir, exist_ok=True)
-    name = config.data.dataset
     train_data = make_toy_dataset(name, config.data.n_train, config.data.seed)
     test_data = make_toy_dataset(name, config.data.n_test, config.data.seed + 1)
     ode = _ode_settings(ec)
@@ -591,11 +537,10 @@ def _evaluate_toy(config, workdir: str) -> dict:
         "  done in %.1f s (%d network evaluations)", time.perf_counter() - t_sample, int(res.nfe)
     )
     is_main = jax.process_index() == 0
+    base, report = _head(config, restored, weights)
     settings = {
-        "checkpoint": results.checkpoint_settings(restored, weights=weights),
-        "network": results.network_settings(config),
+        **base,
         "data": results.data_settings(config),
-        "seed": int(config.seed),
         "likelihood": ode,
         "batch_size": bs,
         "sampler": results.sampler_settings(config),
@@ -612,14 +557,8 @@ def _evaluate_toy(config, workdir: str) -> dict:
             title=f"{name}: {config.training.sde}, step {step}, test NLL {nll.mean():.3f} nats",
         )
         np.savez(stem + ".npz", samples=samples)
-
     true_logp = toy_density(name, test_data)
-    report = {
-        "step": step,
-        "dataset": name,
-        "sde": config.training.sde,
-        "weights": weights,
-        "checkpoint": dict(settings["checkpoint"], path=restored.path),
+    report |= {
         "test_nll_nats": float(nll.mean()),
         "test_nll_stderr": float(nll.std(ddof=1) / math.sqrt(len(nll))),
         "num_test": len(nll),
@@ -630,6 +569,9 @@ def _evaluate_toy(config, workdir: str) -> dict:
         "sampling_nfe": int(res.nfe),
         "num_samples": int(samples.shape[0]),
         "samples_png": stem + ".png",
+        "settings": settings,
+        "fingerprint": fp,
+        "reused": {"reused": False},
     }
     if name == "gmm":
         # The mixture is known: how often samples land in each component, against the weights.
@@ -638,31 +580,25 @@ def _evaluate_toy(config, workdir: str) -> dict:
         report["sample_component_freqs"] = [round(float(f), 4) for f in freq]
         report["true_component_weights"] = [float(w) for w in TOY_GMM.weights]
         report["max_component_weight_error"] = float(np.max(np.abs(freq - TOY_GMM.weights)))
-    report.update(settings=settings, fingerprint=fp, reused={"reused": False})
     return _finish_report(report, workdir, step, is_main)
 
 
 def sample(config, workdir: str) -> dict:
-    """Draws ``config.sampling.batch_size`` samples from the latest checkpoint's EMA parameters
-    (``sampling.task="generate"``) with the sampler of ``config.sampling``, over the mesh.
-
-    Writes ``workdir/samples/step_<step>/sample-<fingerprint>/`` with ``samples.png`` (an image
-    grid, or a scatter plot next to data for 2-D toys), ``samples.npz`` (uint8 for images) and
-    ``settings.json``, and copies the newest to ``workdir/samples/sample_step_<step>.{png,npz}``.
-    """
+    """``--mode sample`` (``sampling.task="generate"``): ``sampling.batch_size`` samples from the
+    newest checkpoint's EMA parameters, over the mesh, in
+    ``workdir/samples/step_<step>/sample-<fingerprint>/``: ``samples.png`` (an image grid, or a
+    scatter plot next to data for 2-D toys), ``samples.npz`` (uint8 for images) and
+    ``settings.json``; the newest also in ``workdir/samples/sample_step_<step>.{png,npz}``."""
     exp, restored = restore_checkpoint(config, workdir)
     state, step = restored.state, restored.step
-    n_dev = device_count(exp.mesh)
-    n = -(-config.sampling.get("batch_size", 64) // n_dev) * n_dev
-    sample_fn = experiment.sampler_from_config(config.sampling, exp.sde)
-    run = sharded_sampler(exp.mesh, sample_fn, exp.score_fn, (n, *exp.data_shape))
+    run, n, key = draw.sample_batch(config, exp, step)
     is_main = jax.process_index() == 0
     t0 = time.perf_counter()
     if is_main:
         log.info(
             "Drawing %d sample(s) from step %d with the %s sampler", n, step, config.sampling.method
         )
-    x, nfe = run(state.ema_params, jax.random.fold_in(exp.eval_key, 2 * 10**6 + step))
+    x, nfe = run(state.ema_params, key)
     if is_main:
         log.info(
             "  done in %.1f s (%d network evaluations)", time.perf_counter() - t0, int(to_host(nfe))
@@ -673,12 +609,10 @@ def sample(config, workdir: str) -> dict:
         return out
     out_dir = os.path.join(workdir, "samples")
     settings = {
-        "checkpoint": results.checkpoint_settings(restored, weights="ema"),
-        "network": results.network_settings(config),
+        **_head(config, restored, "ema")[0],
         "sampler": results.sampler_settings(config),
-        "seed": int(config.seed),
         "num_samples": n,
-        "num_devices": n_dev,  # the key of each device's share of the samples
+        "num_devices": device_count(exp.mesh),  # the key of each device's share of the samples
     }
     store = results.ResultDir(os.path.join(out_dir, f"step_{step}"), "sample", settings).open()
     if exp.is_image:
@@ -704,15 +638,11 @@ def sample(config, workdir: str) -> dict:
 
 
 def reference_stats(config, workdir: str) -> dict:
-    """``--mode stats``: feature statistics of a dataset split, the reference of FID and KID.
-
-    Reads at most ``eval.max_examples`` images of ``eval.stats_split`` (default ``"train"``, as
-    the paper's CIFAR-10 statistics) on the local devices of one process, and writes to
-    ``workdir/stats/`` ``<dataset>_<split>_inception.npz`` (mu, sigma and up to
-    ``eval.kid_features`` pool_3 features, for ``eval.fid_stats_path``) when the Inception
-    weights are found, and ``<dataset>_<split>_<classifier>.npz`` where the dataset has a
-    project classifier.
-    """
+    """``--mode stats``: feature statistics of at most ``eval.max_examples`` images of
+    ``eval.stats_split`` (default ``"train"``, as the paper's CIFAR-10 statistics), the reference
+    of FID and KID, in ``workdir/stats/``: ``<dataset>_<split>_inception.npz`` (mu, sigma and up to
+    ``eval.kid_features`` pool_3 features) where the Inception weights are found, and
+    ``<dataset>_<split>_<classifier>.npz`` where the dataset has a project classifier."""
     ec, d = config.eval, config.data
     split = ec.get("stats_split", "train")
     source = experiment.image_source_from_config(d, split)
@@ -751,11 +681,8 @@ def reference_stats(config, workdir: str) -> dict:
             stats, _ = inception_statistics(make_batches(), features, keep_features=keep)
             save_reference_stats(path, stats, dataset=str(d.dataset), split=split, **meta)
 
-        settings = dict(
-            common,
-            inception_weights=[os.path.basename(weights), os.path.getsize(weights)],
-            kid_features=keep,
-        )
+        size = [os.path.basename(weights), os.path.getsize(weights)]
+        settings = dict(common, inception_weights=size, kid_features=keep)
         written.update(_keyed_stats(out_dir, stem, "inception", settings, compute))
         written["num_examples"] = min(len(source), max_examples or len(source))
     name = classifier_for_dataset(str(d.dataset), d.image_size, d.num_channels)

@@ -1,8 +1,5 @@
 """Training, reference statistics and accuracy of the FD classifiers
 (:mod:`scoresde_jax.metrics.feature_net`): ``python -m scoresde_jax.feature_classifier``.
-
-Training runs through the one loop of :mod:`scoresde_jax.run.trainer`: with a ``workdir`` it
-checkpoints and resumes exactly; without one it trains in memory, as the shipped weights were.
 """
 
 from __future__ import annotations
@@ -97,22 +94,13 @@ def train_feature_classifier(
     checkpoint_every: int = 500,
 ) -> tuple[Classifier, np.ndarray]:
     """Trains a classifier on ``uint8 [n, H, W, C]`` images (or floats in ``[0, 1]``) with AdamW
-    and a warmup-cosine schedule of ``num_steps``; returns it and the loss of every step run.
-
-    The training set is put on the device once; each step takes its batch from a per-epoch
-    permutation and its augmentation from ``fold_in(key, step)``, so the run is a pure function
-    of ``seed`` and resumes exactly from a checkpoint of ``workdir`` (``None``: in memory).
-
-    Args:
-      batch_size: examples per step (capped at ``n``).
-      warmup_steps: linear warmup; default ``min(100, num_steps // 10)``.
-      spec: a :data:`CLASSIFIERS` name or a :class:`ClassifierSpec`; by default the shipped
-        architecture for the image shape.
-      augment: random flips and crops; default the architecture's choice.
-      log_every: log the mean loss every this many steps (``<= 0``: only at the end).
-    """
-    images = np.asarray(images)
-    labels = np.asarray(labels).astype(np.int32)
+    and a warmup-cosine schedule (warmup default ``min(100, num_steps // 10)``); returns it and the
+    loss of every step run. Batches (``batch_size`` capped at ``n``) come from a per-epoch
+    permutation, augmentation from ``fold_in(key, step)``: the run is a pure function of ``seed``
+    and resumes exactly from a checkpoint of ``workdir`` (``None``: in memory, as the shipped
+    weights were trained). ``spec``: a :data:`CLASSIFIERS` name or a :class:`ClassifierSpec`
+    (default: the shipped architecture of the image shape); ``log_every <= 0``: log at the end."""
+    images, labels = np.asarray(images), np.asarray(labels).astype(np.int32)
     if images.ndim != 4:
         raise ValueError(f"images must be [n, H, W, C], got shape {images.shape}")
     n = images.shape[0]
@@ -232,9 +220,9 @@ def _load_split(dataset: str, split: str, data_path: str | None) -> tuple[np.nda
 
 
 def _write_stats(path: str, clf: Classifier, images: np.ndarray, **meta: Any) -> FeatureStats:
-    s = save_classifier_stats(path, clf, images, **meta)
-    log.info("wrote %s (%d images)", path, s.count)
-    return s
+    stats = save_classifier_stats(path, clf, images, **meta)
+    log.info("wrote %s (%d images)", path, stats.count)
+    return stats
 
 
 def train(

@@ -1,14 +1,11 @@
 """``--mode toy_figures``: pictures of what a model learned on 2-D data, in ``workdir/figures/``.
 
-* ``score_field_step_<step>.png``: the learned score at several times over the density ``p_t``;
-  for the Gaussian mixture also the exact score and the error ``sigma_t |s_theta - grad log p_t|``
-  (the noise-prediction error, comparable across times) against the density. At small ``t`` the
-  score is only learned where data lies, not in the low-density space between the modes where
-  samplers start; larger noise makes it accurate everywhere, the reason for training on many
-  noise levels (Song & Ermon 2019, Section 3; paper, Section 3). Other toy sets show the field
-  over a histogram of perturbed data.
-* ``trajectories_step_<step>.png``: reverse-SDE (Euler--Maruyama) and probability-flow ODE paths
-  from the same prior points (paper, Figure 2).
+``score_field_step_<step>.png``: the learned score at several times over the density ``p_t`` (a
+histogram of perturbed data, or exact for the mixture, with the exact score and the error
+``sigma_t |s_theta - grad log p_t|``). At small ``t`` the score is learned only where data lies,
+not between the modes where samplers start: the reason for many noise levels (Song & Ermon 2019,
+Section 3; paper, Section 3). ``trajectories_step_<step>.png``: reverse-SDE (Euler--Maruyama) and
+probability-flow ODE paths from the same prior points (paper, Figure 2).
 """
 
 from __future__ import annotations
@@ -43,8 +40,8 @@ def _histogram_log_density(points: np.ndarray, grid: np.ndarray) -> np.ndarray:
 
 
 def toy_figures(config, workdir: str) -> dict:
-    """The pictures of the module docstring for the newest checkpoint; ``config.figures`` sets
-    what is drawn, ``config.latent`` the ODE solver. Returns paths and (mixture) score errors."""
+    """The module's pictures of the newest checkpoint (``config.figures``: what is drawn;
+    ``config.latent``: the ODE solver); returns paths and (mixture) score errors."""
     d = config.data
     if d.get("dataset_kind", "image") != "toy" or d.get("dim", None) != 2:
         raise ValueError(

@@ -1,9 +1,6 @@
 """``--mode encode | interpolate | temperature``: probability-flow latent manipulation of the
-newest checkpoint's EMA parameters (paper, Section 4.3), with pictures and JSON reports in
-``workdir/latent/``.
-
-The ODE is ``latent.ode_solver`` with ``latent.rtol``/``latent.atol`` from ``sampling.eps`` to
-``T``; examples are split over the devices of the mesh, ``latent.batch_size`` at a time.
+newest checkpoint's EMA parameters (paper, Section 4.3), pictures and JSON in ``workdir/latent/``.
+The ODE (``latent.ode_solver``, ``latent.rtol``/``atol``) runs from ``sampling.eps`` to ``T``.
 """
 
 from __future__ import annotations
@@ -46,25 +43,21 @@ log = logging.getLogger(__name__)
 _SPLITS = {"train": 0, "test": 1}  # toy data: seed offset of each split (as in evaluate/train)
 
 
-def _ode_kwargs(config) -> dict:
-    """The ODE options of ``config.latent`` (checked, with ``latent.split``, before any work)."""
+def _restore(config, workdir: str, key_offset: int):
+    """The ODE options of ``config.latent`` (checked, with ``latent.split``, before any work),
+    the experiment, its EMA parameters, the step and a key."""
     lc = config.latent
     if str(lc.split) not in _SPLITS:
         raise ValueError(f"latent.split={lc.split!r}: use 'test' or 'train'")
     odeint.check_solver(str(lc.ode_solver))
     if not (lc.rtol > 0 and lc.atol > 0):
         raise ValueError(f"latent.rtol={lc.rtol}, latent.atol={lc.atol}: both must be positive")
-    return dict(
+    ode = dict(
         eps=float(config.sampling.eps),
         rtol=float(lc.rtol),
         atol=float(lc.atol),
         solver=str(lc.ode_solver),
     )
-
-
-def _restore(config, workdir: str, key_offset: int):
-    """The checked ODE options, the experiment, its EMA parameters, the step and a key."""
-    ode = _ode_kwargs(config)
     exp, state, step = restore_experiment(config, workdir)
     key = jax.random.fold_in(exp.eval_key, key_offset * 10**6 + step)
     return ode, exp, state.ema_params, step, key
@@ -92,9 +85,9 @@ def _examples(config, exp, n: int) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def _run_sharded(exp, config, fn, num_outputs: int, params, key, batched: tuple, what: str):
-    """Applies ``fn(params, key, *batched) -> outputs`` per device to the host arrays
-    ``batched``, ``latent.batch_size`` rows at a time (rounded up to a multiple of the device
-    count, so it compiles once); chunk ``c`` gets the key ``fold_in(key, c)``."""
+    """``fn(params, key, *batched) -> outputs`` per device on the host arrays ``batched``,
+    ``latent.batch_size`` rows at a time (a multiple of the device count, so it compiles once);
+    chunk ``c`` gets the key ``fold_in(key, c)``."""
     n_dev = device_count(exp.mesh)
     n = len(batched[0])
     chunk = -(-min(int(config.latent.batch_size), n) // n_dev) * n_dev
@@ -122,9 +115,11 @@ def _stem(workdir: str, mode: str, step: int) -> str:
     return os.path.join(path, f"{mode}_step_{step}")
 
 
-def _write_report(stem: str, report: dict) -> dict:
+def _write_report(stem: str, report: dict, **arrays) -> dict:
+    """Writes ``arrays`` to ``<stem>.npz`` and ``report`` to ``<stem>.json`` (process 0)."""
     report["png"], report["npz"] = stem + ".png", stem + ".npz"
     if jax.process_index() == 0:
+        atomic_savez(stem + ".npz", **arrays)
         with open(stem + ".json", "w") as f:
             json.dump(report, f, indent=2)
     return report
@@ -140,14 +135,13 @@ def _per_example(a: np.ndarray) -> np.ndarray:
 
 
 def encode_mode(config, workdir: str) -> dict:
-    """``--mode encode``: ``latent.num_inputs`` examples of ``latent.split`` encoded to their
-    latents at ``T`` and decoded back; writes ``workdir/latent/encode_step_<step>.{png,npz,json}``.
+    """``--mode encode``: ``latent.num_inputs`` examples of ``latent.split`` encoded to latents
+    at ``T`` and decoded back, in ``workdir/latent/encode_step_<step>.{png,npz,json}``.
 
-    Reconstruction errors are in model units over all entries. A learned flow can be very
-    ill-conditioned at a few entries (an anti-aliased pixel on the network's sharp boundary
-    between ink and background, a point between two modes), so the largest error shrinks more
-    slowly with the tolerance than the others. ``latent_*`` are z-scores of the latents' moments
-    under the prior (:func:`scoresde_jax.sampling.latent.prior_moment_zscores`).
+    Errors are in model units over all entries. A learned flow can be very ill-conditioned at a
+    few entries (an anti-aliased pixel on the network's sharp ink boundary, a point between two
+    modes), so the largest error shrinks more slowly with the tolerance than the others.
+    ``latent_*``: z-scores of the latents' moments under the prior (``prior_moment_zscores``).
     """
     n = _check_count(config.latent.num_inputs, "latent.num_inputs", 2)
     ode, exp, params, step, key = _restore(config, workdir, 5)
@@ -208,9 +202,7 @@ def encode_mode(config, workdir: str) -> dict:
                 title=f"{config.data.dataset}: {config.training.sde}, step {step}, "
                 f"max |x - decode(encode(x))| = {report['max_abs_error']:.2g}",
             )
-    if jax.process_index() == 0:
-        atomic_savez(stem + ".npz", x=x, z=z, x_rec=x_rec, nfe=nfe)
-    return _write_report(stem, report)
+    return _write_report(stem, report, x=x, z=z, x_rec=x_rec, nfe=nfe)
 
 
 def interpolate_mode(config, workdir: str) -> dict:
@@ -272,8 +264,8 @@ def interpolate_mode(config, workdir: str) -> dict:
                 prior_samples=prior,
                 title=f"{config.data.dataset}: {config.training.sde}, step {step}",
             )
-        atomic_savez(stem + ".npz", x0=x0, x1=x1, interpolants=path, latents=zpath, nfe=nfe)
-    return _write_report(stem, report)
+    arrays = dict(x0=x0, x1=x1, interpolants=path, latents=zpath, nfe=nfe)
+    return _write_report(stem, report, **arrays)
 
 
 def temperature_mode(config, workdir: str) -> dict:
@@ -344,7 +336,5 @@ def temperature_mode(config, workdir: str) -> dict:
                 title=f"{config.data.dataset}: {config.training.sde}, step {step}: decoded "
                 "tau * z, same z",
             )
-        atomic_savez(
-            stem + ".npz", temperatures=np.asarray(temps), samples=np.stack(list(samples.values()))
-        )
-    return _write_report(stem, report)
+    arrays = dict(temperatures=np.asarray(temps), samples=np.stack(list(samples.values())))
+    return _write_report(stem, report, **arrays)

@@ -1,19 +1,9 @@
-"""Controllable generation from the command line: ``--mode sample --config.sampling.task=TASK``.
+"""Inpainting and colorization: ``--mode sample --config.sampling.task=inpaint|colorize``.
 
-Tasks (run from :data:`scoresde_jax.cli.SAMPLE_TASKS`):
-
-* ``inpaint``: fill in the region of ``sampling.inpaint_mask`` of each input image
-  (:func:`scoresde_jax.sampling.constraints.inpaint`);
-* ``colorize``: color the gray level of each input image, with a model of 3-channel images
-  (:func:`scoresde_jax.sampling.constraints.colorize`);
-* ``class``: class-conditional sampling with a noise-conditional classifier
-  (:func:`scoresde_jax.modes.classifier.sample_class`).
-
-Inpainting and colorization read their inputs from the dataset (``sampling.task_split``) or from
-``sampling.task_inputs`` (an ``.npz`` of uint8 images, an image file or a folder of images), draw
-``sampling.num_completions`` samples for each of the first ``sampling.num_inputs`` inputs with the
-PC sampler of ``config.sampling`` on every device of the mesh, and write
-``workdir/samples/<task>_step_<step>.{png,npz}``.
+The inputs come from the dataset (``sampling.task_split``) or ``sampling.task_inputs`` (an
+``.npz`` of uint8 images, an image file or a folder of images); each of the first
+``sampling.num_inputs`` gets ``sampling.num_completions`` samples of the PC sampler over the mesh,
+written to ``workdir/samples/<task>_step_<step>.{png,npz}``.
 """
 
 from __future__ import annotations
@@ -27,7 +17,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from scoresde_jax.core.mesh import device_count, put_global_batch, sharded_batch_fn
+from scoresde_jax.core.mesh import (
+    device_count,
+    map_fixed_batches,
+    put_global_batch,
+    sharded_batch_fn,
+)
 from scoresde_jax.data import prepare_image, to_model_space
 from scoresde_jax.io import images as plotting
 from scoresde_jax.io.images import to_uint8
@@ -42,12 +37,7 @@ log = logging.getLogger(__name__)
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
 
-# ---------------------------------------------------------------------------------------------
-# Inputs.
-
-
 def _prepare(images: list[np.ndarray], image_size: int, num_channels: int, where: str):
-
     out = []
     for i, image in enumerate(images):
         image = np.asarray(image)
@@ -62,15 +52,9 @@ def _prepare(images: list[np.ndarray], image_size: int, num_channels: int, where
                 f"{where}: image {i} has shape {image.shape}; expected [H, W], [H, W, 1] or "
                 "[H, W, 3]"
             )
+        kw = dict(image_size=image_size, num_channels=num_channels, geometry="resize_small_crop")
         try:
-            out.append(
-                prepare_image(
-                    image,
-                    image_size=image_size,
-                    num_channels=num_channels,
-                    geometry="resize_small_crop",
-                )
-            )
+            out.append(prepare_image(image, **kw))
         except ValueError as err:
             raise ValueError(f"{where}: image {i} of shape {image.shape}: {err}") from err
     return np.stack(out)
@@ -103,21 +87,11 @@ def _decode(path: Path) -> np.ndarray:
 def load_task_inputs(
     path: str | os.PathLike, *, image_size: int, num_channels: int, limit: int | None = None
 ) -> np.ndarray:
-    """Input images of a task from a file: uint8 ``[N, image_size, image_size, num_channels]``.
-
-    Args:
-      path: an ``.npz`` whose array ``images`` (or ``samples``, or its only array) holds uint8
-        ``[N, H, W, C]`` or ``[N, H, W]`` images; an image file (PNG, JPEG, WebP, BMP); or a
-        folder of them (read in name order, sub-folders included).
-      image_size: the model's image side. Other sizes are resized so that the smaller side is
-        ``image_size`` and center-cropped.
-      num_channels: the model's channels; grayscale is repeated to RGB, RGB reduced to luma.
-      limit: keep the first ``limit`` images.
-
-    Raises:
-      FileNotFoundError: ``path`` does not exist or a folder holds no images.
-      ValueError: an unreadable file or arrays that are not uint8 images.
-    """
+    """The first ``limit`` input images of a task: uint8 ``[N, image_size, image_size,
+    num_channels]`` from an ``.npz`` (array ``images``, ``samples`` or its only one; ``[N, H, W,
+    C]`` or ``[N, H, W]``), an image file or a folder of them (name order, sub-folders included).
+    Other sizes are resized (smaller side ``image_size``) and center-cropped; grayscale is
+    repeated to RGB, RGB reduced to luma."""
     p = Path(path).expanduser()
     if not p.exists():
         raise FileNotFoundError(f"sampling.task_inputs={os.fspath(path)} does not exist")
@@ -148,18 +122,6 @@ def load_task_inputs(
     return _prepare(images, image_size, num_channels, os.fspath(p))
 
 
-def _dataset_inputs(config, limit: int) -> tuple[np.ndarray, str]:
-    split = config.sampling.get("task_split", "test")
-    source = experiment.image_source_from_config(config.data, split)
-    n = min(limit, len(source))
-    images, _ = source.get(np.arange(n))
-    return images, source.name
-
-
-# ---------------------------------------------------------------------------------------------
-# Inpainting and colorization.
-
-
 def _check_image_task(config, task: str) -> None:
     d, s = config.data, config.sampling
     if d.get("dataset_kind", "image") != "image":
@@ -180,50 +142,7 @@ def _check_image_task(config, task: str) -> None:
             raise ValueError(f"sampling.{field} must be >= 1, got {s.get(field)}")
 
 
-def _sampler_options(s) -> dict:
-    return dict(
-        predictor=s.predictor,
-        corrector=s.corrector,
-        snr=s.snr,
-        n_steps=s.n_steps_each,
-        num_steps=s.get("num_steps", None),
-        eps=s.get("eps", 1e-3),
-        denoise=s.noise_removal,
-        perturb_known_init=s.get("perturb_known_init", False),
-    )
-
-
-def _run_rounds(fn, params, key, batch: np.ndarray, round_size: int, mesh, task: str):
-    """``fn(params, key, x) -> (x, nfe)`` over ``batch`` in rounds of ``round_size`` rows
-    (the last one padded with copies of the first row); returns host arrays."""
-
-    n = len(batch)
-    n_rounds = -(-n // round_size)
-    outs, nfe = [], 0
-    for r in range(n_rounds):
-        chunk = batch[r * round_size : (r + 1) * round_size]
-        m = len(chunk)
-        if m < round_size:
-            chunk = np.concatenate([chunk, np.repeat(chunk[:1], round_size - m, 0)])
-        t0 = time.perf_counter()
-        x, nfe_r = fn(params, jax.random.fold_in(key, r), put_global_batch(chunk, mesh))
-        x = to_host(x)[:m]
-        nfe = int(to_host(nfe_r).max())
-        outs.append(x)
-        log.info(
-            "%s: round %d/%d, %d images, %d score evaluations, %.1f s",
-            task,
-            r + 1,
-            n_rounds,
-            m,
-            nfe,
-            time.perf_counter() - t0,
-        )
-    return np.concatenate(outs), nfe
-
-
 def _image_task(config, workdir: str, task: str) -> dict:
-
     _check_image_task(config, task)
     d, s = config.data, config.sampling
     num_inputs = int(s.get("num_inputs", 8))
@@ -235,7 +154,9 @@ def _image_task(config, workdir: str, task: str) -> dict:
         )
         origin = os.fspath(inputs_path)
     else:
-        originals, origin = _dataset_inputs(config, num_inputs)
+        source = experiment.image_source_from_config(d, s.get("task_split", "test"))
+        originals, _ = source.get(np.arange(min(num_inputs, len(source))))
+        origin = source.name
     mask = None
     if task == "inpaint":
         mask = constraints.resolve_mask(
@@ -245,39 +166,58 @@ def _image_task(config, workdir: str, task: str) -> dict:
     t0 = time.perf_counter()
     exp, state, step = restore_experiment(config, workdir)
     n_dev = device_count(exp.mesh)
-    options = _sampler_options(s)
-    x_model = to_model_space(originals, centered=d.centered)
-    if task == "inpaint":
+    options = dict(
+        predictor=s.predictor,
+        corrector=s.corrector,
+        snr=s.snr,
+        n_steps=s.n_steps_each,
+        num_steps=s.get("num_steps", None),
+        eps=s.get("eps", 1e-3),
+        denoise=s.noise_removal,
+        perturb_known_init=s.get("perturb_known_init", False),
+    )
 
-        def per_device(params, key, x):
+    def per_device(params, key, x):  # x: the images (inpaint) or their gray levels (colorize)
+        if task == "inpaint":
             res = constraints.inpaint(exp.sde, exp.score_fn(params), key, x, mask, **options)
-            return res.x, jnp.full((x.shape[0],), res.nfe, jnp.int32)
+        else:
+            res = constraints.colorize(exp.sde, exp.score_fn(params), key, x, **options)
+        return res.x, jnp.full((x.shape[0],), res.nfe, jnp.int32)
 
-        cond = x_model
-    else:
-
-        def per_device(params, key, gray):
-            res = constraints.colorize(exp.sde, exp.score_fn(params), key, gray, **options)
-            return res.x, jnp.full((gray.shape[0],), res.nfe, jnp.int32)
-
-        cond = np.mean(x_model, axis=-1, keepdims=True)  # the gray level, constraints.to_gray
+    cond = to_model_space(originals, centered=d.centered)
+    if task == "colorize":
+        cond = np.mean(cond, axis=-1, keepdims=True)  # the gray level, constraints.to_gray
 
     batch = np.repeat(cond, k, axis=0)  # input i -> rows i*k ... i*k + k - 1
     per_round = max(int(s.get("batch_size", 64)), 1)
     round_size = -(-min(len(batch), per_round) // n_dev) * n_dev
     log.info(
-        "%s: %d inputs from %s x %d completions on %d devices, step %d",
-        task,
-        len(originals),
-        origin,
-        k,
-        n_dev,
-        step,
+        f"{task}: {len(originals)} inputs from {origin} x {k} completions on {n_dev} devices, "
+        f"step {step}"
     )
     fn = sharded_batch_fn(exp.mesh, per_device, 1, 2)
     key = jax.random.fold_in(exp.eval_key, 3 * 10**6 + step)
-    x, nfe = _run_rounds(fn, state.ema_params, key, batch, round_size, exp.mesh, task)
-    seconds = time.perf_counter() - t0
+    n_rounds, nfe = -(-len(batch) // round_size), 0
+
+    def run_round(rows):
+        nonlocal nfe
+        r, t1 = int(rows[0]) // round_size, time.perf_counter()
+        x, nfe_r = fn(
+            state.ema_params, jax.random.fold_in(key, r), put_global_batch(batch[rows], exp.mesh)
+        )
+        nfe, m = int(to_host(nfe_r).max()), min(round_size, len(batch) - r * round_size)
+        seconds = time.perf_counter() - t1
+        log.info(
+            f"{task}: round {r + 1}/{n_rounds}, {m} images, {nfe} score evaluations, "
+            f"{seconds:.1f} s"
+        )
+        return (to_host(x),)
+
+    # The last round is padded with copies of its first row.
+    rows = np.arange(n_rounds * round_size)
+    rows[len(batch) :] = (n_rounds - 1) * round_size
+    (x,) = map_fixed_batches(run_round, rows, round_size)
+    x, seconds = x[: len(batch)], time.perf_counter() - t0
 
     n, h, w, c = originals.shape
     completions = to_uint8(x, centered=d.centered).reshape(n, k, h, w, c)
