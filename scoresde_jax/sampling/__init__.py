@@ -1,11 +1,7 @@
-"""Samplers: predictor-corrector (paper, Section 4.2), probability-flow ODE (Section 4.3) and
-fast deterministic solvers of the same ODE (EDM Heun, DPM-Solver++ 2M/3M, singlestep and
-adaptive DPM-Solver), the reverse SDE with adaptive steps, and plain and annealed Langevin
-dynamics (NCSN).
-
-Every sampler takes an SDE and any ``score_fn(x, t)``, a trained network or a closed-form score,
-and returns ``SampleResult(x, nfe)``; the grids they step on are built in :mod:`.grid`.
-Inpainting and colorization are the PC sampler with a constraint (:mod:`.constraints`).
+"""Samplers: predictor-corrector (paper, Section 4.2), probability-flow ODE (Section 4.3) and its
+fast solvers (EDM, DPM-Solver, DPM-Solver++), the adaptive reverse SDE, Langevin dynamics (NCSN),
+and inpainting and colorization (:mod:`.constraints`). Every sampler takes an SDE and any
+``score_fn(x, t)`` and returns ``SampleResult(x, nfe)``; :mod:`.grid` builds their grids.
 """
 
 from scoresde_jax.sampling._common import SampleResult, Trajectory

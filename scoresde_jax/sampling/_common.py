@@ -1,4 +1,4 @@
-"""What the samplers return, and their check of a sample shape."""
+"""What the samplers return, and the checks and steps they share."""
 
 from __future__ import annotations
 
@@ -6,28 +6,20 @@ from typing import NamedTuple
 
 import jax
 
+from scoresde_jax.core.sde import batch_mul
+
 
 class SampleResult(NamedTuple):
-    """What a sampler returns.
-
-    Attributes:
-      x: the samples, shaped like the requested ``shape``.
-      nfe: the number of score-function evaluations spent (a Python int for the fixed-step
-        samplers, an int32 array for the adaptive ODE solvers).
-    """
+    """Samples ``x`` of the requested shape and the score evaluations spent (``nfe``: an int for
+    fixed-step samplers, an int32 array for adaptive ones)."""
 
     x: jax.Array
     nfe: int | jax.Array
 
 
 class Trajectory(NamedTuple):
-    """States along a path from ``T`` towards ``0``.
-
-    Attributes:
-      ts: ``[S]`` the times, decreasing (``ts[0] = T``).
-      xs: ``[S, B, ...]`` the state of every example at each time; ``xs[0]`` is the start.
-      nfe: the number of score evaluations spent (an int, or an int32 array for adaptive solves).
-    """
+    """States ``xs [S, B, ...]`` at decreasing times ``ts [S]`` (``ts[0] = T``, ``xs[0]`` the
+    start) and the score evaluations spent."""
 
     ts: jax.Array
     xs: jax.Array
@@ -43,3 +35,20 @@ def check_shape(shape) -> tuple[int, ...]:
     if len(shape) < 1 or any(s < 1 for s in shape):
         raise ValueError(f"shape must be a non-empty [B, ...] of positive sizes, got {shape}")
     return shape
+
+
+def initial_state(sde, key, shape: tuple[int, ...], z) -> jax.Array:
+    """``z`` checked against ``shape``, or a prior sample drawn with ``key`` when ``z`` is None."""
+    if z is None:
+        if key is None:
+            raise ValueError("a key is needed when no latent z is given")
+        return sde.prior_sample(key, shape)
+    if tuple(z.shape) != shape:
+        raise ValueError(f"z has shape {tuple(z.shape)} but shape={shape} was requested")
+    return z
+
+
+def tweedie(sde, score_fn, x: jax.Array, t: jax.Array) -> jax.Array:
+    """``E[x_0 | x_t] = (x_t + sigma_t^2 score(x_t, t)) / alpha_t`` (Tweedie's formula)."""
+    alpha, sigma = sde.marginal_coeffs(t)
+    return batch_mul(1.0 / alpha, x + batch_mul(sigma**2, score_fn(x, t)))

@@ -1,44 +1,20 @@
-"""Controllable generation without retraining: inpainting and colorization (paper, Section 5 and
-Appendix I.2).
+"""Inpainting and colorization with an unconditional score model (paper, Section 5 and Appendix
+I.2): :func:`~scoresde_jax.sampling.pc_sample` with a :class:`~scoresde_jax.sampling.pc.Constraint`
+that, after every update, replaces the known part by a draw of ``p_0t(x_t | x_0 = y) = N(alpha_t
+y, sigma_t^2 I)``. Colorization is inpainting of two channels of ``M x`` (:data:`COLOR_TRANSFORM`,
+orthogonal, first channel the gray level) with the score ``M score(M^T y)``; the SDEs act on every
+coordinate alike, so the SDE in ``M x`` has the same drift and diffusion.
 
-An unconditional score model also solves inverse problems whose observation is a part of the
-image. Split ``x`` into a known part ``Omega(x) = y`` and an unknown part. The paper samples the
-unknown part with the reverse SDE of the *unconditional* model and, after every update, overwrites
-the known part of the state with a sample of the forward-perturbed observation,
-``Omega(x_t) ~ p_0t(Omega(x_t) | Omega(x_0) = y) = N(alpha_t y, sigma_t^2 I)``, so that the score
-network always sees a state whose known part is consistent with ``y`` at the current noise level.
-
-* :func:`inpaint`: the known part is a set of pixels (a mask).
-* :func:`colorize`: the known part is the gray level of every pixel. An orthogonal channel
-  transform ``M`` (:data:`COLOR_TRANSFORM`, first row ``(1, 1, 1) / sqrt(3)``) turns the gray
-  level into the first channel of ``y = M x``; colorization is inpainting of the two other
-  channels in that space, where the score is ``M score(M^T y)`` (``M`` is orthogonal, and the
-  three SDEs act on every coordinate alike, so the SDE in ``y`` has the same drift and
-  diffusion).
-
-Both are :func:`~scoresde_jax.sampling.pc_sample` with a
-:class:`~scoresde_jax.sampling.pc.Constraint` that keeps the known part in place.
-
-The replacement is an approximation, not an exact sampler of ``p(x_u | x_k = y)``. The unknown
-part follows ``grad_u log p_t(x_u, x_k)`` at a random ``x_k ~ p_0t(. | y)``; averaged over that
-draw (which is what many small steps do) this is the score of ``p_t(x_u | x_k(t) = alpha_t y)``,
-not the conditional score ``grad_u log p_t(x_u | x_k(0) = y)``. The two agree as ``t -> 0``, and
-everywhere when the known and unknown parts are independent, but not at intermediate times when
-they are correlated. On an 8-dimensional correlated Gaussian (4 of the 8 coordinates known;
-posterior std 0.47 to 0.54 against 0.71 a priori) with the exact score, predictor-only sampling
-converges, as the step count grows, to a law whose mean is 0.4-0.8 posterior standard deviations
-off and whose variances are 22-38 % too large, for VE, VP and sub-VP alike (tests/
-test_constraints.py checks the sampler against the exact law of this discrete algorithm and
-shows the gap to the true posterior). One Langevin corrector step per time step with
-``snr=0.16`` shrinks the gap (at 200 steps, means within 0.08 std for VE and 0.31 for VP);
-``snr=0.01`` does not. On images, completions may fit the surrounding pixels only loosely.
-
-There is no probability-flow variant: replacing the known part between deterministic
-probability-flow steps measured worse on the same problem (means 0.6-1.2 std off, variances
-1.4-2.3 times too large).
-
-Masks (:func:`make_mask`, :func:`load_mask_png`) are float32 ``[H, W, 1]`` arrays, ``1`` where a
-pixel is known, broadcast over the channels.
+The replacement is approximate: averaged over the draws the unknown part follows the score of
+``p_t(x_u | x_k(t) = alpha_t y)``, not ``grad_u log p_t(x_u | x_k(0) = y)``; the two agree as ``t
+-> 0`` or when the parts are independent. On an 8-d correlated Gaussian (4 coordinates known,
+posterior std 0.47-0.54 against 0.71 a priori) with the exact score, predictor-only sampling
+converges to means 0.4-0.8 posterior std off and variances 22-38 % too large for VE, VP and
+sub-VP (tests/test_constraints.py checks the exact law of this algorithm); one Langevin corrector
+step with ``snr=0.16`` shrinks the gap (200 steps: means within 0.08 std for VE, 0.31 for VP),
+``snr=0.01`` does not. A probability-flow variant measured worse (means 0.6-1.2 std off,
+variances 1.4-2.3 times too large), so there is none. Masks are float32 ``[H, W, 1]``, 1 where
+known.
 """
 
 from __future__ import annotations
@@ -68,10 +44,6 @@ __all__ = [
 ]
 
 
-# ---------------------------------------------------------------------------------------------
-# Inpainting.
-
-
 def inpaint(
     sde: SDE,
     score_fn: ScoreFn,
@@ -88,58 +60,19 @@ def inpaint(
     denoise: bool = True,
     perturb_known_init: bool = False,
 ) -> SampleResult:
-    """Fills in the unknown part of ``data`` with the predictor-corrector sampler (paper, App. I.2).
+    """Fills in the unknown part of ``data [B, ...]`` with the PC sampler (paper, App. I.2).
 
-    For each ``t_i`` of ``linspace(T, eps, num_steps)``: the corrector runs ``n_steps`` Langevin
-    steps at ``t_i`` and the known part is replaced by a fresh sample of
-    ``p_0t(x_t | data)`` at ``t_i``; then the predictor moves the state one step down the reverse
-    SDE, to ``t_{i+1}`` (``0`` after the last step), and the known part is replaced by a sample of
-    ``p_0t`` at that time. (The original code perturbs the known part to ``t_i`` after the
-    predictor as well, one grid step behind the state; the two agree as the step count grows.)
-    With ``denoise`` the unknown part of the result is the noise-free mean of the last predictor
-    step. Either way the known part of the result is ``data`` itself, exactly.
+    ``mask`` is 1 (above 1/2) where ``data`` is known, broadcast to ``data`` (e.g. ``[H, W, 1]``).
+    At each ``t_i`` of ``linspace(T, eps, num_steps)`` the known part is replaced after the
+    corrector (at ``t_i``) and after the predictor (at ``t_{i+1}``; the original code uses
+    ``t_i`` there, one step behind: the two agree as steps grow). The result's known part is
+    ``data``; with ``denoise`` the unknown part is the last predictor step's mean.
 
-    Initial state. The unknown part starts from a prior sample. The known part starts as
-
-    * ``perturb_known_init=False`` (the original code's choice): the clean ``data``. The first
-      score evaluation (the first corrector step, or the first predictor step when the corrector
-      is ``"none"``) then sees clean pixels next to prior noise. For VE at ``T`` these clean
-      pixels have a spread of order one next to noise of std ``sigma_max``; that state is not a
-      plausible draw of ``p_T``, so the first update of the unknown part is computed at an
-      inconsistent state. After that first update the known part is a sample of ``p_0t`` like
-      in the other variant.
-    * ``perturb_known_init=True``: a sample of ``p_0T(x_T | data)`` (``data + sigma_max z`` for
-      VE, ``alpha_T data + sigma_T z`` for VP and sub-VP), so the whole initial state is
-      consistent with ``p_T`` given the observation, as every later state is.
-
-    The two differ only in the first update, whose effect on the unknown part is of order
-    ``Cov_T(x_u, x_k) / sigma_T^4`` and decays along the reverse process; on Gaussian data the
-    difference is far below sampling error for all three SDEs (tests/test_constraints.py).
-
-    Args:
-      sde: the forward SDE.
-      score_fn: ``score_fn(x, t) -> score`` of the unconditional model, ``x: [B, ...]``.
-      key: a PRNG key.
-      data: the observations ``[B, ...]``; only the known part is read.
-      mask: ``1`` where ``data`` is known and ``0`` where it is to be generated (values above 1/2
-        count as known); any shape that broadcasts to ``data.shape``, e.g. ``[H, W, 1]`` for
-        images ``[B, H, W, C]`` or ``[D]`` for vectors.
-      predictor: one of :data:`~scoresde_jax.sampling.PREDICTORS`.
-      corrector: one of :data:`~scoresde_jax.sampling.CORRECTORS`.
-      snr: the corrector's target signal-to-noise ratio.
-      n_steps: corrector steps per time step.
-      num_steps: number of time steps; ``sde.N`` if None (the SDE is rebuilt with this ``N``).
-      eps: the last time.
-      denoise: return the noise-free mean of the last predictor step in the unknown part.
-      perturb_known_init: start the known part from ``p_0T(x_T | data)`` instead of ``data``.
-
-    Returns:
-      ``SampleResult(x, nfe)`` with ``x`` shaped like ``data`` and
-      ``nfe = num_steps * (p + c * n_steps)`` (``p``, ``c`` are 0 for ``"none"``, else 1).
-
-    Raises:
-      ValueError: for an unknown predictor or corrector, a mask that does not broadcast to
-        ``data``, or a bad step count or ``eps``.
+    The known part starts as the clean ``data`` (the original code; the first score evaluation
+    then sees clean pixels next to prior noise, for VE not a plausible draw of ``p_T``), or with
+    ``perturb_known_init`` as a draw of ``p_0T(x_T | data)``. They differ only in the first
+    update, by ``O(Cov_T(x_u, x_k) / sigma_T^4)``, far below sampling error on Gaussian data
+    (tests/test_constraints.py). ``nfe`` as in :func:`~scoresde_jax.sampling.pc_sample`.
     """
     data = jnp.asarray(data)
     if data.ndim < 1 or data.shape[0] < 1:
@@ -167,9 +100,6 @@ def inpaint(
     )
 
 
-# ---------------------------------------------------------------------------------------------
-# Colorization.
-
 COLOR_TRANSFORM = np.array(
     [
         [1.0, 1.0, 1.0],
@@ -177,28 +107,22 @@ COLOR_TRANSFORM = np.array(
         [1.0, 1.0, -2.0],
     ]
 ) / np.sqrt([[3.0], [2.0], [6.0]])
-"""Orthogonal ``M`` (rows orthonormal): ``y = M x`` per pixel maps RGB to (``sqrt(3)`` x gray,
-two chroma channels). Its first row ``(1, 1, 1) / sqrt(3)`` makes ``y_0 = sqrt(3) mean(x)``."""
+"""Orthogonal ``M``: ``y = M x`` per pixel maps RGB to (``sqrt(3)`` x gray, two chroma channels)."""
 
 
 def to_color_space(x: jax.Array) -> jax.Array:
     """``y = M x`` on the channel axis of ``[..., 3]`` images (see :data:`COLOR_TRANSFORM`)."""
-    m = jnp.asarray(COLOR_TRANSFORM, x.dtype)
-    return jnp.einsum("...c,dc->...d", x, m)
+    return jnp.einsum("...c,dc->...d", x, jnp.asarray(COLOR_TRANSFORM, x.dtype))
 
 
 def from_color_space(y: jax.Array) -> jax.Array:
     """``x = M^T y``, the inverse of :func:`to_color_space`."""
-    m = jnp.asarray(COLOR_TRANSFORM, y.dtype)
-    return jnp.einsum("...d,dc->...c", y, m)
+    return jnp.einsum("...d,dc->...c", y, jnp.asarray(COLOR_TRANSFORM, y.dtype))
 
 
 def to_gray(images: jax.Array) -> jax.Array:
-    """The gray level used by :func:`colorize`: the mean of the channels, ``[..., 1]``.
-
-    The mean (not the luma ``0.299 R + 0.587 G + 0.114 B``) is what an orthogonal transform can
-    split off: it is the projection on ``(1, 1, 1)``. A one-channel input is returned as is.
-    """
+    """The channel mean ``[..., 1]``, :func:`colorize`'s gray level: not the luma, since the mean
+    (the projection on ``(1, 1, 1)``) is what an orthogonal transform can split off."""
     return jnp.mean(images, axis=-1, keepdims=True)
 
 
@@ -217,29 +141,11 @@ def colorize(
     denoise: bool = True,
     perturb_known_init: bool = False,
 ) -> SampleResult:
-    """Colors grayscale images with a model of RGB images (paper, Section 5 and Appendix I.2).
+    """Colors ``gray [B, H, W, 1]`` (or ``[..., 3]`` images, their channel mean taken) in the
+    model's data space with a score model of RGB images (paper, Section 5 and Appendix I.2).
 
-    In ``y = M x`` (:data:`COLOR_TRANSFORM`) the first channel is ``sqrt(3)`` times the gray
-    level ``mean(R, G, B)`` and is known; :func:`inpaint` samples the two others with the score
-    ``M score(M^T y)``. The result's channel mean equals the input gray level (up to float
-    rounding); pixels may leave the data range, as with any sample.
-
-    Args:
-      sde: the forward SDE.
-      score_fn: ``score_fn(x, t)`` of a model of 3-channel images ``[B, H, W, 3]``.
-      key: a PRNG key.
-      gray: ``[B, H, W, 1]`` gray levels, or ``[B, H, W, 3]`` images whose channel mean is taken
-        (a gray image repeated over three channels gives back its gray level), in the model's
-        data space (e.g. ``[-1, 1]`` for centered data).
-      predictor, corrector, snr, n_steps, num_steps, eps, denoise, perturb_known_init: as in
-        :func:`inpaint`.
-
-    Returns:
-      ``SampleResult(x [B, H, W, 3], nfe)``.
-
-    Raises:
-      ValueError: when ``gray`` is not ``[B, H, W, 1 or 3]``, or ``score_fn`` does not take
-        3-channel images (colorization needs a model of color images).
+    The known channel of ``M x`` is ``sqrt(3)`` times the gray level, so the result's channel mean
+    equals it up to rounding (pixels may leave the data range). Options as in :func:`inpaint`.
     """
     gray = jnp.asarray(gray)
     if gray.ndim != 4 or gray.shape[-1] not in (1, 3):
@@ -285,10 +191,6 @@ def colorize(
         perturb_known_init=perturb_known_init,
     )
     return SampleResult(from_color_space(res.x), res.nfe)
-
-
-# ---------------------------------------------------------------------------------------------
-# Masks.
 
 
 def _parse_fraction(kind: str, arg: str | None, default: float) -> float:
@@ -378,25 +280,9 @@ def _image_hw(image_shape) -> tuple[int, int]:
 
 
 def make_mask(kind: str, image_shape, key: jax.Array | None = None) -> np.ndarray:
-    """A built-in inpainting mask: float32 ``[H, W, 1]``, ``1`` known and ``0`` missing.
-
-    Args:
-      kind: a name of :data:`MASK_KINDS`, optionally with a parameter after a colon:
-        ``"left_half"``, ``"right_half"``, ``"top_half"``, ``"bottom_half"`` (that half is
-        missing), ``"center_square"`` / ``"center_square:0.5"`` (a centered square hole whose
-        side is that fraction of the image), ``"random_pixels"`` / ``"random_pixels:0.5"``
-        (each pixel missing with that probability), ``"stripes"`` / ``"stripes:4"`` (every other
-        horizontal band of that many rows missing).
-      image_shape: ``(H, W)`` or ``(H, W, C)``.
-      key: a PRNG key for ``random_pixels`` (default ``PRNGKey(0)``, so the mask is
-        reproducible); the other kinds ignore it.
-
-    Returns:
-      A numpy float32 array ``[H, W, 1]`` of zeros and ones.
-
-    Raises:
-      ValueError: for an unknown kind or a bad parameter.
-    """
+    """A built-in mask (:data:`MASK_KINDS`, e.g. ``"random_pixels:0.7"``) for images ``(H, W)``
+    or ``(H, W, C)``: float32 ``[H, W, 1]``, 1 known. ``key`` (default ``PRNGKey(0)``, so the mask
+    is reproducible) is for ``random_pixels`` only."""
     h, w = _image_hw(image_shape)
     name, _, arg = str(kind).strip().partition(":")
     name = name.strip().lower()
@@ -410,20 +296,9 @@ def make_mask(kind: str, image_shape, key: jax.Array | None = None) -> np.ndarra
 
 
 def load_mask_png(path: str | os.PathLike, image_size: int) -> np.ndarray:
-    """Reads a mask image: white (>= 128 after conversion to gray) is known, black missing.
-
-    Args:
-      path: a PNG (or any format PIL reads) of a square mask.
-      image_size: the side of the (square) images; a mask of another size is resized with
-        nearest-neighbour sampling, so it stays binary.
-
-    Returns:
-      A numpy float32 array ``[image_size, image_size, 1]`` of zeros and ones.
-
-    Raises:
-      FileNotFoundError: ``path`` does not exist.
-      ValueError: the file is not a readable image or is not square.
-    """
+    """Reads a square mask image (any format PIL reads) as float32 ``[image_size, image_size,
+    1]``: white (>= 128 in gray) known, black missing; another size is resized nearest-neighbour,
+    so it stays binary."""
     from PIL import Image, UnidentifiedImageError
 
     path = os.fspath(path)
@@ -450,8 +325,7 @@ def resolve_mask(spec: str, image_size: int, key: jax.Array | None = None) -> np
     """A built-in mask kind (:func:`make_mask`) or the path of a mask image
     (:func:`load_mask_png`, recognized by an image file extension or an existing file)."""
     spec = str(spec).strip()
-    if spec.lower().endswith((".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")) or os.path.isfile(
-        spec
-    ):
+    image_ext = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+    if spec.lower().endswith(image_ext) or os.path.isfile(spec):
         return load_mask_png(spec, image_size)
     return make_mask(spec, (image_size, image_size), key)

@@ -1,14 +1,8 @@
 """The time and noise-level grids of the samplers, each built in one place.
 
-* :func:`pc_times`: the predictor-corrector grid ``linspace(T, eps, N)`` (paper, Algorithm 1).
-* :func:`karras_sigmas`: Karras et al.'s ``rho``-spaced noise levels (EDM).
-* :func:`log_snr_grid`: points uniform in ``lambda = -log sigma`` (half the log-SNR), DPM-Solver's.
-* :func:`annealed_noise_levels`: NCSN's geometric noise levels and their times.
-
-Grids of noise levels are static: they are computed once on the host in float64 (also inside a
-``jax.jit`` trace) from the SDE's closed-form noise parametrization. The index of the discrete
-level at a time, ``floor(t (N - 1) / T)``, belongs to the SDEs' own discrete chains and lives with
-them in :mod:`scoresde_jax.core.sde`.
+Noise-level grids are static: computed once on the host in float64 (also inside a ``jax.jit``
+trace) from the SDE's closed-form noise parametrization. The index of the discrete level at a time
+belongs to the SDEs' own discrete chains (:mod:`scoresde_jax.core.sde`).
 """
 
 from __future__ import annotations
@@ -43,10 +37,8 @@ def noise_level_at(sde: SDE, t: float) -> float:
 
 
 def pc_times(T: float, eps: float, num_steps: int) -> jax.Array:
-    """``[num_steps + 1]``: the step times ``linspace(T, eps, num_steps)``, then ``0``.
-
-    Step ``i`` runs at ``ts[i]`` and lands at ``ts[i + 1]``; the last step lands at ``0``.
-    """
+    """``[num_steps + 1]``: the PC grid ``linspace(T, eps, num_steps)`` (paper, Algorithm 1), then
+    ``0``; step ``i`` runs at ``ts[i]`` and lands at ``ts[i + 1]``."""
     return jnp.append(jnp.linspace(T, eps, num_steps), 0.0)
 
 
@@ -61,9 +53,8 @@ def karras_sigmas(sigma_min: float, sigma_max: float, num_steps: int, rho: float
 
 
 def log_snr_grid(sde: SDE, eps: float, num_steps: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(lambdas, sigmas)``, ``[num_steps + 1]`` each: ``lambda = -log sigma`` uniform from
-    ``lambda(T)`` to ``lambda(eps)``; the end points of ``sigmas`` are exactly ``sigma(T)`` and
-    ``sigma(eps)``."""
+    """``(lambdas, sigmas)``, ``[num_steps + 1]`` each: ``lambda = -log sigma`` (half the log-SNR,
+    DPM-Solver's grid) uniform from ``lambda(T)`` to ``lambda(eps)``, the end sigmas exact."""
     sigma_max, sigma_end = noise_level_at(sde, sde.T), noise_level_at(sde, eps)
     lambdas = np.linspace(-math.log(sigma_max), -math.log(sigma_end), num_steps + 1)
     sigmas = np.exp(-lambdas)
@@ -74,29 +65,14 @@ def log_snr_grid(sde: SDE, eps: float, num_steps: int) -> tuple[np.ndarray, np.n
 def annealed_noise_levels(
     sde: SDE, num_levels: int, sigma_min: float | None = None
 ) -> tuple[jax.Array, jax.Array]:
-    """The times ``t_i`` and noise levels ``sigma_i`` (descending) of annealed Langevin dynamics.
+    """``(t [L], sigma [L])``: the times and descending noise levels of annealed Langevin dynamics.
 
-    As in NCSN the levels are geometric, from ``sigma_1 = sigma_T`` (the kernel std at ``T``:
-    ``sigma_max`` for VE, about 1 for VP and sub-VP) down to ``sigma_L = sigma_min``, and ``t_i``
-    is the time at which the SDE's perturbation kernel has std ``sigma_i``, so the score model is
-    asked at the marginal ``p_{t_i}`` it was trained on. For VE, geometric levels are a uniform time
-    grid, ``t_i = linspace(T, 0, L)`` for the default ``sigma_min``. For VP and sub-VP a uniform
-    time grid would put most levels near ``sigma ≈ 1`` and leave a large gap at the small end
-    (with ``L = 10`` the last two VP levels would be 0.36 and 0.01), and sub-VP's kernel std
-    falls like ``B(t)`` rather than ``sqrt(B(t))``, so a fixed small time would mean a much smaller
-    noise level (1e-4 at ``t = 1e-3``) than for VP; geometric levels in ``sigma`` avoid both.
-
-    Args:
-      sde: the forward SDE.
-      num_levels: ``L``.
-      sigma_min: the smallest level; ``None``: ``sde.sigma_min`` for VE, 0.01 for VP and sub-VP
-        (NCSN's ``sigma_L``, and VP's kernel std at ``t ≈ 1e-3``).
-
-    Returns:
-      ``(t [L], sigma [L])``; ``sigma`` is recomputed from ``t``, so the two agree exactly.
-
-    Raises:
-      ValueError: for ``num_levels < 1`` or a ``sigma_min`` outside the SDE's range of stds.
+    As in NCSN the levels are geometric from the kernel std at ``T`` down to ``sigma_min``
+    (default: VE's own, else 0.01, NCSN's ``sigma_L`` and VP's std at ``t ~ 1e-3``), and ``t_i``
+    is the time whose kernel has std ``sigma_i`` (``sigma`` is recomputed from ``t``). For VE that
+    is a uniform time grid; for VP and sub-VP a uniform time grid would crowd the levels near
+    ``sigma ~ 1`` and leave a gap at the small end (``L = 10``: last VP levels 0.36 and 0.01), and
+    sub-VP's std falls like ``B(t)``, not ``sqrt(B(t))`` (1e-4 at ``t = 1e-3``).
     """
     if num_levels < 1:
         raise ValueError(f"need num_levels >= 1, got {num_levels}")

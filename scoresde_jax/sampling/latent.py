@@ -1,33 +1,14 @@
-"""Latent-space manipulation through the probability-flow ODE (paper, Section 4.3).
+"""Latent-space manipulation through the probability-flow ODE (paper, Section 4.3): exact
+encoding (:func:`round_trip`), interpolation along great circles (:func:`slerp`,
+:func:`interpolate`) and temperature (:func:`temperature_sample`).
 
-The probability-flow ODE is a deterministic, invertible map between data at ``eps`` and latents
-at ``T`` (:func:`scoresde_jax.sampling.encode` / :func:`~scoresde_jax.sampling.decode`). Because
-it carries the data distribution onto (approximately) the prior, the latents of real data look
-like prior samples, and operations that make sense for Gaussian latents carry over to data:
-
-* exact encoding and reconstruction (:func:`round_trip`), up to the solver tolerance;
-* interpolation between two data points along a great circle of latent space (:func:`slerp`,
-  :func:`interpolate`), which keeps the interpolants at a typical prior norm;
-* temperature (:func:`temperature_sample`): decode ``z = mean + tau (z_prior - mean)``.
-
-Temperature. Every SDE here has the prior ``N(0, s^2 I)`` with ``s = sigma_max`` (VE) or ``1``
-(VP, sub-VP), so scaling the prior noise by ``tau`` draws latents from ``N(0, tau^2 s^2 I)``,
-whose density is proportional to ``p_T(z)^(1 / tau^2)``: a tempered prior, as in Glow. Decoding
-pushes it through the flow. For Gaussian data ``N(m, v I)`` the flow is affine (the standardized
-coordinate ``(x_t - alpha_t m) / sqrt(alpha_t^2 v + sigma_t^2)`` is constant along it), so for all
-three SDEs the samples are ``N(m, tau^2 v I)`` up to the perturbation at ``eps`` and an offset of
-``alpha_T m`` in the latent (``alpha_T = 1`` with ``s = sigma_max >> |m|`` for VE, ``alpha_T``
-about ``e^-5`` for VP and sub-VP): temperature scales the deviations from the mean. For
-multimodal data it is not ``p_0^(1/tau^2)``, since the flow stretches space unevenly:
-``tau < 1`` gathers the latents near the prior's centre, whose images are smoother, more
-prototypical, lower-contrast samples with less diversity, and ``tau -> 0`` collapses every
-sample onto one point, the image of the prior mean; ``tau > 1`` spreads the latents beyond the
-typical set and the images into noisier, off-manifold ones. The SDEs differ only in the scale
-that ``tau`` multiplies (``sigma_max`` for VE, one for VP and sub-VP), i.e. the temperature is
-always measured in units of the prior's standard deviation.
-
-Every function here takes an SDE and a ``score_fn(x, t)`` (network or closed form), is pure and
-traces under ``jax.jit``.
+Temperature. Every prior here is ``N(0, s^2 I)`` (``s = sigma_max`` for VE, 1 for VP, sub-VP), so
+``tau z`` draws from ``N(0, tau^2 s^2 I)``, density ``~ p_T^(1 / tau^2)`` (a tempered prior, as in
+Glow). For Gaussian data ``N(m, v I)`` the flow is affine (``(x_t - alpha_t m) / sqrt(alpha_t^2 v
++ sigma_t^2)`` is constant along it), so the samples are ``N(m, tau^2 v I)`` up to the
+perturbation at ``eps`` and a latent offset of ``alpha_T m``. For multimodal data it is not
+``p_0^(1/tau^2)``: ``tau < 1`` gives smoother, more prototypical, less diverse samples (``tau ->
+0``: all the image of the prior mean), ``tau > 1`` noisier, off-manifold ones.
 """
 
 from __future__ import annotations
@@ -53,20 +34,13 @@ __all__ = [
     "temperature_sample",
 ]
 
-# Below this angle (radians) between the two latents, or this close to pi, slerp interpolates
-# linearly: the great circle is then (numerically) undefined or not unique, and for tiny angles
-# linear interpolation differs from slerp by O(angle^2) only.
+# Below this angle (radians), or this close to pi, slerp is linear: the great circle is then
+# undefined or not unique, and for tiny angles the two differ by O(angle^2) only.
 _PARALLEL_ANGLE = 1e-4
 
 
 class RoundTrip(NamedTuple):
-    """Output of :func:`round_trip`.
-
-    Attributes:
-      z: ``[B, ...]`` latents at ``T``.
-      x_rec: ``[B, ...]`` the latents decoded back to ``eps``.
-      nfe: score evaluations of the encode and the decode solve together.
-    """
+    """Latents ``z`` at ``T``, their decoding ``x_rec`` at ``eps``, and both solves' ``nfe``."""
 
     z: jax.Array
     x_rec: jax.Array
@@ -74,15 +48,8 @@ class RoundTrip(NamedTuple):
 
 
 class InterpolationResult(NamedTuple):
-    """Output of :func:`interpolate`.
-
-    Attributes:
-      x: ``[B, num, ...]`` decoded interpolants; ``x[:, 0]`` and ``x[:, -1]`` are the decoded
-        latents of the two endpoints (their reconstructions).
-      z: ``[B, num, ...]`` the interpolated latents.
-      alphas: ``[num]`` the interpolation weights, ``linspace(0, 1, num)``.
-      nfe: score evaluations of the encode and the decode solve together.
-    """
+    """Decoded interpolants ``x [B, num, ...]`` (the ends: the endpoints' reconstructions), their
+    latents ``z [B, num, ...]``, the weights ``alphas = linspace(0, 1, num)``, both solves' nfe."""
 
     x: jax.Array
     z: jax.Array
@@ -96,29 +63,14 @@ def _safe_norm(sq: jax.Array) -> jax.Array:
 
 
 def slerp(z0: jax.Array, z1: jax.Array, alpha) -> jax.Array:
-    """Spherical interpolation between latents, one great circle per example.
+    """Spherical interpolation of latents ``[B, ...]`` by ``alpha`` (scalar or ``[B]``).
 
-    The direction moves along the great circle between ``u0 = z0 / |z0|`` and ``u1 = z1 / |z1|``
-    at constant angular speed, ``u = sin((1 - a) w) / sin(w) u0 + sin(a w) / sin(w) u1`` with
-    ``w`` the angle between them (Shoemake 1985; White 2016 for generative latents), and the
-    norm moves linearly, ``|z| = (1 - a) |z0| + a |z1|``. The endpoints are exact; for equal norms
-    this is the classic slerp and every interpolant keeps that norm (a Gaussian latent's norm
-    concentrates near ``sqrt(D)`` prior std, and linear interpolation would cut through the
-    low-probability interior). Unlike the classic formula applied to latents of unequal norm,
-    the norm stays between the endpoints' even when they point in nearly opposite directions,
-    which is common in low dimensions. The angle comes from
-    ``w = 2 atan2(|u0 - u1|, |u0 + u1|)``, accurate for nearly parallel latents; below 1e-4 rad,
-    or within it of pi (antiparallel: no unique circle), the interpolation is linear, as it is
-    when either latent is zero (no direction).
-
-    Args:
-      z0: ``[B, ...]`` start latents.
-      z1: ``[B, ...]`` end latents, same shape.
-      alpha: interpolation weight, a scalar or one per example ``[B]``; 0 gives ``z0``, 1
-        gives ``z1``.
-
-    Returns:
-      ``[B, ...]`` the interpolants.
+    The direction moves at constant angular speed along the great circle from ``z0 / |z0|`` to
+    ``z1 / |z1|`` (Shoemake 1985; White 2016 for generative latents), the norm linearly, so for
+    equal norms every interpolant keeps the typical prior norm that linear interpolation would cut
+    through; unlike classic slerp of unequal norms, the norm stays between the endpoints' even
+    for nearly opposite directions. The angle is ``2 atan2(|u0 - u1|, |u0 + u1|)`` (accurate
+    when nearly parallel); within 1e-4 rad of 0 or pi, or for a zero latent, it is linear.
     """
     if z0.shape != z1.shape:
         raise ValueError(f"slerp needs latents of one shape, got {z0.shape} and {z1.shape}")
@@ -157,20 +109,8 @@ def round_trip(
     options: ODEOptions = SAMPLING_ODE,
     **fields,
 ) -> RoundTrip:
-    """Encodes ``x`` to its latents and decodes them back (paper, Section 4.3, exact encoding).
-
-    The probability flow is invertible, so ``x_rec`` equals ``x`` up to the solver tolerance
-    (whatever the score function: the map is exact for the model, not for the data).
-
-    Args:
-      sde: the forward SDE.
-      score_fn: ``score_fn(x, t) -> score``.
-      x: data ``[B, ...]`` (model space, at time ``eps``).
-      options, fields: the ODE solve, as in :func:`scoresde_jax.sampling.encode`.
-
-    Returns:
-      ``RoundTrip(z, x_rec, nfe)``.
-    """
+    """Encodes data ``x`` (at ``eps``) and decodes it back (paper, Section 4.3, exact encoding);
+    ``x_rec = x`` up to the solver tolerance, whatever the score. ODE options as in ``encode``."""
     ode = dict(options=options, **fields)
     z, nfe_enc = encode(sde, score_fn, x, **ode)
     x_rec, nfe_dec = decode(sde, score_fn, z, **ode)
@@ -187,22 +127,8 @@ def interpolate(
     options: ODEOptions = SAMPLING_ODE,
     **fields,
 ) -> InterpolationResult:
-    """Interpolates between data pairs through latent space (paper, Section 4.3 and Figure 4).
-
-    Both endpoints are encoded in one solve, their latents joined by :func:`slerp` at ``num``
-    evenly spaced weights, and all interpolants decoded in a second solve.
-
-    Args:
-      sde: the forward SDE.
-      score_fn: ``score_fn(x, t) -> score``.
-      x0: ``[B, ...]`` first endpoints.
-      x1: ``[B, ...]`` second endpoints, same shape.
-      num: number of points per path, endpoints included (at least 2).
-      options, fields: the ODE solve, as in :func:`scoresde_jax.sampling.encode`.
-
-    Returns:
-      ``InterpolationResult(x [B, num, ...], z [B, num, ...], alphas [num], nfe)``.
-    """
+    """Interpolates between data pairs through latent space (paper, Section 4.3 and Figure 4):
+    one encode of both ends, :func:`slerp` at ``num >= 2`` weights, one decode of all points."""
     if x0.shape != x1.shape:
         raise ValueError(f"interpolate needs endpoints of one shape, got {x0.shape}, {x1.shape}")
     if num < 2:
@@ -229,52 +155,23 @@ def temperature_sample(
     options: ODEOptions = SAMPLING_ODE,
     **fields,
 ) -> SampleResult:
-    """Decodes tempered prior samples ``z = tau z_prior`` with the probability-flow ODE.
-
-    The prior of every SDE here is centred at zero, so ``tau z_prior`` is the prior sample
-    scaled around the prior mean: ``tau = 1`` is :func:`scoresde_jax.sampling.ode_sample` with the
-    same key, ``tau = 0`` decodes the prior mean. See the module docstring for what the
-    temperature does to the samples of VE, VP and sub-VP models. Calls with the same key use the
-    same base noise for every temperature.
-
-    Args:
-      sde: the forward SDE.
-      score_fn: ``score_fn(x, t) -> score``.
-      key: PRNG key of the base prior sample.
-      shape: sample shape ``[B, ...]``.
-      temperature: ``tau >= 0``, a scalar (may be traced) or one per example ``[B]``.
-      options, fields: the ODE solve, as in :func:`scoresde_jax.sampling.ode_sample`.
-
-    Returns:
-      ``SampleResult(x, nfe)``: the samples ``[B, ...]`` and the score evaluations of the
-      decode.
-    """
+    """Decodes tempered prior samples ``tau z_prior`` (``tau >= 0``, scalar or ``[B]``) with the
+    probability-flow ODE: ``tau = 1`` is ``ode_sample`` with the same key, ``tau = 0`` decodes the
+    prior mean; one key gives the same base noise at every temperature (module docstring)."""
     z = sde.prior_sample(key, tuple(shape))
     tau = jnp.broadcast_to(jnp.asarray(temperature, z.dtype), (z.shape[0],))
     return decode(sde, score_fn, batch_mul(tau, z), options=options, **fields)
 
 
 def prior_moment_zscores(z: jax.Array, prior_std: float) -> dict[str, jax.Array]:
-    """How far latents ``z`` are from prior samples ``N(0, prior_std^2 I)``, in standard errors.
+    """How far latents ``z [n >= 2, ...]`` are from ``N(0, prior_std^2 I)`` draws, in standard
+    errors: each statistic is about standard normal under that hypothesis (the maxima over ``D``
+    dimensions like the largest of ``D``: about 3 for ``D`` in the hundreds).
 
-    Under the hypothesis that the ``n`` rows of ``z`` are independent prior draws, each statistic
-    below is approximately standard normal (or, for the maxima over ``D`` dimensions, like the
-    largest of ``D`` of them: about 3 for ``D`` in the hundreds):
-
-    * ``mean_max``: ``max_d |mean_d| / (s / sqrt(n))``;
-    * ``var_max``: ``max_d |var_d / s^2 - 1| / sqrt(2 / (n - 1))``;
-    * ``sq_norm``: ``(mean_b |z_b|^2 / s^2 - D) / sqrt(2 D / n)`` (the chi-square statistic behind
-      the prior log-likelihood of the latents).
-
-    Also returns the raw ``mean``, ``std`` (over all entries) and ``prior_logp`` (mean over rows,
-    nats) with its expectation under the prior, ``prior_logp_expected``.
-
-    Args:
-      z: ``[n, ...]`` latents, ``n >= 2``.
-      prior_std: the prior's standard deviation ``s``.
-
-    Returns:
-      A dict of scalar arrays.
+    ``mean_max = max_d |mean_d| / (s / sqrt(n))``, ``var_max = max_d |var_d / s^2 - 1| / sqrt(2 /
+    (n - 1))``, ``sq_norm = (mean_b |z_b|^2 / s^2 - D) / sqrt(2 D / n)`` (the chi-square behind
+    the prior log-likelihood); also ``mean``, ``std``, ``prior_logp`` (mean over rows, nats) and
+    its expectation ``prior_logp_expected``.
     """
     n = z.shape[0]
     if n < 2:

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 
 from scoresde_jax.core.sde import SDE, ScoreFn, batch_mul
 from scoresde_jax.sampling import grid
-from scoresde_jax.sampling._common import SampleResult, Trajectory, check_shape
+from scoresde_jax.sampling._common import SampleResult, Trajectory, check_shape, initial_state
 from scoresde_jax.sampling.correctors import CORRECTORS
 from scoresde_jax.sampling.predictors import FLOW_PREDICTORS, PREDICTORS
 
@@ -43,12 +43,11 @@ def _check_discrete_betas(sde: SDE, predictor: str, corrector: str) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class Constraint:
-    """A known part of the state: ``data`` where ``known`` (a bool array of ``data``'s shape).
+    """A known part of the state: ``data`` where ``known`` (bool, ``data``'s shape).
 
-    After every update the known entries are replaced by a fresh sample of the forward-perturbed
-    observation ``p_0t(x_t | x_0 = data)`` at the time the state has reached (paper, Appendix
-    I.2); the result's known entries are ``data`` itself. The known part starts as ``data``, or
-    with ``perturb_known_init`` as a sample of ``p_0T(x_T | data)``.
+    After every update the known entries are replaced by a draw of ``p_0t(x_t | x_0 = data)`` at
+    the state's time (paper, Appendix I.2); they start as ``data``, or with ``perturb_known_init``
+    as a draw of ``p_0T``. The result's known entries are ``data`` itself.
     """
 
     data: jax.Array
@@ -90,46 +89,21 @@ def pc_sample(
     z: jax.Array | None = None,
     trajectory: bool = False,
 ) -> SampleResult | Trajectory:
-    """Samples from the model by alternating corrector and predictor steps from ``T`` to ``eps``.
+    """Samples by alternating corrector and predictor steps from ``T`` to ``eps``.
 
-    ``x_T`` is drawn from the prior; then for each ``t`` in ``linspace(T, eps, num_steps)``
-    (:func:`~scoresde_jax.sampling.grid.pc_times`) the corrector runs ``n_steps`` Langevin steps at
-    ``t`` and the predictor moves ``x`` one step of the reverse SDE. The whole loop is a single
-    ``lax.scan`` and the key of step ``i`` is ``fold_in(key, i)``, so the function traces once and
-    can be called inside ``jax.jit`` (with ``sde``, ``score_fn``, ``shape`` and the string options
-    static).
+    From ``x_T`` (a prior sample, or ``z``), for each ``t`` of
+    :func:`~scoresde_jax.sampling.grid.pc_times` the corrector (:data:`CORRECTORS`) runs
+    ``n_steps`` Langevin steps at ``t`` (target ``snr``: the paper uses 0.16 for VE, 0.01 for
+    VP/sub-VP) and the predictor (:data:`PREDICTORS`) moves ``x`` one reverse-SDE step; one
+    ``lax.scan``, key ``fold_in(key, i)`` at step ``i``, so it traces under ``jax.jit``.
 
-    Args:
-      sde: the forward SDE.
-      score_fn: ``score_fn(x, t) -> score`` for ``x: [B, ...]``, ``t: [B]``.
-      key: a PRNG key.
-      shape: the sample shape ``[B, ...]``.
-      predictor: one of :data:`PREDICTORS` (``"euler_maruyama"``, ``"reverse_diffusion"``,
-        ``"ancestral_sampling"``, ``"none"``).
-      corrector: one of :data:`CORRECTORS` (``"langevin"``, ``"ald"``, ``"none"``).
-      snr: the corrector's target signal-to-noise ratio (the paper uses 0.16 for VE, 0.01 for
-        VP/sub-VP with the Langevin corrector).
-      n_steps: corrector steps per time step.
-      denoise: return the noise-free mean of the last step instead of the noisy state.
-      eps: the last (smallest) time, to avoid the singular score at ``t = 0``.
-      num_steps: number of time steps; ``sde.N`` if None. Otherwise the SDE is rebuilt with
-        ``N = num_steps`` so its discretization matches the grid.
-      probability_flow: make the predictor a deterministic step of the probability-flow ODE
-        (``euler_maruyama`` and ``reverse_diffusion`` only, as in the paper's code); correctors
-        still add noise.
-      constraint: a known part of the state (:class:`Constraint`), projected after the
-        corrector (when there is one) and after the predictor; it takes 2 more keys per step.
-      z: prior samples ``shape`` to start from instead of drawing them.
-      trajectory: return every state, ``Trajectory(ts [num_steps + 1], xs, nfe)``: ``xs[0]``
-        is ``x_T``, ``xs[i + 1]`` the state after the step at ``ts[i]`` and ``xs[-1]`` the sample
-        (at ``ts[-1] = 0``).
-
-    Returns:
-      ``SampleResult(x, nfe)`` with ``nfe = num_steps * (p + c * n_steps)``, where ``p`` and ``c``
-      are 1 when the predictor / corrector evaluates the score and 0 for ``"none"``.
-
-    Raises:
-      ValueError: for an unknown predictor or corrector, or a bad shape or step count.
+    ``num_steps`` other than ``sde.N`` rebuilds the SDE with that ``N``. ``denoise`` returns the
+    noise-free mean of the last step. ``probability_flow`` makes the predictor a deterministic
+    probability-flow step (:data:`FLOW_PREDICTORS`, as in the paper's code); correctors still add
+    noise. ``constraint`` is projected after the corrector (if any) and the predictor (2 more keys
+    a step). ``trajectory`` returns ``Trajectory(ts [num_steps + 1], xs, nfe)``: ``xs[0] = x_T``,
+    ``xs[i + 1]`` the state after the step at ``ts[i]``, ``xs[-1]`` the sample (``ts[-1] = 0``).
+    ``nfe = num_steps (p + c n_steps)``, ``p``, ``c`` 0 for ``"none"`` and 1 otherwise.
     """
     predictor_fn = _lookup(PREDICTORS, predictor, "predictor")
     corrector_fn = _lookup(CORRECTORS, corrector, "corrector")
@@ -155,12 +129,7 @@ def pc_sample(
     # one also a key for its start and two per step for its projections.
     n_keys = 2 if constraint is None else 3
     prior_key, *start_key, loop_key = jax.random.split(key, n_keys)
-    if z is None:
-        x = sde.prior_sample(prior_key, shape)
-    elif tuple(z.shape) != shape:
-        raise ValueError(f"z has shape {tuple(z.shape)} but shape={shape} was requested")
-    else:
-        x = z
+    x = initial_state(sde, prior_key, shape, z)
     if constraint is not None:
         x = constraint.start(sde, x, start_key[0])
     ts = grid.pc_times(sde.T, eps, num_steps)
@@ -199,12 +168,8 @@ def reverse_sde_trajectory(
     eps: float = 1e-3,
     denoise: bool = True,
 ) -> Trajectory:
-    """Euler--Maruyama on the reverse-time SDE (paper, Eq. 6) from ``x_T``, recording every state.
-
-    This is :func:`pc_sample` with predictor ``"euler_maruyama"``, no corrector, ``z = x_T`` and
-    ``trajectory=True``: ``Trajectory(ts [num_steps + 1], xs [num_steps + 1, B, ...],
-    nfe=num_steps)`` on the PC grid, the last state at ``ts[-1] = 0``.
-    """
+    """Euler--Maruyama on the reverse-time SDE (paper, Eq. 6) from ``x_T``, recording every state:
+    :func:`pc_sample` with ``"euler_maruyama"``, no corrector, ``z=x_T``, ``trajectory=True``."""
     return pc_sample(
         sde,
         score_fn,

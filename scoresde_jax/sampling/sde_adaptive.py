@@ -1,32 +1,17 @@
 """Sampling by solving the reverse-time SDE with adaptive steps (diffrax, error control).
 
-The reverse SDE (paper, Eq. 6), ``dx = [f(x, t) - g(t)^2 score(x, t)] dt + g(t) dw_bar`` from
-``t = T`` down to ``eps``, is written in the forward time ``u = T - t`` so that diffrax integrates
-it from ``0`` to ``T - eps`` like any SDE:
-
-    dx = -[f(x, T - u) - g(T - u)^2 score(x, T - u)] du + g(T - u) dW_u.
-
-Its noise is additive (``g`` depends on time only, never on ``x``), so Ito and Stratonovich
-calculus agree and the additive-noise stochastic Runge--Kutta methods apply. The default solver
-is diffrax's ShARK (Foster, dos Reis and Strange 2023, Eq. 6.1): two drift evaluations per step,
-strong order 1.5 for additive noise, an embedded error estimate (the difference of its two drift
-stages) that diffrax's PID controller turns into adaptive steps, and an exact treatment of a
-diffusion ``g(t)`` that varies with time (a linear-in-time correction with the space-time Levy
-area). SRA1 (Roessler 2010) is the same kind of method with other weights. Plain Heun would also
-adapt, but as a Stratonovich method of strong order 1 it needs more steps for the same tolerance.
-
-Adaptive SDE steps are sound only if the Brownian path does not depend on the steps taken:
-a rejected step must see the same noise when it is retried on a finer grid. The Brownian motion
-is therefore a ``diffrax.VirtualBrownianTree`` (with the space-time Levy area the solvers need),
-which answers any query ``W(u0, u1)`` consistently from one key. The tree resolves the path down
-to ``bm_tol``; the controller's ``dtmin`` is twice that, so no step is finer than the path.
-
-The controller is diffrax's PI controller with the coefficients it recommends for SDEs (``pcoeff
-= 0.1``, ``icoeff = 0.3``); its error norm is the RMS over the whole batch, so every sample shares
-one step sequence. Evaluation count: the additive-noise SRK methods evaluate the drift (and so
-the score) once per stage in every attempted step, accepted or rejected, and nowhere else, so
-``nfe = stages * sol.stats["num_steps"]`` (+1 for the final denoising step), checked against a
-counter in the tests.
+The reverse SDE (paper, Eq. 6) from ``T`` to ``eps`` is integrated in ``u = T - t``: ``dx =
+-[f - g^2 score](x, T - u) du + g(T - u) dW_u``. Its noise is additive (``g`` depends on time
+only), so Ito and Stratonovich agree and additive-noise SRK methods apply: diffrax's ShARK
+(Foster, dos Reis and Strange 2023, Eq. 6.1; strong order 1.5, two drift evaluations a step, an
+embedded error estimate, exact for a time-varying ``g``) or SRA1 (Roessler 2010); Heun, a
+strong-order-1 Stratonovich method, would need more steps. Adaptive steps need a Brownian path
+that does not depend on them (a rejected step must see the same noise on a finer grid): a
+``diffrax.VirtualBrownianTree`` with space-time Levy area, resolved to ``bm_tol``, with the
+controller's ``dtmin = 2 bm_tol``. The PI controller uses diffrax's SDE coefficients
+(``pcoeff = 0.1``, ``icoeff = 0.3``) and the RMS over the whole batch, so all samples share one
+step sequence. Every attempted step, accepted or not, evaluates the score once per stage and
+nowhere else: ``nfe = stages * num_steps`` (+1 for denoising), checked by a counter in the tests.
 """
 
 from __future__ import annotations
@@ -38,9 +23,9 @@ import jax
 import jax.numpy as jnp
 import lineax
 
-from scoresde_jax.core.sde import SDE, ScoreFn, batch_mul, reverse_drift_diffusion
+from scoresde_jax.core.sde import SDE, ScoreFn, reverse_drift_diffusion
 from scoresde_jax.sampling import grid
-from scoresde_jax.sampling._common import SampleResult, check_shape
+from scoresde_jax.sampling._common import SampleResult, check_shape, initial_state, tweedie
 from scoresde_jax.sampling.fast import check_tolerances
 
 __all__ = ["SDE_SOLVERS", "sde_adaptive_sample"]
@@ -72,30 +57,11 @@ def sde_adaptive_sample(
 ) -> SampleResult:
     """Samples by integrating the reverse-time SDE from ``T`` to ``eps`` with adaptive steps.
 
-    Args:
-      sde: the forward SDE.
-      score_fn: ``score_fn(x, t) -> score`` for ``x: [B, ...]``, ``t: [B]``.
-      key: a PRNG key (prior sample and Brownian path).
-      shape: the sample shape ``[B, ...]``.
-      rtol: relative tolerance of the step-size controller.
-      atol: absolute tolerance of the step-size controller, in data units.
-      eps: the final time.
-      max_steps: the most attempted steps; past it the result is NaN.
-      denoise: finish with Tweedie's denoising step ``x_0 = (x + sigma_eps^2 score(x, eps)) /
-        alpha_eps``, the posterior mean ``E[x_0 | x_eps]`` (one more score evaluation).
-      solver: a name in :data:`SDE_SOLVERS` (``"shark"`` or ``"sra1"``).
-      first_step: the first trial step, as a fraction of ``T - eps``.
-      bm_tol: the resolution of the virtual Brownian tree (default ``(T - eps) / 2^14``).
-      pcoeff: proportional coefficient of the PI controller.
-      icoeff: integral coefficient of the PI controller.
-      z: prior samples ``shape`` to start from instead of drawing them (the Brownian path
-        still comes from ``key``).
-
-    Returns:
-      ``SampleResult(x, nfe)`` with ``nfe`` the exact number of score evaluations (int32).
-
-    Raises:
-      ValueError: for an unknown solver, a bad shape, ``eps`` or tolerance.
+    ``rtol``, ``atol`` (data units), ``pcoeff``, ``icoeff`` configure the step controller,
+    ``first_step`` is a fraction of ``T - eps``, ``bm_tol`` defaults to ``(T - eps) / 2^14``.
+    ``denoise`` ends with Tweedie's ``E[x_0 | x_eps]`` (one more evaluation). ``z`` replaces the
+    prior sample (the Brownian path still comes from ``key``). Past ``max_steps`` attempted
+    steps the result is NaN; ``nfe`` (int32) is exact.
     """
     shape = check_shape(shape)
     if solver not in SDE_SOLVERS:
@@ -106,10 +72,7 @@ def sde_adaptive_sample(
         raise ValueError("sde_adaptive_sample needs a key (the Brownian path)")
     solver_cls, stages = SDE_SOLVERS[solver]
     prior_key, bm_key = jax.random.split(key)
-    if z is None:
-        z = sde.prior_sample(prior_key, shape)
-    elif tuple(z.shape) != shape:
-        raise ValueError(f"z has shape {tuple(z.shape)} but shape={shape} was requested")
+    z = initial_state(sde, prior_key, shape, z)
     dtype = z.dtype
     span = sde.T - eps
     if bm_tol is None:
@@ -155,9 +118,7 @@ def sde_adaptive_sample(
     x = sol.ys[0].reshape(shape)
     nfe = stages * sol.stats["num_steps"]
     if denoise:
-        t = jnp.full((batch,), eps, dtype)
-        alpha, sigma = sde.marginal_coeffs(t)
-        x = batch_mul(1 / alpha, x + batch_mul(sigma**2, score_fn(x, t)))
+        x = tweedie(sde, score_fn, x, jnp.full((batch,), eps, dtype))
         nfe = nfe + 1
     ok = sol.result == diffrax.RESULTS.successful
     return SampleResult(jnp.where(ok, x, jnp.nan), jnp.asarray(nfe, jnp.int32))
