@@ -24,18 +24,6 @@ from collections.abc import Callable
 from scoresde_jax.errors import EXIT_USER_ERROR, ConfigError, StoppedBySignal, UserError
 from scoresde_jax.run import compile_cache
 
-__all__ = [
-    "MODES",
-    "SAMPLE_TASKS",
-    "Mode",
-    "sample",
-    "main",
-    "run_mode",
-    "user_errors",
-    "parse_flags",
-    "check_config_arg",
-]
-
 log = logging.getLogger("scoresde_jax")
 
 TRACEBACK_ENV = "SCORESDE_TRACEBACK"

@@ -6,21 +6,6 @@ from __future__ import annotations
 
 import signal
 
-__all__ = [
-    "EXIT_USER_ERROR",
-    "EXIT_SIGINT",
-    "EXIT_SIGTERM",
-    "UserError",
-    "ConfigError",
-    "DataError",
-    "MissingDataError",
-    "MissingCheckpointError",
-    "WorkdirError",
-    "WorkdirLockedError",
-    "StoppedBySignal",
-    "signal_exit_status",
-]
-
 EXIT_USER_ERROR = 2
 EXIT_SIGTERM = 128 + signal.SIGTERM  # 143: the shell's status of a process ended by SIGTERM
 EXIT_SIGINT = 128 + signal.SIGINT  # 130

@@ -14,8 +14,6 @@ import numpy as np
 
 from scoresde_jax.core.sde import SDE, ScoreFn
 
-__all__ = ["GaussianMixture"]
-
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class GaussianMixture:

@@ -13,8 +13,6 @@ import jax.numpy as jnp
 
 from scoresde_jax.core.sde import ScoreFn
 
-__all__ = ["LogProbFn", "classifier_guided_score_fn"]
-
 # ``log_prob_fn(x [B, ...], t [B]) -> [B, num_classes]`` log-probabilities ``log p_t(y | x)``.
 LogProbFn = Callable[[jax.Array, jax.Array], jax.Array]
 

@@ -22,19 +22,6 @@ from scoresde_jax.core import odeint
 from scoresde_jax.core.odeint import SOLVERS, ODEOptions
 from scoresde_jax.core.sde import SDE, ScoreFn, probability_flow_drift
 
-__all__ = [
-    "NOISES",
-    "BPDResult",
-    "LIKELIHOOD_ODE",
-    "LikelihoodResult",
-    "bits_per_dim",
-    "dequantize",
-    "drift_and_divergence",
-    "log_likelihood",
-    "logp_to_bpd",
-    "sample_probes",
-]
-
 NOISES = ("rademacher", "gaussian")
 
 # The default solve of log_likelihood (eps = 1e-5 as in the paper's code).

@@ -29,16 +29,6 @@ LossFn = Callable[[ModelFn, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
 # Names of the training objectives get_loss_fn accepts (config.training.loss).
 LOSSES = ("dsm", *OBJECTIVES)
 
-__all__ = [
-    "DISCRETE_LOSSES",
-    "LOSSES",
-    "LossFn",
-    "ddpm_loss",
-    "get_loss_fn",
-    "sde_loss",
-    "smld_loss",
-]
-
 
 def _reduce(sq_err: jax.Array, reduce_mean: bool) -> jax.Array:
     """Reduces ``[B, ...]`` squared errors to ``[B]``: mean, or half the sum."""

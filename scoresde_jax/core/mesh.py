@@ -13,18 +13,6 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-__all__ = [
-    "make_data_mesh",
-    "replicated",
-    "batch_sharding",
-    "put_global_batch",
-    "to_global_array",
-    "device_count",
-    "sharded_sampler",
-    "sharded_batch_fn",
-    "map_fixed_batches",
-]
-
 
 def make_data_mesh(num_devices: int | None = None) -> Mesh:
     """A 1-D ``("data",)`` mesh over all (or the first ``num_devices``) devices of all hosts."""

@@ -20,8 +20,6 @@ import diffrax
 import jax
 import jax.numpy as jnp
 
-__all__ = ["SOLVERS", "ODEOptions", "check_solver", "solve"]
-
 # Solver name -> diffrax class: "euler" takes fixed steps, the others adapt with a PIDController.
 SOLVERS: dict[str, type] = {
     "tsit5": diffrax.Tsit5,

@@ -27,8 +27,6 @@ from scoresde_jax.core.sde import SDE, ScoreFn, check_sde
 
 ModelFn = Callable[[jax.Array, jax.Array], jax.Array]
 
-__all__ = ["ModelFn", "get_score_fn", "time_labels"]
-
 
 def time_labels(sde: SDE, t: jax.Array, *, continuous: bool) -> jax.Array:
     """The conditioning label the network sees at time ``t`` (see the module table)."""

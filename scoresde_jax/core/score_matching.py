@@ -21,15 +21,6 @@ from scoresde_jax.core.sde import SDE, batch_mul, importance_sample_t
 
 ScoreAt = Callable[[jax.Array], jax.Array]
 
-__all__ = [
-    "EXACT_TRACE_MAX_DIM",
-    "OBJECTIVES",
-    "PROJECTIONS",
-    "ScoreAt",
-    "implicit_score_matching",
-    "score_matching_loss",
-    "sliced_score_matching",
-]
 
 # Largest data dimension allowed for the exact trace: it costs D Jacobian-vector products per
 # example (784 network passes per step on MNIST, 3072 on CIFAR-10).

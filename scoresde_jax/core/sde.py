@@ -17,24 +17,6 @@ import numpy as np
 
 ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
 
-__all__ = [
-    "SDEBase",
-    "check_sde",
-    "SDES",
-    "VESDE",
-    "VPSDE",
-    "SubVPSDE",
-    "SDE",
-    "ScoreFn",
-    "get_sde",
-    "batch_mul",
-    "gaussian_posterior",
-    "reverse_drift_diffusion",
-    "reverse_discretize",
-    "probability_flow_drift",
-    "importance_sample_t",
-]
-
 
 def batch_mul(v: jax.Array, x: jax.Array) -> jax.Array:
     """Multiplies a per-example vector ``v: [B]`` into ``x: [B, ...]``."""

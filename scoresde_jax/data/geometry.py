@@ -11,17 +11,6 @@ from PIL import Image
 
 from scoresde_jax.errors import DataError
 
-__all__ = [
-    "GEOMETRIES",
-    "center_crop",
-    "convert_channels",
-    "describe_conversion",
-    "prepare_image",
-    "prepare_images",
-    "resize",
-    "resize_small",
-]
-
 
 def convert_channels(images: np.ndarray, num_channels: int) -> np.ndarray:
     """Gray -> RGB repeats the channel; RGB -> gray is the rounded ITU-R 601 luma (PIL's "L")."""

@@ -14,15 +14,6 @@ import numpy as np
 
 from scoresde_jax.data.formats.base import ImageSource
 
-__all__ = [
-    "TrainIterator",
-    "eval_batches",
-    "num_eval_batches",
-    "to_model_space",
-    "train_batch",
-    "train_example_indices",
-]
-
 
 def to_model_space(
     images: np.ndarray, *, centered: bool, dequantize_noise: np.ndarray | None = None

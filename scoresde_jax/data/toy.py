@@ -9,8 +9,6 @@ import numpy as np
 
 from scoresde_jax.core.gmm import GaussianMixture
 
-__all__ = ["TOY_DATASETS", "TOY_GMM", "make_toy_dataset", "toy_density"]
-
 # Eight components on a circle with unequal weights, so a sampler that loses the weights shows it.
 _ANGLES = np.arange(8) * (2 * math.pi / 8)
 TOY_GMM = GaussianMixture.isotropic(

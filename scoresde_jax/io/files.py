@@ -7,8 +7,6 @@ import tempfile
 
 import numpy as np
 
-__all__ = ["atomic_savez"]
-
 
 def atomic_savez(path: str | os.PathLike, **arrays) -> None:
     """``np.savez`` to exactly ``path`` (no ``.npz`` added) through a temporary file and a rename,

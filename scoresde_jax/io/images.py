@@ -9,15 +9,6 @@ matplotlib.use("Agg")  # no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = [
-    "image_grid",
-    "save_image_grid",
-    "scatter_samples",
-    "square_axes",
-    "square_limit",
-    "to_uint8",
-]
-
 
 def square_limit(points: np.ndarray, q: float = 0.995, margin: float = 1.25) -> float:
     return float(np.quantile(np.abs(points), q)) * margin

@@ -14,15 +14,6 @@ from PIL import Image
 # images selects the Agg backend before it imports pyplot.
 from scoresde_jax.io.images import image_grid, plt, square_axes, square_limit
 
-__all__ = [
-    "labeled_image_grid",
-    "plot_score_fields",
-    "plot_toy_encoding",
-    "plot_toy_interpolation",
-    "plot_toy_temperature",
-    "plot_trajectories",
-]
-
 # Data drawn in gray under what a figure is about.
 _DATA_STYLE = dict(s=2, c="0.65", alpha=0.35, linewidths=0)
 

@@ -23,15 +23,6 @@ import ml_dtypes
 import numpy as np
 from flax import traverse_util
 
-__all__ = [
-    "ConversionError",
-    "convert_state_dict",
-    "mismatch_error",
-    "read_torch_file",
-    "read_torch_state_dict",
-    "strip_module_prefix",
-]
-
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL = 1001
 _STORAGE_DTYPES = {

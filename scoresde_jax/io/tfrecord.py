@@ -18,19 +18,6 @@ import numpy as np
 
 from scoresde_jax.errors import DataError
 
-__all__ = [
-    "TFRecordIndex",
-    "crc32c",
-    "encode_tf_example",
-    "first_record",
-    "index_tfrecords",
-    "masked_crc32c",
-    "parse_tf_example",
-    "read_image_example",
-    "read_record",
-    "write_tfrecord_images",
-]
-
 
 def _crc32c_table() -> np.ndarray:
     table = np.arange(256, dtype=np.uint32)

@@ -46,16 +46,6 @@ from scoresde_jax.run.experiment import (
 from scoresde_jax.run.state import TrainState, apply_gradients, make_optimizer
 from scoresde_jax.run.trainer import Job, fit
 
-__all__ = [
-    "classifier_from_config",
-    "classifier_inputs",
-    "classifier_log_prob_fn",
-    "make_classifier_train_step",
-    "perturb",
-    "sample_class",
-    "train_classifier",
-]
-
 log = logging.getLogger(__name__)
 
 

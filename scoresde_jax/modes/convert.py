@@ -28,14 +28,6 @@ from scoresde_jax.run.checkpoint import Checkpointer
 from scoresde_jax.run.experiment import build_experiment
 from scoresde_jax.run.state import TrainState
 
-__all__ = [
-    "convert_checkpoint",
-    "load_torch_checkpoint",
-    "load_flax_checkpoint",
-    "state_from_torch",
-    "state_from_flax",
-]
-
 log = logging.getLogger(__name__)
 
 # PyTorch buffers that are not parameters (never in the EMA or the optimizer).

@@ -53,8 +53,6 @@ from scoresde_jax.metrics.quality import (
 from scoresde_jax.run import draw, experiment, results, workdir_lock
 from scoresde_jax.run.experiment import check_workdir, checkpoint_steps, restore_checkpoint, to_host
 
-__all__ = ["evaluate", "default_sample_metrics", "reference_stats", "gaussian_nll", "sample"]
-
 log = logging.getLogger(__name__)
 
 # ``sample_metrics(config, make_batches) -> dict`` scores generated images; every call of

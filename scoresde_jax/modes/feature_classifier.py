@@ -30,8 +30,6 @@ from scoresde_jax.metrics.feature_net import (
 from scoresde_jax.metrics.fid import FeatureStats
 from scoresde_jax.run.trainer import Job, fit
 
-__all__ = ["DATASETS", "FeatureState", "stats", "train", "train_feature_classifier", "accuracy"]
-
 log = logging.getLogger(__name__)
 
 # --dataset of the command line -> (dataset name of the configs, classifier name).

@@ -25,8 +25,6 @@ from scoresde_jax.io.plots import plot_score_fields, plot_trajectories, square_l
 from scoresde_jax.run.experiment import parse_floats, restore_experiment
 from scoresde_jax.sampling import ode_trajectory, reverse_sde_trajectory
 
-__all__ = ["toy_figures"]
-
 log = logging.getLogger(__name__)
 
 

@@ -36,8 +36,6 @@ from scoresde_jax.sampling.latent import (
     temperature_sample,
 )
 
-__all__ = ["encode_mode", "interpolate_mode", "temperature_mode"]
-
 log = logging.getLogger(__name__)
 
 _SPLITS = {"train": 0, "test": 1}  # toy data: seed offset of each split (as in evaluate/train)

@@ -30,8 +30,6 @@ from scoresde_jax.run import experiment
 from scoresde_jax.run.experiment import restore_experiment, to_host
 from scoresde_jax.sampling import constraints
 
-__all__ = ["inpaint", "colorize", "load_task_inputs"]
-
 log = logging.getLogger(__name__)
 
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")

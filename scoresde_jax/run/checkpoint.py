@@ -25,14 +25,6 @@ from orbax.checkpoint import checkpoint_managers as policies
 
 from scoresde_jax.errors import MissingCheckpointError, UserError, WorkdirError
 
-__all__ = [
-    "Checkpointer",
-    "CheckpointRestoreError",
-    "RestoredCheckpoint",
-    "state_digests",
-    "combined_digest",
-]
-
 log = logging.getLogger(__name__)
 
 _NO_CHECKPOINT = (

@@ -8,8 +8,6 @@ import logging
 import os
 from pathlib import Path
 
-__all__ = ["ENV", "OFF_VALUES", "default_dir", "enable", "resolve"]
-
 log = logging.getLogger(__name__)
 
 ENV = "SCORESDE_COMPILATION_CACHE"

@@ -6,8 +6,6 @@ import logging
 
 import jax
 
-__all__ = ["initialize"]
-
 log = logging.getLogger(__name__)
 
 

@@ -30,27 +30,6 @@ from scoresde_jax.models.ncsnv2 import ARCHITECTURES, NCSN, NCSNv2
 from scoresde_jax.run.checkpoint import Checkpointer
 from scoresde_jax.run.state import init_state, make_optimizer
 
-__all__ = [
-    "SAMPLERS",
-    "SAMPLER_METHODS",
-    "sde_from_config",
-    "model_from_config",
-    "NETWORKS",
-    "optimizer_from_config",
-    "loss_from_config",
-    "image_source_from_config",
-    "ReplicatedState",
-    "Experiment",
-    "data_shape",
-    "build_experiment",
-    "to_host",
-    "check_workdir",
-    "restore_checkpoint",
-    "restore_experiment",
-    "checkpoint_steps",
-    "parse_floats",
-]
-
 
 def sde_from_config(config) -> SDE:
     """``config.training.sde`` names the SDE; its parameters live in ``config.model``."""

@@ -10,8 +10,6 @@ from collections.abc import Iterable
 
 from scoresde_jax.errors import ConfigError, MissingCheckpointError, WorkdirError
 
-__all__ = ["check", "check_config", "check_choice"]
-
 
 def check_choice(field: str, value, choices: Iterable[str]) -> str:
     """``value`` lower-cased if among ``choices``, else a ConfigError naming the closest."""

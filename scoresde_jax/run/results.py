@@ -15,20 +15,6 @@ from typing import Any
 
 import numpy as np
 
-__all__ = [
-    "METRIC_VERSIONS",
-    "canonical",
-    "fingerprint",
-    "json_ready",
-    "ResultDir",
-    "write_json_atomic",
-    "write_report",
-    "checkpoint_settings",
-    "network_settings",
-    "data_settings",
-    "sampler_settings",
-]
-
 # Bump a version when a result's definition changes, so older results are not reused.
 METRIC_VERSIONS = dict.fromkeys(
     ("eval_loss", "bpd", "samples", "sample_metrics", "reference_stats", "toy_eval"), 1

@@ -7,8 +7,6 @@ import logging
 import signal
 import threading
 
-__all__ = ["StopSignal"]
-
 log = logging.getLogger(__name__)
 
 

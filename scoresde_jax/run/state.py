@@ -9,14 +9,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-__all__ = [
-    "TrainState",
-    "apply_gradients",
-    "ema_update",
-    "learning_rate_schedule",
-    "make_optimizer",
-]
-
 
 @flax.struct.dataclass
 class TrainState:

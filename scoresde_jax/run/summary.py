@@ -20,8 +20,6 @@ from absl import flags
 
 from scoresde_jax.run.experiment import data_shape, model_from_config
 
-__all__ = ["count_parameters", "load_config", "main"]
-
 CIFAR10_CONFIGS = (
     "configs/ve/cifar10_ncsnpp_continuous.py",
     "configs/ve/cifar10_ncsnpp_deep_continuous.py",

@@ -11,8 +11,6 @@ import optax
 
 from scoresde_jax.run.state import TrainState, apply_gradients
 
-__all__ = ["make_train_step", "make_eval_loss"]
-
 
 def make_train_step(
     *,

@@ -35,8 +35,6 @@ from scoresde_jax.run.state import learning_rate_schedule
 from scoresde_jax.run.train_step import make_eval_loss, make_train_step
 from scoresde_jax.run.writers import MetricWriter
 
-__all__ = ["Fitted", "Job", "NonFiniteLossError", "fit", "jitted_train_step", "train"]
-
 log = logging.getLogger(__name__)
 
 

@@ -17,8 +17,6 @@ import uuid
 
 from scoresde_jax.errors import WorkdirLockedError
 
-__all__ = ["WorkdirLock", "hold", "lease_seconds"]
-
 log = logging.getLogger(__name__)
 
 _LEASE_ENV = "SCORESDE_LOCK_LEASE_S"

@@ -11,8 +11,6 @@ from collections.abc import Mapping
 
 import numpy as np
 
-__all__ = ["MetricWriter"]
-
 
 def _png_bytes(image: np.ndarray) -> bytes:
     from PIL import Image

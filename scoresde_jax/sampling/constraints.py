@@ -30,19 +30,6 @@ from scoresde_jax.core.sde import SDE, ScoreFn
 from scoresde_jax.sampling._common import SampleResult
 from scoresde_jax.sampling.pc import Constraint, pc_sample
 
-__all__ = [
-    "COLOR_TRANSFORM",
-    "MASK_KINDS",
-    "colorize",
-    "from_color_space",
-    "inpaint",
-    "load_mask_png",
-    "make_mask",
-    "resolve_mask",
-    "to_color_space",
-    "to_gray",
-]
-
 
 def inpaint(
     sde: SDE,

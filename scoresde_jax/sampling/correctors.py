@@ -11,8 +11,6 @@ import jax.numpy as jnp
 
 from scoresde_jax.core.sde import batch_mul
 
-__all__ = ["CORRECTORS", "annealed_langevin", "langevin", "none_corrector"]
-
 
 def _per_example_norm(v: jax.Array) -> jax.Array:
     return jnp.sqrt(jnp.sum(jnp.square(v.reshape(v.shape[0], -1)), axis=-1))

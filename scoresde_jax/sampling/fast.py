@@ -26,15 +26,6 @@ from scoresde_jax.core.sde import SDE, ScoreFn, check_sde
 from scoresde_jax.sampling import grid
 from scoresde_jax.sampling._common import SampleResult, check_shape, initial_state
 
-__all__ = [
-    "dpm_solver_adaptive_sample",
-    "dpm_solver_fast_orders",
-    "dpm_solver_pp_sample",
-    "dpm_solver_sample",
-    "edm_sample",
-    "make_denoiser",
-]
-
 Denoiser = Callable[[jax.Array, jax.Array], jax.Array]
 
 

@@ -15,15 +15,6 @@ import numpy as np
 
 from scoresde_jax.core.sde import SDE, check_sde
 
-__all__ = [
-    "annealed_noise_levels",
-    "check_eps",
-    "karras_sigmas",
-    "log_snr_grid",
-    "noise_level_at",
-    "pc_times",
-]
-
 
 def check_eps(sde: SDE, eps: float) -> None:
     """Rejects a final time outside ``(0, T)``."""

@@ -20,8 +20,6 @@ from scoresde_jax.core.sde import SDE, ScoreFn
 from scoresde_jax.sampling._common import SampleResult, check_shape, tweedie
 from scoresde_jax.sampling.grid import annealed_noise_levels
 
-__all__ = ["annealed_langevin_sample", "langevin_sample"]
-
 _INITS = ("prior", "uniform")
 
 

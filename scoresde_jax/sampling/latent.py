@@ -24,16 +24,6 @@ from scoresde_jax.core.sde import SDE, ScoreFn, batch_mul
 from scoresde_jax.sampling._common import SampleResult
 from scoresde_jax.sampling.ode import SAMPLING_ODE, decode, encode
 
-__all__ = [
-    "InterpolationResult",
-    "RoundTrip",
-    "interpolate",
-    "prior_moment_zscores",
-    "round_trip",
-    "slerp",
-    "temperature_sample",
-]
-
 # Below this angle (radians), or this close to pi, slerp is linear: the great circle is then
 # undefined or not unique, and for tiny angles the two differ by O(angle^2) only.
 _PARALLEL_ANGLE = 1e-4

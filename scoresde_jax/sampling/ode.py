@@ -21,8 +21,6 @@ from scoresde_jax.core.sde import SDE, ScoreFn, probability_flow_drift, reverse_
 from scoresde_jax.sampling import grid
 from scoresde_jax.sampling._common import SampleResult, Trajectory, check_shape, initial_state
 
-__all__ = ["SAMPLING_ODE", "decode", "encode", "ode_sample", "ode_trajectory"]
-
 SAMPLING_ODE = ODEOptions()
 """The default solve: ``eps=1e-3``, ``rtol=atol=1e-5``, ``solver="tsit5"``, ``max_steps=4096``."""
 

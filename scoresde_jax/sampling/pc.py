@@ -15,8 +15,6 @@ from scoresde_jax.sampling._common import SampleResult, Trajectory, check_shape,
 from scoresde_jax.sampling.correctors import CORRECTORS
 from scoresde_jax.sampling.predictors import FLOW_PREDICTORS, PREDICTORS
 
-__all__ = ["Constraint", "pc_sample", "reverse_sde_trajectory"]
-
 
 def _lookup(table: dict, name: str, kind: str):
     if name not in table:

@@ -14,15 +14,6 @@ import jax
 
 from scoresde_jax.core.sde import batch_mul, reverse_discretize, reverse_drift_diffusion
 
-__all__ = [
-    "FLOW_PREDICTORS",
-    "PREDICTORS",
-    "ancestral_sampling",
-    "euler_maruyama",
-    "none_predictor",
-    "reverse_diffusion",
-]
-
 
 def _with_noise(key, x, x_mean, std):
     """``(x_mean + std z, x_mean)`` with ``z ~ N(0, I)`` shaped like ``x``."""

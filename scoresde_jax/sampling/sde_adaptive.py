@@ -28,8 +28,6 @@ from scoresde_jax.sampling import grid
 from scoresde_jax.sampling._common import SampleResult, check_shape, initial_state, tweedie
 from scoresde_jax.sampling.fast import check_tolerances
 
-__all__ = ["SDE_SOLVERS", "sde_adaptive_sample"]
-
 SDE_SOLVERS: dict[str, tuple[type, int]] = {
     "shark": (diffrax.ShARK, 2),
     "sra1": (diffrax.SRA1, 2),

@@ -17,16 +17,6 @@ from scoresde_jax.errors import DataError, MissingDataError
 
 log = logging.getLogger(__name__)
 
-__all__ = [
-    "DATASETS",
-    "ArraySource",
-    "DatasetSpec",
-    "ImageSource",
-    "LazySource",
-    "Target",
-    "TintedSource",
-    "dataset_spec",
-]
 
 SPLITS = ("train", "test")
 LOCAL_FORMATS_HELP = (

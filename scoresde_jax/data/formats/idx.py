@@ -15,8 +15,6 @@ import numpy as np
 from scoresde_jax.data.formats.base import SPLITS, ArraySource, Target
 from scoresde_jax.errors import DataError, MissingDataError
 
-__all__ = ["read_idx"]
-
 _DTYPES = {
     0x08: np.dtype(np.uint8),
     0x09: np.dtype(np.int8),
