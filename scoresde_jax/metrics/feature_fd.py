@@ -115,13 +115,6 @@ def save_classifier_stats(path, classifier: Classifier, images, **meta) -> Featu
     """:func:`reference_stats` of ``images`` written to ``path`` with the classifier's name and
     fingerprint (what :func:`classifier_fd` checks)."""
     stats = reference_stats(classifier, images)
-    save_stats(
-        path,
-        stats.mean,
-        stats.cov,
-        classifier=classifier.name,
-        classifier_sha256=classifier.fingerprint,
-        num_examples=stats.count,
-        **meta,
-    )
+    ids = dict(classifier=classifier.name, classifier_sha256=classifier.fingerprint)
+    save_stats(path, stats.mean, stats.cov, **ids, num_examples=stats.count, **meta)
     return stats

@@ -58,12 +58,10 @@ class _WideBlock(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, temb: jax.Array, train: bool) -> jax.Array:
         h = nn.silu(GroupNorm(_groups(x.shape[-1]))(x))
+        shortcut = x
         if x.shape[-1] != self.features or self.stride != 1:
-            shortcut = nn.Conv(
-                self.features, (1, 1), strides=self.stride, use_bias=False, name="shortcut"
-            )(h)
-        else:
-            shortcut = x
+            conv = nn.Conv(self.features, (1, 1), self.stride, use_bias=False, name="shortcut")
+            shortcut = conv(h)
         h = nn.Conv(self.features, (3, 3), strides=self.stride, padding=1, use_bias=False)(h)
         h = h + nn.Dense(self.features, name="temb_proj")(nn.silu(temb))[:, None, None, :]
         h = nn.silu(GroupNorm(_groups(self.features))(h))
@@ -144,9 +142,6 @@ def get_classifier(name: str, **kwargs) -> nn.Module:
 
 def count_params(model: nn.Module, image_shape: tuple[int, int, int]) -> int:
     """Number of parameters of ``model`` for images of ``image_shape`` (traced, not computed)."""
-    shapes = jax.eval_shape(
-        lambda: model.init(
-            jax.random.PRNGKey(0), jnp.zeros((1, *image_shape)), jnp.ones((1,), jnp.float32)
-        )
-    )
+    x, noise_level = jnp.zeros((1, *image_shape)), jnp.ones((1,), jnp.float32)
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), x, noise_level)
     return sum(math.prod(a.shape) for a in jax.tree.leaves(shapes))

@@ -95,11 +95,6 @@ def _norm(num_classes: int | None, dtype: Dtype, name: str) -> nn.Module:
     return ConditionalInstanceNorm2dPlus(num_classes, dtype=dtype, name=name)
 
 
-def _mean_pool2(x: jax.Array) -> jax.Array:
-    """Average of the four pixels of every 2x2 block (sizes must be even)."""
-    return (x[:, ::2, ::2] + x[:, 1::2, ::2] + x[:, ::2, 1::2] + x[:, 1::2, 1::2]) / 4.0
-
-
 def _resize_axis_align_corners(x: jax.Array, axis: int, size: int) -> jax.Array:
     n = x.shape[axis]
     if n == size:
@@ -126,7 +121,7 @@ def resize(x: jax.Array, shape: Sequence[int], method: str = "bilinear") -> jax.
 
 
 class ConvMeanPool(nn.Module):
-    """A convolution (size-preserving) followed by 2x2 mean pooling."""
+    """A size-preserving convolution, then the mean of every 2x2 block (even sizes)."""
 
     features: int
     kernel_size: int = 3
@@ -136,7 +131,7 @@ class ConvMeanPool(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         make = ncsn_conv3x3 if self.kernel_size == 3 else ncsn_conv1x1
         h = make(x.shape[-1], self.features, dtype=self.dtype, name="conv")(x)
-        return _mean_pool2(h)
+        return (h[:, ::2, ::2] + h[:, 1::2, ::2] + h[:, ::2, 1::2] + h[:, 1::2, 1::2]) / 4.0
 
 
 class ResidualBlock(nn.Module):
@@ -153,8 +148,6 @@ class ResidualBlock(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, y: jax.Array | None = None) -> jax.Array:
         c, out, d, dt = x.shape[-1], self.output_dim, self.dilation, self.dtype
-        if self.resample not in ("down", None):
-            raise ValueError(f"resample must be 'down' or None, got {self.resample!r}")
         down = self.resample == "down"
         mid = c if down else out
         pool = down and d == 1
@@ -269,9 +262,7 @@ class RefineBlock(nn.Module):
         kw = dict(act=self.act, **norm)
         hs = [RCUBlock(2, 2, name=f"adapt_convs_{i}", **kw)(x, y) for i, x in enumerate(xs)]
         if self.start:
-            if len(hs) != 1:
-                raise ValueError(f"a start RefineBlock takes one input, got {len(hs)}")
-            h = hs[0]
+            (h,) = hs
         else:
             h = MSFBlock(self.features, self.interpolation, name="msf", **norm)(hs, shape, y)
         h = CRPBlock(self.features, 2, name="crp", **kw)(h, y)

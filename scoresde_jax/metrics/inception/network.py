@@ -225,8 +225,6 @@ class InceptionE(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        if self.pool not in ("avg", "max"):
-            raise ValueError(f"pool must be 'avg' or 'max', got {self.pool!r}")
         conv = functools.partial(BasicConv2d, precision=self.precision)
 
         def split(h, name):
@@ -290,14 +288,11 @@ class FIDInceptionV3(nn.Module):
         x = conv(192, (3, 3), name="Conv2d_4a_3x3")(x)
         x = _max_pool_3x3_s2(x)
         self.sow("intermediates", "block1", x)
-        x = InceptionA(32, precision=p, name="Mixed_5b")(x)
-        x = InceptionA(64, precision=p, name="Mixed_5c")(x)
-        x = InceptionA(64, precision=p, name="Mixed_5d")(x)
+        for c, pool_features in zip("bcd", (32, 64, 64), strict=True):
+            x = InceptionA(pool_features, precision=p, name=f"Mixed_5{c}")(x)
         x = InceptionB(precision=p, name="Mixed_6a")(x)
-        x = InceptionC(128, precision=p, name="Mixed_6b")(x)
-        x = InceptionC(160, precision=p, name="Mixed_6c")(x)
-        x = InceptionC(160, precision=p, name="Mixed_6d")(x)
-        x = InceptionC(192, precision=p, name="Mixed_6e")(x)
+        for c, channels_7x7 in zip("bcde", (128, 160, 160, 192), strict=True):
+            x = InceptionC(channels_7x7, precision=p, name=f"Mixed_6{c}")(x)
         self.sow("intermediates", "block2", x)
         x = InceptionD(precision=p, name="Mixed_7a")(x)
         x = InceptionE("avg", precision=p, name="Mixed_7b")(x)
