@@ -176,7 +176,8 @@ class GroupNorm(nn.Module):
         mean = jnp.mean(grouped, axis=axes, keepdims=True)
         var = jnp.mean(jnp.square(grouped - mean), axis=axes, keepdims=True)
         y = ((grouped - mean) * jax.lax.rsqrt(var + self.epsilon)).reshape(x.shape)
-        return (y * scale + bias).astype(self.dtype)
+        bshape = (1,) * (x.ndim - 1) + (c,)
+        return (y * scale.reshape(bshape) + bias.reshape(bshape)).astype(self.dtype)
 
 
 class NIN(nn.Module):

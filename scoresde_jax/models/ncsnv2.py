@@ -65,6 +65,7 @@ class InstanceNorm2dPlus(nn.Module):
         alpha = self.param("alpha", _normal_one, (c,), jnp.float32)
         gamma = self.param("gamma", _normal_one, (c,), jnp.float32)
         beta = self.param("beta", nn.initializers.zeros, (c,), jnp.float32)
+        alpha, gamma, beta = (p.reshape(1, 1, 1, c) for p in (alpha, gamma, beta))
         return _instance_norm_plus(x, gamma, alpha, beta, self.dtype)
 
 
@@ -90,6 +91,7 @@ class ConditionalInstanceNorm2dPlus(nn.Module):
 
 
 def _norm(num_classes: int | None, dtype: Dtype, name: str) -> nn.Module:
+    """NCSNv2's norm (``num_classes=None``; blocks pass the label, it is ignored) or NCSNv1's."""
     if num_classes is None:
         return InstanceNorm2dPlus(dtype=dtype, name=name)
     return ConditionalInstanceNorm2dPlus(num_classes, dtype=dtype, name=name)
