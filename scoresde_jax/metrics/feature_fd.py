@@ -44,11 +44,7 @@ def reference_stats(
     mesh: Mesh | None = None,
     batch_size: int = 500,
 ) -> FeatureStats:
-    """Feature statistics of ``images`` (one ``[n, H, W, C]`` array or an iterable of batches).
-
-    Saved with ``save_stats(..., classifier=name, classifier_sha256=classifier.fingerprint)`` (as
-    the ``stats`` command does), :func:`classifier_fd` can check they belong to the classifier.
-    """
+    """Feature statistics of ``images`` (one ``[n, H, W, C]`` array or an iterable of batches)."""
     clf = _as_classifier(classifier)
     fn = feature_fn(clf, mesh, batch_size=batch_size)
     stats = FeatureStats(clf.spec.feature_dim)
@@ -76,13 +72,9 @@ def classifier_fd(
     batch_size: int = 500,
 ) -> dict[str, float | int]:
     """``{"fd_<name>": distance, "fd_<name>_num_samples": n}`` between the classifier features of
-    ``images`` (uint8 batches, streamed, or one array) and reference statistics.
-
-    ``reference`` is a shipped classifier name (its test-split statistics), a statistics ``.npz``
-    of the ``stats`` command, or in-memory ``Stats`` / ``FeatureStats``; ``classifier`` (object,
-    name or weight file) defaults to the one the reference names. Statistics recorded with other
-    weights are refused.
-    """
+    ``images`` (uint8 batches or one array) and ``reference``: a shipped classifier's name (its
+    test-split statistics), a statistics ``.npz`` or ``Stats`` / ``FeatureStats``. ``classifier``
+    defaults to the one the reference names; statistics of other weights are refused."""
     meta: dict[str, Any] = {}
     if isinstance(reference, FeatureStats):
         ref = reference.to_stats()
@@ -123,13 +115,6 @@ def save_classifier_stats(path, classifier: Classifier, images, **meta) -> Featu
     """:func:`reference_stats` of ``images`` written to ``path`` with the classifier's name and
     fingerprint (what :func:`classifier_fd` checks)."""
     stats = reference_stats(classifier, images)
-    save_stats(
-        path,
-        stats.mean,
-        stats.cov,
-        classifier=classifier.name,
-        classifier_sha256=classifier.fingerprint,
-        num_examples=stats.count,
-        **meta,
-    )
+    ids = dict(classifier=classifier.name, classifier_sha256=classifier.fingerprint)
+    save_stats(path, stats.mean, stats.cov, **ids, num_examples=stats.count, **meta)
     return stats

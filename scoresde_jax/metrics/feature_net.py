@@ -1,8 +1,7 @@
-"""Small image classifiers whose penultimate features give a Fréchet distance (FD-MNIST, ...),
+"""Small image classifiers whose penultimate features give a Fréchet distance (FD-MNIST, ...)
 where the Inception weights (about 100 MB) are not at hand or do not suit the data (28x28 digits).
-
-Weights and test-split statistics ship in ``weights/`` (how they were made: its README). The
-network has no normalization layers, so padding a batch changes no image's features.
+Weights and test-split statistics ship in ``weights/`` (its README says how they were made); no
+normalization layers, so padding a batch changes no image's features.
 """
 
 from __future__ import annotations
@@ -47,12 +46,9 @@ _FORMAT_VERSION = 1  # of the weight-file layout, recorded in its ``meta``
 
 @dataclasses.dataclass(frozen=True)
 class ClassifierSpec:
-    """Architecture and data of one classifier.
-
-    ``dataset`` is spelled as in the configs (``"MNIST"``); ``stages`` holds the channels of each
-    stage's 3x3 convolutions (each with a ReLU; a 2x2 max pool ends a stage); ``augment`` trains
-    with random horizontal flips and 4-pixel-padded random crops.
-    """
+    """Architecture and data of one classifier: ``dataset`` as in the configs (``"MNIST"``);
+    ``stages``: channels of each stage's 3x3 convs (ReLU; a 2x2 max pool ends a stage);
+    ``augment``: train with random flips and 4-pixel-padded random crops."""
 
     dataset: str
     image_size: int
@@ -67,9 +63,7 @@ class ClassifierSpec:
         return (self.image_size, self.image_size, self.num_channels)
 
     def module(self) -> FeatureCNN:
-        return FeatureCNN(
-            stages=self.stages, feature_dim=self.feature_dim, num_classes=self.num_classes
-        )
+        return FeatureCNN(self.stages, self.feature_dim, self.num_classes)
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> ClassifierSpec:
@@ -81,16 +75,8 @@ class ClassifierSpec:
 
 # The shipped classifiers (weights/README.md says how they were trained).
 CLASSIFIERS: dict[str, ClassifierSpec] = {
-    "mnist": ClassifierSpec(
-        dataset="MNIST", image_size=28, num_channels=1, stages=((32,), (64,), (128,))
-    ),
-    "cifar10_small": ClassifierSpec(
-        dataset="CIFAR10",
-        image_size=32,
-        num_channels=3,
-        stages=((32, 32), (64, 64), (128,)),
-        augment=True,
-    ),
+    "mnist": ClassifierSpec("MNIST", 28, 1, stages=((32,), (64,), (128,))),
+    "cifar10_small": ClassifierSpec("CIFAR10", 32, 3, ((32, 32), (64, 64), (128,)), augment=True),
 }
 
 
@@ -124,8 +110,7 @@ def unit_float(images: jax.Array) -> jax.Array:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Classifier:
-    """A trained classifier; :meth:`features` evaluates it eagerly, :func:`feature_fn` compiled
-    and batched."""
+    """A trained classifier; :meth:`features` evaluates it eagerly, :func:`feature_fn` compiled."""
 
     name: str
     spec: ClassifierSpec
@@ -146,8 +131,8 @@ class Classifier:
 
 
 def params_fingerprint(params: Any) -> str:
-    """SHA-256 of a parameter tree (names, dtypes, shapes, bytes); reference statistics record it,
-    so that statistics and weights of different training runs are never compared."""
+    """SHA-256 of a parameter tree (names, dtypes, shapes, bytes), recorded with reference
+    statistics so that those of other weights are never compared."""
     h = hashlib.sha256()
     for key, value in sorted(traverse_util.flatten_dict(params, sep="/").items()):
         a = np.ascontiguousarray(np.asarray(value))
@@ -220,12 +205,9 @@ def load_classifier(name_or_path: str | os.PathLike) -> Classifier:
 def classifier_for_dataset(dataset_name: str, image_size: int, num_channels: int) -> str | None:
     """The shipped classifier for a dataset (case-insensitive) at a resolution, e.g.
     ``("MNIST", 28, 1) -> "mnist"``, or ``None``."""
+    key = (str(dataset_name).lower(), image_size, num_channels)
     for name, spec in CLASSIFIERS.items():
-        if (
-            str(dataset_name).lower() == spec.dataset.lower()
-            and image_size == spec.image_size
-            and num_channels == spec.num_channels
-        ):
+        if key == (spec.dataset.lower(), spec.image_size, spec.num_channels):
             return name
     return None
 
@@ -238,12 +220,9 @@ def feature_fn(
     with_logits: bool = False,
 ) -> Callable[[np.ndarray], np.ndarray | tuple[np.ndarray, np.ndarray]]:
     """A compiled ``images [n, H, W, C] -> features [n, feature_dim]`` (numpy float32; with
-    ``with_logits`` also the logits) for any n, ``batch_size`` images per call (the last chunk
-    padded, so one compilation per input dtype).
-
-    With a ``mesh`` (a ``data`` axis) each chunk is split over it, ``batch_size`` rounded up to a
-    multiple of its size; every process passes the same, global images.
-    """
+    ``with_logits`` also the logits), ``batch_size`` images per call (the last chunk padded).
+    With a ``mesh``, chunks (global: the same on every process) are split over its ``data`` axis,
+    ``batch_size`` rounded up to a multiple of it."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     module = classifier.module

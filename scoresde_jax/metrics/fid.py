@@ -1,8 +1,6 @@
-"""FID, KID and the Inception Score from Inception features (host-side NumPy/SciPy, float64).
-
-Also streaming feature statistics and reference-statistics files: ours, the ``mu``/``sigma`` of
-pytorch-fid and TTUR, and score_sde's ``*_stats.npz`` (raw ``pool_3``).
-"""
+"""FID, KID and the Inception Score from Inception features (host-side NumPy/SciPy, float64),
+streaming feature statistics, and reference-statistics files: ours, the ``mu``/``sigma`` of
+pytorch-fid and TTUR, and score_sde's ``*_stats.npz`` (raw ``pool_3``)."""
 
 from __future__ import annotations
 
@@ -36,8 +34,7 @@ PUBLISHED_NUM_SAMPLES = 50_000
 
 
 def _psd_factor(sigma: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(V, s)`` with ``sigma = V diag(s)^2 V^T``; round-off negative eigenvalues are clipped to
-    zero (the nearest PSD matrix in the Frobenius norm)."""
+    """``(V, s)`` with ``sigma = V diag(s)^2 V^T``, negative round-off eigenvalues clipped to 0."""
     w, v = np.linalg.eigh(sigma)
     return v, np.sqrt(np.clip(w, 0.0, None))
 
@@ -59,16 +56,13 @@ def _check_gaussian(mu: ArrayLike, sigma: ArrayLike, name: str) -> tuple[np.ndar
 
 
 def frechet_distance(mu1: ArrayLike, sigma1: ArrayLike, mu2: ArrayLike, sigma2: ArrayLike) -> float:
-    """Squared Fréchet (2-Wasserstein) distance between ``N(mu1, sigma1)`` and ``N(mu2, sigma2)``:
-    ``||mu1 - mu2||^2 + tr(sigma1 + sigma2 - 2 (sigma1 sigma2)^{1/2})`` in float64, clipped at 0.
+    """Squared Fréchet distance ``||mu1 - mu2||^2 + tr(sigma1 + sigma2 - 2 (sigma1 sigma2)^{1/2})``
+    of two Gaussians, float64, clipped at 0.
 
-    ``tr (sigma1 sigma2)^{1/2}`` is the nuclear norm of ``A = sigma1^{1/2} sigma2^{1/2}`` (the
-    eigenvalues of ``sigma1 sigma2`` are those of ``A A^T``); with ``sigma_i = V_i diag(s_i)^2
-    V_i^T`` that is ``||diag(s1) V1^T V2 diag(s2)||_*``. Unlike ``sqrtm(sigma1 @ sigma2)`` of
-    pytorch-fid / TTUR (a Schur method on a non-symmetric product: spurious imaginary parts, error
-    ~ sqrt(eps) at the zero eigenvalues of singular covariances, hence their ``eps * I`` offset),
-    only symmetric and singular-value decompositions are used: the trace errs by ``~ d eps ||A||``
-    and rank-deficient covariances (fewer samples than dimensions) need no special case.
+    The trace is the nuclear norm of ``diag(s1) V1^T V2 diag(s2)`` (``sigma_i = V_i diag(s_i)^2
+    V_i^T``): unlike the ``sqrtm`` of pytorch-fid / TTUR (error ~ sqrt(eps) at the zero
+    eigenvalues of singular covariances, hence their ``eps * I``) it errs by ``~ d eps ||A||`` and
+    needs no special case for fewer samples than dimensions.
     """
     mu1, sigma1 = _check_gaussian(mu1, sigma1, "first Gaussian")
     mu2, sigma2 = _check_gaussian(mu2, sigma2, "second Gaussian")
@@ -87,8 +81,7 @@ def frechet_distance(mu1: ArrayLike, sigma1: ArrayLike, mu2: ArrayLike, sigma2: 
 
 
 class Stats(NamedTuple):
-    """Gaussian statistics of a feature set: ``mu [d]``, ``sigma [d, d]``, optional raw
-    ``features [n, d]`` (used for KID)."""
+    """``mu [d]``, ``sigma [d, d]`` and optionally raw ``features [n, d]`` (for KID)."""
 
     mu: np.ndarray
     sigma: np.ndarray
@@ -115,36 +108,28 @@ def _joined(chunks: list[np.ndarray]) -> np.ndarray:
 
 
 class FeatureStats:
-    """Streaming mean and covariance of feature vectors in float64 (32 MiB for d = 2048).
+    """Streaming float64 mean and covariance of features (32 MiB for d = 2048), in place.
 
-    Each batch's count, mean and centered ``M2 = sum (x - mean)(x - mean)^T`` join the totals by
-    the pairwise update of Chan, Golub and LeVeque (1979), which, unlike raw sums of ``x x^T``,
-    keeps its precision when the features share a large offset. ``update`` and ``merge`` work in
-    place and return the accumulator. ``dim`` defaults to the first batch's; ``keep_features``
-    keeps up to that many of the first raw rows (float32; 50,000 x 2048 take 400 MB) for KID.
+    Batches join by the pairwise update of Chan, Golub and LeVeque (1979), which keeps its
+    precision when the features share a large offset (raw sums of ``x x^T`` do not).
+    ``keep_features``: keep that many first raw rows for KID (float32; 50,000 x 2048: 400 MB).
     """
 
     def __init__(self, dim: int | None = None, *, keep_features: int | None = None):
         if keep_features is not None and keep_features < 0:
             raise ValueError(f"keep_features must be >= 0 or None, got {keep_features}")
-        self._dim = dim
         self._keep = keep_features
         self._count = 0
-        self._mean: np.ndarray | None = None
-        self._m2: np.ndarray | None = None
         self._kept: list[np.ndarray] = []
-        self._num_kept = 0
-        if dim is not None:
-            self._init(dim)
+        self._init(dim)
 
-    def _init(self, dim: int) -> None:
+    def _init(self, dim: int | None) -> None:
         self._dim = dim
-        self._mean = np.zeros(dim, np.float64)
-        self._m2 = np.zeros((dim, dim), np.float64)
+        if dim is not None:
+            self._mean = np.zeros(dim, np.float64)
+            self._m2 = np.zeros((dim, dim), np.float64)
 
     def _combine(self, n: int, mean: np.ndarray, m2: np.ndarray) -> None:
-        if n == 0:
-            return
         total = self._count + n
         delta = mean - self._mean
         self._mean += delta * (n / total)
@@ -153,12 +138,10 @@ class FeatureStats:
         self._count = total
 
     def _keep_rows(self, rows: np.ndarray) -> None:
-        if self._keep is None:
-            return
-        take = min(self._keep - self._num_kept, rows.shape[0])
-        if take > 0:
-            self._kept.append(np.array(rows[:take], dtype=np.float32))
-            self._num_kept += take
+        if self._keep is not None:
+            take = min(self._keep - sum(len(k) for k in self._kept), rows.shape[0])
+            if take > 0:
+                self._kept.append(np.array(rows[:take], dtype=np.float32))
 
     def update(self, features: ArrayLike, mask: ArrayLike | None = None) -> FeatureStats:
         """Adds a batch ``features [n, d]``, skipping rows where ``mask [n]`` is False."""
@@ -249,12 +232,10 @@ def _log_probs(logits: ArrayLike | None, probs: ArrayLike | None) -> np.ndarray:
 def inception_score(
     logits: ArrayLike | None = None, *, probs: ArrayLike | None = None, splits: int = 10
 ) -> tuple[float, float]:
-    """Inception Score ``exp(E_x KL(p(y|x) || p(y)))``: ``(mean, std)`` over splits.
+    """Inception Score ``exp(E_x KL(p(y|x) || p(y)))`` of ``logits`` or ``probs [n, classes]``.
 
-    Give ``logits`` or ``probs`` (rows summing to 1), ``[n, classes]``. As in the Improved-GAN and
-    TTUR code, the predictions are cut in order into ``splits`` consecutive parts, each with its
-    own marginal ``p(y)``; the std is the population one. score_sde reports ``splits=1`` over
-    50,000 samples; most papers use ten.
+    ``(mean, population std)`` over ``splits`` consecutive parts with their own ``p(y)``, as the
+    Improved-GAN and TTUR code; score_sde reports ``splits=1`` over 50,000 samples, most papers 10.
     """
     log_p = _log_probs(logits, probs)
     n = log_p.shape[0]
@@ -275,12 +256,11 @@ def inception_score(
 
 
 class ISAccumulator:
-    """Collects classifier logits for :func:`inception_score`; the marginal ``p(y)`` is per split,
-    so every logit is kept (float32: 50,000 x 1008 take about 200 MB)."""
+    """Collects logits for :func:`inception_score`: ``p(y)`` is per split, so every logit is kept
+    (float32: 50,000 x 1008 take about 200 MB)."""
 
     def __init__(self):
         self._chunks: list[np.ndarray] = []
-        self._count = 0
 
     def update(self, logits: ArrayLike, mask: ArrayLike | None = None) -> ISAccumulator:
         """Adds a batch of logits ``[n, classes]``, skipping rows where ``mask`` is False."""
@@ -291,7 +271,6 @@ class ISAccumulator:
             )
         if z.shape[0]:
             self._chunks.append(np.array(z, dtype=np.float32))
-            self._count += z.shape[0]
         return self
 
     def merge(self, other: ISAccumulator) -> ISAccumulator:
@@ -301,7 +280,7 @@ class ISAccumulator:
 
     @property
     def count(self) -> int:
-        return self._count
+        return sum(len(c) for c in self._chunks)
 
     @property
     def logits(self) -> np.ndarray:
@@ -337,13 +316,10 @@ def kernel_inception_distance(
     coef0: float = 1.0,
     rng: np.random.Generator | int = 0,
 ) -> tuple[float, float]:
-    """Kernel Inception Distance (Binkowski et al., 2018): ``(mean, std)`` over ``num_subsets``
-    random subsets of the unbiased MMD^2 with the kernel ``(gamma x.y + coef0)^degree``.
-
-    Each round draws ``min(subset_size, n_i)`` rows of ``f1 [n1, d]`` and ``f2 [n2, d]`` without
-    replacement; ``gamma`` defaults to ``1 / d``; the std is the population one, as in the
-    reference code. The estimate can be negative for close distributions. The cost is
-    ``O(num_subsets * subset_size^2 * d)``: about 600 GFLOP with the defaults at d = 2048.
+    """Kernel Inception Distance (Binkowski et al., 2018): ``(mean, population std)`` of the
+    unbiased MMD^2 with kernel ``(gamma x.y + coef0)^degree`` (``gamma = 1 / d`` by default) over
+    ``num_subsets`` draws of ``min(subset_size, n_i)`` rows without replacement; can be negative.
+    About 600 GFLOP with the defaults at d = 2048.
     """
     f1, f2 = np.asarray(f1), np.asarray(f2)
     if f1.ndim != 2 or f2.ndim != 2:
@@ -381,8 +357,8 @@ def save_stats(
     features: ArrayLike | None = None,
     **meta: Any,
 ) -> None:
-    """Writes ``mu``, ``sigma`` (the keys pytorch-fid reads), ``features`` when given and ``meta``
-    (the keyword arguments as JSON) atomically to an ``.npz`` at exactly ``path``."""
+    """Writes ``mu``, ``sigma`` (pytorch-fid's keys), optional ``features`` and ``meta`` (as JSON)
+    atomically to an ``.npz`` at exactly ``path``."""
     mu, sigma = _check_gaussian(mu, sigma, os.fspath(path))
     arrays = {"mu": mu, "sigma": sigma}
     if features is not None:
@@ -395,28 +371,13 @@ def save_stats(
     atomic_savez(path, **arrays)
 
 
-def _stats_from_features(features: np.ndarray, chunk: int = 8192) -> tuple[np.ndarray, np.ndarray]:
-    # Streamed in chunks so that a 50,000 x 2048 float32 array is never copied to float64 at once.
-    acc = FeatureStats(features.shape[1])
-    for start in range(0, features.shape[0], chunk):
-        acc.update(features[start : start + chunk])
-    return acc.mean, acc.cov
-
-
 def load_stats(path: str | os.PathLike) -> Stats:
-    """Reads reference statistics in one of the layouts of ``_FORMATS``.
-
-    From score_sde's raw ``pool_3`` features, ``mu`` and the unbiased ``sigma`` are computed and
-    the features are kept for KID; a ``pool_3`` next to ``mu``/``sigma`` counts as features.
-    """
+    """Reads reference statistics in a layout of ``_FORMATS``; raw ``pool_3`` features give
+    ``mu`` and the unbiased ``sigma`` and are kept for KID."""
     path = os.fspath(path)
     with np.load(path, allow_pickle=False) as data:
         keys = sorted(data.files)
-        feats = None
-        for name in ("features", "pool_3"):
-            if name in data.files:
-                feats = data[name]
-                break
+        feats = next((data[k] for k in ("features", "pool_3") if k in data.files), None)
         if feats is not None and (feats.ndim != 2 or feats.shape[0] < 1):
             raise ValueError(f"{path}: features must be [n, d], got shape {feats.shape}")
         if "mu" in data.files and "sigma" in data.files:
@@ -424,7 +385,11 @@ def load_stats(path: str | os.PathLike) -> Stats:
         elif feats is not None and "mu" not in data.files and "sigma" not in data.files:
             if feats.shape[0] < 2:
                 raise ValueError(f"{path}: need at least 2 feature rows to estimate a covariance")
-            mu, sigma = _stats_from_features(feats)
+            # In chunks: a 50,000 x 2048 float32 array is never copied to float64 at once.
+            acc = FeatureStats(feats.shape[1])
+            for start in range(0, feats.shape[0], 8192):
+                acc.update(feats[start : start + 8192])
+            mu, sigma = acc.mean, acc.cov
         else:
             raise ValueError(
                 f"{path}: unknown statistics layout; keys found: {keys}; accepted: {_FORMATS}"
@@ -439,9 +404,7 @@ def load_stats(path: str | os.PathLike) -> Stats:
 def load_stats_meta(path: str | os.PathLike) -> dict[str, Any]:
     """The metadata :func:`save_stats` stored with the statistics (empty if none)."""
     with np.load(os.fspath(path), allow_pickle=False) as data:
-        if "meta" not in data.files:
-            return {}
-        return json.loads(str(data["meta"]))
+        return json.loads(str(data["meta"])) if "meta" in data.files else {}
 
 
 def fid_sample_warning(num_samples: int) -> str | None:
@@ -476,14 +439,9 @@ def compute_metrics(
     kid_subset_size: int = 1000,
     rng: np.random.Generator | int = 0,
 ) -> dict[str, Any]:
-    """Every metric the inputs allow, as a flat dict; keys whose inputs are missing are left out.
-
-    ``fid`` needs both statistics; ``kid``/``kid_std`` the raw features kept in both;
-    ``inception_score``/``_std`` the generated ``logits``. ``num_samples`` is the given count,
-    else that of a ``FeatureStats`` ``gen_stats``, else the rows of ``logits`` (never of a
-    ``Stats``'s kept features, maybe a capped subset), else ``None``. ``warnings`` lists strings
-    such as :func:`fid_sample_warning`'s.
-    """
+    """``fid``, ``kid``/``kid_std`` (raw features in both), ``inception_score``/``_std`` (logits),
+    as the inputs allow, plus ``num_samples`` (given, else a ``FeatureStats``'s count, else the
+    rows of ``logits``; never a ``Stats``'s maybe capped features) and ``warnings``."""
     gen, gen_count = _as_stats(gen_stats)
     ref, _ = _as_stats(ref_stats)
     if isinstance(logits, ISAccumulator):
@@ -508,12 +466,9 @@ def compute_metrics(
                     f"KID subsets capped at {min(n1, n2, kid_subset_size)} rows ({n1} generated, "
                     f"{n2} reference features available; {kid_subset_size} asked)"
                 )
+            kid = dict(num_subsets=kid_subsets, subset_size=kid_subset_size, rng=rng)
             out["kid"], out["kid_std"] = kernel_inception_distance(
-                gen.features,
-                ref.features,
-                num_subsets=kid_subsets,
-                subset_size=kid_subset_size,
-                rng=rng,
+                gen.features, ref.features, **kid
             )
     if logits is not None:
         out["inception_score"], out["inception_score_std"] = inception_score(
@@ -525,6 +480,4 @@ def compute_metrics(
                 f"Inception Score computed from {n_logits} samples is not comparable to "
                 f"published numbers, which use {PUBLISHED_NUM_SAMPLES}."
             )
-    out["num_samples"] = num_samples
-    out["warnings"] = warnings
-    return out
+    return {**out, "num_samples": num_samples, "warnings": warnings}

@@ -20,13 +20,9 @@ def random_directions(seed: int, num: int, dim: int) -> jax.Array:
 
 @jax.jit
 def sliced_wasserstein(x: jax.Array, y: jax.Array, directions: jax.Array) -> jax.Array:
-    """Sliced 2-Wasserstein distance (Rabin et al. 2011) between ``x [n, D]`` and ``y [n, D]``:
-    ``sqrt(mean_p W_2^2(<x, theta_p>, <y, theta_p>))`` over ``directions [P, D]``.
-
-    In 1-D with equally many points the optimal coupling matches sorted values, so ``W_2^2 =
-    mean((sort(a) - sort(b))^2)``: ``O(P n log n)``. Two independent sets of ``n`` exact samples
-    are ``O(n^{-1/2})`` apart; compare a sampler's distance with that noise floor.
-    """
+    """Sliced 2-Wasserstein distance (Rabin et al. 2011) ``sqrt(mean_p W_2^2(<x, theta_p>, <y,
+    theta_p>))`` of ``x, y [n, D]`` over ``directions [P, D]``, by sorting (the optimal 1-D
+    coupling). Two sets of ``n`` exact samples are ``O(n^{-1/2})`` apart: the noise floor."""
     if x.ndim != 2 or x.shape != y.shape or directions.shape[1:] != x.shape[1:]:
         raise ValueError(
             f"need x and y of the same shape [n, D] and directions [P, D]; got {x.shape}, "

@@ -1,12 +1,7 @@
-"""Score networks (Flax Linen), all called as ``model.apply(params, x, labels, train=False)``.
-
-``x`` is a batch ``[B, ...]`` (images are NHWC), ``labels`` the noise-conditioning labels of
-:func:`scoresde_jax.core.score.time_labels`; with ``train=True`` dropout is active and needs an rng
-named ``"dropout"``.
-
-:data:`MODELS` maps each network's name (``config.model.name``) to its module, where the
-checkpoint converter finds the network's PyTorch weight mapping; building a network from a
-config is :func:`scoresde_jax.run.experiment.model_from_config`.
+"""Score networks (Flax Linen) called as ``model.apply(params, x [B, ...], labels, train=False)``
+(NHWC images; labels of :func:`scoresde_jax.core.score.time_labels`; ``train=True`` needs a
+``"dropout"`` rng). :data:`MODELS` maps ``config.model.name`` to the module holding the network's
+PyTorch weight mapping; :func:`scoresde_jax.run.experiment.model_from_config` builds one.
 """
 
 from __future__ import annotations

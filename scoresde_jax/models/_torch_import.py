@@ -1,6 +1,6 @@
-"""What the score networks share when they import PyTorch weights: the traced parameter shapes
-and call order (the order of the reference U-Nets' ``all_modules`` list), and the check of the
-``sigmas`` buffer. Reading state dicts and mapping layouts is :mod:`scoresde_jax.io.state_dict`."""
+"""What the score networks share to import PyTorch weights: traced parameter shapes and call order
+(of the reference U-Nets' ``all_modules``) and the ``sigmas`` buffer check; reading state dicts
+and mapping layouts is :mod:`scoresde_jax.io.state_dict`."""
 
 from __future__ import annotations
 
@@ -17,13 +17,9 @@ __all__ = ["abstract_params", "all_modules_prefix", "check_sigmas_buffer", "trac
 
 
 def trace(module, x_shape: tuple[int, ...], labels_dtype=jnp.int32) -> tuple[dict, tuple]:
-    """``module.init``'s variables as shape/dtype structs (nothing is allocated), and the names of
-    its direct submodules in the order they are first called.
-
-    ``module`` is called as ``module(x, labels)`` with all-zero ``x: x_shape``. The PyTorch ports
-    keep their layers in ``all_modules``, a list that their ``forward`` walks in order, one module
-    per call, so this call order is the order of that list.
-    """
+    """``module.init``'s variables as shape/dtype structs and the names of its direct submodules in
+    the order ``module(zeros(x_shape), labels)`` first calls them: the PyTorch ports' ``forward``
+    walks ``all_modules`` in that order."""
     order: list[str] = []
 
     def record(next_fun, args, kwargs, context):
@@ -101,13 +97,8 @@ def sigmas_mismatch_message(buffer: np.ndarray, expected: np.ndarray, model_name
 def check_sigmas_buffer(
     expected: np.ndarray, model_name: str, *, used: bool = True, rtol: float = 1e-6
 ) -> Callable[[np.ndarray], None]:
-    """A buffer check for the ``sigmas`` noise levels of the reference networks.
-
-    The networks compute their noise levels from the config (or take ``model.noise_levels``); a
-    checkpoint whose buffer disagrees was trained with other levels, and its outputs would be
-    divided by the wrong sigma. Where the forward pass never reads the buffer (``used=False``)
-    it is accepted as it is.
-    """
+    """A check that a ``sigmas`` buffer equals the levels the network computes (else its output
+    would be divided by the wrong sigma); any buffer passes where it is not ``used``."""
 
     def check(value: np.ndarray) -> None:
         if not used:

@@ -1,12 +1,9 @@
-"""Noise-conditional image classifiers ``p_t(y | x(t))`` for class-conditional sampling.
-
-Called as ``model.apply(params, x, noise_level)`` with perturbed images ``x [B, H, W, C]`` scaled
-to unit variance, ``noise_level [B]`` the VE noise level ``sigma_t / alpha_t``; they return
-logits ``[B, num_classes]``. The noise level is embedded as in NCSN++ (random Fourier features of
-``log sigma``, two dense layers) and added to every residual block (paper, Appendix I.1).
-``"wide_resnet"`` is the paper's WRN-28-10 for CIFAR-10 with GroupNorm instead of BatchNorm, so
-a logit depends on its own example only (the per-example gradient of guidance needs that);
-``"small_cnn"`` is a small CNN for 28x28 MNIST digits.
+"""Noise-conditional classifiers ``p_t(y | x(t))`` for class-conditional sampling:
+``model.apply(params, x [B, H, W, C] (unit variance), noise_level [B] = sigma_t / alpha_t)``
+gives logits ``[B, num_classes]``. The noise level is embedded as in NCSN++ and added to every
+residual block (paper, Appendix I.1). ``"wide_resnet"``: the paper's WRN-28-10 for CIFAR-10 with
+GroupNorm for BatchNorm, so a logit depends on its own example only (as the per-example gradient
+of guidance needs); ``"small_cnn"``: a small CNN for 28x28 digits.
 """
 
 from __future__ import annotations
@@ -61,12 +58,10 @@ class _WideBlock(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, temb: jax.Array, train: bool) -> jax.Array:
         h = nn.silu(GroupNorm(_groups(x.shape[-1]))(x))
+        shortcut = x
         if x.shape[-1] != self.features or self.stride != 1:
-            shortcut = nn.Conv(
-                self.features, (1, 1), strides=self.stride, use_bias=False, name="shortcut"
-            )(h)
-        else:
-            shortcut = x
+            conv = nn.Conv(self.features, (1, 1), self.stride, use_bias=False, name="shortcut")
+            shortcut = conv(h)
         h = nn.Conv(self.features, (3, 3), strides=self.stride, padding=1, use_bias=False)(h)
         h = h + nn.Dense(self.features, name="temb_proj")(nn.silu(temb))[:, None, None, :]
         h = nn.silu(GroupNorm(_groups(self.features))(h))
@@ -76,12 +71,8 @@ class _WideBlock(nn.Module):
 
 
 class NoiseConditionalWideResNet(nn.Module):
-    """WRN-``depth``-``widen_factor`` (Zagoruyko & Komodakis, 2016) conditioned on the noise level.
-
-    ``depth = 6 n + 4`` (``n`` pre-activation blocks per group, 28 in the paper); the three groups
-    are ``16 k, 32 k, 64 k`` wide for ``k = widen_factor`` (10 in the paper); ``dropout`` acts
-    between the two convolutions of a block with ``train=True``.
-    """
+    """WRN-``depth``-``widen_factor`` (Zagoruyko & Komodakis, 2016) conditioned on the noise
+    level: ``depth = 6 n + 4`` (n blocks per group), groups ``16 k, 32 k, 64 k`` wide."""
 
     num_classes: int = 10
     depth: int = 28
@@ -110,12 +101,8 @@ class NoiseConditionalWideResNet(nn.Module):
 
 
 class NoiseConditionalCNN(nn.Module):
-    """A small noise-conditional CNN for 28x28 digits: ``(x, noise_level) -> logits``.
-
-    Each stage: conv3x3 -> + embedding -> GroupNorm -> SiLU -> conv3x3 -> GroupNorm -> SiLU,
-    with a residual connection, then 2x2 average pooling (28 -> 14 -> 7 -> 3); global average and
-    a linear layer give the logits.
-    """
+    """A small noise-conditional CNN for 28x28 digits: residual stages, each followed by 2x2
+    average pooling (28 -> 14 -> 7 -> 3), then a global average and a linear layer."""
 
     num_classes: int = 10
     channels: Sequence[int] = (32, 64, 128)
@@ -155,9 +142,6 @@ def get_classifier(name: str, **kwargs) -> nn.Module:
 
 def count_params(model: nn.Module, image_shape: tuple[int, int, int]) -> int:
     """Number of parameters of ``model`` for images of ``image_shape`` (traced, not computed)."""
-    shapes = jax.eval_shape(
-        lambda: model.init(
-            jax.random.PRNGKey(0), jnp.zeros((1, *image_shape)), jnp.ones((1,), jnp.float32)
-        )
-    )
+    x, noise_level = jnp.zeros((1, *image_shape)), jnp.ones((1,), jnp.float32)
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), x, noise_level)
     return sum(math.prod(a.shape) for a in jax.tree.leaves(shapes))

@@ -1,10 +1,8 @@
 """Building blocks of the U-Net score networks (NCSN++, DDPM++, DDPM, NCSNv2), NHWC throughout.
 
-The layers follow the paper's reference code so that converted weights give the same numbers.
-Submodules get Flax's automatic names (``Conv_0``, ``GroupNorm_1``, ``NIN_2``, ``Conv2d_0`` ...)
-in the order of the original Flax implementation, so parameter paths match its checkpoints and
-the PyTorch port's ``state_dict``. Parameters stay float32; activations run in the compute
-``dtype``, with normalisation statistics and softmax in float32.
+Numerics and Flax's automatic submodule names (``Conv_0``, ``GroupNorm_1``, ``NIN_2`` ...), in
+creation order, follow the paper's Flax code, so its checkpoints and the PyTorch port's convert.
+Parameters are float32; activations use ``dtype``, normalisation statistics and softmax float32.
 """
 
 from __future__ import annotations
@@ -67,17 +65,9 @@ def get_act(name: str) -> Callable[[jax.Array], jax.Array]:
     return _ACTIVATIONS[key]
 
 
-# ----------------------------------------------------------------------------------------------
-# Initialisers and basic layers.
-
-
 def default_init(scale: float = 1.0) -> Initializer:
-    """DDPM's initialiser: variance scaling, ``fan_avg``, uniform, ``U(-a, a)``,
-    ``a = sqrt(3 scale / fan_avg)``.
-
-    A scale of exactly 0 becomes 1e-10, as in the reference: the layer starts as (almost) zero
-    but its weights still carry a direction for the gradient.
-    """
+    """DDPM's initialiser ``U(-a, a)``, ``a = sqrt(3 scale / fan_avg)``; a scale of 0 becomes
+    1e-10 as in the reference, so the weights still carry a direction for the gradient."""
     scale = 1e-10 if scale == 0 else scale
     return jax.nn.initializers.variance_scaling(scale, "fan_avg", "uniform")
 
@@ -120,8 +110,7 @@ def conv1x1(features: int, *, dtype: Dtype = jnp.float32) -> nn.Conv:
 
 
 def _torch_default_conv_init(fan_in: int) -> tuple[Initializer, Initializer]:
-    # PyTorch's default Conv2d init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias,
-    # i.e. variance scaling with 1/3 on fan_in.
+    # PyTorch's default Conv2d init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias.
     def bias_init(key, shape, dtype=jnp.float32):
         bound = 1.0 / math.sqrt(fan_in)
         return jax.random.uniform(key, shape, dtype, -bound, bound)
@@ -165,12 +154,9 @@ def dense(
 
 
 class GroupNorm(nn.Module):
-    """Group normalisation over the channel (last) axis, with PyTorch's statistics.
-
-    The variance is computed in two passes (``mean((x - mean)^2)``) in float32, like
-    ``torch.nn.GroupNorm``, rather than as ``E[x^2] - E[x]^2``, which loses digits when the mean
-    is large compared with the spread. ``num_groups`` defaults to ``min(C // 4, 32)`` (NCSN++).
-    """
+    """Group normalisation of the last axis, ``num_groups`` by default ``min(C // 4, 32)``
+    (NCSN++); the variance in two float32 passes like ``torch.nn.GroupNorm`` (``E[x^2] - E[x]^2``
+    loses digits when the mean is large against the spread)."""
 
     num_groups: int | None = None
     epsilon: float = 1e-6
@@ -195,10 +181,7 @@ class GroupNorm(nn.Module):
 
 
 class NIN(nn.Module):
-    """Network-in-network: a per-pixel linear map of the channels, ``y = x @ W + b``.
-
-    ``W`` has shape ``(in, out)``, the reference's layout (also in its PyTorch port).
-    """
+    """Network-in-network: a per-pixel ``y = x @ W + b``, ``W: (in, out)`` as in the reference."""
 
     num_units: int
     init_scale: float = 0.1
@@ -214,19 +197,11 @@ class NIN(nn.Module):
         return y + b.astype(self.dtype).reshape((1,) * (y.ndim - 1) + (-1,))
 
 
-# ----------------------------------------------------------------------------------------------
-# Time / noise-level embeddings.
-
-
 def get_timestep_embedding(
     timesteps: jax.Array, embedding_dim: int, max_positions: int = 10_000
 ) -> jax.Array:
-    """DDPM's sinusoidal embedding of (fractional) time labels: ``[B] -> [B, embedding_dim]``.
-
-    Frequencies are ``exp(-i log(max_positions) / (half - 1))``, ``i < half = dim // 2``; the
-    output is ``[sin(t f), cos(t f)]``, zero-padded when ``embedding_dim`` is odd. Computed in
-    float32 with the reference's order of operations.
-    """
+    """DDPM's sinusoidal embedding ``[sin(t f), cos(t f)]`` (zero-padded to an odd size) of time
+    labels ``[B] -> [B, embedding_dim]``, ``f_i = exp(-i log(max_positions) / (dim // 2 - 1))``."""
     if timesteps.ndim != 1:
         raise ValueError(f"timesteps must be 1-D, got shape {timesteps.shape}")
     half = embedding_dim // 2
@@ -240,12 +215,8 @@ def get_timestep_embedding(
 
 
 class GaussianFourierProjection(nn.Module):
-    """Random Fourier features ``[sin(2 pi W x), cos(2 pi W x)]`` of a scalar per example.
-
-    ``W ~ N(0, scale^2)`` is a parameter (saved with the model) whose gradient is stopped, as in
-    the reference where it has ``requires_grad=False``; the output has ``2 embedding_size``
-    features.
-    """
+    """Random Fourier features ``[sin(2 pi W x), cos(2 pi W x)]`` of a scalar per example;
+    ``W ~ N(0, scale^2)`` is a saved parameter, its gradient stopped (``requires_grad=False``)."""
 
     embedding_size: int = 256
     scale: float = 1.0
@@ -259,10 +230,6 @@ class GaussianFourierProjection(nn.Module):
         # Same operation order as the reference, so the (large) arguments round identically.
         proj = x.astype(jnp.float32)[:, None] * w[None, :] * 2 * jnp.pi
         return jnp.concatenate([jnp.sin(proj), jnp.cos(proj)], axis=-1)
-
-
-# ----------------------------------------------------------------------------------------------
-# FIR resampling (StyleGAN2's upfirdn2d), NHWC.
 
 
 def setup_fir_kernel(k: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -288,18 +255,13 @@ def upfirdn2d(
     down: int = 1,
     pad: tuple[int, int] = (0, 0),
 ) -> jax.Array:
-    """Upsample by zero insertion, pad, filter with a 2-D FIR kernel, downsample; ``[N,H,W,C]``.
-
-    For each channel independently: insert ``up - 1`` zeros after every pixel, pad both spatial
-    axes by ``pad = (before, after)`` (negative values crop), convolve with ``kernel`` (a true
-    convolution: the kernel is flipped) keeping only fully-overlapping positions, then keep every
-    ``down``-th pixel. The output size is ``(H * up + before + after - kh) // down + 1``.
-    """
+    """Per channel of ``[N,H,W,C]``: insert ``up - 1`` zeros after each pixel, pad by ``pad``
+    (negative crops), convolve (flipped kernel, valid positions), keep every ``down``-th pixel:
+    size ``(H * up + before + after - kh) // down + 1``."""
     if np.ndim(kernel) != 2:
         raise ValueError(f"upfirdn2d needs a 2-D kernel, got shape {np.shape(kernel)}")
     p0, p1 = pad
-    # One lax.pad does the zero insertion (interior padding), the trailing up-1 zeros of the
-    # last pixel, and the (possibly negative) border padding.
+    # One lax.pad inserts the zeros (interior), the last pixel's trailing ones and the border.
     cfg = (p0, p1 + up - 1, up - 1)
     x = jax.lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), cfg, cfg, (0, 0, 0)))
     if isinstance(kernel, np.ndarray):
@@ -333,12 +295,8 @@ def _separate(k: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
 
 
 def _separable_fir(x: jax.Array, rows: np.ndarray, cols: np.ndarray, down: int) -> jax.Array:
-    """Correlates ``x`` with ``outer(rows, cols)`` (valid positions, stride ``down``).
-
-    Written as weighted sums of strided slices, one axis at a time: XLA fuses these into plain
-    loops, whereas a depthwise convolution (``feature_group_count = C``) takes a slow path on
-    CPU. The FIR kernels of NCSN++ are all separable.
-    """
+    """Correlates ``x`` with ``outer(rows, cols)`` (valid positions, stride ``down``) as sums of
+    strided slices, which XLA fuses; a depthwise convolution takes a slow path on CPU."""
     n_h = (x.shape[1] - rows.size) // down + 1
     n_w = (x.shape[2] - cols.size) // down + 1
     dt = x.dtype
@@ -375,12 +333,9 @@ def _square_kernel(w: jax.Array, caller: str) -> int:
 def upsample_conv_2d(
     x: jax.Array, w: jax.Array, k: Sequence[float] | None = None, factor: int = 2, gain: float = 1
 ) -> jax.Array:
-    """Fused ``upsample_2d`` and convolution with ``w`` (HWIO, square, odd size); ``[N,H,W,C]``.
-
-    The transposed convolution of the reference (stride ``factor``, kernel flipped and
-    transposed) equals a plain correlation with ``w`` over the zero-inserted input padded by
-    ``K - 1``; the FIR filter then smooths the result once.
-    """
+    """Fused ``upsample_2d`` and convolution with ``w`` (HWIO, square, odd size); the reference's
+    transposed convolution is a correlation with ``w`` over the zero-inserted input padded by
+    ``K - 1``, then the FIR filter."""
     kw = _square_kernel(w, "upsample_conv_2d")
     fir = _fir(k, factor, gain * factor**2)
     p = (fir.shape[0] - factor) - (kw - 1)
@@ -415,8 +370,8 @@ def naive_downsample_2d(x: jax.Array, factor: int = 2) -> jax.Array:
 
 
 class Conv2d(nn.Module):
-    """Convolution (odd size ``kernel``, parameters ``weight`` HWIO and ``bias``, the names of the
-    original Flax code) with optional fused FIR up- or downsampling by 2 (StyleGAN2)."""
+    """Convolution (odd ``kernel``; ``weight`` HWIO and ``bias`` as in the original Flax code) with
+    optional fused FIR up- or downsampling by 2 (StyleGAN2)."""
 
     fmaps: int
     kernel: int = 3
@@ -445,10 +400,6 @@ class Conv2d(nn.Module):
         return x + b.astype(self.dtype).reshape(1, 1, 1, -1)
 
 
-# ----------------------------------------------------------------------------------------------
-# NCSN++ blocks.
-
-
 class Combine(nn.Module):
     """Merges a skip input ``x`` into ``y`` after a 1x1 convolution: ``cat`` or ``sum``."""
 
@@ -470,11 +421,8 @@ def _skip_sum(x: jax.Array, h: jax.Array, skip_rescale: bool) -> jax.Array:
 
 
 class AttnBlockpp(nn.Module):
-    """Self-attention over all pixels (one head) with a residual connection.
-
-    With ``skip_rescale`` the sum is divided by sqrt(2) (NCSN++); DDPM's block has 32 groups,
-    ``init_scale=0`` (the block starts as the identity) and no rescaling.
-    """
+    """One-head self-attention over all pixels plus the input (divided by sqrt(2) with
+    ``skip_rescale``, NCSN++)."""
 
     skip_rescale: bool = False
     init_scale: float = 0.0
@@ -535,27 +483,24 @@ class Downsample(_Resample):
         return Conv2d(out_ch, down=True, resample_kernel=self.fir_kernel, dtype=self.dtype)(x)
 
 
-class ResnetBlockDDPMpp(nn.Module):
-    """DDPM's residual block with optional sqrt(2) skip rescaling (NCSN++ ``resblock_type=ddpm``).
-
-    ``GroupNorm -> act -> conv3x3 (+ Dense(act(temb))) -> GroupNorm -> act -> dropout -> conv3x3``
-    (the last with ``init_scale``), plus a shortcut (NIN, or a 3x3 conv with ``conv_shortcut``)
-    when the channels change. Dropout is active with ``train=True`` (rng ``"dropout"``).
-    """
-
+class _ResnetBlock(nn.Module):
     act: Callable[[jax.Array], jax.Array] = nn.swish
     out_ch: int | None = None
-    conv_shortcut: bool = False
     dropout: float = 0.1
     skip_rescale: bool = False
     init_scale: float = 0.0
-    num_groups: int | None = None
     dtype: Dtype = jnp.float32
 
+
+class ResnetBlockDDPMpp(_ResnetBlock):
+    """DDPM's residual block (NCSN++ ``resblock_type=ddpm``): ``GroupNorm, act`` then
+    :func:`_resnet_convs`, plus a NIN (``conv_shortcut``: 3x3 conv) shortcut on a width change."""
+
+    conv_shortcut: bool = False
+    num_groups: int | None = None
+
     @nn.compact
-    def __call__(
-        self, x: jax.Array, temb: jax.Array | None = None, train: bool = False
-    ) -> jax.Array:
+    def __call__(self, x: jax.Array, temb: jax.Array | None = None, train: bool = False):
         c = x.shape[-1]
         out_ch = self.out_ch or c
         h = self.act(GroupNorm(self.num_groups, dtype=self.dtype)(x))
@@ -570,7 +515,8 @@ class ResnetBlockDDPMpp(nn.Module):
 
 
 def _resnet_convs(block: nn.Module, h, temb, train: bool, out_ch: int, num_groups=None):
-    """``conv3x3 (+ Dense(act(temb))) -> GroupNorm -> act -> dropout -> conv3x3`` of a block."""
+    """``conv3x3 (+ Dense(act(temb))) -> GroupNorm -> act -> dropout -> conv3x3`` (``init_scale``);
+    dropout is active with ``train`` (rng ``"dropout"``)."""
     h = conv3x3(out_ch, dtype=block.dtype)(h)
     if temb is not None:
         h = h + dense(out_ch, dtype=block.dtype)(block.act(temb))[:, None, None, :]
@@ -579,28 +525,18 @@ def _resnet_convs(block: nn.Module, h, temb, train: bool, out_ch: int, num_group
     return conv3x3(out_ch, init_scale=block.init_scale, dtype=block.dtype)(h)
 
 
-class ResnetBlockBigGANpp(nn.Module):
-    """BigGAN-style residual block that can resample (NCSN++ ``resblock_type=biggan``).
+class ResnetBlockBigGANpp(_ResnetBlock):
+    """BigGAN residual block (NCSN++ ``resblock_type=biggan``): both branches are resampled (FIR
+    or naive) after the first norm; a 1x1 conv shortcut if the width changes or it resamples."""
 
-    Both branches are up/downsampled (FIR or naive) after the first normalisation; the shortcut
-    gets a 1x1 conv when the channels change or the block resamples.
-    """
-
-    act: Callable[[jax.Array], jax.Array] = nn.swish
     up: bool = False
     down: bool = False
-    out_ch: int | None = None
-    dropout: float = 0.1
     fir: bool = False
     fir_kernel: tuple[int, ...] = (1, 3, 3, 1)
     skip_rescale: bool = True
-    init_scale: float = 0.0
-    dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(
-        self, x: jax.Array, temb: jax.Array | None = None, train: bool = False
-    ) -> jax.Array:
+    def __call__(self, x: jax.Array, temb: jax.Array | None = None, train: bool = False):
         c = x.shape[-1]
         out_ch = self.out_ch or c
         x = x.astype(self.dtype)

@@ -30,14 +30,9 @@ def fourier_embedding(log_labels: jax.Array, w: jax.Array) -> jax.Array:
 
 
 class MLPScore(nn.Module):
-    """``(x: [B, D], labels: [B]) -> [B, D]``.
-
-    Attributes:
-      embedding: ``"positional"`` (labels are times, e.g. ``999 t`` for VP/sub-VP) or
-        ``"fourier"`` (labels are noise levels sigma, embedded through ``log sigma``; VE).
-      scale_by_sigma: divide the output by the label (VE: the label is sigma, so the network learns
-        ``sigma * score``, which has unit scale at every noise level).
-    """
+    """``(x: [B, D], labels: [B]) -> [B, D]``; labels are times (``embedding="positional"``, e.g.
+    ``999 t``) or noise levels sigma (``"fourier"`` of ``log sigma``, VE); ``scale_by_sigma``
+    divides by the label, so VE learns ``sigma * score`` (unit scale at every noise level)."""
 
     hidden: Sequence[int] = (256, 256, 256)
     embedding: str = "positional"

@@ -1,9 +1,6 @@
-"""NCSN++ and DDPM++ (Song et al., 2021): the U-Net score network of the paper's best models.
-
-DDPM++ is NCSN++ with positional embeddings, no FIR resampling and no progressive growing (the
-original configs call both ``"ncsnpp"``). Submodule names and numerics follow the paper's Flax
-code and its PyTorch port, so checkpoints of either convert exactly.
-"""
+"""NCSN++ and DDPM++ (Song et al., 2021), the U-Net of the paper's best models; DDPM++ is NCSN++
+with positional embeddings, no FIR and no progressive growing (both are ``"ncsnpp"`` in configs).
+Names and numerics follow the paper's Flax code and PyTorch port: checkpoints of both convert."""
 
 from __future__ import annotations
 
@@ -25,7 +22,7 @@ from scoresde_jax.io.state_dict import (
     strip_module_prefix,
 )
 from scoresde_jax.models import _torch_import, layers
-from scoresde_jax.models.ddpm import smld_sigmas
+from scoresde_jax.models.ddpm import ImageScoreNet, smld_sigmas
 from scoresde_jax.models.layers import (
     AttnBlockpp,
     Combine,
@@ -59,36 +56,17 @@ _CHOICES = {
 }
 
 
-class NCSNpp(nn.Module):
+class NCSNpp(ImageScoreNet):
     """NCSN++ / DDPM++: ``(x: [B, H, W, C], labels: [B]) -> [B, H, W, C]``.
 
-    ``labels`` are noise levels sigma for the Fourier embedding (VE, continuous; the network
-    embeds ``log sigma``), or time labels (``999 t`` or a discrete step index) for the positional
-    embedding.
-
-    Attributes (the choices of the string ones are in ``_CHOICES``):
-      centered: inputs are already in [-1, 1]; else they are in [0, 1] and mapped by ``2x - 1``.
-      attn_resolutions: spatial sizes at which self-attention is applied.
-      resamp_with_conv: resample with convolutions (``resblock_type="ddpm"`` only).
-      fir: FIR up/downsampling (StyleGAN2) instead of nearest-neighbour / average pooling.
-      skip_rescale: divide residual sums by sqrt(2).
-      resblock_type: ``"biggan"`` resamples inside the residual blocks.
-      progressive, progressive_input: the output and input pyramids; ``progressive_combine`` is
-        how ``input_skip`` merges.
-      embedding_type: ``"fourier"`` (Gaussian Fourier features of log sigma, std
-        ``fourier_scale``) or ``"positional"``.
-      init_scale: initial scale of the last layer of each residual/attention branch and of the
-        output convolution (0: branches start as the identity, the output at ~0).
-      conv_size: only 3 (the reference ignores this field).
-      scale_by_sigma: divide the output by sigma (for VE the network then learns
-        ``sigma * score``). With the positional embedding sigma is ``sigmas()[int(label)]``.
-      dtype: compute dtype (e.g. ``jnp.bfloat16``); parameters and the output stay float32.
+    ``labels``: noise levels sigma for the ``"fourier"`` embedding (of ``log sigma``, std
+    ``fourier_scale``; VE), else time labels (``999 t`` or a step index). String attributes take
+    the values of ``_CHOICES``; ``resamp_with_conv`` applies to ``resblock_type="ddpm"`` only
+    (``"biggan"`` resamples inside the blocks); ``init_scale`` scales the last layer of every
+    branch and the output conv (0: identity branches); ``conv_size`` can only be 3 (the reference
+    ignores it); ``scale_by_sigma`` divides by sigma (positional: ``sigmas()[int(label)]``).
     """
 
-    image_size: int = 32
-    num_channels: int = 3
-    centered: bool = False
-    nf: int = 128
     ch_mult: tuple[int, ...] = (1, 2, 2, 2)
     num_res_blocks: int = 4
     attn_resolutions: tuple[int, ...] = (16,)
@@ -108,16 +86,9 @@ class NCSNpp(nn.Module):
     init_scale: float = 0.0
     conv_size: int = 3
     scale_by_sigma: bool = True
-    sigma_min: float = 0.01
-    sigma_max: float = 50.0
-    num_scales: int = 1000
-    nonlinearity: str = "swish"
-    dtype: Any = jnp.float32
-    noise_levels: tuple[float, ...] | None = None
 
-    def sigmas(self) -> np.ndarray:
-        """The geometric noise levels ``sigma_max ... sigma_min`` (``num_scales``), float32, or
-        ``noise_levels`` (a converted checkpoint's own levels) when set."""
+    def sigmas(self) -> np.ndarray:  # a method here, float32
+        """:func:`~scoresde_jax.models.ddpm.smld_sigmas` as float32."""
         return smld_sigmas(
             self.sigma_min, self.sigma_max, self.num_scales, self.noise_levels
         ).astype(np.float32)
@@ -140,20 +111,17 @@ class NCSNpp(nn.Module):
         nf, dt = self.nf, self.dtype
         num_resolutions = len(self.ch_mult)
         labels = jnp.broadcast_to(jnp.asarray(labels), (x.shape[0],))
-        resblock_type = opts["resblock_type"]
-        progressive = opts["progressive"]
-        progressive_input = opts["progressive_input"]
+        ddpm_blocks = opts["resblock_type"] == "ddpm"
+        progressive, progressive_input = opts["progressive"], opts["progressive_input"]
 
         used_sigmas = None
         if opts["embedding_type"] == "fourier":
             used_sigmas = labels.astype(jnp.float32)
-            temb = GaussianFourierProjection(embedding_size=nf, scale=self.fourier_scale)(
-                jnp.log(used_sigmas)
-            )
+            fourier = GaussianFourierProjection(embedding_size=nf, scale=self.fourier_scale)
+            temb = fourier(jnp.log(used_sigmas))
         else:
             if self.scale_by_sigma:
-                # Labels are step indices (or 999 t); truncation picks the noise level, as the
-                # reference's ``sigmas[labels.long()]``.
+                # Step indices (or 999 t), truncated as the reference's ``sigmas[labels.long()]``.
                 used_sigmas = jnp.asarray(self.sigmas())[labels.astype(jnp.int32)]
             temb = get_timestep_embedding(labels, nf)
 
@@ -163,20 +131,14 @@ class NCSNpp(nn.Module):
         else:
             temb = None
 
-        attn_block = functools.partial(
-            AttnBlockpp, init_scale=self.init_scale, skip_rescale=self.skip_rescale, dtype=dt
-        )
+        branch = dict(init_scale=self.init_scale, skip_rescale=self.skip_rescale, dtype=dt)
         resample = dict(fir=self.fir, fir_kernel=tuple(self.fir_kernel), dtype=dt)
-        block = dict(
-            act=act,
-            dropout=self.dropout,
-            init_scale=self.init_scale,
-            skip_rescale=self.skip_rescale,
-        )
-        if resblock_type == "ddpm":
-            resnet_block = functools.partial(ResnetBlockDDPMpp, **block, dtype=dt)
+        attn_block = functools.partial(AttnBlockpp, **branch)
+        if ddpm_blocks:
+            block, kw = ResnetBlockDDPMpp, branch
         else:
-            resnet_block = functools.partial(ResnetBlockBigGANpp, **block, **resample)
+            block, kw = ResnetBlockBigGANpp, {**branch, **resample}
+        resnet_block = functools.partial(block, act=act, dropout=self.dropout, **kw)
 
         output_conv = functools.partial(
             conv3x3, self.num_channels, init_scale=self.init_scale, dtype=dt
@@ -186,10 +148,8 @@ class NCSNpp(nn.Module):
             return (a + b) / math.sqrt(2.0) if self.skip_rescale else a + b
 
         x = x.astype(jnp.float32)
-        if not self.centered:
-            x = 2 * x - 1.0
+        x = x if self.centered else 2 * x - 1.0
 
-        # Downsampling path.
         input_pyramid = x if progressive_input != "none" else None
         hs = [conv3x3(nf, dtype=dt)(x)]
         for i_level in range(num_resolutions):
@@ -199,7 +159,7 @@ class NCSNpp(nn.Module):
                     h = attn_block()(h)
                 hs.append(h)
             if i_level != num_resolutions - 1:
-                if resblock_type == "ddpm":
+                if ddpm_blocks:
                     h = Downsample(with_conv=self.resamp_with_conv, **resample)(hs[-1])
                 else:
                     h = resnet_block(down=True)(hs[-1], temb, train)
@@ -207,11 +167,8 @@ class NCSNpp(nn.Module):
                     input_pyramid = Downsample(with_conv=False, **resample)(input_pyramid)
                     h = Combine(method=opts["progressive_combine"], dtype=dt)(input_pyramid, h)
                 elif progressive_input == "residual":
-                    input_pyramid = Downsample(out_ch=h.shape[-1], with_conv=True, **resample)(
-                        input_pyramid
-                    )
-                    input_pyramid = merge(input_pyramid, h)
-                    h = input_pyramid
+                    down = Downsample(out_ch=h.shape[-1], with_conv=True, **resample)
+                    h = input_pyramid = merge(down(input_pyramid), h)
                 hs.append(h)
 
         h = hs[-1]
@@ -219,14 +176,11 @@ class NCSNpp(nn.Module):
         h = attn_block()(h)
         h = resnet_block()(h, temb, train)
 
-        # Upsampling path.
         pyramid = None
         for i_level in reversed(range(num_resolutions)):
             for _ in range(self.num_res_blocks + 1):
-                skip = hs.pop()
-                h = resnet_block(out_ch=nf * self.ch_mult[i_level])(
-                    jnp.concatenate([h, skip.astype(h.dtype)], axis=-1), temb, train
-                )
+                h = jnp.concatenate([h, hs.pop().astype(h.dtype)], axis=-1)
+                h = resnet_block(out_ch=nf * self.ch_mult[i_level])(h, temb, train)
             if h.shape[1] in self.attn_resolutions:
                 h = attn_block()(h)
 
@@ -242,12 +196,11 @@ class NCSNpp(nn.Module):
                     normed = act(GroupNorm(dtype=dt)(h))
                     pyramid = pyramid + output_conv()(normed)
                 else:
-                    pyramid = Upsample(out_ch=h.shape[-1], with_conv=True, **resample)(pyramid)
-                    pyramid = merge(pyramid, h)
-                    h = pyramid
+                    up = Upsample(out_ch=h.shape[-1], with_conv=True, **resample)
+                    h = pyramid = merge(up(pyramid), h)
 
             if i_level != 0:
-                if resblock_type == "ddpm":
+                if ddpm_blocks:
                     h = Upsample(with_conv=self.resamp_with_conv, **resample)(h)
                 else:
                     h = resnet_block(up=True)(h, temb, train)
@@ -265,8 +218,7 @@ class NCSNpp(nn.Module):
         return h
 
 
-# Modules are frozen dataclasses (hashable, equal when their attributes are), so tracing the
-# network once per configuration serves every conversion of that configuration.
+# Modules are hashable frozen dataclasses: one trace serves every conversion of a configuration.
 @functools.lru_cache(maxsize=16)
 def _trace(model: NCSNpp) -> tuple[dict, tuple[str, ...]]:
     shape = (1, model.image_size, model.image_size, model.num_channels)
@@ -285,11 +237,8 @@ def count_params(model: NCSNpp) -> int:
 
 
 def torch_trainable_keys(keys: list[str], model: NCSNpp) -> list[str]:
-    """The keys of ``model.parameters()`` that train, in ``state_dict`` order.
-
-    This is the order of the PyTorch EMA's ``shadow_params``: everything but the ``sigmas``
-    buffer and the fixed Fourier frequencies.
-    """
+    """The keys of ``model.parameters()`` that train (all but ``sigmas`` and the Fourier
+    frequencies) in ``state_dict`` order, the order of the PyTorch EMA's ``shadow_params``."""
     stripped = list(strip_module_prefix(dict.fromkeys(keys)))
     fourier = set()
     if model.embedding_type.lower() == "fourier":
@@ -304,13 +253,9 @@ def params_from_torch_state_dict(
 ) -> dict:
     """``{"params": ...}`` (float32 numpy) of ``model`` from a ``score_sde_pytorch`` state dict.
 
-    The checkpoint's ``all_modules.N`` indices are paired, in order, with our submodules that
-    have parameters, in the order the network calls them (entries without parameters leave no
-    keys on either side); inside each block the names agree. Where the network reads the
-    ``sigmas`` buffer (positional embedding with ``scale_by_sigma``) it must equal ``sigmas()``.
-
-    Raises:
-      ConversionError: naming every missing and unexpected key and every shape mismatch.
+    The ``all_modules.N`` indices pair, in order, with our submodules that have parameters, in
+    call order. Where the network reads ``sigmas`` (positional ``scale_by_sigma``) it must equal
+    ``sigmas()``. Raises ``ConversionError`` naming every missing, unexpected or misshapen key.
     """
     state_dict = strip_module_prefix(state_dict)
     indices = sorted(
@@ -345,15 +290,9 @@ def params_from_torch_state_dict(
 
 
 def params_from_flax_tree(tree: Mapping[str, Any], model: NCSNpp) -> dict:
-    """Maps an original ``score_sde`` (Flax) parameter tree onto ``model``'s variables.
-
-    Our submodules carry the original's automatic names, so the tree (with or without a top-level
-    ``"params"`` key) is taken as is once every path and shape is checked. A leading device axis
-    from replicated (pmap) parameters is dropped.
-
-    Raises:
-      ConversionError: naming missing and unexpected paths and shape mismatches.
-    """
+    """An original ``score_sde`` (Flax) parameter tree (with or without ``"params"``), taken as is
+    once its paths and shapes are checked (``ConversionError`` otherwise); a leading device axis
+    of replicated (pmap) parameters is dropped."""
     tree = dict(tree)
     if set(tree) == {"params"}:
         tree = tree["params"]

@@ -1,11 +1,8 @@
 """NCSN (Song & Ermon, 2019) and NCSNv2 (Song & Ermon, 2020): RefineNets for SMLD / VE models.
 
-A ResNet backbone whose deeper stages dilate instead of downsampling, a cascade of RefineBlocks
-back up, ELU and instance norm "++" throughout. :class:`NCSNv2` is unconditional inside and
-divides its output by ``sigmas[labels]`` (it learns ``sigma * score``); :class:`NCSN` (NCSNv1)
-conditions every norm on the noise index and outputs the score. Labels index the descending
-noise levels (``sigmas[0] = sigma_max``; discrete time only; floats are rounded). Parameter paths
-mirror the PyTorch reference with list entries written ``<list>_<i>``
+:class:`NCSNv2` divides its output by ``sigmas[labels]`` (it learns ``sigma * score``);
+:class:`NCSN` conditions every norm on the noise index. Labels index the descending noise levels
+(floats are rounded). Parameter paths are the PyTorch reference's with list entries ``<list>_<i>``
 (``res2_0/conv2/conv/kernel`` is ``res2.0.conv2.conv.weight``), so conversion is renaming alone.
 """
 
@@ -13,7 +10,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
 
 import flax.linen as nn
 import jax
@@ -22,8 +18,8 @@ import numpy as np
 
 from scoresde_jax.io.state_dict import convert_state_dict
 from scoresde_jax.models import _torch_import
-from scoresde_jax.models.ddpm import noise_index, smld_sigmas
-from scoresde_jax.models.layers import get_act, ncsn_conv1x1, ncsn_conv3x3
+from scoresde_jax.models.ddpm import ImageScoreNet, noise_index
+from scoresde_jax.models.layers import Dtype, get_act, ncsn_conv1x1, ncsn_conv3x3
 
 __all__ = [
     "NCSN",
@@ -33,23 +29,15 @@ __all__ = [
     "params_from_torch_state_dict",
 ]
 
-Dtype = Any
 Act = Callable[[jax.Array], jax.Array]
 
 _EPS = 1e-5  # torch.nn.InstanceNorm2d's default, also used for the channel-mean statistics
 
 
-# ----------------------------------------------------------------------------------------------
-# Normalisation.
-
-
 def _instance_norm_plus(x: jax.Array, gamma, alpha, beta, dtype: Dtype) -> jax.Array:
-    """``gamma * (IN(x) + alpha * standardised_mean) + beta``, statistics in float32.
-
-    Plain instance norm removes each channel's mean, which shifts colours; "++" keeps that
-    information by standardising the per-channel means across channels (unbiased variance, as
-    ``torch.var``) and adding them back with the learned weight ``alpha``.
-    """
+    """``gamma * (IN(x) + alpha * standardised_mean) + beta`` in float32: "++" adds back the
+    channel means that instance norm removes (which shifts colours), standardised across channels
+    (unbiased variance, as ``torch.var``)."""
     xf = x.astype(jnp.float32)
     means = jnp.mean(xf, axis=(1, 2))  # [B, C]
     m = jnp.mean(means, axis=-1, keepdims=True)
@@ -61,16 +49,12 @@ def _instance_norm_plus(x: jax.Array, gamma, alpha, beta, dtype: Dtype) -> jax.A
     return (gamma * h + beta).astype(dtype)
 
 
-def _normal_one(key, shape, dtype=jnp.float32):
-    # Scales start near 1 (N(1, 0.02)), as in the reference.
+def _normal_one(key, shape, dtype=jnp.float32):  # N(1, 0.02^2), as in the reference
     return 1.0 + 0.02 * jax.random.normal(key, shape, dtype)
 
 
 class InstanceNorm2dPlus(nn.Module):
-    """Instance norm "++": ``gamma * (IN(x) + alpha * standardised_mean) + beta``.
-
-    Called as ``norm(x, y)`` like the conditional norm; ``y`` is ignored. Statistics are float32.
-    """
+    """Instance norm "++" (:func:`_instance_norm_plus`), called as ``norm(x, y)``, ``y`` ignored."""
 
     dtype: Dtype = jnp.float32
 
@@ -86,11 +70,7 @@ class InstanceNorm2dPlus(nn.Module):
 
 
 class ConditionalInstanceNorm2dPlus(nn.Module):
-    """Instance norm "++" whose ``gamma``, ``alpha`` and ``beta`` are looked up per noise index.
-
-    The embedding row of label ``y`` (one of ``num_classes`` noise levels) holds
-    ``[gamma | alpha | beta]`` (``3 C`` values).
-    """
+    """Instance norm "++" with ``[gamma | alpha | beta]`` the embedding row of noise index ``y``."""
 
     num_classes: int
     dtype: Dtype = jnp.float32
@@ -111,18 +91,10 @@ class ConditionalInstanceNorm2dPlus(nn.Module):
 
 
 def _norm(num_classes: int | None, dtype: Dtype, name: str) -> nn.Module:
+    """NCSNv2's norm (``num_classes=None``; blocks pass the label, it is ignored) or NCSNv1's."""
     if num_classes is None:
         return InstanceNorm2dPlus(dtype=dtype, name=name)
     return ConditionalInstanceNorm2dPlus(num_classes, dtype=dtype, name=name)
-
-
-# ----------------------------------------------------------------------------------------------
-# Resampling helpers.
-
-
-def _mean_pool2(x: jax.Array) -> jax.Array:
-    """Average of the four pixels of every 2x2 block (sizes must be even)."""
-    return (x[:, ::2, ::2] + x[:, 1::2, ::2] + x[:, ::2, 1::2] + x[:, 1::2, 1::2]) / 4.0
 
 
 def _resize_axis_align_corners(x: jax.Array, axis: int, size: int) -> jax.Array:
@@ -136,15 +108,13 @@ def _resize_axis_align_corners(x: jax.Array, axis: int, size: int) -> jax.Array:
     lo = jnp.clip(jnp.floor(pos).astype(jnp.int32), 0, n - 1)
     hi = jnp.minimum(lo + 1, n - 1)
     frac = (pos - lo.astype(jnp.float32)).astype(x.dtype)
-    shape = [1] * x.ndim
-    shape[axis] = size
-    frac = frac.reshape(shape)
+    frac = jnp.expand_dims(frac, [d for d in range(x.ndim) if d != axis])
     return jnp.take(x, lo, axis=axis) * (1 - frac) + jnp.take(x, hi, axis=axis) * frac
 
 
 def resize(x: jax.Array, shape: Sequence[int], method: str = "bilinear") -> jax.Array:
-    """Resizes ``[B, H, W, C]`` to ``shape = (H', W')`` as the PyTorch reference does:
-    ``"bilinear"`` (``align_corners=True``, its ``F.interpolate``) or ``"nearest_neighbor"``."""
+    """Resizes ``[B, H, W, C]`` to ``shape = (H', W')`` as the PyTorch reference:
+    ``"bilinear"`` (``F.interpolate``'s ``align_corners=True``) or ``"nearest_neighbor"``."""
     if method == "bilinear":
         return _resize_axis_align_corners(_resize_axis_align_corners(x, 1, shape[0]), 2, shape[1])
     if method == "nearest_neighbor":
@@ -152,13 +122,8 @@ def resize(x: jax.Array, shape: Sequence[int], method: str = "bilinear") -> jax.
     raise ValueError(f"Unknown interpolation {method!r}; use 'bilinear' or 'nearest_neighbor'.")
 
 
-# ----------------------------------------------------------------------------------------------
-# Blocks. ``num_classes=None`` gives NCSNv2's blocks, an integer NCSNv1's conditional ones; the
-# label ``y`` is passed everywhere and ignored by the unconditional norms.
-
-
 class ConvMeanPool(nn.Module):
-    """A convolution (size-preserving) followed by 2x2 mean pooling."""
+    """A size-preserving convolution, then the mean of every 2x2 block (even sizes)."""
 
     features: int
     kernel_size: int = 3
@@ -168,16 +133,12 @@ class ConvMeanPool(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         make = ncsn_conv3x3 if self.kernel_size == 3 else ncsn_conv1x1
         h = make(x.shape[-1], self.features, dtype=self.dtype, name="conv")(x)
-        return _mean_pool2(h)
+        return (h[:, ::2, ::2] + h[:, 1::2, ::2] + h[:, ::2, 1::2] + h[:, 1::2, 1::2]) / 4.0
 
 
 class ResidualBlock(nn.Module):
-    """Pre-activation residual block of the backbone (``norm -> act -> conv`` twice).
-
-    With ``resample="down"`` the block halves the resolution (mean pooling after the second
-    conv and on the shortcut) unless ``dilation > 1``, in which case it keeps the resolution
-    and dilates instead, RefineNet's way of growing the receptive field.
-    """
+    """Pre-activation residual block (``norm -> act -> conv`` twice); ``resample="down"`` halves
+    the resolution (mean pooling) unless ``dilation > 1``, RefineNet's way to grow the field."""
 
     output_dim: int
     resample: str | None = None
@@ -189,8 +150,6 @@ class ResidualBlock(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, y: jax.Array | None = None) -> jax.Array:
         c, out, d, dt = x.shape[-1], self.output_dim, self.dilation, self.dtype
-        if self.resample not in ("down", None):
-            raise ValueError(f"resample must be 'down' or None, got {self.resample!r}")
         down = self.resample == "down"
         mid = c if down else out
         pool = down and d == 1
@@ -235,10 +194,8 @@ class RCUBlock(nn.Module):
 
 
 class CRPBlock(nn.Module):
-    """Chained residual pooling: repeated 5x5 pooling + conv, each result added to the input.
-
-    NCSNv2 max-pools; the conditional (NCSNv1) version normalises and average-pools instead.
-    """
+    """Chained residual pooling: repeated 5x5 pool + conv, each added to the input (NCSNv2
+    max-pools; the conditional NCSNv1 normalises and average-pools)."""
 
     features: int
     n_stages: int
@@ -288,11 +245,8 @@ class MSFBlock(nn.Module):
 
 
 class RefineBlock(nn.Module):
-    """RefineNet block: adapt each input (2 RCUs), fuse (MSF), pool (CRP), output RCUs.
-
-    ``start``: a single input (the deepest stage), so no fusion; ``end``: the last block, with
-    three output RCUs instead of one.
-    """
+    """RefineNet block: adapt each input (2 RCUs), fuse (MSF; not at the ``start``, which has one
+    input), pool (CRP), output RCUs (three at the ``end``, else one)."""
 
     features: int
     act: Act = nn.relu
@@ -306,31 +260,27 @@ class RefineBlock(nn.Module):
     def __call__(
         self, xs: Sequence[jax.Array], shape: Sequence[int], y: jax.Array | None = None
     ) -> jax.Array:
-        kw = dict(act=self.act, num_classes=self.num_classes, dtype=self.dtype)
+        norm = dict(num_classes=self.num_classes, dtype=self.dtype)
+        kw = dict(act=self.act, **norm)
         hs = [RCUBlock(2, 2, name=f"adapt_convs_{i}", **kw)(x, y) for i, x in enumerate(xs)]
         if self.start:
-            if len(hs) != 1:
-                raise ValueError(f"a start RefineBlock takes one input, got {len(hs)}")
-            h = hs[0]
+            (h,) = hs
         else:
-            h = MSFBlock(
-                self.features,
-                self.interpolation,
-                num_classes=self.num_classes,
-                dtype=self.dtype,
-                name="msf",
-            )(hs, shape, y)
+            h = MSFBlock(self.features, self.interpolation, name="msf", **norm)(hs, shape, y)
         h = CRPBlock(self.features, 2, name="crp", **kw)(h, y)
         return RCUBlock(3 if self.end else 1, 2, name="output_convs", **kw)(h, y)
 
 
-# ----------------------------------------------------------------------------------------------
-# Networks.
-
-# One entry per backbone stage, shallow to deep: (stage name, width multiplier, downsamples,
-# dilation, name of the RefineBlock that reads this stage, its width multiplier). Each stage is
-# two residual blocks; the first one resamples.
+# Backbone stages, shallow to deep: (name, width multiplier, downsamples, dilation, name and width
+# multiplier of the RefineBlock reading it). A stage is two residual blocks, the first resampling.
 _Stage = tuple[str, int, bool, int, str, int]
+_128: tuple[_Stage, ...] = (
+    ("res1", 1, False, 1, "refine5", 1),
+    ("res2", 2, True, 1, "refine4", 1),
+    ("res3", 2, True, 1, "refine3", 2),
+    ("res4", 4, True, 2, "refine2", 2),
+    ("res5", 4, True, 4, "refine1", 4),
+)
 ARCHITECTURES: dict[str, tuple[_Stage, ...]] = {
     "ncsnv2_64": (
         ("res1", 1, False, 1, "refine4", 1),
@@ -338,33 +288,21 @@ ARCHITECTURES: dict[str, tuple[_Stage, ...]] = {
         ("res3", 2, True, 2, "refine2", 2),
         ("res4", 2, True, 4, "refine1", 2),
     ),
-    "ncsnv2_128": (
-        ("res1", 1, False, 1, "refine5", 1),
-        ("res2", 2, True, 1, "refine4", 1),
-        ("res3", 2, True, 1, "refine3", 2),
-        ("res4", 4, True, 2, "refine2", 2),
-        ("res5", 4, True, 4, "refine1", 4),
-    ),
-    "ncsnv2_256": (
-        ("res1", 1, False, 1, "refine5", 1),
-        ("res2", 2, True, 1, "refine4", 1),
-        ("res3", 2, True, 1, "refine3", 2),
-        ("res31", 2, True, 1, "refine31", 2),
-        ("res4", 4, True, 2, "refine2", 2),
-        ("res5", 4, True, 4, "refine1", 4),
-    ),
+    "ncsnv2_128": _128,
+    "ncsnv2_256": (*_128[:3], ("res31", 2, True, 1, "refine31", 2), *_128[3:]),
 }
 
 
 def _refinenet(module: nn.Module, x, y, stages, num_classes):
-    """The shared body: begin conv, backbone, RefineBlock cascade, norm, act, end conv."""
+    """Begin conv, backbone, RefineBlock cascade, norm, act, end conv."""
     act = get_act(module.nonlinearity)
     nf, dt = module.nf, module.dtype
     h = x if module.centered else 2 * x - 1.0
     h = ncsn_conv3x3(x.shape[-1], nf, dtype=dt, name="begin_conv")(h)
+    norm = dict(num_classes=num_classes, dtype=dt)
     layers = []
     for stage, mult, down, dilation, _, _ in stages:
-        kw = dict(dilation=dilation, act=act, num_classes=num_classes, dtype=dt)
+        kw = dict(dilation=dilation, act=act, **norm)
         first = "down" if down else None
         h = ResidualBlock(mult * nf, resample=first, name=f"{stage}_0", **kw)(h, y)
         h = ResidualBlock(mult * nf, name=f"{stage}_1", **kw)(h, y)
@@ -374,18 +312,9 @@ def _refinenet(module: nn.Module, x, y, stages, num_classes):
         _, _, _, _, name, mult = stages[depth]
         layer = layers[depth]
         inputs = [layer] if ref is None else [layer, ref]
-        ref = RefineBlock(
-            mult * nf,
-            act=act,
-            start=ref is None,
-            end=depth == 0,
-            interpolation=module.interpolation,
-            num_classes=num_classes,
-            dtype=dt,
-            name=name,
-        )(inputs, layer.shape[1:3], y)
-    h = _norm(num_classes, dt, "normalizer")(ref, y)
-    h = act(h)
+        kw = dict(start=ref is None, end=depth == 0, interpolation=module.interpolation, **norm)
+        ref = RefineBlock(mult * nf, act, name=name, **kw)(inputs, layer.shape[1:3], y)
+    h = act(_norm(num_classes, dt, "normalizer")(ref, y))
     h = ncsn_conv3x3(nf, x.shape[-1], dtype=dt, name="end_conv")(h)
     return h.astype(jnp.float32)
 
@@ -396,41 +325,17 @@ def _check_inputs(x: jax.Array, labels: jax.Array, name: str) -> jax.Array:
     return noise_index(jnp.broadcast_to(jnp.asarray(labels), (x.shape[0],)))
 
 
-class _RefineNet(nn.Module):
-    """Attributes shared by :class:`NCSNv2` and :class:`NCSN`."""
-
-    nf: int = 128
-    centered: bool = False
-    sigma_min: float = 0.01
-    sigma_max: float = 50.0
+class _RefineNet(ImageScoreNet):
     num_scales: int = 232
     nonlinearity: str = "elu"
     interpolation: str = "bilinear"
-    image_size: int = 32
-    num_channels: int = 3
-    dtype: Dtype = jnp.float32
-    noise_levels: tuple[float, ...] | None = None
-
-    @property
-    def sigmas(self) -> np.ndarray:
-        """The descending noise levels that labels index (float64)."""
-        return smld_sigmas(self.sigma_min, self.sigma_max, self.num_scales, self.noise_levels)
 
 
 class NCSNv2(_RefineNet):
     """NCSNv2 RefineNet: ``(x [B,H,W,C], labels [B] int) -> score [B,H,W,C]``.
 
-    The height and width must be divisible by 2 for every downsampling stage (4 for
-    ``ncsnv2_64`` and ``ncsnv2_128``, 8 for ``ncsnv2_256``).
-
-    Attributes:
-      architecture: ``"ncsnv2_64"`` (images up to 64 px, e.g. CIFAR-10 and CelebA),
-        ``"ncsnv2_128"`` or ``"ncsnv2_256"`` (deeper, wider at the bottom).
-      centered: inputs are in [-1, 1]; otherwise in [0, 1] and mapped there.
-      scale_by_sigma: divide the output by ``sigmas[labels]`` (the reference always does).
-      interpolation: ``"bilinear"`` (align_corners, as the reference) or ``"nearest_neighbor"``.
-      image_size, num_channels: training image shape (for shape inference when converting).
-      dtype: compute dtype, e.g. ``jnp.bfloat16``; parameters and the output stay float32.
+    ``architecture``: ``"ncsnv2_64"`` (up to 64 px, e.g. CIFAR-10, CelebA; H and W divisible by
+    4), ``"ncsnv2_128"`` (by 4) or ``"ncsnv2_256"`` (by 8), deeper and wider at the bottom.
     """
 
     architecture: str = "ncsnv2_64"
@@ -438,11 +343,11 @@ class NCSNv2(_RefineNet):
 
     @nn.compact
     def __call__(self, x: jax.Array, labels: jax.Array, train: bool = False) -> jax.Array:
-        del train  # no dropout or batch statistics
+        del train
         if self.architecture not in ARCHITECTURES:
+            choices = sorted(ARCHITECTURES)
             raise ValueError(
-                f"Unknown NCSNv2 architecture {self.architecture!r}; "
-                f"choose one of {sorted(ARCHITECTURES)}."
+                f"Unknown NCSNv2 architecture {self.architecture!r}; choose one of {choices}."
             )
         labels = _check_inputs(x, labels, "NCSNv2")
         h = _refinenet(self, x, None, ARCHITECTURES[self.architecture], None)
@@ -453,12 +358,8 @@ class NCSNv2(_RefineNet):
 
 
 class NCSN(_RefineNet):
-    """NCSNv1: the ``ncsnv2_64`` RefineNet with noise-conditional instance norm "++".
-
-    ``(x [B,H,W,C], labels [B] int) -> score [B,H,W,C]``; the output is not divided by sigma.
-    ``num_scales`` is the number of rows of every conditional embedding; ``sigma_min`` and
-    ``sigma_max`` are recorded for samplers only. Other attributes are those of :class:`NCSNv2`.
-    """
+    """NCSNv1: the ``ncsnv2_64`` RefineNet with noise-conditional norms (``num_scales`` rows),
+    output not divided by sigma (``sigma_min``/``sigma_max`` are for samplers only)."""
 
     sigma_max: float = 1.0
     num_scales: int = 10
@@ -469,9 +370,6 @@ class NCSN(_RefineNet):
         labels = _check_inputs(x, labels, "NCSN")
         return _refinenet(self, x, labels, ARCHITECTURES["ncsnv2_64"], self.num_scales)
 
-
-# ----------------------------------------------------------------------------------------------
-# PyTorch conversion.
 
 # Flax names ``<list>_<i>`` of entries of the reference's ``nn.ModuleList``s.
 _LIST_ENTRY = re.compile(r"^(res\d+|adapt_convs|convs|norms)_(\d+)$")
@@ -488,23 +386,15 @@ def _torch_prefix(path: tuple[str, ...]) -> str:
 def params_from_torch_state_dict(
     state_dict: Mapping[str, np.ndarray], model: NCSNv2 | NCSN
 ) -> dict:
-    """``{"params": ...}`` (float32 numpy) of ``model`` from a reference NCSNv2 / NCSN state dict.
-
-    The PyTorch key of each Flax parameter follows from its path (``res2_0/conv2/conv/kernel``
-    -> ``res2.0.conv2.conv.weight``); NCSNv2's ``sigmas`` buffer must equal ``model.sigmas``
-    when the output is divided by it.
-
-    Raises:
-      ValueError: missing or unexpected keys, shape mismatches, or a disagreeing ``sigmas``.
-    """
+    """``{"params": ...}`` (float32 numpy) of ``model`` from a reference NCSNv2 / NCSN state dict;
+    NCSNv2's ``sigmas`` buffer must equal ``model.sigmas`` if the output is divided by it."""
     name = type(model).__name__
     size, channels = model.image_size, model.num_channels
     abstract = _torch_import.abstract_params(model, (1, size, size, channels))
     buffers = {}
     if isinstance(model, NCSNv2):
-        buffers["sigmas"] = _torch_import.check_sigmas_buffer(
-            model.sigmas, name, used=model.scale_by_sigma
-        )
+        used = model.scale_by_sigma
+        buffers["sigmas"] = _torch_import.check_sigmas_buffer(model.sigmas, name, used=used)
     params = convert_state_dict(
         state_dict, abstract, _torch_prefix, buffers=buffers, model_name=name
     )

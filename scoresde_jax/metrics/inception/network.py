@@ -1,26 +1,14 @@
-"""The FID Inception-v3 network (the 2015-12-05 TensorFlow graph) in Flax.
+"""The FID Inception-v3 (the ``inception-2015-12-05`` TensorFlow graph of TTUR, TF-GAN and
+pytorch-fid) in Flax, on torchvision's ``Inception3`` layout with the graph's quirks: every
+convolution is ``BasicConv2d`` (no bias, batch norm eps 0.001, ReLU); the average pools of
+``Mixed_5b..7b`` do not count the zero padding (TensorFlow); ``Mixed_7c`` max-pools; 1008 classes.
 
-FID, the Inception Score and KID are defined by the graph ``inception-2015-12-05`` that TTUR,
-TF-GAN and the Improved-GAN code evaluate and pytorch-fid ports. :class:`FIDInceptionV3`
-rebuilds it on torchvision's ``Inception3`` layout with the graph's quirks:
-
-* every convolution is ``BasicConv2d``: no bias, batch norm (eps 0.001, running statistics), ReLU;
-* the pooling branch of ``Mixed_5b..5d``, ``Mixed_6b..6e`` and ``Mixed_7b`` averages over 3x3
-  *without* counting the zero padding, as TensorFlow does;
-* the pooling branch of ``Mixed_7c`` is a 3x3 **max** pool;
-* 1008 classes in the classifier (the graph predates the 1001-class models).
-
-Inputs follow pytorch-fid's defaults: NHWC images in ``[0, 1]`` (or ``uint8``), resized to
-299x299 as ``F.interpolate(mode="bilinear", align_corners=False)`` (:func:`resize_bilinear`),
-then mapped to ``[-1, 1]``.
-
-Outputs: ``pool_3`` (the 2048 features of FID and KID) and the logits for the Inception Score
-over all 1008 classes (every reference takes the softmax over all 1008: TF-GAN's
-``classifier_score_from_logits`` used by score_sde, the Improved-GAN script, torch-fidelity,
-StyleGAN2-ADA). They differ in the bias: the Improved-GAN script multiplies ``pool_3`` by ``W``
-alone, and torch-fidelity (``logits_unbiased``) and StyleGAN2-ADA (``no_output_bias``) copy that;
-the complete layer with ``b`` scores about 0.3 higher on CIFAR-10 (openai/improved-gan#39).
-``logits`` is ``pool_3 @ W + b`` and ``logits_unbiased`` is ``pool_3 @ W``; say which you use.
+Inputs as pytorch-fid: NHWC in ``[0, 1]`` (or ``uint8``), resized to 299x299 like
+``F.interpolate(mode="bilinear", align_corners=False)``, mapped to ``[-1, 1]``. Every reference
+(TF-GAN as used by score_sde, Improved-GAN, torch-fidelity, StyleGAN2-ADA) takes the IS softmax
+over all 1008 classes, but Improved-GAN (and the two copying it) omit the ``fc`` bias, which
+scores about 0.3 lower on CIFAR-10 (openai/improved-gan#39): ``logits`` is ``pool_3 @ W + b``,
+``logits_unbiased`` is ``pool_3 @ W``; say which you use.
 """
 
 from __future__ import annotations
@@ -40,13 +28,7 @@ from scoresde_jax.core.mesh import batch_sharding, replicated
 __all__ = [
     "INCEPTION_NUM_CLASSES",
     "INCEPTION_SIZE",
-    "BasicConv2d",
     "FIDInceptionV3",
-    "InceptionA",
-    "InceptionB",
-    "InceptionC",
-    "InceptionD",
-    "InceptionE",
     "make_inception_fn",
     "preprocess_images",
     "resize_bilinear",
@@ -62,15 +44,11 @@ _UINT8_TO_UNIT = np.arange(256, dtype=np.float32) / np.float32(255)  # torchvisi
 
 
 def _linear_taps(in_size: int, out_size: int) -> tuple[np.ndarray, ...]:
-    """Source indices and weights of PyTorch's bilinear interpolation along one axis.
+    """Source indices and weights of ``F.interpolate(mode="bilinear", align_corners=False)``
+    along one axis: pixel ``d`` samples ``max(scale (d + 0.5) - 0.5, 0)``, ``scale = in / out``.
 
-    ``F.interpolate(..., mode="bilinear", align_corners=False)`` samples output pixel ``d`` at
-    ``max(scale * (d + 0.5) - 0.5, 0)`` with ``scale = in / out`` in float32 (half-pixel
-    centres; the clamp repeats the first pixel), between ``floor`` of that and the next pixel,
-    which is clamped to the last one. PyTorch's compiled x86-64 kernel evaluates the position
-    with a fused multiply-add, rounding once (the FID fixture's resized image agrees bit for bit
-    only then); the float64 evaluation here rounds once as well (the product of a float32 and
-    ``d + 0.5`` is exact in float64), so indices and weights are PyTorch's.
+    PyTorch's x86-64 kernel rounds that position once (a fused multiply-add; the FID fixture
+    agrees bit for bit only then); float64 here is exact before the one rounding to float32.
     """
     scale = np.float64(np.float32(in_size) / np.float32(out_size))
     src = (scale * (np.arange(out_size) + 0.5) - 0.5).astype(np.float32)
@@ -84,22 +62,16 @@ def _linear_taps(in_size: int, out_size: int) -> tuple[np.ndarray, ...]:
 
 def _interpolate_axis(x: jax.Array, axis: int, out_size: int) -> jax.Array:
     i0, i1, w0, w1 = _linear_taps(x.shape[axis], out_size)
-    shape = [1] * x.ndim
-    shape[axis] = out_size
-    w0 = jnp.asarray(w0.reshape(shape), x.dtype)
-    w1 = jnp.asarray(w1.reshape(shape), x.dtype)
+    dims = [d for d in range(x.ndim) if d != axis]
+    w0, w1 = (jnp.expand_dims(jnp.asarray(w, x.dtype), dims) for w in (w0, w1))
     return jnp.take(x, i0, axis=axis) * w0 + jnp.take(x, i1, axis=axis) * w1
 
 
 def resize_bilinear(images: jax.Array, size: tuple[int, int]) -> jax.Array:
     """Bilinear resize of NHWC ``images`` to ``(height, width)`` as PyTorch's ``F.interpolate``
-    (``mode="bilinear", align_corners=False``, no antialiasing).
-
-    PyTorch's sampling positions and weights exactly (:func:`_linear_taps`), width first, then
-    height; PyTorch fuses the multiply-adds, so single pixels may differ in the last bit (2.4e-7
-    on the FID fixture's 32 -> 299 resize). ``jax.image.resize`` builds its weights differently
-    (renormalised, dense); this gathers instead.
-    """
+    (``align_corners=False``, no antialiasing), width first: its taps exactly (unlike
+    ``jax.image.resize``); PyTorch fuses the multiply-adds, so pixels may differ in the last bit
+    (2.4e-7 on the FID fixture's 32 -> 299 resize)."""
     height, width = size
     x = images
     if x.shape[2] != width:
@@ -138,10 +110,6 @@ def preprocess_images(
 def _avg_pool_3x3(x: jax.Array) -> jax.Array:
     # TensorFlow's average pool divides by the number of pixels inside the image, not 9.
     return nn.avg_pool(x, (3, 3), strides=(1, 1), padding=((1, 1), (1, 1)), count_include_pad=False)
-
-
-def _max_pool_3x3(x: jax.Array) -> jax.Array:
-    return nn.max_pool(x, (3, 3), strides=(1, 1), padding=((1, 1), (1, 1)))
 
 
 def _max_pool_3x3_s2(x: jax.Array) -> jax.Array:
@@ -248,46 +216,35 @@ class InceptionD(nn.Module):
 
 
 class InceptionE(nn.Module):
-    """``Mixed_7b`` (``pool="avg"``, padding not counted) and ``Mixed_7c`` (``pool="max"``).
-
-    The 3x3 convolutions are split into parallel 1x3 and 3x1 halves whose outputs are
-    concatenated. The max pool of ``Mixed_7c`` is a quirk of the FID graph (Inception-v3 as
-    published averages there); it is reproduced because the weights were trained with it.
-    """
+    """``Mixed_7b`` (``pool="avg"``, padding not counted) and ``Mixed_7c`` (``pool="max"``, a quirk
+    of the FID graph kept because the weights were trained with it; the published Inception-v3
+    averages); every 3x3 is split into parallel 1x3 and 3x1 halves, concatenated."""
 
     pool: str = "avg"
     precision: Precision = _HIGHEST
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        if self.pool not in ("avg", "max"):
-            raise ValueError(f"pool must be 'avg' or 'max', got {self.pool!r}")
         conv = functools.partial(BasicConv2d, precision=self.precision)
+
+        def split(h, name):
+            a = conv(384, (1, 3), padding=(0, 1), name=f"{name}a")(h)
+            return jnp.concatenate([a, conv(384, (3, 1), padding=(1, 0), name=f"{name}b")(h)], -1)
+
         b1 = conv(320, (1, 1), name="branch1x1")(x)
-        b3 = conv(384, (1, 1), name="branch3x3_1")(x)
-        b3 = jnp.concatenate(
-            [
-                conv(384, (1, 3), padding=(0, 1), name="branch3x3_2a")(b3),
-                conv(384, (3, 1), padding=(1, 0), name="branch3x3_2b")(b3),
-            ],
-            axis=-1,
-        )
+        b3 = split(conv(384, (1, 1), name="branch3x3_1")(x), "branch3x3_2")
         bd = conv(448, (1, 1), name="branch3x3dbl_1")(x)
-        bd = conv(384, (3, 3), padding=(1, 1), name="branch3x3dbl_2")(bd)
-        bd = jnp.concatenate(
-            [
-                conv(384, (1, 3), padding=(0, 1), name="branch3x3dbl_3a")(bd),
-                conv(384, (3, 1), padding=(1, 0), name="branch3x3dbl_3b")(bd),
-            ],
-            axis=-1,
-        )
-        pooled = _avg_pool_3x3(x) if self.pool == "avg" else _max_pool_3x3(x)
+        bd = split(conv(384, (3, 3), padding=(1, 1), name="branch3x3dbl_2")(bd), "branch3x3dbl_3")
+        if self.pool == "avg":
+            pooled = _avg_pool_3x3(x)
+        else:
+            pooled = nn.max_pool(x, (3, 3), strides=(1, 1), padding=((1, 1), (1, 1)))
         bp = conv(192, (1, 1), name="branch_pool")(pooled)
         return jnp.concatenate([b1, b3, bd, bp], axis=-1)
 
 
 class _Classifier(nn.Module):
-    """The ``fc`` layer; returns ``(x @ kernel + bias, x @ kernel)``."""
+    """The ``fc`` layer: ``(x @ kernel + bias, x @ kernel)``."""
 
     num_classes: int
     precision: Precision = _HIGHEST
@@ -303,23 +260,14 @@ class _Classifier(nn.Module):
 
 
 class FIDInceptionV3(nn.Module):
-    """Inception-v3 as used for FID / IS / KID (the ``inception-2015-12-05`` graph), NHWC.
+    """``images [B, H, W, 3]`` in ``[0, 1]`` -> ``pool_3 [B, 2048]``, ``logits`` and
+    ``logits_unbiased [B, 1008]`` (variables: :func:`load_inception_params`).
 
-    ``FIDInceptionV3().apply(variables, images)`` (``variables`` from
-    :func:`load_inception_params`, images ``[B, H, W, 3]`` in ``[0, 1]``) returns ``pool_3``
-    ``[B, 2048]``, ``logits`` and ``logits_unbiased`` ``[B, 1008]``.
-
-    Attributes:
-      resize_input: resize to 299x299 with :func:`resize_bilinear` (skipped for images that are
-        already 299x299). Without it any size from 75x75 up goes in as it is.
-      normalize_input: map ``[0, 1]`` to ``[-1, 1]``; turn off for images already in ``[-1, 1]``.
-      precision: of every convolution and of the classifier. ``HIGHEST`` keeps float32 on GPUs
-        and TPUs, whose default TF32/bf16 passes move the features far beyond FID's tolerance.
-
-    With ``mutable=["intermediates"]`` the outputs of pytorch-fid's four blocks are sown as
-    ``block0`` (after the first max pool, 64 channels), ``block1`` (second max pool, 192),
-    ``block2`` (``Mixed_6e``, 768) and ``block3`` (``Mixed_7c`` before the global average pool,
-    2048).
+    ``resize_input=False`` takes any size from 75x75 as it is; ``normalize_input=False`` takes
+    images already in ``[-1, 1]``; ``precision`` (convolutions and ``fc``): ``HIGHEST`` keeps
+    float32 on GPUs/TPUs, whose TF32/bf16 default moves the features far beyond FID's tolerance.
+    ``mutable=["intermediates"]`` sows pytorch-fid's four blocks ``block0`` (first max pool, 64
+    channels), ``block1`` (second, 192), ``block2`` (``Mixed_6e``, 768), ``block3`` (2048).
     """
 
     resize_input: bool = True
@@ -340,14 +288,11 @@ class FIDInceptionV3(nn.Module):
         x = conv(192, (3, 3), name="Conv2d_4a_3x3")(x)
         x = _max_pool_3x3_s2(x)
         self.sow("intermediates", "block1", x)
-        x = InceptionA(32, precision=p, name="Mixed_5b")(x)
-        x = InceptionA(64, precision=p, name="Mixed_5c")(x)
-        x = InceptionA(64, precision=p, name="Mixed_5d")(x)
+        for c, pool_features in zip("bcd", (32, 64, 64), strict=True):
+            x = InceptionA(pool_features, precision=p, name=f"Mixed_5{c}")(x)
         x = InceptionB(precision=p, name="Mixed_6a")(x)
-        x = InceptionC(128, precision=p, name="Mixed_6b")(x)
-        x = InceptionC(160, precision=p, name="Mixed_6c")(x)
-        x = InceptionC(160, precision=p, name="Mixed_6d")(x)
-        x = InceptionC(192, precision=p, name="Mixed_6e")(x)
+        for c, channels_7x7 in zip("bcde", (128, 160, 160, 192), strict=True):
+            x = InceptionC(channels_7x7, precision=p, name=f"Mixed_6{c}")(x)
         self.sow("intermediates", "block2", x)
         x = InceptionD(precision=p, name="Mixed_7a")(x)
         x = InceptionE("avg", precision=p, name="Mixed_7b")(x)
@@ -365,17 +310,11 @@ def make_inception_fn(
     unbiased_logits: bool = False,
     **module_kwargs: Any,
 ) -> Callable[[jax.Array], tuple[jax.Array, jax.Array]]:
-    """A compiled ``images [B, H, W, 3] -> (pool_3 [B, 2048], logits [B, 1008])``, float32.
+    """A compiled ``images [B, H, W, 3] -> (pool_3 [B, 2048], logits [B, 1008])`` (float32; images
+    in ``[0, 1]`` or ``uint8``), ``logits_unbiased`` with ``unbiased_logits``.
 
-    Images are floats in ``[0, 1]`` or ``uint8``; it compiles once per input shape and dtype.
-
-    Args:
-      variables: from :func:`load_inception_params`; placed on the devices once, here.
-      mesh: optional mesh with a ``data`` axis: the batch (the same, global one on every
-        process) is split over it, zero-padded to a multiple of the axis for the call.
-      unbiased_logits: return ``pool_3 @ W`` instead of ``pool_3 @ W + b`` (see the module
-        docstring for which reference uses which).
-      **module_kwargs: attributes of :class:`FIDInceptionV3` (``resize_input``, ...).
+    With a ``mesh`` the (global, the same on every process) batch is split over its ``data`` axis,
+    zero-padded to a multiple of it; ``module_kwargs`` are :class:`FIDInceptionV3` attributes.
     """
     model = FIDInceptionV3(**module_kwargs)
     logits_key = "logits_unbiased" if unbiased_logits else "logits"

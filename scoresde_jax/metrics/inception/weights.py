@@ -60,11 +60,8 @@ def _is_ignored(key: str) -> bool:
 def variables_from_state_dict(
     state_dict: Mapping[str, np.ndarray], *, source: str = "The state dict"
 ) -> dict[str, Any]:
-    """``{"params", "batch_stats"}`` (float32 numpy) of :class:`FIDInceptionV3` from its state dict.
-
-    Keys must match exactly, but for ``*.num_batches_tracked`` and ``AuxLogits.*``; raises
-    ``ValueError`` otherwise.
-    """
+    """``{"params", "batch_stats"}`` (float32 numpy) of :class:`FIDInceptionV3` from its state
+    dict, whose keys must match but for ``*.num_batches_tracked`` and ``AuxLogits.*``."""
     return convert_state_dict(
         state_dict,
         _abstract_variables(),
@@ -84,11 +81,8 @@ def _sha256(path: Path) -> str:
 
 
 def load_inception_params(path: str | os.PathLike, *, verify_sha256: bool = True) -> dict[str, Any]:
-    """Variables of :class:`FIDInceptionV3` from a ``.pth`` or ``.npz`` of its state dict (any
-    float dtype, cast to float32).
-
-    ``verify_sha256``: check the SHA-256 of files carrying the official name before reading them.
-    """
+    """Variables of :class:`FIDInceptionV3` from a ``.pth`` or ``.npz`` of its state dict (cast
+    to float32); files with the official name are checked against the SHA-256 first."""
     path = Path(path).expanduser()
     if path.suffix == ".npz":
         with np.load(path) as data:
