@@ -4,8 +4,35 @@
 metrics, streaming and reference statistics (float64 NumPy); :mod:`.quality`: images -> metrics.
 """
 
-from scoresde_jax.metrics import fid, inception
-from scoresde_jax.metrics.fid import *  # noqa: F403
-from scoresde_jax.metrics.inception import *  # noqa: F403
+from scoresde_jax.metrics import inception
+from scoresde_jax.metrics.fid import (
+    PUBLISHED_NUM_SAMPLES,
+    FeatureStats,
+    ISAccumulator,
+    Stats,
+    compute_metrics,
+    fid_sample_warning,
+    frechet_distance,
+    inception_score,
+    kernel_inception_distance,
+    load_stats,
+    load_stats_meta,
+    save_stats,
+)
+from scoresde_jax.metrics.inception import *  # noqa: F403 - the list of metrics.inception
 
-__all__ = [*fid.__all__, *inception.__all__]
+__all__ = [
+    "PUBLISHED_NUM_SAMPLES",
+    "FeatureStats",
+    "ISAccumulator",
+    "Stats",
+    "compute_metrics",
+    "fid_sample_warning",
+    "frechet_distance",
+    "inception_score",
+    "kernel_inception_distance",
+    "load_stats",
+    "load_stats_meta",
+    "save_stats",
+    *inception.__all__,
+]

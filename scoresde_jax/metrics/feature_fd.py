@@ -30,8 +30,6 @@ from scoresde_jax.metrics.fid import (
     save_stats,
 )
 
-__all__ = ["classifier_fd", "load_reference_stats", "reference_stats", "save_classifier_stats"]
-
 
 def _as_classifier(classifier: str | os.PathLike | Classifier) -> Classifier:
     return classifier if isinstance(classifier, Classifier) else load_classifier(classifier)

@@ -25,20 +25,6 @@ from jax.sharding import Mesh
 from scoresde_jax.core.mesh import batch_sharding, map_fixed_batches, put_global_batch, replicated
 from scoresde_jax.io.files import atomic_savez
 
-__all__ = [
-    "CLASSIFIERS",
-    "WEIGHTS_DIR",
-    "Classifier",
-    "ClassifierSpec",
-    "FeatureCNN",
-    "classifier_for_dataset",
-    "evaluate_accuracy",
-    "feature_fn",
-    "load_classifier",
-    "params_fingerprint",
-    "save_classifier",
-]
-
 # The shipped weight and statistics files (package data).
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 _FORMAT_VERSION = 1  # of the weight-file layout, recorded in its ``meta``

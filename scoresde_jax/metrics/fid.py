@@ -14,21 +14,6 @@ from scipy import special
 
 from scoresde_jax.io.files import atomic_savez
 
-__all__ = [
-    "PUBLISHED_NUM_SAMPLES",
-    "FeatureStats",
-    "ISAccumulator",
-    "Stats",
-    "compute_metrics",
-    "fid_sample_warning",
-    "frechet_distance",
-    "inception_score",
-    "kernel_inception_distance",
-    "load_stats",
-    "load_stats_meta",
-    "save_stats",
-]
-
 # The sample count behind published FID / IS numbers (CIFAR-10 and most image benchmarks).
 PUBLISHED_NUM_SAMPLES = 50_000
 

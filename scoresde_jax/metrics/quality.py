@@ -18,8 +18,6 @@ from scoresde_jax.metrics.fid import (
 )
 from scoresde_jax.metrics.inception import load_inception_params, make_inception_fn
 
-__all__ = ["InceptionFeatures", "inception_statistics", "inception_metrics"]
-
 
 def _rgb(images: np.ndarray) -> np.ndarray:
     images = np.asarray(images)

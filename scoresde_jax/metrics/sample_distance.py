@@ -6,8 +6,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["random_directions", "sliced_wasserstein", "weight_error"]
-
 
 def random_directions(seed: int, num: int, dim: int) -> jax.Array:
     """``[num, dim]`` unit vectors drawn uniformly on the sphere from ``seed`` (fixed projections:

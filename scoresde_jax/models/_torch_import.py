@@ -13,8 +13,6 @@ import numpy as np
 
 from scoresde_jax.io.state_dict import ConversionError
 
-__all__ = ["abstract_params", "all_modules_prefix", "check_sigmas_buffer", "trace"]
-
 
 def trace(module, x_shape: tuple[int, ...], labels_dtype=jnp.int32) -> tuple[dict, tuple]:
     """``module.init``'s variables as shape/dtype structs and the names of its direct submodules in

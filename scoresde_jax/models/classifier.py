@@ -17,14 +17,6 @@ import jax.numpy as jnp
 
 from scoresde_jax.models.layers import GaussianFourierProjection, GroupNorm
 
-__all__ = [
-    "CLASSIFIERS",
-    "NoiseConditionalCNN",
-    "NoiseConditionalWideResNet",
-    "count_params",
-    "get_classifier",
-]
-
 
 def _groups(channels: int, max_groups: int = 32) -> int:
     """The most groups dividing ``channels``: at most ``max_groups``, >= 4 channels each."""

@@ -30,8 +30,6 @@ from scoresde_jax.models.layers import (
     get_timestep_embedding,
 )
 
-__all__ = ["DDPM", "ImageScoreNet", "params_from_torch_state_dict"]
-
 # DDPM normalises with 32 groups everywhere (every width a multiple of 32), unlike NCSN++.
 _GROUPS = 32
 

@@ -16,35 +16,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = [
-    "AttnBlockpp",
-    "Combine",
-    "Conv2d",
-    "Downsample",
-    "GaussianFourierProjection",
-    "GroupNorm",
-    "NIN",
-    "ResnetBlockBigGANpp",
-    "ResnetBlockDDPMpp",
-    "Upsample",
-    "conv1x1",
-    "conv3x3",
-    "conv_downsample_2d",
-    "default_init",
-    "dense",
-    "downsample_2d",
-    "get_act",
-    "get_timestep_embedding",
-    "naive_downsample_2d",
-    "naive_upsample_2d",
-    "ncsn_conv1x1",
-    "ncsn_conv3x3",
-    "setup_fir_kernel",
-    "upfirdn2d",
-    "upsample_2d",
-    "upsample_conv_2d",
-]
-
 Initializer = Callable[..., jax.Array]
 Dtype = Any
 

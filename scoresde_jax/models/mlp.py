@@ -9,8 +9,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-__all__ = ["MLPScore", "fourier_embedding", "positional_embedding"]
-
 
 def positional_embedding(labels: jax.Array, dim: int, max_positions: int = 10_000) -> jax.Array:
     """Sinusoidal embedding of (fractional) time labels, as in DDPM: ``[B] -> [B, dim]``."""

@@ -37,15 +37,6 @@ from scoresde_jax.models.layers import (
     get_timestep_embedding,
 )
 
-__all__ = [
-    "NCSNpp",
-    "abstract_variables",
-    "count_params",
-    "params_from_flax_tree",
-    "params_from_torch_state_dict",
-    "torch_trainable_keys",
-]
-
 _CHOICES = {
     "resblock_type": ("ddpm", "biggan"),
     "progressive": ("none", "output_skip", "residual"),

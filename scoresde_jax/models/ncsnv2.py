@@ -21,14 +21,6 @@ from scoresde_jax.models import _torch_import
 from scoresde_jax.models.ddpm import ImageScoreNet, noise_index
 from scoresde_jax.models.layers import Dtype, get_act, ncsn_conv1x1, ncsn_conv3x3
 
-__all__ = [
-    "NCSN",
-    "NCSNv2",
-    "ConditionalInstanceNorm2dPlus",
-    "InstanceNorm2dPlus",
-    "params_from_torch_state_dict",
-]
-
 Act = Callable[[jax.Array], jax.Array]
 
 _EPS = 1e-5  # torch.nn.InstanceNorm2d's default, also used for the channel-mean statistics

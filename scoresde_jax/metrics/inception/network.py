@@ -25,15 +25,6 @@ from jax.sharding import Mesh
 
 from scoresde_jax.core.mesh import batch_sharding, replicated
 
-__all__ = [
-    "INCEPTION_NUM_CLASSES",
-    "INCEPTION_SIZE",
-    "FIDInceptionV3",
-    "make_inception_fn",
-    "preprocess_images",
-    "resize_bilinear",
-]
-
 INCEPTION_SIZE = 299
 INCEPTION_NUM_CLASSES = 1008
 Precision = Any  # anything jax.lax accepts as a precision

@@ -22,16 +22,6 @@ import numpy as np
 from scoresde_jax.io.state_dict import convert_state_dict, read_torch_state_dict
 from scoresde_jax.metrics.inception.network import INCEPTION_SIZE, FIDInceptionV3
 
-__all__ = [
-    "INCEPTION_WEIGHTS_ENV",
-    "INCEPTION_WEIGHTS_NAME",
-    "INCEPTION_WEIGHTS_SHA256",
-    "INCEPTION_WEIGHTS_URL",
-    "find_inception_weights",
-    "load_inception_params",
-    "variables_from_state_dict",
-]
-
 INCEPTION_WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
 INCEPTION_WEIGHTS_URL = (
     "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
