@@ -1,11 +1,8 @@
 """Exact log-likelihoods and bits/dim from the probability-flow ODE (paper, Sec. 4.3, App. D.2).
 
-Along the ODE ``dx/dt = f~(x, t) = f - 1/2 g^2 score`` the instantaneous change of variables gives
-``log p_0(x) = log p_T(x_T) + int_0^T div f~(x_t, t) dt``, integrated here as one on-device
-diffrax solve of ``[x_t, int div]`` (jit-able). The divergence is exact (``D`` JVPs) or the
-Hutchinson--Skilling estimate ``v^T (df~/dx) v``, ``E[v v^T] = I``, with the probes drawn once and
-held fixed along the path: the ODE stays smooth for the adaptive solver and the estimate of the
-integral is unbiased, ``E_v[v^T (int J dt) v] = int tr J dt``.
+``log p_0(x) = log p_T(x_T) + int_0^T div f~(x_t, t) dt`` as one diffrax solve of ``[x_t, int
+div]``; the divergence is exact or Hutchinson--Skilling with probes held fixed along the path (the
+ODE stays smooth for the adaptive solver and ``E_v[v^T (int J dt) v] = int tr J dt``).
 """
 
 from __future__ import annotations
@@ -66,12 +63,9 @@ def sample_probes(
 def drift_and_divergence(
     sde: SDE, score_fn: ScoreFn, x: jax.Array, t: jax.Array, probes: jax.Array | None = None
 ) -> tuple[jax.Array, jax.Array]:
-    """Probability-flow drift ``[B, ...]`` and its divergence ``[B]``: the mean of ``v^T J v`` over
-    ``probes [K, B, ...]``, or the exact trace from ``D`` basis vectors (memory ``O(D^2 B)``).
-
-    The tangents are vmapped over one unbatched primal, so the network's forward pass runs once;
-    as ``score_fn`` acts per example, the Jacobian is block-diagonal and one JVP serves the batch.
-    """
+    """Probability-flow drift ``[B, ...]`` and divergence ``[B]``: mean ``v^T J v`` over ``probes
+    [K, B, ...]``, or the exact trace (memory ``O(D^2 B)``). Tangents are vmapped over one primal;
+    the Jacobian is block-diagonal, so one JVP serves the batch."""
     batch = x.shape[0]
 
     def drift_fn(y):
@@ -113,14 +107,9 @@ def log_likelihood(
     options: ODEOptions = LIKELIHOOD_ODE,
     **fields,
 ) -> LikelihoodResult:
-    """Log-density ``[B]`` of ``x [B, ...]`` under the probability-flow ODE, at ``t = eps``.
-
-    Solves ``d[x, l]/dt = [f~, div f~]`` from ``[x, 0]`` at ``eps`` to ``T``; ``logp =
-    sde.prior_logp(x(T)) + l(T)``. The batch is one ODE with a shared adaptive step (error: RMS
-    over ``[x, l]``), as in the original code. ``key`` draws the probes (unused with
-    ``exact_trace``); ``options``/``**fields`` need an adaptive solver. Jit with ``sde``,
-    ``score_fn`` and options static.
-    """
+    """Log-density ``[B]`` of ``x [B, ...]`` at ``t = eps`` under the probability-flow ODE: one
+    adaptive solve of ``[x, l]`` from ``eps`` to ``T`` for the batch, as in the original code;
+    ``key`` draws the probes. Jit with ``sde``, ``score_fn`` and options static."""
     options = dataclasses.replace(options, **fields)
     if noise not in NOISES:
         raise ValueError(f"Unknown Hutchinson noise {noise!r}; choose one of {list(NOISES)}.")
@@ -177,12 +166,8 @@ _dequantize = dequantize  # bits_per_dim's ``dequantize`` flag shadows the funct
 def logp_to_bpd(
     logp: jax.Array, dim: int, *, data_width: float = 1.0, num_bins: int = 256
 ) -> jax.Array:
-    """Continuous log-density (nats, joint over ``dim`` dimensions) -> discrete bits/dim.
-
-    For input ``y = a + data_width u``, ``u`` dequantized into ``num_bins`` bins, Jensen gives
-    ``log P(bin) >= E_u[log p_y(y)] + D log(data_width / num_bins)``, so ``bpd = -logp / (D ln 2)
-    + log2(num_bins / data_width)``: offset 8 for 8-bit data in ``[0, 1]``, 7 on ``[-1, 1]``.
-    """
+    """Log-density (nats, over ``dim`` dims) -> bits/dim ``-logp / (D ln 2) + log2(num_bins /
+    data_width)`` (Jensen's bound on dequantized data; 8 on ``[0, 1]``, 7 on ``[-1, 1]``)."""
     offset = math.log2(num_bins) - math.log2(data_width)
     return -logp / (dim * math.log(2)) + offset
 
@@ -197,12 +182,9 @@ def bits_per_dim(
     dequantize: bool = True,
     **ode_kwargs,
 ) -> BPDResult:
-    """Bits per dimension of 8-bit data ``x01 = k / 255`` under the probability-flow ODE model.
+    """Bits per dimension of 8-bit data ``x01 = k / 255`` (model input ``u`` or, ``centered``,
+    ``2u - 1``): with dequantization the paper's upper bound on the discrete NLL."""
 
-    ``dequant_key, probe_key = split(key)``; the model input is ``u`` or, ``centered``, ``2u - 1``.
-    With dequantization the paper's upper bound on the discrete NLL; without, the continuous
-    density in bits, same offset (no bound). ``ode_kwargs`` go to :func:`log_likelihood`.
-    """
     dequant_key, probe_key = jax.random.split(key)
     x01 = _as_float(x01)
     u = _dequantize(dequant_key, x01) if dequantize else x01

@@ -48,15 +48,12 @@ def sde_loss(
     reduce_mean: bool = True,
     eps: float = 1e-5,
 ) -> tuple[jax.Array, jax.Array]:
-    """Continuous-time denoising score matching (paper, Eq. 7) at ``x_t = alpha_t x + sigma_t z``.
-
-    ``lambda(t) = sigma_t^2`` gives ``||sigma_t s + z||^2``; ``likelihood_weighting`` ``g(t)^2
-    ||s + z / sigma_t||^2``, whose integral with half-sum reduction bounds the NLL (Song et al.
-    2021, "Maximum likelihood training of score-based diffusion models"), and then
-    ``importance_sampling`` draws ``t ~ g^2 / sigma_t^2`` (same mean, less variance).
-    ``continuous=False`` only changes the labels. Draws: ``k_t, k_z = split(key)``, ``t =
-    uniform(k_t, (B,), eps, T)`` or ``importance_sample_t``, ``z = normal(k_z, batch.shape)``.
+    """Continuous-time denoising score matching (paper, Eq. 7) at ``x_t = alpha_t x + sigma_t z``:
+    ``||sigma_t s + z||^2``, or with ``likelihood_weighting`` ``g^2 ||s + z / sigma_t||^2`` (with
+    half-sum reduction an NLL bound; Song et al. 2021, "Maximum likelihood training of
+    score-based diffusion models"). Draws: ``k_t, k_z = split(key)`` for ``t`` and ``z``.
     """
+
     _check_importance_sampling(importance_sampling, likelihood_weighting)
     k_t, k_z = jax.random.split(key)
     t, w = _draw_times(sde, k_t, batch.shape[0], eps, importance_sampling)

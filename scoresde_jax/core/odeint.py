@@ -1,14 +1,10 @@
 """One diffrax entry point for every probability-flow ODE solve (sampling, encoding, likelihood).
 
-``nfe`` is exact: an explicit RK solver spends ``stages`` evaluations per attempted step; FSAL
-solvers (Tsit5, Dopri5, Bosh3) reuse an accepted step's last stage, also across rejections, so
-they need ``stages - 1`` once ``f(t0, y0)`` is known. Diffrax would compute that first stage
-inside the first step (again after each rejection of it, unreported), so we compute it once and
-hand it over as the solver state; and we choose the first trial step (1% of the interval)
-rather than diffrax, whose choice and its cost vary between versions. Then FSAL ``nfe = 1 +
-(stages - 1) num_steps``, other RK ``stages * num_steps``, Euler ``num_steps`` (tests check them
-against a counter). Failures are returned as ``success`` rather than raised (``throw=True``
-would compile a host callback); callers turn them into NaN.
+``nfe`` is exact: ``f(t0, y0)`` is computed once and handed to diffrax as the FSAL solver state
+(diffrax would recompute it after each rejection of the first step, unreported), and the first
+trial step is ours (1% of the interval; diffrax's varies between versions). FSAL ``nfe = 1 +
+(stages - 1) num_steps``, other RK ``stages * num_steps``, Euler ``num_steps``. Failures come back
+as ``success`` (``throw=True`` would compile a host callback); callers turn them into NaN.
 """
 
 from __future__ import annotations

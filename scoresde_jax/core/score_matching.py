@@ -163,16 +163,12 @@ def score_matching_loss(
     num_projections: int = 1,
     noise: str = "rademacher",
 ) -> tuple[jax.Array, jax.Array]:
-    """Noise-conditional ISM or SSM, a drop-in for the DSM loss: ``(loss, per_example [B])``.
-
-    At ``x_t = alpha_t x + sigma_t z ~ p_t`` the objective of ``s(., t)`` is minimized by ``grad log
-    p_t`` (for Gaussian ``z`` ISM is the DSM term minus a constant). Each example is weighted by
-    DSM's ``sigma_t^2`` (else the ``1/sigma_t`` growth of the score lets the smallest noise levels
-    dominate), or ``g^2`` with ``likelihood_weighting``, times ``2 / D`` with ``reduce_mean`` (the
-    DSM scale); values can be negative. ``fixed_t`` gives every example one time. Draws (stable):
-    ``k_t, k_z, k_v = split(key, 3)``, ``t`` from ``k_t`` as in ``sde_loss`` (discrete labels
-    ``randint(k_t, (B,), 0, N)``), ``z = normal(k_z, batch.shape)``, projections from ``k_v``.
+    """Noise-conditional ISM or SSM at ``x_t ~ p_t``, a drop-in for the DSM loss: ``(loss,
+    per_example [B])``, weighted by DSM's ``sigma_t^2`` (else the smallest noise levels dominate)
+    or ``g^2``, times ``2 / D`` with ``reduce_mean``; values can be negative. Draws (stable):
+    ``k_t, k_z, k_v = split(key, 3)`` for ``t`` (as in ``sde_loss``), ``z``, projections.
     """
+
     if objective not in OBJECTIVES:
         raise ValueError(
             f"Unknown score-matching objective {objective!r}; choose one of {sorted(OBJECTIVES)}."

@@ -30,28 +30,16 @@ def _time_index(t: jax.Array, N: int, T: float) -> jax.Array:
     return jnp.clip((t * (N - 1) / T).astype(jnp.int32), 0, N - 1)
 
 
-def _std_normal_logp(z: jax.Array, var: float) -> jax.Array:
-    d = math.prod(z.shape[1:])
-    sq = jnp.sum(jnp.square(z).reshape(z.shape[0], -1), axis=-1)
-    return -0.5 * d * math.log(2 * math.pi * var) - 0.5 * sq / var
-
-
 def _xp(x):
     """numpy for host numbers (static grids stay float64, even under ``jax.jit``), else jnp."""
     return np if isinstance(x, int | float | np.ndarray | np.generic) else jnp
 
 
 class SDEBase:
-    """Shared methods of the SDEs.
-
-    A subclass defines ``drift_diffusion(x, t) -> (f, g)``, ``marginal_coeffs(t) -> (alpha_t,
-    sigma_t)`` with ``x_t | x_0 ~ N(alpha_t x_0, sigma_t^2 I)``, the network conventions
-    ``time_labels`` and ``score_from_output`` (see :mod:`.score`), and the noise parametrization
-    ``x_t = s(t) (x_0 + sigma(t) z)`` (Karras et al. 2022, Eq. 4) in closed form:
-    ``noise_level(t) = sigma(t)``, ``scale_of_noise_level(sigma) = s``, ``marginal_std(t) =
-    s(t) sigma(t)`` and the inverses ``time_of_noise_level``, ``time_of_marginal_std``. These
-    accept host numbers (answering in float64) or arrays.
-    """
+    """Shared methods. A subclass defines ``drift_diffusion``, ``marginal_coeffs(t) -> (alpha_t,
+    sigma_t)``, ``time_labels``, ``score_from_output`` and, for ``x_t = s(t) (x_0 + sigma(t) z)``
+    (Karras et al. 2022, Eq. 4), ``noise_level``, ``scale_of_noise_level``, ``marginal_std = s
+    sigma`` and their inverses in closed form (host numbers answer in float64)."""
 
     N: int
     T: float
@@ -81,18 +69,18 @@ class SDEBase:
 
     def prior_logp(self, z: jax.Array) -> jax.Array:
         """Log-density ``[B]`` of the prior (summed over the non-batch dims)."""
-        return _std_normal_logp(z, self.prior_std**2)
+        var, d = self.prior_std**2, math.prod(z.shape[1:])
+        sq = jnp.sum(jnp.square(z).reshape(z.shape[0], -1), axis=-1)
+        return -0.5 * d * math.log(2 * math.pi * var) - 0.5 * sq / var
 
     def discretize(self, x: jax.Array, t: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """``(f_i, G_i)`` of one forward step ``x_{i+1} = x_i + f_i + G_i z``: Euler--Maruyama with
-        ``dt = T / N``, or the SMLD / DDPM chain for VE / VP (paper, App. B)."""
+        """``(f_i, G_i)`` of a forward step ``x_{i+1} = x_i + f_i + G_i z`` (Euler--Maruyama)."""
         dt = self.T / self.N
         drift, diffusion = self.drift_diffusion(x, t)
         return drift * dt, diffusion * math.sqrt(dt)
 
     def discrete_alpha(self, t: jax.Array) -> jax.Array:
-        """``alpha_i = 1 - beta_i`` of the discrete chain at ``t`` (paper, Algorithm 5); 1 without
-        betas (Algorithm 4)."""
+        """``alpha_i = 1 - beta_i`` at ``t`` (paper, Algorithm 5); 1 without betas (Algorithm 4)."""
         return jnp.ones_like(t)
 
     def discrete_marginal(self, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -106,9 +94,8 @@ class SDEBase:
     def ancestral_step(
         self, score: jax.Array, x: jax.Array, t: jax.Array
     ) -> tuple[jax.Array, jax.Array]:
-        """Mean ``[B, ...]`` and std ``[B]`` of one ancestral step from ``t`` (VE, VP: SMLD, DDPM):
-        the :func:`gaussian_posterior` at ``max(t - T/N, 0)`` (the original code has none for
-        sub-VP; for VE it is the SMLD step)."""
+        """Mean and std of one ancestral step from ``t``: the :func:`gaussian_posterior` at
+        ``max(t - T/N, 0)`` (the original code has none for sub-VP)."""
         s = jnp.maximum(t - self.T / self.N, 0.0)
         return gaussian_posterior(self, score, x, t, s)
 
@@ -119,11 +106,8 @@ class SDEBase:
 
 @dataclasses.dataclass(frozen=True)
 class VESDE(SDEBase):
-    """Variance-exploding SDE (continuous SMLD), ``sigma(t) = s_min (s_max / s_min)^(t/T)``.
-
-    As in the paper (App. B) the kernel is ``N(x_0, sigma(t)^2 I)``: exact for data already
-    perturbed by ``sigma_min`` (from clean data the variance is ``sigma^2 - sigma_min^2``).
-    """
+    """Variance-exploding SDE, ``sigma(t) = s_min (s_max / s_min)^(t/T)``; as in the paper the
+    kernel is ``N(x_0, sigma(t)^2 I)`` (exact for data already perturbed by ``sigma_min``)."""
 
     sigma_min: float = 0.01
     sigma_max: float = 50.0
@@ -209,8 +193,7 @@ class VESDE(SDEBase):
 
 @dataclasses.dataclass(frozen=True)
 class _BetaSDE(SDEBase):
-    """Shared by VP and sub-VP: ``beta(t) = beta_min + t/T (beta_max - beta_min)`` and DDPM's
-    discrete betas (sub-VP's Langevin corrector uses them too)."""
+    """VP and sub-VP: linear ``beta(t)``, DDPM's discrete betas (sub-VP's corrector uses them)."""
 
     beta_min: float = 0.1
     beta_max: float = 20.0
@@ -349,8 +332,7 @@ class VPSDE(_BetaSDE):
 
 @dataclasses.dataclass(frozen=True)
 class SubVPSDE(_BetaSDE):
-    """The sub-VP SDE (paper, Eq. 11): variance bounded by the VP SDE's at every t (the original
-    code's Langevin corrector crashed on it for want of ``alphas``)."""
+    """The sub-VP SDE (paper, Eq. 11): variance bounded by the VP SDE's at every t."""
 
     name: ClassVar[str] = "subvpsde"
     title: ClassVar[str] = "sub-VP SDE"
@@ -409,8 +391,7 @@ def check_sde(sde, needed_by: str) -> None:
 
 
 def get_sde(name: str, **params) -> SDE:
-    """An SDE by name (``"vesde"``, ``"vpsde"``, ``"subvpsde"``, or ``"ve"``, ``"vp"``,
-    ``"subvp"``) and its fields; the paper's defaults otherwise."""
+    """An SDE by name (:data:`SDES` or an alias such as ``"vp"``) and fields (paper defaults)."""
     key = _ALIASES.get(name.lower(), name.lower())
     if key not in SDES:
         raise ValueError(f"Unknown SDE {name!r}; choose one of {sorted(SDES)}.")
@@ -452,15 +433,10 @@ def reverse_discretize(
 def gaussian_posterior(
     sde: SDE, score: jax.Array, x: jax.Array, t: jax.Array, s: jax.Array
 ) -> tuple[jax.Array, jax.Array]:
-    """Mean ``[B, ...]`` and std ``[B]`` of ``p(x_s | x_t)``, ``s < t``, for the Gaussian chain
-    with the SDE's marginals and Tweedie's ``x0_hat = (x_t + sig_t^2 score) / a_t``.
-
-    With ``(a, sig) = sde.marginal_coeffs`` the chain ``x_t = a_ts x_s + sqrt(var_ts) z``,
-    ``a_ts = a_t / a_s``, ``var_ts = sig_t^2 - a_ts^2 sig_s^2`` has those marginals, posterior
-    ``var = var_ts sig_s^2 / sig_t^2`` and, after substituting ``x0_hat``, mean ``(x_t + var_ts
-    score) / a_ts`` (no division by ``sig_t^2``, tiny near 0 for sub-VP). For VE it is the SMLD
-    step, for VP over one DDPM step (``a_ts^2 = 1 - beta``, ``var_ts = beta``) DDPM's.
-    """
+    """Mean and std ``[B]`` of ``p(x_s | x_t)``, ``s < t``, for the Gaussian chain ``x_t = a_ts x_s
+    + sqrt(var_ts) z`` with the SDE's marginals and Tweedie's ``x0_hat``: ``a_ts = a_t / a_s``,
+    ``var_ts = sig_t^2 - a_ts^2 sig_s^2``, mean ``(x_t + var_ts score) / a_ts`` (no division by
+    ``sig_t^2``, tiny near 0 for sub-VP), ``var = var_ts sig_s^2 / sig_t^2``."""
     a_t, sig_t = sde.marginal_coeffs(t)
     a_s, sig_s = sde.marginal_coeffs(s)
     a_ts = a_t / a_s
@@ -474,10 +450,9 @@ def gaussian_posterior(
 def importance_sample_t(
     sde: SDE, key: jax.Array, shape, eps: float = 1e-5
 ) -> tuple[jax.Array, jax.Array]:
-    """``(t, w)``: ``t ~ q(t) ∝ g(t)^2 / sigma(t)^2`` on ``[eps, T]``, ``w = u(t) / q(t)`` its ratio
-    to the uniform law (so ``E_q[w l(t)] = E_u[l(t)]``): likelihood weighting's ``g^2 / sigma^2``
-    blows up as ``t -> 0`` for VP and sub-VP, and drawing ``t`` in proportion reduces the
-    variance (Song et al. 2021, "Maximum likelihood training of score-based diffusion models",
-    Sec. 5). Each SDE inverts the CDF in closed form."""
+    """``(t, w)``: ``t ~ q(t) ∝ g(t)^2 / sigma(t)^2`` on ``[eps, T]``, ``w = u(t) / q(t)``, which
+    cuts the variance of likelihood weighting (Song et al. 2021, "Maximum likelihood training of
+    score-based diffusion models", Sec. 5); each SDE inverts the CDF in closed form."""
+
     check_sde(sde, "importance_sample_t")
     return sde.importance_sample_t(key, shape, eps)

@@ -1,9 +1,6 @@
-"""TFRecord files of ``tf.train.Example`` protos in pure Python (no TensorFlow).
-
-The layout is that of the StyleGAN dataset tool's FFHQ / CelebA-HQ files, which the paper's
-configs read: each record holds ``shape`` (int64 ``[C, H, W]``) and ``data`` (raw uint8 CHW).
-A record is framed as ``uint64 length | uint32 masked_crc32c(length) | data | uint32
-masked_crc32c(data)`` (little endian).
+"""TFRecord files of ``tf.train.Example`` protos in pure Python (no TensorFlow), in the StyleGAN
+dataset tool's layout (``shape`` int64 ``[C, H, W]``, ``data`` raw uint8 CHW). A record is
+``uint64 length | uint32 masked_crc32c(length) | data | uint32 masked_crc32c(data)`` (LE).
 """
 
 from __future__ import annotations
@@ -41,12 +38,10 @@ def _crc32c_update(register: int, data: bytes) -> int:
 
 
 def crc32c(data: bytes) -> int:
-    """CRC-32C (Castagnoli) of ``data``, e.g. ``crc32c(b"123456789") == 0xE3069283``.
+    """CRC-32C (Castagnoli) of ``data``, e.g. ``crc32c(b"123456789") == 0xE3069283``. Large inputs
+    run ``k`` chunks in numpy lockstep, chained by the linear operator "append ``m`` zero bytes"
+    (milliseconds for a megapixel image, where a Python byte loop takes a second)."""
 
-    Large inputs: the raw CRCs of ``k`` equal chunks in numpy lockstep, chained (the raw CRC is
-    linear over GF(2)) by the tabulated operator "append ``m`` zero bytes"; milliseconds for a
-    megapixel image, where a byte loop in Python takes a second.
-    """
     buf = np.frombuffer(data, np.uint8)
     n = buf.size
     if n < _CRC_CHUNKED_MIN_BYTES:

@@ -1,20 +1,12 @@
 """Inpainting and colorization with an unconditional score model (paper, Section 5 and Appendix
 I.2): :func:`~scoresde_jax.sampling.pc_sample` with a :class:`~scoresde_jax.sampling.pc.Constraint`
-that, after every update, replaces the known part by a draw of ``p_0t(x_t | x_0 = y) = N(alpha_t
-y, sigma_t^2 I)``. Colorization is inpainting of two channels of ``M x`` (:data:`COLOR_TRANSFORM`,
-orthogonal, first channel the gray level) with the score ``M score(M^T y)``; the SDEs act on every
-coordinate alike, so the SDE in ``M x`` has the same drift and diffusion.
-
-The replacement is approximate: averaged over the draws the unknown part follows the score of
-``p_t(x_u | x_k(t) = alpha_t y)``, not ``grad_u log p_t(x_u | x_k(0) = y)``; the two agree as ``t
--> 0`` or when the parts are independent. On an 8-d correlated Gaussian (4 coordinates known,
-posterior std 0.47-0.54 against 0.71 a priori) with the exact score, predictor-only sampling
-converges to means 0.4-0.8 posterior std off and variances 22-38 % too large for VE, VP and
-sub-VP (tests/test_constraints.py checks the exact law of this algorithm); one Langevin corrector
-step with ``snr=0.16`` shrinks the gap (200 steps: means within 0.08 std for VE, 0.31 for VP),
-``snr=0.01`` does not. A probability-flow variant measured worse (means 0.6-1.2 std off,
-variances 1.4-2.3 times too large), so there is none. Masks are float32 ``[H, W, 1]``, 1 where
-known.
+that, after every update, replaces the known part by a draw of ``p_0t(x_t | x_0 = y)``.
+Colorization is inpainting of two channels of ``M x`` (:data:`COLOR_TRANSFORM`, orthogonal) with
+the score ``M score(M^T y)``. The replacement is approximate (it follows ``p_t(x_u | x_k(t) =
+alpha_t y)``): on an 8-d correlated Gaussian, predictor-only means end 0.4-0.8 posterior std off
+and variances 22-38 % too large; one Langevin step at ``snr=0.16`` shrinks the gap (200 steps:
+0.08 std for VE, 0.31 for VP). A probability-flow variant measured worse (0.6-1.2 std, variances
+1.4-2.3x), so there is none. Masks are float32 ``[H, W, 1]``, 1 where known.
 """
 
 from __future__ import annotations
@@ -47,19 +39,11 @@ def inpaint(
     denoise: bool = True,
     perturb_known_init: bool = False,
 ) -> SampleResult:
-    """Fills in the unknown part of ``data [B, ...]`` with the PC sampler (paper, App. I.2).
-
-    ``mask`` is 1 (above 1/2) where ``data`` is known, broadcast to ``data`` (e.g. ``[H, W, 1]``).
-    At each ``t_i`` of ``linspace(T, eps, num_steps)`` the known part is replaced after the
-    corrector (at ``t_i``) and after the predictor (at ``t_{i+1}``; the original code uses
-    ``t_i`` there, one step behind: the two agree as steps grow). The result's known part is
-    ``data``; with ``denoise`` the unknown part is the last predictor step's mean.
-
-    The known part starts as the clean ``data`` (the original code; the first score evaluation
-    then sees clean pixels next to prior noise, for VE not a plausible draw of ``p_T``), or with
-    ``perturb_known_init`` as a draw of ``p_0T(x_T | data)``. They differ only in the first
-    update, by ``O(Cov_T(x_u, x_k) / sigma_T^4)``, far below sampling error on Gaussian data
-    (tests/test_constraints.py). ``nfe`` as in :func:`~scoresde_jax.sampling.pc_sample`.
+    """Fills in the unknown part of ``data [B, ...]`` (``mask`` above 1/2 where known, broadcast
+    to ``data``) with the PC sampler (paper, App. I.2). The known part is replaced after the
+    corrector (at ``t_i``) and the predictor (at ``t_{i+1}``; the original code lags one step).
+    It starts as the clean ``data`` (the original code) or, with ``perturb_known_init``, a draw
+    of ``p_0T(x_T | data)``; the two differ by ``O(Cov_T(x_u, x_k) / sigma_T^4)``.
     """
     data = jnp.asarray(data)
     if data.ndim < 1 or data.shape[0] < 1:
@@ -108,8 +92,7 @@ def from_color_space(y: jax.Array) -> jax.Array:
 
 
 def to_gray(images: jax.Array) -> jax.Array:
-    """The channel mean ``[..., 1]``, :func:`colorize`'s gray level: not the luma, since the mean
-    (the projection on ``(1, 1, 1)``) is what an orthogonal transform can split off."""
+    """The channel mean ``[..., 1]`` (not the luma: an orthogonal transform splits off the mean)."""
     return jnp.mean(images, axis=-1, keepdims=True)
 
 
@@ -128,12 +111,9 @@ def colorize(
     denoise: bool = True,
     perturb_known_init: bool = False,
 ) -> SampleResult:
-    """Colors ``gray [B, H, W, 1]`` (or ``[..., 3]`` images, their channel mean taken) in the
-    model's data space with a score model of RGB images (paper, Section 5 and Appendix I.2).
-
-    The known channel of ``M x`` is ``sqrt(3)`` times the gray level, so the result's channel mean
-    equals it up to rounding (pixels may leave the data range). Options as in :func:`inpaint`.
-    """
+    """Colors ``gray [B, H, W, 1]`` (or ``[..., 3]``, their channel mean taken) with a score model
+    of RGB images (paper, App. I.2); the result's channel mean is the gray level up to rounding.
+    Options as in :func:`inpaint`."""
     gray = jnp.asarray(gray)
     if gray.ndim != 4 or gray.shape[-1] not in (1, 3):
         raise ValueError(
@@ -249,11 +229,9 @@ MASK_KINDS = {
     "random_pixels": _random_pixels,
     "stripes": _stripes,
 }
-"""Built-in masks; the name says which region is *missing* (generated). Each takes
-``(H, W, parameter or None, key)`` and returns a bool ``[H, W]`` array, True where known.
-Parameters: ``center_square:f`` (side ``f * min(H, W)``, default 0.5), ``random_pixels:p``
-(each pixel missing with probability ``p``, default 0.5), ``stripes:w`` (every other horizontal
-band of ``w`` rows missing, default ``H // 8``)."""
+"""Built-in masks, named for the *missing* region: ``(H, W, parameter or None, key)`` -> bool
+``[H, W]``, True where known. ``center_square:f`` (side ``f min(H, W)``), ``random_pixels:p``
+(missing with chance ``p``), ``stripes:w`` (alternate bands of ``w`` rows, default ``H//8``)."""
 
 
 def _image_hw(image_shape) -> tuple[int, int]:
@@ -267,9 +245,8 @@ def _image_hw(image_shape) -> tuple[int, int]:
 
 
 def make_mask(kind: str, image_shape, key: jax.Array | None = None) -> np.ndarray:
-    """A built-in mask (:data:`MASK_KINDS`, e.g. ``"random_pixels:0.7"``) for images ``(H, W)``
-    or ``(H, W, C)``: float32 ``[H, W, 1]``, 1 known. ``key`` (default ``PRNGKey(0)``, so the mask
-    is reproducible) is for ``random_pixels`` only."""
+    """A built-in mask (:data:`MASK_KINDS`, e.g. ``"random_pixels:0.7"``) as float32 ``[H, W, 1]``;
+    ``key`` (default ``PRNGKey(0)``) is for ``random_pixels`` only."""
     h, w = _image_hw(image_shape)
     name, _, arg = str(kind).strip().partition(":")
     name = name.strip().lower()
@@ -283,9 +260,9 @@ def make_mask(kind: str, image_shape, key: jax.Array | None = None) -> np.ndarra
 
 
 def load_mask_png(path: str | os.PathLike, image_size: int) -> np.ndarray:
-    """Reads a square mask image (any format PIL reads) as float32 ``[image_size, image_size,
-    1]``: white (>= 128 in gray) known, black missing; another size is resized nearest-neighbour,
-    so it stays binary."""
+    """A square mask image as float32 ``[image_size, image_size, 1]``: white (>= 128) known;
+    resized nearest-neighbour, so it stays binary."""
+
     from PIL import Image, UnidentifiedImageError
 
     path = os.fspath(path)

@@ -1,16 +1,7 @@
-"""Few-step samplers of the probability-flow ODE: EDM (Heun), DPM-Solver++ (2M, 3M) and
-singlestep and adaptive DPM-Solver.
-
-Every SDE here has the marginal ``x_t = s(t) x_0 + s(t) sigma(t) z``: VE ``s = 1``; VP ``s =
-alpha``, ``sigma = sqrt(expm1(B))``; sub-VP ``s = alpha``, ``sigma = 2 sinh(B / 2)``, with ``alpha
-= exp(-B / 2)`` and ``B(t) = int_0^t beta``. In ``y = x / s`` the probability-flow ODE is, for
-all three, ``dy/dsigma = (y - D(y; sigma)) / sigma`` (Karras et al. 2022, "Elucidating the design
-space of diffusion-based generative models", Eq. 4 with ``s = 1``) with the denoiser ``D = y +
-sigma^2 s score_x(s y, t(sigma))``; ``t(sigma)`` is closed form
-(:meth:`~scoresde_jax.core.sde.SDEBase.time_of_noise_level`), so the samplers step on grids of
-``sigma``. Each is one ``lax.fori_loop`` (plus at most two unrolled lower-order steps) or, if
-adaptive, one ``lax.while_loop``, and traces under ``jax.jit`` (``sde``, ``score_fn``, ``shape``
-and the step options static; adaptive tolerances may be traced).
+"""Few-step samplers of the probability-flow ODE: EDM (Heun), DPM-Solver++ (2M, 3M), singlestep
+and adaptive DPM-Solver. With ``x_t = s(t) (x_0 + sigma(t) z)`` and ``y = x / s`` the ODE is
+``dy/dsigma = (y - D(y; sigma)) / sigma`` for every SDE (Karras et al. 2022, Eq. 4), ``D = y +
+sigma^2 s score_x(s y, t(sigma))``, ``t(sigma)`` in closed form, so the samplers step in ``sigma``.
 """
 
 from __future__ import annotations
@@ -48,18 +39,19 @@ def make_denoiser(sde: SDE, score_fn: ScoreFn) -> Denoiser:
 
 
 def check_tolerances(rtol, atol) -> None:
-    """Rejects negative or all-zero tolerances given as Python numbers (traced ones, which let
-    one compiled sampler serve many tolerances, are taken as they are)."""
+    """Rejects negative or all-zero Python-number tolerances (traced ones pass as they are)."""
     if isinstance(rtol, int | float) and isinstance(atol, int | float):
         if not (rtol >= 0 and atol >= 0 and rtol + atol > 0):
             raise ValueError(f"need rtol, atol >= 0, not both 0; got rtol={rtol}, atol={atol}")
 
 
-def _checked(sde: SDE, shape, eps: float | None = None) -> tuple[int, ...]:
+def _checked(sde: SDE, shape, eps: float | None = None, order: int = 1) -> tuple[int, ...]:
     check_sde(sde, "the fast samplers")
     shape = check_shape(shape)
     if eps is not None:
         grid.check_eps(sde, eps)
+    if order not in (1, 2, 3):
+        raise ValueError(f"order must be 1, 2 or 3, got {order}")
     return shape
 
 
@@ -86,17 +78,10 @@ def edm_sample(
     second_order: bool = True,
     z: jax.Array | None = None,
 ) -> SampleResult:
-    """Karras et al.'s Heun sampler (Algorithm 1; Algorithm 2 when ``churn > 0``).
-
-    ``n = num_steps`` levels :func:`~scoresde_jax.sampling.grid.karras_sigmas` from
-    ``sigma_max`` (default ``sigma(T)``) to ``sigma_min`` (default: VE's own, else
-    ``sigma(1e-3)``), then 0. Each step is Heun (Euler unless ``second_order``) on ``dy/dsigma``,
-    the last one, to 0, Euler (it returns ``D``). With churn step ``i`` first raises the level to
-    ``sigma_hat = (1 + gamma) sigma_i``, ``gamma = min(churn / n, sqrt(2) - 1)``, for ``sigma_i``
-    in ``[s_tmin, s_tmax]`` by adding noise of std ``s_noise sqrt(sigma_hat^2 - sigma_i^2)``;
-    ``sigma_hat`` is capped at ``sigma(T)`` so the score is never asked past ``T``. ``key`` may
-    be None when ``z`` (prior samples, mapped to ``z / s(sigma_max)``) is given and
-    ``churn == 0``. ``nfe = 2 n - 1`` (Heun) or ``n`` (Euler).
+    """Karras et al.'s Heun sampler (Algorithm 1; Algorithm 2 when ``churn > 0``) on
+    :func:`~scoresde_jax.sampling.grid.karras_sigmas` from ``sigma_max`` (default ``sigma(T)``) to
+    ``sigma_min`` (VE's own, else ``sigma(1e-3)``), then an Euler step to 0. Churn levels
+    ``sigma_hat`` are capped at ``sigma(T)``. ``nfe = 2 n - 1`` (Heun) or ``n`` (Euler).
     """
     shape = _checked(sde, shape)
     if num_steps < 1:
@@ -151,17 +136,10 @@ def edm_sample(
 
 
 def _multistep_coefficients(lambdas: np.ndarray, orders: np.ndarray) -> np.ndarray:
-    """``[n, 4]`` coefficients ``(e^{-h_i}, a_i, b_i, c_i)`` of the multistep update
-    ``y_{i+1} = e^{-h_i} y_i + a_i D_i + b_i D_{i-1} + c_i D_{i-2}`` (float64).
-
-    Exactly, ``y_{i+1} = e^{-h} y_i + int_0^h e^{-(h - tau)} D(lambda_i + tau) dtau``; with ``D =
-    D_i + tau D' + tau^2/2 D''`` the weights are ``I_0 = 1 - e^{-h}``, ``I_1 = h - I_0``, ``I_2 =
-    h^2/2 - I_1``. Order 1 (DDIM): ``a = I_0``. Order 2 (Lu et al. 2022, DPM-Solver++(2M),
-    Algorithm 2): ``D' ~ (D_i - D_{i-1}) / h_{i-1}`` with ``I_1 ~ I_0 h / 2``, i.e. ``a = I_0 (1 +
-    1/(2r))``, ``b = -I_0 / (2r)``, ``r = h_{i-1} / h_i``. Order 3 (3M): ``D' = d_0 + h_{i-1}
-    d_2``, ``D'' = 2 d_2`` of the quadratic through the last three ``D`` (divided differences
-    ``d_0 = (D_i - D_{i-1}) / h_{i-1}``, ``d_1 = (D_{i-1} - D_{i-2}) / h_{i-2}``, ``d_2 = (d_0 -
-    d_1) / (h_{i-1} + h_{i-2})``) with the exact ``I_1``, ``I_2``.
+    """``[n, 4]`` float64 ``(e^{-h_i}, a_i, b_i, c_i)`` of ``y_{i+1} = e^{-h_i} y_i + a_i D_i + b_i
+    D_{i-1} + c_i D_{i-2}``, from ``int_0^h e^{-(h - tau)} D dtau`` with weights ``I_0 = 1 -
+    e^{-h}``, ``I_1 = h - I_0``, ``I_2 = h^2/2 - I_1``: order 2 is DPM-Solver++(2M) (``I_1 ~ I_0 h
+    / 2``), order 3 uses the quadratic through the last three ``D`` with the exact ``I_1, I_2``.
     """
     h = np.diff(lambdas)
     coefs = np.zeros((len(h), 4))
@@ -194,23 +172,15 @@ def dpm_solver_pp_sample(
     lower_order_final: bool = True,
     z: jax.Array | None = None,
 ) -> SampleResult:
-    """Multistep DPM-Solver++ (Lu et al. 2022, "DPM-Solver++: fast solver for guided sampling of
-    diffusion probabilistic models", Eq. 9, data-prediction form) from ``T`` down to ``eps``.
-
-    On a grid uniform in ``lambda = -log sigma`` each step is ``y_{i+1} = e^{-h_i} y_i + a_i D_i +
-    b_i D_{i-1} + c_i D_{i-2}`` (:func:`_multistep_coefficients`), exact for ``D`` polynomial in
-    ``lambda`` of degree ``order - 1``: DDIM (1), 2M (2), 3M (3). Step ``i`` has order ``min(order,
-    i + 1)`` and, with ``lower_order_final`` and ``num_steps < 15``, at most ``num_steps - i`` (Lu
-    et al.'s advice: the long last steps make high-order extrapolation unstable). The first-order
-    warm-up would cap 3M at order two, but at ``sigma(T)`` ``D`` barely changes, so third order
-    is observed (tests/test_fast_samplers_more.py). ``nfe = num_steps``; ``x = s(eps) y_n``.
+    """Multistep DPM-Solver++ (Lu et al. 2022, Eq. 9, data prediction) from ``T`` to ``eps`` on a
+    grid uniform in ``lambda = -log sigma``: DDIM (1), 2M (2), 3M (3). Step ``i`` has order
+    ``min(order, i + 1)`` and, with ``lower_order_final`` and ``num_steps < 15``, at most
+    ``num_steps - i`` (Lu et al.: long last steps make high orders unstable). At ``sigma(T)``
+    ``D`` barely changes, so 3M still shows third order. ``nfe = num_steps``.
     """
-    shape = _checked(sde, shape)
     if num_steps < 1:
         raise ValueError(f"need num_steps >= 1, got {num_steps}")
-    if order not in (1, 2, 3):
-        raise ValueError(f"order must be 1, 2 or 3, got {order}")
-    grid.check_eps(sde, eps)
+    shape = _checked(sde, shape, eps, order)
     i = np.arange(num_steps)
     orders = np.minimum(order, i + 1)
     if lower_order_final and num_steps < 15:
@@ -233,12 +203,8 @@ def dpm_solver_pp_sample(
     return SampleResult(sde.scale_of_noise_level(sigmas_j[-1]) * y, num_steps)
 
 
-# Singlestep DPM-Solver (Lu et al. 2022, "DPM-Solver: a fast ODE solver for diffusion
-# probabilistic model sampling in around 10 steps") in the noise-prediction form: with ``eps(y,
-# sigma) = (y - D) / sigma`` and ``lambda = -log sigma`` the ODE solves to (the paper's Eq. 3.4
-# with ``alpha = 1``) ``y_t = y_s - int_{lambda_s}^{lambda_t} e^{-lambda} eps(lambda) dlambda``;
-# a Taylor expansion of ``eps`` in ``lambda`` gives DPM-Solver-k, using ``int e^{-lambda} dlambda
-# = sigma_t (e^h - 1)`` and ``int e^{-lambda} (lambda - lambda_s) dlambda = sigma_t h phi(h)``.
+# Singlestep DPM-Solver (Lu et al. 2022) in noise prediction, ``eps = (y - D) / sigma``: ``y_t =
+# y_s - int e^{-lambda} eps dlambda`` (their Eq. 3.4, ``alpha = 1``), ``eps`` Taylor-expanded.
 
 
 def _make_noise_predictor(sde: SDE, score_fn: ScoreFn) -> Denoiser:
@@ -285,12 +251,7 @@ def _dpm_solver(noise, y, eps_s, lam_s, h, order: int):
 
 
 def dpm_solver_fast_orders(nfe: int, order: int) -> list[int]:
-    """The step orders of DPM-Solver-fast (Lu et al. 2022, Section 3.4) for ``nfe`` evaluations.
-
-    Order 3: ``M = nfe // 3 + 1`` steps, all third order but a tail of ``[2, 1]``, ``[1]`` or
-    ``[2]`` for ``nfe % 3 == 0, 1, 2``; order 2: ``nfe // 2`` second-order steps and one
-    first-order step if ``nfe`` is odd; order 1: ``nfe`` DDIM steps. The orders add up to ``nfe``.
-    """
+    """The step orders of DPM-Solver-fast (Lu et al. 2022, Section 3.4), adding up to ``nfe``."""
     if nfe < 1:
         raise ValueError(f"need nfe >= 1, got {nfe}")
     if order == 1:
@@ -315,16 +276,10 @@ def dpm_solver_sample(
     fast: bool = True,
     z: jax.Array | None = None,
 ) -> SampleResult:
-    """Singlestep DPM-Solver-1/2/3 (Lu et al. 2022, Algorithms 1 and 2) from ``T`` down to ``eps``.
-
-    Steps are uniform in ``lambda`` between ``lambda(T)`` and ``lambda(eps)``. With ``fast`` the
-    budget ``nfe`` is split as DPM-Solver-fast does (:func:`dpm_solver_fast_orders`); otherwise
-    ``nfe`` must be a multiple of ``order`` and all ``nfe / order`` steps have that order (global
-    error ``O(h^order)``). The result is ``x = s(eps) y``.
-    """
-    shape = _checked(sde, shape, eps)
-    if order not in (1, 2, 3):
-        raise ValueError(f"order must be 1, 2 or 3, got {order}")
+    """Singlestep DPM-Solver-1/2/3 (Lu et al. 2022, Algorithms 1, 2), steps uniform in ``lambda``
+    from ``T`` to ``eps``: ``nfe`` split as DPM-Solver-fast does, or (not ``fast``) ``nfe / order``
+    steps of that order."""
+    shape = _checked(sde, shape, eps, order)
     if fast:
         orders = dpm_solver_fast_orders(nfe, order)
     elif nfe < order or nfe % order:
@@ -368,18 +323,12 @@ def dpm_solver_adaptive_sample(
 ) -> SampleResult:
     """Adaptive DPM-Solver-12 (``order=2``) or -23 (``order=3``) (Lu et al. 2022, Algorithms 4, 5).
 
-    Each attempt of length ``h`` in ``lambda`` computes a lower- and a higher-order solution that
-    share their evaluations (DPM-Solver-1 and -2 with ``r1 = 1/2``, or -2 and -3 with ``r1 = 1/3,
-    r2 = 2/3``). The error is measured in ``x = s y``: ``delta = max(atol, rtol max(|x_lo|,
-    |x_prev|))`` elementwise (``x_prev`` the last accepted lower-order solution), ``E = max_b
-    RMS((x_hi - x_lo) / delta)`` (the batch shares the step). ``E <= 1`` accepts ``y_hi``; the
-    next step is ``h theta E^{-1/order}``, the factor clipped to ``[0.2, 10]`` so that one extreme
-    estimate can neither stall nor overshoot the solve, cut to the rest of the interval. ``atol =
-    0.0078`` is the paper's value for data in ``[-1, 1]`` (one 8-bit level); scale it with the
-    data. A rejection reuses the evaluation at ``(y_s, lambda_s)``, so an attempt costs ``order``
-    evaluations, ``order - 1`` after a rejection; ``nfe`` (int32) is exact. Past ``max_steps``
-    attempts the result is NaN.
+    Error in ``x = s y``: ``E = max_b RMS((x_hi - x_lo) / delta)``, ``delta = max(atol, rtol
+    max(|x_lo|, |x_prev|))`` (the batch shares the step); the step factor ``theta E^{-1/order}`` is
+    clipped to ``[0.2, 10]``. ``atol = 0.0078`` is one 8-bit level of data in ``[-1, 1]``. A
+    rejection reuses ``eps_s``; ``nfe`` (int32) is exact; past ``max_steps`` attempts, NaN.
     """
+
     shape = _checked(sde, shape, eps)
     if order not in (2, 3):
         raise ValueError(f"order must be 2 (DPM-Solver-12) or 3 (DPM-Solver-23), got {order}")

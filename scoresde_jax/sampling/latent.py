@@ -2,13 +2,10 @@
 encoding (:func:`round_trip`), interpolation along great circles (:func:`slerp`,
 :func:`interpolate`) and temperature (:func:`temperature_sample`).
 
-Temperature. Every prior here is ``N(0, s^2 I)`` (``s = sigma_max`` for VE, 1 for VP, sub-VP), so
-``tau z`` draws from ``N(0, tau^2 s^2 I)``, density ``~ p_T^(1 / tau^2)`` (a tempered prior, as in
-Glow). For Gaussian data ``N(m, v I)`` the flow is affine (``(x_t - alpha_t m) / sqrt(alpha_t^2 v
-+ sigma_t^2)`` is constant along it), so the samples are ``N(m, tau^2 v I)`` up to the
-perturbation at ``eps`` and a latent offset of ``alpha_T m``. For multimodal data it is not
-``p_0^(1/tau^2)``: ``tau < 1`` gives smoother, more prototypical, less diverse samples (``tau ->
-0``: all the image of the prior mean), ``tau > 1`` noisier, off-manifold ones.
+Temperature ``tau`` draws the prior ``N(0, tau^2 s^2 I)`` (density ``~ p_T^(1/tau^2)``, as in
+Glow); for Gaussian data ``N(m, v I)`` the flow is affine, so samples are ``N(m, tau^2 v I)`` up to
+the ``eps`` perturbation and a latent offset ``alpha_T m``; for multimodal data ``tau < 1`` gives
+smoother, less diverse samples, ``tau > 1`` noisier ones.
 """
 
 from __future__ import annotations
@@ -53,14 +50,10 @@ def _safe_norm(sq: jax.Array) -> jax.Array:
 
 
 def slerp(z0: jax.Array, z1: jax.Array, alpha) -> jax.Array:
-    """Spherical interpolation of latents ``[B, ...]`` by ``alpha`` (scalar or ``[B]``).
-
-    The direction moves at constant angular speed along the great circle from ``z0 / |z0|`` to
-    ``z1 / |z1|`` (Shoemake 1985; White 2016 for generative latents), the norm linearly, so for
-    equal norms every interpolant keeps the typical prior norm that linear interpolation would cut
-    through; unlike classic slerp of unequal norms, the norm stays between the endpoints' even
-    for nearly opposite directions. The angle is ``2 atan2(|u0 - u1|, |u0 + u1|)`` (accurate
-    when nearly parallel); within 1e-4 rad of 0 or pi, or for a zero latent, it is linear.
+    """Spherical interpolation of latents ``[B, ...]`` by ``alpha`` (scalar or ``[B]``): the
+    direction along the great circle (Shoemake 1985; White 2016), the norm linearly, so it stays
+    between the endpoints'. The angle is ``2 atan2(|u0 - u1|, |u0 + u1|)`` (accurate when nearly
+    parallel); within 1e-4 rad of 0 or pi, or for a zero latent, it is linear.
     """
     if z0.shape != z1.shape:
         raise ValueError(f"slerp needs latents of one shape, got {z0.shape} and {z1.shape}")
@@ -69,8 +62,8 @@ def slerp(z0: jax.Array, z1: jax.Array, alpha) -> jax.Array:
     flat0, flat1 = z0.reshape(b, -1), z1.reshape(b, -1)
     sq0 = jnp.sum(flat0**2, axis=-1, keepdims=True)
     sq1 = jnp.sum(flat1**2, axis=-1, keepdims=True)
-    u0 = flat0 / _safe_norm(sq0)
-    u1 = flat1 / _safe_norm(sq1)
+    u0, u1 = flat0 / _safe_norm(sq0), flat1 / _safe_norm(sq1)
+
     omega = 2 * jnp.arctan2(
         _safe_norm(jnp.sum((u0 - u1) ** 2, axis=-1)), _safe_norm(jnp.sum((u0 + u1) ** 2, axis=-1))
     )
@@ -145,9 +138,8 @@ def temperature_sample(
     options: ODEOptions = SAMPLING_ODE,
     **fields,
 ) -> SampleResult:
-    """Decodes tempered prior samples ``tau z_prior`` (``tau >= 0``, scalar or ``[B]``) with the
-    probability-flow ODE: ``tau = 1`` is ``ode_sample`` with the same key, ``tau = 0`` decodes the
-    prior mean; one key gives the same base noise at every temperature (module docstring)."""
+    """Decodes ``tau z_prior`` (``tau >= 0``, scalar or ``[B]``) with the probability-flow ODE;
+    ``tau = 1`` is ``ode_sample`` with the same key."""
     z = sde.prior_sample(key, tuple(shape))
     tau = jnp.broadcast_to(jnp.asarray(temperature, z.dtype), (z.shape[0],))
     return decode(sde, score_fn, batch_mul(tau, z), options=options, **fields)
@@ -155,13 +147,9 @@ def temperature_sample(
 
 def prior_moment_zscores(z: jax.Array, prior_std: float) -> dict[str, jax.Array]:
     """How far latents ``z [n >= 2, ...]`` are from ``N(0, prior_std^2 I)`` draws, in standard
-    errors: each statistic is about standard normal under that hypothesis (the maxima over ``D``
-    dimensions like the largest of ``D``: about 3 for ``D`` in the hundreds).
-
-    ``mean_max = max_d |mean_d| / (s / sqrt(n))``, ``var_max = max_d |var_d / s^2 - 1| / sqrt(2 /
-    (n - 1))``, ``sq_norm = (mean_b |z_b|^2 / s^2 - D) / sqrt(2 D / n)`` (the chi-square behind
-    the prior log-likelihood); also ``mean``, ``std``, ``prior_logp`` (mean over rows, nats) and
-    its expectation ``prior_logp_expected``.
+    errors (``mean_max``, ``var_max``: maxima over ``D`` dims, about 3 for ``D`` in the hundreds;
+    ``sq_norm``: the chi-square of the prior log-likelihood); also ``mean``, ``std``,
+    ``prior_logp`` (mean over rows, nats) and ``prior_logp_expected``.
     """
     n = z.shape[0]
     if n < 2:

@@ -1,10 +1,8 @@
 """Sampling, encoding and decoding with the probability-flow ODE (paper, Section 4.3).
 
-``dx/dt = f(x, t) - 1/2 g(t)^2 score(x, t)`` shares its marginals with the forward SDE; it is
-solved by diffrax's adaptive Runge--Kutta inside one XLA loop (traces under ``jax.jit``). Every
-function takes an :class:`~scoresde_jax.core.odeint.ODEOptions` (``options``) and/or keyword
-overrides of its fields (``eps``, ``rtol``, ``atol``, ``solver``, ``max_steps``). ``nfe`` is exact
-(:mod:`scoresde_jax.core.odeint` explains the count); ``denoise=True`` adds one.
+Solved by diffrax inside one XLA loop; every function takes an
+:class:`~scoresde_jax.core.odeint.ODEOptions` and/or overrides of its fields. ``nfe`` is exact;
+``denoise=True`` adds one.
 """
 
 from __future__ import annotations
@@ -101,12 +99,8 @@ def ode_trajectory(
     options: ODEOptions = SAMPLING_ODE,
     **fields,
 ) -> Trajectory:
-    """The probability-flow ODE (paper, Eq. 13) from ``x_T`` at ``T`` down to ``ts[-1]``.
-
-    :func:`ode_sample`'s solve with ``z=x_T``, ``eps=ts[-1]`` (concrete times decreasing from
-    ``T``); the other states come from the solver's dense interpolant at no extra evaluations.
-    Returns ``Trajectory(ts, xs [S, B, ...], nfe)``, NaN states if the solve failed.
-    """
+    """The probability-flow ODE (paper, Eq. 13) from ``x_T`` at ``T`` down to ``ts[-1]``; the
+    states at ``ts`` come from the dense interpolant at no extra evaluations (NaN if it failed)."""
     check_shape(x_T.shape)
     times = np.asarray(ts, np.float64)
     if (

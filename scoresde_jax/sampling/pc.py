@@ -23,8 +23,8 @@ def _lookup(table: dict, name: str, kind: str):
 
 
 def _check_discrete_betas(sde: SDE, predictor: str, corrector: str) -> None:
-    """DDPM's discrete betas ``beta_i = beta(t_i) / N`` must stay below 1 where a step uses them
-    (``sqrt(1 - beta)``, ``alpha = 1 - beta``); with too few steps they would give NaN."""
+    """DDPM's discrete betas ``beta(t_i) / N`` must stay below 1 where a step uses them (NaN)."""
+
     if sde.max_discrete_beta < 1:
         return
     uses_betas = corrector != "none" or (
@@ -41,12 +41,8 @@ def _check_discrete_betas(sde: SDE, predictor: str, corrector: str) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class Constraint:
-    """A known part of the state: ``data`` where ``known`` (bool, ``data``'s shape).
-
-    After every update the known entries are replaced by a draw of ``p_0t(x_t | x_0 = data)`` at
-    the state's time (paper, Appendix I.2); they start as ``data``, or with ``perturb_known_init``
-    as a draw of ``p_0T``. The result's known entries are ``data`` itself.
-    """
+    """A known part of the state: ``data`` where ``known``, replaced after every update by a draw
+    of ``p_0t(x_t | x_0 = data)`` (paper, App. I.2); starts as ``data`` or a draw of ``p_0T``."""
 
     data: jax.Array
     known: jax.Array
@@ -87,21 +83,12 @@ def pc_sample(
     z: jax.Array | None = None,
     trajectory: bool = False,
 ) -> SampleResult | Trajectory:
-    """Samples by alternating corrector and predictor steps from ``T`` to ``eps``.
-
-    From ``x_T`` (a prior sample, or ``z``), for each ``t`` of
-    :func:`~scoresde_jax.sampling.grid.pc_times` the corrector (:data:`CORRECTORS`) runs
-    ``n_steps`` Langevin steps at ``t`` (target ``snr``: the paper uses 0.16 for VE, 0.01 for
-    VP/sub-VP) and the predictor (:data:`PREDICTORS`) moves ``x`` one reverse-SDE step; one
-    ``lax.scan``, key ``fold_in(key, i)`` at step ``i``, so it traces under ``jax.jit``.
-
-    ``num_steps`` other than ``sde.N`` rebuilds the SDE with that ``N``. ``denoise`` returns the
-    noise-free mean of the last step. ``probability_flow`` makes the predictor a deterministic
-    probability-flow step (:data:`FLOW_PREDICTORS`, as in the paper's code); correctors still add
-    noise. ``constraint`` is projected after the corrector (if any) and the predictor (2 more keys
-    a step). ``trajectory`` returns ``Trajectory(ts [num_steps + 1], xs, nfe)``: ``xs[0] = x_T``,
-    ``xs[i + 1]`` the state after the step at ``ts[i]``, ``xs[-1]`` the sample (``ts[-1] = 0``).
-    ``nfe = num_steps (p + c n_steps)``, ``p``, ``c`` 0 for ``"none"`` and 1 otherwise.
+    """Samples by alternating corrector and predictor steps at
+    :func:`~scoresde_jax.sampling.grid.pc_times` from ``T`` to ``eps`` in one ``lax.scan`` (key
+    ``fold_in(key, i)`` at step ``i``); the paper's ``snr`` is 0.16 for VE, 0.01 for VP/sub-VP.
+    ``num_steps`` other than ``sde.N`` rebuilds the SDE with that ``N``; ``probability_flow``
+    makes the predictor deterministic (correctors still add noise). ``trajectory`` returns ``xs
+    [num_steps + 1, ...]``: ``x_T``, the state after each step, the sample last (``ts[-1] = 0``).
     """
     predictor_fn = _lookup(PREDICTORS, predictor, "predictor")
     corrector_fn = _lookup(CORRECTORS, corrector, "corrector")

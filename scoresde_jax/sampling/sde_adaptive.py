@@ -1,17 +1,11 @@
 """Sampling by solving the reverse-time SDE with adaptive steps (diffrax, error control).
 
-The reverse SDE (paper, Eq. 6) from ``T`` to ``eps`` is integrated in ``u = T - t``: ``dx =
--[f - g^2 score](x, T - u) du + g(T - u) dW_u``. Its noise is additive (``g`` depends on time
-only), so Ito and Stratonovich agree and additive-noise SRK methods apply: diffrax's ShARK
-(Foster, dos Reis and Strange 2023, Eq. 6.1; strong order 1.5, two drift evaluations a step, an
-embedded error estimate, exact for a time-varying ``g``) or SRA1 (Roessler 2010); Heun, a
-strong-order-1 Stratonovich method, would need more steps. Adaptive steps need a Brownian path
-that does not depend on them (a rejected step must see the same noise on a finer grid): a
-``diffrax.VirtualBrownianTree`` with space-time Levy area, resolved to ``bm_tol``, with the
-controller's ``dtmin = 2 bm_tol``. The PI controller uses diffrax's SDE coefficients
-(``pcoeff = 0.1``, ``icoeff = 0.3``) and the RMS over the whole batch, so all samples share one
-step sequence. Every attempted step, accepted or not, evaluates the score once per stage and
-nowhere else: ``nfe = stages * num_steps`` (+1 for denoising), checked by a counter in the tests.
+The reverse SDE (paper, Eq. 6) is integrated in ``u = T - t``; its noise is additive, so
+additive-noise SRK methods apply: diffrax's ShARK (Foster, dos Reis and Strange 2023, Eq. 6.1;
+strong order 1.5, embedded error estimate) or SRA1 (Roessler 2010). A rejected step must see the
+same noise, so the path is a ``VirtualBrownianTree`` resolved to ``bm_tol`` (``dtmin = 2
+bm_tol``). The PI controller takes the RMS over the batch (one step sequence for all samples);
+``nfe = stages * num_steps`` (+1 for denoising).
 """
 
 from __future__ import annotations
