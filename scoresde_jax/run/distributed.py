@@ -29,10 +29,10 @@ def initialize(
         num_processes=num_processes,
         process_id=process_id,
     )
-    counts = (
+    log.info(
+        "Process %d of %d: %d local device(s), %d in total.",
         jax.process_index(),
         jax.process_count(),
         jax.local_device_count(),
         jax.device_count(),
     )
-    log.info("Process %d of %d: %d local device(s), %d in total.", *counts)

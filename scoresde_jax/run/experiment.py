@@ -45,8 +45,7 @@ def sde_from_config(config) -> SDE:
 
 
 def model_from_config(config) -> nn.Module:
-    """The network of ``config.model.name`` (see :data:`NETWORKS`), its fields from
-    ``config.model`` and ``config.data``."""
+    """The network of ``config.model.name`` (see :data:`NETWORKS`)."""
     name = config.model.name
     if name not in NETWORKS:
         raise ConfigError(f"Unknown config.model.name={name!r}; choose one of {sorted(NETWORKS)}.")
@@ -256,8 +255,7 @@ class Experiment(ReplicatedState):
         return get_score_fn(self.sde, model_fn, continuous=self.continuous)
 
     def checkpoint_meta(self) -> dict:
-        """The network's own noise levels (``config.model.noise_levels``), recorded beside the
-        state."""
+        """The network's own noise levels (``config.model.noise_levels``), saved with the state."""
         levels = getattr(self.model, "noise_levels", None)
         if levels is None:
             return {}
