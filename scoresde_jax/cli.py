@@ -1,11 +1,7 @@
-"""The command lines: ``python main.py --config CONFIG --workdir DIR --mode MODE``
-(:data:`MODES`), the converter and the feature classifiers.
-
-Before any heavy work (nothing here imports JAX first): ``--help``; the config file exists and
-every ``--config.a.b=value`` names a field of it (the error names the closest ones); then the
-values are checked (:mod:`scoresde_jax.run.preflight`) and the mode runs holding the lock of the
-directory it writes. Exit statuses: see the usage text.
-"""
+"""The command lines: ``python main.py --config CONFIG --workdir DIR --mode MODE`` (:data:`MODES`),
+the converter and the feature classifiers. ``--help``, the config file and every ``--config.a.b``
+override are checked before JAX is imported; then :mod:`scoresde_jax.run.preflight` checks the
+values and the mode runs holding the lock of the directory it writes (exit statuses: the usage)."""
 
 from __future__ import annotations
 
@@ -13,7 +9,7 @@ import contextlib
 import dataclasses
 import difflib
 import errno
-import importlib.util
+import importlib
 import json
 import logging
 import os
@@ -23,6 +19,7 @@ from collections.abc import Callable
 
 from scoresde_jax.errors import EXIT_USER_ERROR, ConfigError, StoppedBySignal, UserError
 from scoresde_jax.run import compile_cache
+from scoresde_jax.run.preflight import config_file, load_config
 
 log = logging.getLogger("scoresde_jax")
 
@@ -69,8 +66,8 @@ def sample(config, workdir):
 
 @dataclasses.dataclass(frozen=True)
 class Mode:
-    """One command: ``run(config, workdir) -> report dict or None`` calls ``target`` (see
-    :func:`_function`). ``lock``: the sub-directory of the work directory the mode writes and
+    """One command: ``target(config, workdir) -> report dict or None`` (see :func:`_function`).
+    ``lock``: the sub-directory of the work directory the mode writes and
     locks (``""`` the work directory; ``None``: the function takes its own lock);
     ``needs_checkpoint``: the mode reads a trained (or converted) checkpoint."""
 
@@ -78,9 +75,6 @@ class Mode:
     help: str
     lock: str | None = None
     needs_checkpoint: bool = False
-
-    def run(self, config, workdir: str):
-        return _function(self.target)(config, workdir)
 
 
 MODES: dict[str, Mode] = {
@@ -153,23 +147,6 @@ def _flag_value(argv: list[str], name: str) -> str | None:
     return None
 
 
-def _config_file(spec: str) -> str:
-    """The file of a ``--config`` value (``path`` or ``path:argument``)."""
-    if os.path.exists(spec) or ":" not in spec:
-        return spec
-    return spec.rsplit(":", 1)[0]
-
-
-def _load_config(spec: str):
-    """The config of a config file as the flag would load it, overrides aside."""
-    path = _config_file(spec)
-    arg = spec[len(path) + 1 :] if spec != path else None
-    module_spec = importlib.util.spec_from_file_location("_scoresde_config", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module.get_config(arg) if arg else module.get_config()
-
-
 def _unknown_override(config, argv: list[str]) -> str | None:
     """A message for the first ``--config.*`` override that names no field of ``config``."""
     for arg in argv:
@@ -205,7 +182,7 @@ def check_config_arg(argv: list[str]) -> None:
     spec = _flag_value(argv, "config")
     if spec is None:
         _fail("--config is required: an experiment config file, e.g. configs/toy/gmm.py.")
-    path = _config_file(spec)
+    path = config_file(spec)
     if not os.path.isfile(path):
         near = ""
         folder = os.path.dirname(path) or "."
@@ -228,11 +205,10 @@ def _precheck_argv(argv: list[str]) -> None:
         _fail(f"--mode={mode}: unknown mode; use one of {', '.join(MODES)}.{hint}")
 
 
-def _define(specs, flag_values=None) -> None:
+def _define(specs, flag_values) -> None:
     """Defines the flags ``(kind, name, default, [enum values,] help)`` of ``specs``."""
     from absl import flags
 
-    flag_values = flags.FLAGS if flag_values is None else flag_values
     for kind, name, default, *rest in specs:
         getattr(flags, f"DEFINE_{kind}")(name, default, *rest, flag_values=flag_values)
 
@@ -244,7 +220,7 @@ def _config_and(specs, required: tuple[str, ...] = ()):
 
     if specs[0][1] not in flags.FLAGS:
         config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
-        _define(specs)
+        _define(specs, flags.FLAGS)
         if required:
             flags.mark_flags_as_required(list(required))
     return flags.FLAGS
@@ -275,12 +251,12 @@ def _main_flags() -> tuple:
     )
 
 
-def parse_flags(argv: list[str], define: Callable) -> list[str]:
-    """``FLAGS(argv)`` after ``define()`` registers the flags; a bad flag or config override
+def parse_flags(argv: list[str], specs, required: tuple[str, ...] = ()) -> list[str]:
+    """``FLAGS(argv)`` with the flags of :func:`_config_and`; a bad flag or config override
     becomes one message and exit 2."""
     from absl import flags
 
-    FLAGS = define()
+    FLAGS = _config_and(specs, required)
     try:
         return FLAGS(argv)
     except flags.Error as e:
@@ -288,13 +264,12 @@ def parse_flags(argv: list[str], define: Callable) -> list[str]:
     except (KeyError, AttributeError, TypeError, ValueError) as e:
         spec = _flag_value(argv, "config")
         try:
-            message = _unknown_override(_load_config(spec), argv[1:])
+            message = _unknown_override(load_config(spec), argv[1:])
         except Exception:  # noqa: BLE001 - the config file itself is broken: say so below
             message = None
         if message is None:
             message = f"--config={spec}: could not apply the overrides: {e}"
         _fail(message)
-    return []
 
 
 def setup_logging() -> None:
@@ -359,9 +334,9 @@ def run_mode(config, workdir: str, mode: str) -> dict | None:
     spec = MODES[mode]
     preflight.check(config, workdir, mode, needs_checkpoint=spec.needs_checkpoint)
     if spec.lock is None:
-        return spec.run(config, workdir)
+        return _function(spec.target)(config, workdir)
     with workdir_lock.hold(os.path.join(workdir, spec.lock), spec.lock or "workdir", mode=mode):
-        return spec.run(config, workdir)
+        return _function(spec.target)(config, workdir)
 
 
 def _main(argv) -> None:
@@ -408,8 +383,7 @@ def main(argv: list[str] | None = None) -> None:
     _precheck_argv(argv[1:])
     from absl import app
 
-    define = lambda: _config_and(_main_flags())
-    app.run(_main, argv=argv, flags_parser=lambda a: parse_flags(a, define))
+    app.run(_main, argv=argv, flags_parser=lambda a: parse_flags(a, _main_flags()))
 
 
 CONVERT_USAGE = """\
@@ -479,8 +453,8 @@ def convert_cli(argv: list[str] | None = None) -> None:
 
     argv = _argv_or_help(argv, CONVERT_USAGE, ("-h", "--help", "--helpshort", "--helpfull"))
     check_config_arg(argv[1:])
-    define = lambda: _config_and(_CONVERT_FLAGS, ("config", "checkpoint", "workdir"))
-    app.run(_convert_main, argv=argv, flags_parser=lambda a: parse_flags(a, define))
+    parse = lambda a: parse_flags(a, _CONVERT_FLAGS, ("config", "checkpoint", "workdir"))
+    app.run(_convert_main, argv=argv, flags_parser=parse)
 
 
 FEATURE_COMMANDS = ("train", "stats", "eval")

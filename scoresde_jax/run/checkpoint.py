@@ -75,13 +75,6 @@ class _OrbaxSaveErrors(logging.Filter):
         return True
 
 
-def _quiet_orbax_save_errors() -> None:
-    for name in ("absl", "asyncio"):
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, _OrbaxSaveErrors) for f in logger.filters):
-            logger.addFilter(_OrbaxSaveErrors())
-
-
 class CheckpointRestoreError(UserError, RuntimeError):
     """No checkpoint in the directory could be restored."""
 
@@ -247,7 +240,10 @@ class Checkpointer:
                 preservation_policy=policies.AnyPreservationPolicy(keep),
                 enable_async_checkpointing=async_save,
             )
-            _quiet_orbax_save_errors()
+            for name in ("absl", "asyncio"):
+                logger = logging.getLogger(name)
+                if not any(isinstance(f, _OrbaxSaveErrors) for f in logger.filters):
+                    logger.addFilter(_OrbaxSaveErrors())
             self._manager = ocp.CheckpointManager(self.directory, options=options)
         self._pending: tuple[int, int] | None = None  # (step, bytes) of an unfinished save
 
@@ -382,16 +378,13 @@ class Checkpointer:
     def _restore_step(self, step: int, abstract_state) -> RestoredCheckpoint:
         path = os.path.join(self.directory, str(step))
         items = set(os.listdir(path)) if os.path.isdir(path) else set()
-        if _STATE in items:
-            layout = {_STATE: ocp.args.StandardRestore(abstract_state)}
-            if _INTEGRITY in items:
-                layout[_INTEGRITY] = ocp.args.JsonRestore()
-            key = _STATE
-        elif _LEGACY in items:
-            layout, key = {_LEGACY: ocp.args.StandardRestore(abstract_state)}, _LEGACY
-        else:
+        key = _STATE if _STATE in items or _LEGACY not in items else _LEGACY
+        if key not in items:
             what = "empty" if not items else f"partial (holds only {sorted(items)})"
             raise _Unreadable(f"the step directory is {what}: no '{_STATE}' item")
+        layout = {key: ocp.args.StandardRestore(abstract_state)}
+        if key == _STATE and _INTEGRITY in items:
+            layout[_INTEGRITY] = ocp.args.JsonRestore()
         # A fresh reader per attempt: a failed restore must not affect the next one.
         _drop_callbacks_of_closed_loops()
         reader = ocp.Checkpointer(ocp.CompositeCheckpointHandler())

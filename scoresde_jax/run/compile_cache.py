@@ -35,14 +35,12 @@ def enable(value: str | None = None, *, min_compile_time_s: float = 1.0) -> Path
     import jax
 
     path = resolve(value)
-    if path is None:
-        jax.config.update("jax_enable_compilation_cache", False)
-        return None
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
+        if path is not None:
+            path.mkdir(parents=True, exist_ok=True)
+            probe = path / f".write-test-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
     except OSError as e:
         log.warning(
             "Compilation cache off: cannot write %s (%s). Set --compilation_cache=DIR (or $%s) "
@@ -51,10 +49,10 @@ def enable(value: str | None = None, *, min_compile_time_s: float = 1.0) -> Path
             e.strerror or e,
             ENV,
         )
-        jax.config.update("jax_enable_compilation_cache", False)
-        return None
-    jax.config.update("jax_enable_compilation_cache", True)
-    jax.config.update("jax_compilation_cache_dir", str(path))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", float(min_compile_time_s))
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+        path = None
+    jax.config.update("jax_enable_compilation_cache", path is not None)
+    if path is not None:
+        jax.config.update("jax_compilation_cache_dir", str(path))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", float(min_compile_time_s))
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     return path

@@ -12,11 +12,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import NamedSharding, PartitionSpec
+from jax.sharding import NamedSharding
 
 from scoresde_jax import sampling
 from scoresde_jax.core import losses
-from scoresde_jax.core.mesh import make_data_mesh, replicated
+from scoresde_jax.core.mesh import batch_sharding, make_data_mesh, replicated
 from scoresde_jax.core.odeint import ODEOptions
 from scoresde_jax.core.score import get_score_fn
 from scoresde_jax.core.score_matching import EXACT_TRACE_MAX_DIM
@@ -45,8 +45,7 @@ def sde_from_config(config) -> SDE:
 
 
 def model_from_config(config) -> nn.Module:
-    """The network of ``config.model.name`` (see :data:`NETWORKS`), its fields from
-    ``config.model`` and ``config.data``."""
+    """The network of ``config.model.name`` (see :data:`NETWORKS`)."""
     name = config.model.name
     if name not in NETWORKS:
         raise ConfigError(f"Unknown config.model.name={name!r}; choose one of {sorted(NETWORKS)}.")
@@ -95,7 +94,7 @@ def loss_from_config(config, sde: SDE):
     )
 
 
-# config.sampling.method -> the library sampler (its keywords: :func:`_sampler_kwargs`).
+# The values of config.sampling.method -> their samplers (keywords: :func:`_sampler_kwargs`).
 SAMPLERS = {
     "pc": sampling.pc_sample,
     "ode": sampling.ode_sample,
@@ -107,9 +106,6 @@ SAMPLERS = {
     "langevin": sampling.langevin_sample,
     "annealed_langevin": sampling.annealed_langevin_sample,
 }
-
-SAMPLER_METHODS = tuple(SAMPLERS)
-"""The values of ``config.sampling.method``."""
 
 
 def _sampler_kwargs(method: str, sampling_config) -> dict:
@@ -158,7 +154,7 @@ def sampler_from_config(sampling_config, sde: SDE):
     if method not in SAMPLERS:
         raise ConfigError(
             f"Unknown config.sampling.method={sampling_config.method!r}; use one of "
-            f"{', '.join(SAMPLER_METHODS)}."
+            f"{', '.join(SAMPLERS)}."
         )
     return functools.partial(SAMPLERS[method], sde, **_sampler_kwargs(method, sampling_config))
 
@@ -223,7 +219,7 @@ class ReplicatedState:
         return jax.jit(self._init, out_shardings=self.state_sharding)(self.init_key)
 
     def batch_sharding(self, batch_axis: int = 0) -> NamedSharding:
-        return NamedSharding(self.mesh, PartitionSpec(*([None] * batch_axis), "data"))
+        return batch_sharding(self.mesh, batch_axis)
 
     def abstract_target(self):
         """Shapes, dtypes and shardings of the state: the restore target."""
@@ -259,8 +255,7 @@ class Experiment(ReplicatedState):
         return get_score_fn(self.sde, model_fn, continuous=self.continuous)
 
     def checkpoint_meta(self) -> dict:
-        """The network's own noise levels (``config.model.noise_levels``), recorded beside the
-        state."""
+        """The network's own noise levels (``config.model.noise_levels``), saved with the state."""
         levels = getattr(self.model, "noise_levels", None)
         if levels is None:
             return {}
@@ -302,10 +297,10 @@ def to_host(x: jax.Array) -> np.ndarray:
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
-def check_workdir(workdir: str) -> None:
+def check_workdir(workdir: str, error: type[Exception] = ValueError) -> None:
     """Work directories are filesystem paths (logs are appended and pictures written there)."""
     if "://" in str(workdir):
-        raise ValueError(
+        raise error(
             f"--workdir={workdir!r} is a URL; use a filesystem path every host can see (NFS, "
             "Filestore, or a bucket mounted with gcsfuse, e.g. /mnt/bucket/run)."
         )
@@ -410,14 +405,27 @@ def noise_levels_from_config(model_config) -> tuple[float, ...] | None:
     return tuple(float(v) for v in levels)
 
 
-def _unet_fields(config) -> dict:
-    """The fields DDPM and NCSN++ share: data geometry, U-Net shape, noise levels, dtype."""
+def _image_net_fields(config) -> dict:
+    """The fields every image network takes: width, data geometry, noise levels, dtype."""
     m, d = config.model, config.data
     return dict(
-        image_size=d.image_size,
-        num_channels=d.num_channels,
-        centered=d.centered,
         nf=m.nf,
+        centered=d.centered,
+        image_size=d.image_size,
+        sigma_min=m.sigma_min,
+        sigma_max=m.sigma_max,
+        num_scales=m.num_scales,
+        dtype=dtype_from_config(m),
+        noise_levels=noise_levels_from_config(m),
+    )
+
+
+def _unet_fields(config) -> dict:
+    """The fields DDPM and NCSN++ share: the above and the U-Net shape."""
+    m = config.model
+    return dict(
+        _image_net_fields(config),
+        num_channels=config.data.num_channels,
         ch_mult=tuple(m.ch_mult),
         num_res_blocks=m.num_res_blocks,
         attn_resolutions=tuple(m.attn_resolutions),
@@ -425,11 +433,6 @@ def _unet_fields(config) -> dict:
         resamp_with_conv=m.resamp_with_conv,
         conditional=m.conditional,
         scale_by_sigma=m.scale_by_sigma,
-        sigma_min=m.sigma_min,
-        sigma_max=m.sigma_max,
-        num_scales=m.num_scales,
-        dtype=dtype_from_config(m),
-        noise_levels=noise_levels_from_config(m),
     )
 
 
@@ -478,17 +481,10 @@ def ncsnv2_from_config(config) -> NCSNv2 | NCSN:
     """:class:`NCSN` (``model.name == "ncsn"``) or :class:`NCSNv2` (``ncsnv2_*``)."""
     m, d = config.model, config.data
     common = dict(
-        nf=m.nf,
-        centered=d.centered,
-        sigma_min=m.sigma_min,
-        sigma_max=m.sigma_max,
-        num_scales=m.num_scales,
+        _image_net_fields(config),
         nonlinearity=m.get("nonlinearity", "elu"),
         interpolation=m.get("interpolation", "bilinear"),
-        image_size=d.image_size,
         num_channels=d.get("num_channels", d.get("channels", 3)),
-        dtype=dtype_from_config(m),
-        noise_levels=noise_levels_from_config(m),
     )
     if m.name == "ncsn":
         return NCSN(**common)

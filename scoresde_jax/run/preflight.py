@@ -4,11 +4,29 @@ problem (names, ranges, devices, data files, checkpoint, writable workdir) as a 
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import os
 import tempfile
 from collections.abc import Iterable
 
 from scoresde_jax.errors import ConfigError, MissingCheckpointError, WorkdirError
+
+
+def config_file(spec: str) -> str:
+    """The file of a ``--config`` value (``path`` or ``path:argument``)."""
+    if os.path.exists(spec) or ":" not in spec:
+        return spec
+    return spec.rsplit(":", 1)[0]
+
+
+def load_config(spec: str):
+    """The config of a config file as the flag would load it, overrides aside."""
+    path = config_file(spec)
+    arg = spec[len(path) + 1 :] if spec != path else None
+    module_spec = importlib.util.spec_from_file_location("_scoresde_config", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.get_config(arg) if arg else module.get_config()
 
 
 def check_choice(field: str, value, choices: Iterable[str]) -> str:
@@ -62,14 +80,14 @@ def check_config(config, mode: str) -> None:
     from scoresde_jax.core.odeint import SOLVERS
     from scoresde_jax.core.sde import SDES
     from scoresde_jax.models import MODELS
-    from scoresde_jax.run.experiment import SAMPLER_METHODS
+    from scoresde_jax.run.experiment import SAMPLERS
     from scoresde_jax.sampling import CORRECTORS, PREDICTORS
 
     t, s, e, d, m = config.training, config.sampling, config.eval, config.data, config.model
     check_choice("training.sde", t.sde, [*SDES, "ve", "vp", "subvp"])
     check_choice("training.loss", t.get("loss", "dsm"), ["dsm", "ism", "ssm", "ssm_vr"])
     check_choice("model.name", m.name, MODELS)
-    check_choice("sampling.method", s.method, SAMPLER_METHODS)
+    check_choice("sampling.method", s.method, SAMPLERS)
     check_choice("sampling.predictor", s.predictor, PREDICTORS)
     check_choice("sampling.corrector", s.corrector, CORRECTORS)
     check_choice(
@@ -182,21 +200,6 @@ def _check_checkpoint(workdir: str) -> None:
         )
 
 
-def _check_workdir(workdir: str) -> None:
-    if "://" in str(workdir):
-        raise WorkdirError(
-            f"--workdir={workdir!r} is a URL; use a filesystem path every host can see (NFS, "
-            "Filestore, or a bucket mounted with gcsfuse, e.g. /mnt/bucket/run)."
-        )
-    path = os.path.abspath(workdir)
-    try:
-        os.makedirs(path, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
-            pass
-    except OSError as e:
-        raise WorkdirError(f"--workdir={workdir}: cannot write there ({e.strerror}).") from None
-
-
 def check(config, workdir: str, mode: str, *, needs_checkpoint: bool = False) -> None:
     """All checks for running ``mode`` on ``workdir``."""
     check_config(config, mode)
@@ -204,4 +207,12 @@ def check(config, workdir: str, mode: str, *, needs_checkpoint: bool = False) ->
         _check_checkpoint(workdir)
     _check_devices(config, mode)
     _check_data(config, mode)
-    _check_workdir(workdir)
+    from scoresde_jax.run.experiment import check_workdir
+
+    check_workdir(workdir, WorkdirError)
+    try:
+        os.makedirs(os.path.abspath(workdir), exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=os.path.abspath(workdir), prefix=".write-test-"):
+            pass
+    except OSError as e:
+        raise WorkdirError(f"--workdir={workdir}: cannot write there ({e.strerror}).") from None

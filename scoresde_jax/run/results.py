@@ -99,7 +99,6 @@ class ResultDir:
                 )
             return self
         if write:
-            os.makedirs(self.path, exist_ok=True)
             write_json_atomic(
                 settings_path,
                 {
@@ -143,11 +142,8 @@ def _retired_model_fields(name: str) -> dict:
     fingerprints so results computed before are still found."""
     if name == "mlp":
         return {}
-    return {
-        "normalization": "InstanceNorm++"
-        if name.startswith("ncsn") and name != "ncsnpp"
-        else "GroupNorm"
-    }
+    ncsn = name.startswith("ncsn") and name != "ncsnpp"
+    return {"normalization": "InstanceNorm++" if ncsn else "GroupNorm"}
 
 
 def network_settings(config) -> dict:

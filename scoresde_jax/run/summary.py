@@ -8,7 +8,6 @@ Run from the repository root (config files import ``configs.*``).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -18,6 +17,7 @@ import jax
 import jax.numpy as jnp
 from absl import flags
 
+from scoresde_jax.run import preflight
 from scoresde_jax.run.experiment import data_shape, model_from_config
 
 CIFAR10_CONFIGS = (
@@ -34,10 +34,7 @@ def load_config(path: str):
     if not os.path.exists(path):
         raise FileNotFoundError(f"config file {path} does not exist")
     sys.path.insert(0, os.getcwd())
-    spec = importlib.util.spec_from_file_location("_scoresde_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+    return preflight.load_config(path)
 
 
 def count_parameters(config) -> int:

@@ -135,8 +135,6 @@ def fit(job: Job, workdir: str | None, *, lock=None) -> Fitted:
                 new_state, metrics = job.step(state, step)
                 metrics = jax.device_get(metrics)
                 if not metrics.get("all_finite", True) or not math.isfinite(metrics["loss"]):
-                    if ckpt is not None:
-                        ckpt.wait()
                     raise NonFiniteLossError(
                         _non_finite_message(job, metrics["loss"], step, ckpt, resumed, saved)
                     )
@@ -160,9 +158,7 @@ def fit(job: Job, workdir: str | None, *, lock=None) -> Fitted:
                 if ckpt is not None and (checkpoint or final or preempted):
                     ckpt.save(state, meta=job.checkpoint_meta() if job.checkpoint_meta else None)
                     saved.append(step)
-                if preempted:
-                    if ckpt is not None:
-                        ckpt.wait()
+                if preempted:  # ckpt.close() below waits for the save
                     where = f"checkpoint saved in {ckpt.directory}" if ckpt else "nothing saved"
                     raise StoppedBySignal(
                         f"Stopped by {stop.received or 'a preemption notice'} at step {step} of "

@@ -146,9 +146,8 @@ class WorkdirLock:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(tmp)
 
-    def stale_reason(self, holder: dict, now: float | None = None) -> str | None:
+    def stale_reason(self, holder: dict, now: float) -> str | None:
         """Why ``holder`` no longer holds the lock, or ``None`` while it does."""
-        now = time.time() if now is None else now
         beat = holder.get("heartbeat")
         lease = holder.get("lease_s") or self.lease
         if isinstance(beat, int | float) and now - beat > lease:
