@@ -8,79 +8,43 @@ import importlib
 
 __version__ = "0.1.0"
 
-_EXPORTS = {
-    # SDEs and scores
-    "get_sde": "scoresde_jax.core.sde",
-    "VESDE": "scoresde_jax.core.sde",
-    "VPSDE": "scoresde_jax.core.sde",
-    "SubVPSDE": "scoresde_jax.core.sde",
-    "SDES": "scoresde_jax.core.sde",
-    "get_score_fn": "scoresde_jax.core.score",
-    # Training objectives
-    "get_loss_fn": "scoresde_jax.core.losses",
-    "sde_loss": "scoresde_jax.core.losses",
-    "smld_loss": "scoresde_jax.core.losses",
-    "ddpm_loss": "scoresde_jax.core.losses",
-    "score_matching_loss": "scoresde_jax.core.score_matching",
-    "implicit_score_matching": "scoresde_jax.core.score_matching",
-    "sliced_score_matching": "scoresde_jax.core.score_matching",
+# Module (under scoresde_jax.) -> the public names it gives.
+_GROUPS = {
+    # SDEs, scores and training objectives
+    "core.sde": "get_sde VESDE VPSDE SubVPSDE SDES",
+    "core.score": "get_score_fn",
+    "core.losses": "get_loss_fn sde_loss smld_loss ddpm_loss",
+    "core.score_matching": "score_matching_loss implicit_score_matching sliced_score_matching",
     # Likelihood and the ODE
-    "log_likelihood": "scoresde_jax.core.likelihood",
-    "bits_per_dim": "scoresde_jax.core.likelihood",
-    "dequantize": "scoresde_jax.core.likelihood",
-    "logp_to_bpd": "scoresde_jax.core.likelihood",
-    "ODEOptions": "scoresde_jax.core.odeint",
+    "core.likelihood": "log_likelihood bits_per_dim dequantize logp_to_bpd",
+    "core.odeint": "ODEOptions",
     # Samplers
-    "pc_sample": "scoresde_jax.sampling",
-    "ode_sample": "scoresde_jax.sampling",
-    "encode": "scoresde_jax.sampling",
-    "decode": "scoresde_jax.sampling",
-    "edm_sample": "scoresde_jax.sampling",
-    "dpm_solver_pp_sample": "scoresde_jax.sampling",
-    "dpm_solver_sample": "scoresde_jax.sampling",
-    "dpm_solver_adaptive_sample": "scoresde_jax.sampling",
-    "sde_adaptive_sample": "scoresde_jax.sampling",
-    "langevin_sample": "scoresde_jax.sampling",
-    "annealed_langevin_sample": "scoresde_jax.sampling",
-    "reverse_sde_trajectory": "scoresde_jax.sampling",
-    "ode_trajectory": "scoresde_jax.sampling",
-    "inpaint": "scoresde_jax.sampling",
-    "colorize": "scoresde_jax.sampling",
-    "make_mask": "scoresde_jax.sampling",
-    "interpolate": "scoresde_jax.sampling",
-    "round_trip": "scoresde_jax.sampling",
-    "temperature_sample": "scoresde_jax.sampling",
-    "PREDICTORS": "scoresde_jax.sampling",
-    "CORRECTORS": "scoresde_jax.sampling",
-    "SampleResult": "scoresde_jax.sampling",
+    "sampling": (
+        "pc_sample ode_sample encode decode edm_sample dpm_solver_pp_sample dpm_solver_sample "
+        "dpm_solver_adaptive_sample sde_adaptive_sample langevin_sample annealed_langevin_sample "
+        "reverse_sde_trajectory ode_trajectory inpaint colorize make_mask interpolate round_trip "
+        "temperature_sample PREDICTORS CORRECTORS SampleResult"
+    ),
     # Guidance and ground truth
-    "classifier_guided_score_fn": "scoresde_jax.core.guidance",
-    "GaussianMixture": "scoresde_jax.core.gmm",
+    "core.guidance": "classifier_guided_score_fn",
+    "core.gmm": "GaussianMixture",
     # Networks
-    "NCSNpp": "scoresde_jax.models",
-    "DDPM": "scoresde_jax.models",
-    "NCSN": "scoresde_jax.models",
-    "NCSNv2": "scoresde_jax.models",
-    "MLPScore": "scoresde_jax.models",
-    "NoiseConditionalCNN": "scoresde_jax.models",
-    "NoiseConditionalWideResNet": "scoresde_jax.models",
-    "get_classifier": "scoresde_jax.models",
+    "models": (
+        "NCSNpp DDPM NCSN NCSNv2 MLPScore NoiseConditionalCNN NoiseConditionalWideResNet "
+        "get_classifier"
+    ),
     # Metrics
-    "frechet_distance": "scoresde_jax.metrics",
-    "inception_score": "scoresde_jax.metrics",
-    "kernel_inception_distance": "scoresde_jax.metrics",
-    "FIDInceptionV3": "scoresde_jax.metrics",
-    "load_inception_params": "scoresde_jax.metrics",
-    "classifier_fd": "scoresde_jax.metrics.feature_fd",
+    "metrics": (
+        "frechet_distance inception_score kernel_inception_distance FIDInceptionV3 "
+        "load_inception_params"
+    ),
+    "metrics.feature_fd": "classifier_fd",
     # Configs to objects, training, conversion
-    "build_experiment": "scoresde_jax.run.experiment",
-    "restore_checkpoint": "scoresde_jax.run.experiment",
-    "sampler_from_config": "scoresde_jax.run.experiment",
-    "fit": "scoresde_jax.run.trainer",
-    "train": "scoresde_jax.run.trainer",
-    "Job": "scoresde_jax.run.trainer",
-    "convert_checkpoint": "scoresde_jax.modes.convert",
+    "run.experiment": "build_experiment restore_checkpoint sampler_from_config",
+    "run.trainer": "fit train Job",
+    "modes.convert": "convert_checkpoint",
 }
+_EXPORTS = {n: f"scoresde_jax.{m}" for m, names in _GROUPS.items() for n in names.split()}
 """Public name -> the module it comes from (imported on first use)."""
 
 # The library's modules under their short names (``scoresde_jax.sde.get_sde(...)``).
