@@ -56,12 +56,9 @@ def perturb(sde: SDE, x: jax.Array, t: jax.Array, key: jax.Array) -> jax.Array:
 
 
 def classifier_inputs(sde: SDE, x: jax.Array, t: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """What a noise-conditional classifier sees at time ``t``: ``(x_in, noise_level)``.
-
-    ``x_in = x / sqrt(alpha_t^2 + sigma_t^2)`` is of about unit scale for every SDE (VE's ``x(t)``
-    grows to ``sigma_max``); ``noise_level = sigma_t / alpha_t``, the noise level of ``x(t) /
-    alpha_t = x(0) + (sigma_t / alpha_t) z``, is VE's ``sigma``, so one design serves all SDEs.
-    """
+    """``(x / sqrt(alpha_t^2 + sigma_t^2), sigma_t / alpha_t)``: inputs of about unit scale for
+    every SDE, and the noise level of ``x(t) / alpha_t = x(0) + (sigma_t / alpha_t) z`` (VE's
+    ``sigma``), so one classifier design serves all SDEs."""
     alpha, sigma = sde.marginal_coeffs(t)
     return batch_mul(jax.lax.rsqrt(alpha**2 + sigma**2), x), sigma / alpha
 
@@ -85,9 +82,8 @@ def make_classifier_train_step(
     seed_key: jax.Array,
     eps: float = 1e-5,
 ) -> Callable:
-    """``step(state, x, labels) -> (state, metrics)``: one optimizer step of cross-entropy on
-    ``x`` perturbed at ``t ~ U(eps, T)`` (one per example); times, noise and dropout of step ``s``
-    come from ``fold_in(seed_key, s)``, so a resumed run continues the stream."""
+    """``step(state, x, labels) -> (state, metrics)``: cross-entropy on ``x`` perturbed at ``t ~
+    U(eps, T)``; the randomness of step ``s`` comes from ``fold_in(seed_key, s)`` (resumable)."""
 
     def step(state: TrainState, x: jax.Array, labels: jax.Array):
         key = jax.random.fold_in(seed_key, state.step)
@@ -177,18 +173,11 @@ def _eval_times(config) -> list[float]:
 
 
 def train_classifier(config, workdir: str) -> dict:
-    """``--mode train_classifier``: trains ``config.classifier`` on the labelled training split,
-    checkpoints in ``workdir/classifier/checkpoints`` (or ``classifier.workdir``), resumed. Every
-    ``eval_freq`` steps and at the end, the EMA parameters are scored on the first
-    ``eval_examples`` test images perturbed at each of ``eval_times``."""
+    """``--mode train_classifier`` (resumable, in ``classifier.workdir`` or ``workdir/classifier``);
+    the EMA parameters are scored every ``eval_freq`` steps at each of ``eval_times``."""
     check_workdir(workdir)
     out_dir = _classifier_dir(config, workdir)
     os.makedirs(out_dir, exist_ok=True)
-    with workdir_lock.hold(out_dir, "classifier", mode="train_classifier") as lock:
-        return _train_classifier(config, out_dir, lock)
-
-
-def _train_classifier(config, out_dir: str, lock) -> dict:
     setup = _Setup(config)
     c, d = config.classifier, config.data
     eval_times = _eval_times(config)
@@ -262,7 +251,8 @@ def _train_classifier(config, out_dir: str, lock) -> dict:
         progress=config.training.get("progress_bar", True),
         advice="lower classifier.lr.",
     )
-    done = fit(job, out_dir, lock=lock)
+    with workdir_lock.hold(out_dir, "classifier", mode="train_classifier") as lock:
+        done = fit(job, out_dir, lock=lock)
     if not accuracy:  # nothing left to train: score the restored state
         accuracy = accuracy_at(done.state.ema_params)
     ran = done.step - done.start
@@ -281,7 +271,7 @@ def _train_classifier(config, out_dir: str, lock) -> dict:
 
 def _make_evaluator(config, setup: _Setup, test_source, eval_times: list[float]):
     """``evaluate(params) -> {t: accuracy}`` on the first ``classifier.eval_examples`` test
-    images, each perturbed at every ``t`` (fixed noise, so numbers compare across steps)."""
+    images, perturbed with fixed noise (comparable across steps)."""
     c, d, sde = config.classifier, config.data, setup.sde
 
     def correct(params, x, labels, t, key):
@@ -334,12 +324,9 @@ def _requested_label(config) -> int:
 
 
 def sample_class(config, workdir: str) -> dict:
-    """``--mode sample --config.sampling.task=class``: ``sampling.batch_size`` samples of class
-    ``sampling.label`` from :func:`classifier_guided_score_fn` (newest score and classifier
-    checkpoints, EMA parameters) in ``workdir/samples/class_<label>_step_<step>.*``, from the
-    noise of ``--mode sample``. For MNIST the project's clean-image classifier counts the samples
-    showing the digit (``label_accuracy``) and, with ``classifier.compare_unconditional``, the
-    unconditional samples from the same noise that do (``unconditional_label_fraction``, ~0.1)."""
+    """``--mode sample --config.sampling.task=class``: samples of ``sampling.label`` from the noise
+    of ``--mode sample``. For MNIST a clean-image classifier scores them (``label_accuracy``) and,
+    with ``classifier.compare_unconditional``, unconditional ones from the same noise (~0.1)."""
     _check_image_config(config)
     label = _requested_label(config)
     exp, state, step = restore_experiment(config, workdir)

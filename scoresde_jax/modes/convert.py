@@ -198,11 +198,10 @@ def convert_checkpoint(
     step: int | None = None,
     noise_levels: str = "config",
 ) -> TrainState:
-    """Converts ``checkpoint`` (trained with ``config``) into ``workdir/checkpoints`` under
-    ``step`` (default its own); returns the saved :class:`TrainState`. ``noise_levels="config"``:
-    the network's noise levels come from the config, and a ``sigmas`` buffer the network reads must
-    equal them; ``"checkpoint"``: it uses the checkpoint's buffer, written to
-    ``workdir/noise_levels.npy`` (for ``--config.model.noise_levels`` of later commands)."""
+    """Converts ``checkpoint`` (trained with ``config``) into ``workdir/checkpoints`` at ``step``
+    (default its own); returns the saved state. Noise levels come from the config (a ``sigmas``
+    buffer the network reads must equal them) or, with ``"checkpoint"``, from the buffer, saved to
+    ``workdir/noise_levels.npy`` for later commands."""
     if source not in ("torch", "flax"):
         raise ConversionInputError(f"Unknown source {source!r}; use 'torch' or 'flax'.")
     if noise_levels not in ("config", "checkpoint"):

@@ -71,10 +71,9 @@ def gaussian_nll(train: np.ndarray, test: np.ndarray) -> float:
 
 
 def default_sample_metrics(config) -> SampleMetrics | None:
-    """FID, KID and Inception Score where the Inception weights are found, and the FD of the
-    project's classifier where the dataset has one (MNIST, CIFAR-10). Asking for FID
-    (``eval.fid_stats_path`` or ``eval.inception_weights``) without the weights or the statistics
-    file raises here, before any sampling starts."""
+    """FID, KID and Inception Score where the Inception weights are found, and the project
+    classifier's FD where the dataset has one. Asking for FID without weights or statistics raises
+    here, before any sampling."""
     ec, d = config.eval, config.data
     parts = []
     explicit = ec.get("inception_weights", None)
@@ -126,8 +125,8 @@ def default_sample_metrics(config) -> SampleMetrics | None:
 
 
 def _keyed_stats(out_dir: str, stem: str, kind: str, settings: dict, compute) -> dict:
-    """Statistics in ``<out_dir>/<stem>_<kind>-<fingerprint>.npz``, reused when they exist, and
-    ``<stem>_<kind>.npz``, a copy of the newest; ``compute(path, meta)`` writes them."""
+    """``compute(path, meta)`` writes ``<stem>_<kind>-<fp>.npz`` unless it exists;
+    ``<stem>_<kind>.npz`` is a copy of the newest."""
     fp = results.fingerprint(settings)
     keyed = os.path.join(out_dir, f"{stem}_{kind}-{fp}.npz")
     stable = os.path.join(out_dir, f"{stem}_{kind}.npz")
@@ -158,11 +157,9 @@ def _keyed_stats(out_dir: str, stem: str, kind: str, settings: dict, compute) ->
 def evaluate(config, workdir: str, *, sample_metrics: SampleMetrics | None = None) -> dict:
     """Evaluates checkpoints in ``workdir`` and writes JSON reports; returns the last report.
 
-    Images (:func:`checkpoint_steps`): test loss, bits/dim (uniform dequantization, over
-    ``eval.num_repeats`` passes) and ``eval.num_samples`` samples scored by ``sample_metrics``;
-    toys: the newest checkpoint's test NLL, a fitted-Gaussian baseline, the true NLL where known,
-    and samples. Work of identical settings (:mod:`scoresde_jax.run.results`) is resumed or reused.
-    Reports: ``workdir/eval/reports/`` and ``workdir/eval/latest_step_<step>.json``."""
+    Images (:func:`checkpoint_steps`): test loss, bits/dim (dequantized, ``eval.num_repeats``
+    passes) and scored samples; toys: the newest checkpoint's test NLL, a fitted-Gaussian baseline,
+    the true NLL where known, and samples. Work of identical settings is resumed or reused."""
     check_workdir(workdir)
     with workdir_lock.hold(os.path.join(workdir, "eval"), "eval", mode="eval"):
         if config.data.get("dataset_kind", "image") == "toy":
@@ -191,8 +188,7 @@ def _weights(config, state) -> tuple[str, object]:
 
 
 def _head(config, restored, weights: str) -> tuple[dict, dict]:
-    """The settings that every result of the checkpoint ``restored`` depends on, and the head of
-    its report."""
+    """The settings every result of ``restored`` depends on, and the head of its report."""
     ckpt = results.checkpoint_settings(restored, weights=weights)
     network = results.network_settings(config)
     settings = {"checkpoint": ckpt, "network": network, "seed": int(config.seed)}
@@ -210,8 +206,7 @@ def _finish_report(report: dict, workdir: str, step: int, is_main: bool) -> dict
 
 
 class _ImageEval:
-    """What the parts of one checkpoint's evaluation share: the restored experiment, the mesh,
-    the common settings of their fingerprints and the report being assembled."""
+    """The restored experiment, common fingerprint settings and report of one checkpoint."""
 
     def __init__(self, config, workdir: str, step: int | None):
         self.config = config
@@ -237,8 +232,7 @@ class _ImageEval:
         return -(-size // self.num_devices) * self.num_devices
 
     def split(self, split: str, **settings) -> tuple[tuple, dict]:
-        """``(source, number of examples, global batch size)`` of a data split, and the settings
-        of a pass over it (``settings`` added)."""
+        """``(source, n_examples, global_batch_size)`` of a split and the settings of a pass."""
         source = experiment.image_source_from_config(self.config.data, split)
         max_examples = self.config.eval.get("max_examples", None)
         n = len(source) if max_examples is None else min(len(source), int(max_examples))
@@ -249,9 +243,8 @@ class _ImageEval:
         )
 
     def per_example(self, fn, split: tuple, key, prepare, first: int = 0, desc: str = ""):
-        """Yields ``(i, outputs)`` for batches ``i >= first`` of ``split = (source, n,
-        batch_size)``: the outputs of ``fn(params, fold_in(key, i), prepare(images))`` on the real
-        examples (the padding of the last batch dropped)."""
+        """Yields ``(i, fn(params, fold_in(key, i), prepare(images)))`` for batches ``i >= first``
+        of ``split``, on the real examples only."""
         source, n, batch_size = split
         kw = dict(global_batch_size=batch_size, process_count=self.pcount, max_examples=n)
         bar = dict(total=num_eval_batches(source, **kw), initial=first, desc=desc, leave=False)
@@ -263,8 +256,8 @@ class _ImageEval:
             yield i, [to_host(o)[keep] for o in out]
 
     def record(self, part: str, store, finished: list, total: int, units: str, **settings):
-        """A part's settings (``settings`` added) and how many of its ``total`` ``units``
-        (passes, rounds) were ``finished`` (their completion times) on disk."""
+        """A part's settings and how many of its ``total`` ``units`` were ``finished`` (their
+        completion times) on disk."""
         self.settings[part] = dict(
             store.settings, fingerprint=store.fingerprint, dir=store.path, **settings
         )
@@ -347,9 +340,8 @@ def _ode_settings(ec) -> dict:
 
 
 def _eval_bpd(ev: _ImageEval, split: str, split_i: int) -> None:
-    """Bits/dim of one split, ``eval.num_repeats`` passes saved after every batch in
-    ``eval/step_<step>/bpd_<split>-<fingerprint>/repeat_<r>.npz``. Pass ``r`` depends on the
-    settings and on ``r`` only (and ``split_i``), so raising ``num_repeats`` reuses earlier ones."""
+    """Bits/dim of one split, each pass saved after every batch in ``bpd_<split>-<fp>/repeat_<r>
+    .npz``; pass ``r`` depends on the settings, ``split_i`` and ``r`` only, so is reusable."""
     exp, ec, d = ev.exp, ev.config.eval, ev.config.data
     ode = _ode_settings(ec)
     data, settings = ev.split(
@@ -423,9 +415,8 @@ def _eval_bpd(ev: _ImageEval, split: str, split_i: int) -> None:
 
 
 def _sample_rounds(ev: _ImageEval, sample_metrics) -> None:
-    """``eval.num_samples`` samples in rounds, in ``eval/step_<step>/samples-<fingerprint>/
-    samples_<r>.npz``. Round ``r`` depends on the settings and ``r`` only, so finished rounds are
-    reused, also by a larger ``num_samples``."""
+    """``eval.num_samples`` samples in rounds, ``samples-<fp>/samples_<r>.npz``; round ``r``
+    depends on the settings and ``r`` only, so is reused, also by a larger ``num_samples``."""
     config, exp, ec, d = ev.config, ev.exp, ev.config.eval, ev.config.data
     num_samples = int(ec.num_samples)
     batch_size = ev.batch_size(num_samples)
@@ -456,9 +447,6 @@ def _sample_rounds(ev: _ImageEval, sample_metrics) -> None:
         nfe = int(to_host(nfe))
         if ev.is_main:
             atomic_savez(paths[r], samples=images, nfe=np.int64(nfe))
-    if nfe is None:  # every round was on disk
-        with np.load(paths[0]) as f:
-            nfe = int(f["nfe"]) if "nfe" in f.files else None
 
     def read_all():
         left = num_samples
@@ -470,6 +458,8 @@ def _sample_rounds(ev: _ImageEval, sample_metrics) -> None:
 
     with np.load(paths[0]) as f:
         first = f["samples"][:64]
+        if nfe is None and "nfe" in f.files:  # every round was on disk
+            nfe = int(f["nfe"])
     png = plotting.save_image_grid(store.file("samples.png"), first) if ev.is_main else None
     ev.report.update(
         sampler=config.sampling.method,
@@ -485,6 +475,18 @@ def _sample_rounds(ev: _ImageEval, sample_metrics) -> None:
     metrics_version = results.METRIC_VERSIONS["sample_metrics"]
     kw = dict(num_samples=num_samples, nfe=nfe, metrics_version=metrics_version)
     ev.record("sampling", store, finished, n_rounds, "rounds", **kw)
+
+
+def _draw(run, params, key, n: int, config, is_main: bool) -> tuple[np.ndarray, int]:
+    """``run(params, key) -> (x, nfe)`` on the host, timed in the log."""
+    t0 = time.perf_counter()
+    if is_main:
+        log.info("Drawing %d sample(s) with the %s sampler", n, config.sampling.method)
+    x, nfe = run(params, key)
+    nfe = int(to_host(nfe))
+    if is_main:
+        log.info("  done in %.1f s (%d network evaluations)", time.perf_counter() - t0, nfe)
+    return to_host(x), nfe
 
 
 def _evaluate_toy(config, workdir: str) -> dict:
@@ -526,14 +528,14 @@ def _evaluate_toy(config, workdir: str) -> dict:
     bar.close()
 
     sample_fn = experiment.sampler_from_config(config.sampling, exp.sde)
-    sample = jax.jit(lambda params, key: sample_fn(exp.score_fn(params), key, (ec.num_samples, 2)))
-    t_sample = time.perf_counter()
-    log.info("Drawing %d sample(s) with the %s sampler", ec.num_samples, config.sampling.method)
-    res = sample(params, jax.random.fold_in(exp.eval_key, 10**6 + step))
-    samples = to_host(res.x)
-    log.info(
-        "  done in %.1f s (%d network evaluations)", time.perf_counter() - t_sample, int(res.nfe)
-    )
+
+    @jax.jit
+    def sample(params, key):
+        res = sample_fn(exp.score_fn(params), key, (ec.num_samples, 2))
+        return res.x, res.nfe
+
+    key = jax.random.fold_in(exp.eval_key, 10**6 + step)
+    samples, sample_nfe = _draw(sample, params, key, ec.num_samples, config, True)
     is_main = jax.process_index() == 0
     base, report = _head(config, restored, weights)
     settings = {
@@ -564,7 +566,7 @@ def _evaluate_toy(config, workdir: str) -> dict:
         "gaussian_baseline_nll_nats": gaussian_nll(train_data, test_data),
         "true_nll_nats": None if true_logp is None else float(-np.mean(true_logp)),
         "sampler": config.sampling.method,
-        "sampling_nfe": int(res.nfe),
+        "sampling_nfe": sample_nfe,
         "num_samples": int(samples.shape[0]),
         "samples_png": stem + ".png",
         "settings": settings,
@@ -582,27 +584,15 @@ def _evaluate_toy(config, workdir: str) -> dict:
 
 
 def sample(config, workdir: str) -> dict:
-    """``--mode sample`` (``sampling.task="generate"``): ``sampling.batch_size`` samples from the
-    newest checkpoint's EMA parameters, over the mesh, in
-    ``workdir/samples/step_<step>/sample-<fingerprint>/``: ``samples.png`` (an image grid, or a
-    scatter plot next to data for 2-D toys), ``samples.npz`` (uint8 for images) and
-    ``settings.json``; the newest also in ``workdir/samples/sample_step_<step>.{png,npz}``."""
+    """``--mode sample``: ``sampling.batch_size`` samples of the newest EMA parameters in
+    ``workdir/samples/step_<step>/sample-<fp>/`` (``samples.{png,npz}``, ``settings.json``), the
+    newest also in ``workdir/samples/sample_step_<step>.{png,npz}``."""
     exp, restored = restore_checkpoint(config, workdir)
     state, step = restored.state, restored.step
     run, n, key = draw.sample_batch(config, exp, step)
     is_main = jax.process_index() == 0
-    t0 = time.perf_counter()
-    if is_main:
-        log.info(
-            "Drawing %d sample(s) from step %d with the %s sampler", n, step, config.sampling.method
-        )
-    x, nfe = run(state.ema_params, key)
-    if is_main:
-        log.info(
-            "  done in %.1f s (%d network evaluations)", time.perf_counter() - t0, int(to_host(nfe))
-        )
-    x = to_host(x)
-    out = {"step": step, "num_samples": n, "nfe": int(nfe)}
+    x, nfe = _draw(run, state.ema_params, key, n, config, is_main)
+    out = {"step": step, "num_samples": n, "nfe": nfe}
     if not is_main:
         return out
     out_dir = os.path.join(workdir, "samples")
@@ -636,11 +626,9 @@ def sample(config, workdir: str) -> dict:
 
 
 def reference_stats(config, workdir: str) -> dict:
-    """``--mode stats``: feature statistics of at most ``eval.max_examples`` images of
-    ``eval.stats_split`` (default ``"train"``, as the paper's CIFAR-10 statistics), the reference
-    of FID and KID, in ``workdir/stats/``: ``<dataset>_<split>_inception.npz`` (mu, sigma and up to
-    ``eval.kid_features`` pool_3 features) where the Inception weights are found, and
-    ``<dataset>_<split>_<classifier>.npz`` where the dataset has a project classifier."""
+    """``--mode stats``: FID/KID reference statistics of ``eval.stats_split`` (default "train", as
+    the paper's CIFAR-10 ones) in ``workdir/stats/<dataset>_<split>_{inception,<classifier>}.npz``
+    (Inception: mu, sigma and up to ``eval.kid_features`` pool_3 features)."""
     ec, d = config.eval, config.data
     split = ec.get("stats_split", "train")
     source = experiment.image_source_from_config(d, split)

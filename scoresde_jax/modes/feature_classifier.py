@@ -92,12 +92,10 @@ def train_feature_classifier(
     checkpoint_every: int = 500,
 ) -> tuple[Classifier, np.ndarray]:
     """Trains a classifier on ``uint8 [n, H, W, C]`` images (or floats in ``[0, 1]``) with AdamW
-    and a warmup-cosine schedule (warmup default ``min(100, num_steps // 10)``); returns it and the
-    loss of every step run. Batches (``batch_size`` capped at ``n``) come from a per-epoch
-    permutation, augmentation from ``fold_in(key, step)``: the run is a pure function of ``seed``
-    and resumes exactly from a checkpoint of ``workdir`` (``None``: in memory, as the shipped
-    weights were trained). ``spec``: a :data:`CLASSIFIERS` name or a :class:`ClassifierSpec`
-    (default: the shipped architecture of the image shape); ``log_every <= 0``: log at the end."""
+    and warmup-cosine (warmup default ``min(100, num_steps // 10)``); returns it and the step
+    losses. Per-epoch permutations and ``fold_in(key, step)`` augmentation make the run a pure
+    function of ``seed``, resumable from ``workdir`` (``None``: in memory, as the shipped weights).
+    ``spec``: a :data:`CLASSIFIERS` name or :class:`ClassifierSpec` (default: by image shape)."""
     images, labels = np.asarray(images), np.asarray(labels).astype(np.int32)
     if images.ndim != 4:
         raise ValueError(f"images must be [n, H, W, C], got shape {images.shape}")

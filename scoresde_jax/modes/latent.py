@@ -42,8 +42,7 @@ _SPLITS = {"train": 0, "test": 1}  # toy data: seed offset of each split (as in 
 
 
 def _restore(config, workdir: str, key_offset: int):
-    """The ODE options of ``config.latent`` (checked, with ``latent.split``, before any work),
-    the experiment, its EMA parameters, the step and a key."""
+    """The checked ODE options of ``config.latent``, the experiment, EMA parameters, step, key."""
     lc = config.latent
     if str(lc.split) not in _SPLITS:
         raise ValueError(f"latent.split={lc.split!r}: use 'test' or 'train'")
@@ -106,17 +105,15 @@ def _run_sharded(exp, config, fn, num_outputs: int, params, key, batched: tuple,
     return tuple(o[:n] for o in map_fixed_batches(run_chunk, rows, chunk))
 
 
-def _stem(workdir: str, mode: str, step: int) -> str:
+def _write_report(workdir: str, report: dict, plot, **arrays) -> dict:
+    """On process 0: ``plot(png)``, ``arrays`` and ``report`` in
+    ``workdir/latent/<mode>_step_<step>.{png,npz,json}``."""
     path = os.path.join(workdir, "latent")
-    if jax.process_index() == 0:
-        os.makedirs(path, exist_ok=True)
-    return os.path.join(path, f"{mode}_step_{step}")
-
-
-def _write_report(stem: str, report: dict, **arrays) -> dict:
-    """Writes ``arrays`` to ``<stem>.npz`` and ``report`` to ``<stem>.json`` (process 0)."""
+    stem = os.path.join(path, f"{report['mode']}_step_{report['step']}")
     report["png"], report["npz"] = stem + ".png", stem + ".npz"
     if jax.process_index() == 0:
+        os.makedirs(path, exist_ok=True)
+        plot(stem + ".png")
         atomic_savez(stem + ".npz", **arrays)
         with open(stem + ".json", "w") as f:
             json.dump(report, f, indent=2)
@@ -128,19 +125,20 @@ def _latent_picture(z: np.ndarray, prior_std: float) -> np.ndarray:
     return plotting.to_uint8(np.clip(z / (3 * prior_std), -1, 1), centered=True)
 
 
+def _toy_data(config) -> np.ndarray:
+    """Test-split points behind the toy pictures."""
+    return make_toy_dataset(config.data.dataset, 5000, config.data.seed + 1)
+
+
 def _per_example(a: np.ndarray) -> np.ndarray:
     return a.reshape(len(a), -1)
 
 
 def encode_mode(config, workdir: str) -> dict:
-    """``--mode encode``: ``latent.num_inputs`` examples of ``latent.split`` encoded to latents
-    at ``T`` and decoded back, in ``workdir/latent/encode_step_<step>.{png,npz,json}``.
-
-    Errors are in model units over all entries. A learned flow can be very ill-conditioned at a
-    few entries (an anti-aliased pixel on the network's sharp ink boundary, a point between two
-    modes), so the largest error shrinks more slowly with the tolerance than the others.
-    ``latent_*``: z-scores of the latents' moments under the prior (``prior_moment_zscores``).
-    """
+    """``--mode encode``: ``latent.num_inputs`` examples of ``latent.split`` encoded at ``T`` and
+    decoded back. Errors are in model units; the flow can be ill-conditioned at a few entries (an
+    anti-aliased pixel on a sharp ink boundary, a point between modes), so the largest error
+    shrinks more slowly with the tolerance. ``latent_*``: ``prior_moment_zscores``."""
     n = _check_count(config.latent.num_inputs, "latent.num_inputs", 2)
     ode, exp, params, step, key = _restore(config, workdir, 5)
     x, images = _examples(config, exp, n)
@@ -175,24 +173,21 @@ def encode_mode(config, workdir: str) -> dict:
         "prior_std": float(sde.prior_std),
     }
     report.update({f"latent_{k}": float(v) for k, v in stats.items()})
-    stem = _stem(workdir, "encode", step)
     if exp.is_image:
         rec_images = plotting.to_uint8(x_rec, centered=config.data.centered)
         report["changed_pixel_fraction"] = float(np.mean(rec_images != images))
-        if jax.process_index() == 0:
-            rows = np.stack([images, rec_images, _latent_picture(z, sde.prior_std)])
-            plots.labeled_image_grid(
-                stem + ".png",
-                rows,
-                ["original", "decoded", "latent"],
-                title=f"step {step}: max |error| {report['max_abs_error']:.2g}",
-            )
     else:
         report["latent_mean_per_dim"] = [float(v) for v in z.mean(0)]
         report["latent_cov"] = np.cov(z.T).tolist()
-        if jax.process_index() == 0:
+
+    def plot(png):
+        if exp.is_image:
+            rows = np.stack([images, rec_images, _latent_picture(z, sde.prior_std)])
+            title = f"step {step}: max |error| {report['max_abs_error']:.2g}"
+            plots.labeled_image_grid(png, rows, ["original", "decoded", "latent"], title=title)
+        else:
             plots.plot_toy_encoding(
-                stem + ".png",
+                png,
                 data=x,
                 latents=z,
                 reconstructions=x_rec,
@@ -200,14 +195,13 @@ def encode_mode(config, workdir: str) -> dict:
                 title=f"{config.data.dataset}: {config.training.sde}, step {step}, "
                 f"max |x - decode(encode(x))| = {report['max_abs_error']:.2g}",
             )
-    return _write_report(stem, report, x=x, z=z, x_rec=x_rec, nfe=nfe)
+
+    return _write_report(workdir, report, plot, x=x, z=z, x_rec=x_rec, nfe=nfe)
 
 
 def interpolate_mode(config, workdir: str) -> dict:
-    """``--mode interpolate``: ``latent.num_pairs`` pairs, each joined by
-    ``latent.num_interpolation_steps`` decoded points of a great circle through their latents
-    (the first and last are the decoded endpoints); writes
-    ``workdir/latent/interpolate_step_<step>.{png,npz,json}``."""
+    """``--mode interpolate``: ``latent.num_pairs`` pairs joined by
+    ``latent.num_interpolation_steps`` decoded points of a great circle through their latents."""
     pairs = _check_count(config.latent.num_pairs, "latent.num_pairs")
     num = _check_count(config.latent.num_interpolation_steps, "latent.num_interpolation_steps", 2)
     ode, exp, params, step, key = _restore(config, workdir, 6)
@@ -241,36 +235,32 @@ def interpolate_mode(config, workdir: str) -> dict:
         "nfe_max": int(np.max(nfe)),
         "seconds": seconds,
     }
-    stem = _stem(workdir, "interpolate", step)
-    if jax.process_index() == 0:
+
+    def plot(png):
         if exp.is_image:
             pics = plotting.to_uint8(path, centered=config.data.centered)
-            plots.labeled_image_grid(
-                stem + ".png",
-                pics,
-                [f"pair {i + 1}" for i in range(pairs)],
-                title=f"step {step}: slerp between latents, decoded",
-            )
+            labels = [f"pair {i + 1}" for i in range(pairs)]
+            title = f"step {step}: slerp between latents, decoded"
+            plots.labeled_image_grid(png, pics, labels, title=title)
         else:
             prior = np.asarray(sde.prior_sample(jax.random.fold_in(key, 1), (2000, 2)))
             plots.plot_toy_interpolation(
-                stem + ".png",
-                data=make_toy_dataset(config.data.dataset, 5000, config.data.seed + 1),
+                png,
+                data=_toy_data(config),
                 paths=path,
                 latent_paths=zpath,
                 endpoints=(x0, x1),
                 prior_samples=prior,
                 title=f"{config.data.dataset}: {config.training.sde}, step {step}",
             )
+
     arrays = dict(x0=x0, x1=x1, interpolants=path, latents=zpath, nfe=nfe)
-    return _write_report(stem, report, **arrays)
+    return _write_report(workdir, report, plot, **arrays)
 
 
 def temperature_mode(config, workdir: str) -> dict:
     """``--mode temperature``: ``latent.num_inputs`` latents ``tau * z`` decoded for each ``tau``
-    of ``latent.temperatures``, the same base noise ``z`` in every row (see
-    :func:`scoresde_jax.sampling.latent.temperature_sample`); writes
-    ``workdir/latent/temperature_step_<step>.{png,npz,json}``."""
+    of ``latent.temperatures``, the same base noise ``z`` in every row."""
     n = _check_count(config.latent.num_inputs, "latent.num_inputs")
     temps = parse_floats(config.latent.temperatures, "latent.temperatures")
     if any(t < 0 or not math.isfinite(t) for t in temps):
@@ -314,25 +304,19 @@ def temperature_mode(config, workdir: str) -> dict:
         "per_temperature": per_temp,
         "seconds": time.perf_counter() - t0,
     }
-    stem = _stem(workdir, "temperature", step)
-    if jax.process_index() == 0:
+
+    def plot(png):
         if exp.is_image:
             pics = np.stack(
                 [plotting.to_uint8(samples[t], centered=config.data.centered) for t in temps]
             )
-            plots.labeled_image_grid(
-                stem + ".png",
-                pics,
-                [rf"$\tau$ = {t:g}" for t in temps],
-                title=f"step {step}: decoded $\\tau z$, the same $z$ in each row",
-            )
+            labels = [rf"$\tau$ = {t:g}" for t in temps]
+            title = f"step {step}: decoded $\\tau z$, the same $z$ in each row"
+            plots.labeled_image_grid(png, pics, labels, title=title)
         else:
-            plots.plot_toy_temperature(
-                stem + ".png",
-                data=make_toy_dataset(config.data.dataset, 5000, config.data.seed + 1),
-                samples=samples,
-                title=f"{config.data.dataset}: {config.training.sde}, step {step}: decoded "
-                "tau * z, same z",
-            )
+            title = f"{config.data.dataset}: {config.training.sde}, step {step}: decoded "
+            title += "tau * z, same z"
+            plots.plot_toy_temperature(png, data=_toy_data(config), samples=samples, title=title)
+
     arrays = dict(temperatures=np.asarray(temps), samples=np.stack(list(samples.values())))
-    return _write_report(stem, report, **arrays)
+    return _write_report(workdir, report, plot, **arrays)

@@ -1,9 +1,6 @@
-"""Inpainting and colorization: ``--mode sample --config.sampling.task=inpaint|colorize``.
-
-The inputs come from the dataset (``sampling.task_split``) or ``sampling.task_inputs`` (an
-``.npz`` of uint8 images, an image file or a folder of images); each of the first
-``sampling.num_inputs`` gets ``sampling.num_completions`` samples of the PC sampler over the mesh,
-written to ``workdir/samples/<task>_step_<step>.{png,npz}``.
+"""Inpainting and colorization: ``--mode sample --config.sampling.task=inpaint|colorize``, with
+inputs from ``sampling.task_split`` or ``sampling.task_inputs``; written to
+``workdir/samples/<task>_step_<step>.{png,npz}``.
 """
 
 from __future__ import annotations
@@ -85,11 +82,9 @@ def _decode(path: Path) -> np.ndarray:
 def load_task_inputs(
     path: str | os.PathLike, *, image_size: int, num_channels: int, limit: int | None = None
 ) -> np.ndarray:
-    """The first ``limit`` input images of a task: uint8 ``[N, image_size, image_size,
-    num_channels]`` from an ``.npz`` (array ``images``, ``samples`` or its only one; ``[N, H, W,
-    C]`` or ``[N, H, W]``), an image file or a folder of them (name order, sub-folders included).
-    Other sizes are resized (smaller side ``image_size``) and center-cropped; grayscale is
-    repeated to RGB, RGB reduced to luma."""
+    """The first ``limit`` images, uint8 ``[N, size, size, channels]``, of an ``.npz`` (array
+    ``images``, ``samples`` or its only one), an image file or a folder of them (name order,
+    recursive); resized (smaller side) and center-cropped, gray <-> RGB as needed."""
     p = Path(path).expanduser()
     if not p.exists():
         raise FileNotFoundError(f"sampling.task_inputs={os.fspath(path)} does not exist")
