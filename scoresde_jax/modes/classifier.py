@@ -178,6 +178,11 @@ def train_classifier(config, workdir: str) -> dict:
     check_workdir(workdir)
     out_dir = _classifier_dir(config, workdir)
     os.makedirs(out_dir, exist_ok=True)
+    with workdir_lock.hold(out_dir, "classifier", mode="train_classifier") as lock:
+        return _train_classifier(config, out_dir, lock)
+
+
+def _train_classifier(config, out_dir: str, lock) -> dict:
     setup = _Setup(config)
     c, d = config.classifier, config.data
     eval_times = _eval_times(config)
@@ -251,8 +256,7 @@ def train_classifier(config, workdir: str) -> dict:
         progress=config.training.get("progress_bar", True),
         advice="lower classifier.lr.",
     )
-    with workdir_lock.hold(out_dir, "classifier", mode="train_classifier") as lock:
-        done = fit(job, out_dir, lock=lock)
+    done = fit(job, out_dir, lock=lock)
     if not accuracy:  # nothing left to train: score the restored state
         accuracy = accuracy_at(done.state.ema_params)
     ran = done.step - done.start
