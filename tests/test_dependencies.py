@@ -29,7 +29,7 @@ DISTRIBUTIONS = {
     "orbax": "orbax-checkpoint",
     "tensorflow_datasets": "tensorflow-datasets",
 }
-# Optional imports (under ``except ImportError``) that no extra declares, with the reason.
+# Optional imports (guarded against ImportError) that no extra declares, with the reason.
 UNDECLARED_OPTIONAL = {
     "tensorflow": "cli.py hides the accelerators from TensorFlow when it happens to be installed; "
     "TFDS reads prepared array_record data without it",
@@ -48,18 +48,33 @@ REQUIRED = _requirements(PROJECT["dependencies"])
 EXTRAS = {n for specs in PROJECT["optional-dependencies"].values() for n in _requirements(specs)}
 
 
+def _is_import_error(node) -> bool:
+    return isinstance(node, ast.Name) and node.id in ("ImportError", "ModuleNotFoundError")
+
+
+def _guards_import_errors(node) -> bool:
+    """``try: ... except ImportError`` or ``with contextlib.suppress(ImportError): ...``."""
+    if isinstance(node, ast.Try):
+        return any(_is_import_error(h.type) for h in node.handlers)
+    if isinstance(node, ast.With):
+        return any(
+            isinstance(c := item.context_expr, ast.Call)
+            and getattr(c.func, "attr", getattr(c.func, "id", None)) == "suppress"
+            and any(_is_import_error(a) for a in c.args)
+            for item in node.items
+        )
+    return False
+
+
 def _third_party_imports() -> dict[str, dict[str, bool]]:
     """``{import name: {file: optional}}`` for every top-level package the package imports;
-    ``optional``: every import of it in that file is guarded by ``except ImportError``."""
+    ``optional``: every import of it in that file is guarded against ``ImportError``."""
     found: dict[str, dict[str, bool]] = {}
     for path in sorted((REPO / "scoresde_jax").rglob("*.py")):
         tree = ast.parse(path.read_text())
         guarded = set()
         for node in ast.walk(tree):
-            if isinstance(node, ast.Try) and any(
-                isinstance(h.type, ast.Name) and h.type.id in ("ImportError", "ModuleNotFoundError")
-                for h in node.handlers
-            ):
+            if _guards_import_errors(node):
                 guarded |= {id(n) for stmt in node.body for n in ast.walk(stmt)}
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
