@@ -94,57 +94,100 @@ def loss_from_config(config, sde: SDE):
     )
 
 
-# The values of config.sampling.method -> their samplers (keywords: :func:`_sampler_kwargs`).
-SAMPLERS = {
-    "pc": sampling.pc_sample,
-    "ode": sampling.ode_sample,
-    "edm": sampling.edm_sample,
-    "dpm_solver_pp": sampling.dpm_solver_pp_sample,
-    "dpm_solver": sampling.dpm_solver_sample,
-    "dpm_solver_adaptive": sampling.dpm_solver_adaptive_sample,
-    "sde_adaptive": sampling.sde_adaptive_sample,
-    "langevin": sampling.langevin_sample,
-    "annealed_langevin": sampling.annealed_langevin_sample,
-}
+def _eps(sampling_config) -> float:
+    return sampling_config.get("eps", 1e-3)
 
 
-def _sampler_kwargs(method: str, sampling_config) -> dict:
-    """The keyword arguments of ``SAMPLERS[method]`` read from ``config.sampling`` (``num_steps``
-    defaults to 18 for edm, 20 for the DPM-Solvers)."""
+def _dpm(sampling_config) -> dict:
+    return dict(order=sampling_config.get("dpm_order", 2), eps=_eps(sampling_config))
+
+
+def _annealed_langevin(sampling_config) -> dict:
     s = sampling_config
-    eps, steps = s.get("eps", 1e-3), s.get("num_steps", None)
-    if method == "pc":
-        return dict(
-            predictor=s.predictor,
-            corrector=s.corrector,
-            snr=s.snr,
-            n_steps=s.n_steps_each,
-            denoise=s.noise_removal,
-            eps=eps,
-            num_steps=steps,
-            probability_flow=s.get("probability_flow", False),
-        )
-    if method == "ode":
-        rtol, atol, solver = s.get("rtol", 1e-5), s.get("atol", 1e-5), s.get("ode_solver", "tsit5")
-        options = ODEOptions(eps=eps, rtol=rtol, atol=atol, solver=solver)
-        return dict(denoise=s.noise_removal, options=options)
-    if method == "edm":
-        return dict(num_steps=steps or 18, churn=s.get("edm_churn", 0.0))
-    if method == "sde_adaptive":
-        rtol, atol = s.get("sde_rtol", 0.05), s.get("sde_atol", 0.05)
-        return dict(rtol=rtol, atol=atol, eps=eps, denoise=s.noise_removal)
-    dpm = dict(order=s.get("dpm_order", 2), eps=eps)
-    if method == "dpm_solver_pp":
-        return dict(num_steps=steps or 20, **dpm)
-    if method == "dpm_solver":
-        return dict(nfe=steps or 20, **dpm)
-    if method == "dpm_solver_adaptive":
-        return dict(rtol=s.get("dpm_rtol", 0.05), atol=s.get("dpm_atol", 0.0078), **dpm)
-    levels, each = s.get("langevin_num_levels", 10), s.get("langevin_steps_each", 100)
-    step_size = s.get("langevin_step_size", 2e-5)
-    if method == "langevin":  # as many steps at the single level t = eps as NCSN's L x T
-        return dict(step_size=step_size, n_steps=levels * each, t=eps, denoise=s.noise_removal)
-    return dict(num_levels=levels, n_steps_each=each, step_size=step_size, denoise=s.noise_removal)
+    return dict(
+        num_levels=s.get("langevin_num_levels", 10),
+        n_steps_each=s.get("langevin_steps_each", 100),
+        step_size=s.get("langevin_step_size", 2e-5),
+        denoise=s.noise_removal,
+    )
+
+
+def _langevin(sampling_config) -> dict:
+    """As many steps at the single level ``t = eps`` as NCSN's annealed ``levels x steps``."""
+    a = _annealed_langevin(sampling_config)
+    n_steps = a["num_levels"] * a["n_steps_each"]
+    return dict(
+        step_size=a["step_size"], n_steps=n_steps, t=_eps(sampling_config), denoise=a["denoise"]
+    )
+
+
+def _pc(sampling_config) -> dict:
+    s = sampling_config
+    return dict(
+        predictor=s.predictor,
+        corrector=s.corrector,
+        snr=s.snr,
+        n_steps=s.n_steps_each,
+        denoise=s.noise_removal,
+        eps=_eps(s),
+        num_steps=s.get("num_steps", None),
+        probability_flow=s.get("probability_flow", False),
+    )
+
+
+def _ode(sampling_config) -> dict:
+    s = sampling_config
+    rtol, atol, solver = s.get("rtol", 1e-5), s.get("atol", 1e-5), s.get("ode_solver", "tsit5")
+    return dict(
+        denoise=s.noise_removal,
+        options=ODEOptions(eps=_eps(s), rtol=rtol, atol=atol, solver=solver),
+    )
+
+
+# config.sampling.method -> (library sampler, its keyword arguments read from config.sampling);
+# num_steps defaults to 18 for edm and 20 for the DPM-Solvers.
+SAMPLERS = {
+    "pc": (sampling.pc_sample, _pc),
+    "ode": (sampling.ode_sample, _ode),
+    "edm": (
+        sampling.edm_sample,
+        lambda sampling_config: dict(
+            num_steps=sampling_config.get("num_steps", None) or 18,
+            churn=sampling_config.get("edm_churn", 0.0),
+        ),
+    ),
+    "dpm_solver_pp": (
+        sampling.dpm_solver_pp_sample,
+        lambda sampling_config: dict(
+            num_steps=sampling_config.get("num_steps", None) or 20, **_dpm(sampling_config)
+        ),
+    ),
+    "dpm_solver": (
+        sampling.dpm_solver_sample,
+        lambda sampling_config: dict(
+            nfe=sampling_config.get("num_steps", None) or 20, **_dpm(sampling_config)
+        ),
+    ),
+    "dpm_solver_adaptive": (
+        sampling.dpm_solver_adaptive_sample,
+        lambda sampling_config: dict(
+            rtol=sampling_config.get("dpm_rtol", 0.05),
+            atol=sampling_config.get("dpm_atol", 0.0078),
+            **_dpm(sampling_config),
+        ),
+    ),
+    "sde_adaptive": (
+        sampling.sde_adaptive_sample,
+        lambda sampling_config: dict(
+            rtol=sampling_config.get("sde_rtol", 0.05),
+            atol=sampling_config.get("sde_atol", 0.05),
+            eps=_eps(sampling_config),
+            denoise=sampling_config.noise_removal,
+        ),
+    ),
+    "langevin": (sampling.langevin_sample, _langevin),
+    "annealed_langevin": (sampling.annealed_langevin_sample, _annealed_langevin),
+}
 
 
 def sampler_from_config(sampling_config, sde: SDE):
@@ -156,7 +199,8 @@ def sampler_from_config(sampling_config, sde: SDE):
             f"Unknown config.sampling.method={sampling_config.method!r}; use one of "
             f"{', '.join(SAMPLERS)}."
         )
-    return functools.partial(SAMPLERS[method], sde, **_sampler_kwargs(method, sampling_config))
+    sampler, options = SAMPLERS[method]
+    return functools.partial(sampler, sde, **options(sampling_config))
 
 
 def image_source_from_config(data_config, split: str):
