@@ -6,6 +6,10 @@ and so on, imported on first use (``import scoresde_jax`` and the command line s
 
 import importlib
 
+from scoresde_jax import xla_flags as _xla_flags
+
+_xla_flags.apply()
+
 __version__ = "0.1.0"
 
 # Module (under scoresde_jax.) -> the public names it gives.

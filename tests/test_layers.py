@@ -18,6 +18,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "scoresde_jax"
 LIBRARY = ("core", "io", "models", "data", "sampling", "metrics")
 RANKS = {
     "errors": 0,
+    "xla_flags": 0,
     **dict.fromkeys(LIBRARY, 1),
     "run": 2,
     "modes": 3,

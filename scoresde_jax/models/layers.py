@@ -127,7 +127,12 @@ def dense(
 class GroupNorm(nn.Module):
     """Group normalisation of the last axis, ``num_groups`` by default ``min(C // 4, 32)``
     (NCSN++); the variance in two float32 passes like ``torch.nn.GroupNorm`` (``E[x^2] - E[x]^2``
-    loses digits when the mean is large against the spread)."""
+    loses digits when the mean is large against the spread).
+
+    Both passes reduce the spatial axes per channel first and only then sum the channels of a
+    group on the small ``[B, C]`` result: XLA:CPU reduces a channel axis split into
+    ``(groups, C // groups)`` about ten times slower than torch, which made GroupNorm a tenth of
+    an NCSN++ forward pass."""
 
     num_groups: int | None = None
     epsilon: float = 1e-6
@@ -142,13 +147,21 @@ class GroupNorm(nn.Module):
         scale = self.param("scale", nn.initializers.ones, (c,), jnp.float32)
         bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
         xf = x.astype(jnp.float32)
-        grouped = xf.reshape(*x.shape[:-1], groups, c // groups)
-        axes = tuple(range(1, x.ndim - 1)) + (x.ndim,)
-        mean = jnp.mean(grouped, axis=axes, keepdims=True)
-        var = jnp.mean(jnp.square(grouped - mean), axis=axes, keepdims=True)
-        y = ((grouped - mean) * jax.lax.rsqrt(var + self.epsilon)).reshape(x.shape)
+        spatial = tuple(range(1, x.ndim - 1))
+        count = math.prod(x.shape[1:-1]) * (c // groups)
+        per_channel = (x.shape[0],) + (1,) * len(spatial) + (c,)
+
+        def group_mean(channel_sums: jax.Array) -> jax.Array:  # [B, C] -> [B, C]
+            sums = channel_sums.reshape(-1, groups, c // groups).sum(-1, keepdims=True)
+            return jnp.broadcast_to(sums / count, (x.shape[0], groups, c // groups)).reshape(
+                per_channel
+            )
+
+        centred = xf - group_mean(jnp.sum(xf, axis=spatial))
+        var = group_mean(jnp.sum(jnp.square(centred), axis=spatial))
         bshape = (1,) * (x.ndim - 1) + (c,)
-        return (y * scale.reshape(bshape) + bias.reshape(bshape)).astype(self.dtype)
+        y = centred * (jax.lax.rsqrt(var + self.epsilon) * scale.reshape(bshape))
+        return (y + bias.reshape(bshape)).astype(self.dtype)
 
 
 class NIN(nn.Module):
