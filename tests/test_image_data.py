@@ -794,7 +794,7 @@ def test_train_iterator_reraises_worker_errors():
     with pytest.raises(RuntimeError, match="disk on fire"):
         next(it)
     it.close()
-    assert not it._thread.is_alive()
+    assert not any(t.is_alive() for t in it._threads)
 
 
 @pytest.mark.parametrize("batch_axis", [0, 1])
