@@ -14,7 +14,6 @@ import numpy as np
 
 from scoresde_jax.data.formats.base import ImageSource
 
-
 _MAX_NOISE = np.float32(1 - 2**-16)
 
 
@@ -34,9 +33,9 @@ def to_model_space(
     if images.dtype != np.uint8:
         images = images.astype(np.float32)
     out = np.empty(images.shape, np.float32)
-    # As one example: any shape, whole-array operations.
-    noise = None if dequantize_noise is None else dequantize_noise[None]
-    _convert(images[None], out[None], centered=centered, noise=noise)
+    # All of it as one flat example: any shape, whole-array operations.
+    noise = None if dequantize_noise is None else dequantize_noise.reshape(1, -1)
+    _convert(images.reshape(1, -1), out.reshape(1, -1), centered=centered, noise=noise)
     return out
 
 

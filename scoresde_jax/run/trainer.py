@@ -222,11 +222,12 @@ def _toy_batches(train_data: np.ndarray, batch_size: int, n_steps: int, seed: in
 
 
 def input_workers(data_config) -> int:
-    """``config.data.num_workers``, else one input thread per usable CPU core, at most 4."""
+    """``config.data.num_workers``, else one input thread per two usable CPU cores (1 to 4): the
+    other half is left to the training step's own host threads (BENCHMARKS.md, Input pipeline)."""
     workers = data_config.get("num_workers")
     if workers is None:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        return max(1, min(4, cores or 1))
+        return max(1, min(4, (cores or 1) // 2))
     if not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"config.data.num_workers={workers!r} must be a positive int (or None)")
     return workers
