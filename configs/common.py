@@ -173,6 +173,7 @@ def image_defaults() -> ml_collections.ConfigDict:
     data.random_flip = True
     data.centered = False  # False: pixels in [0, 1]; True: [-1, 1]
     data.uniform_dequantization = False
+    data.num_workers = placeholder(int)  # input threads (None: one per 2 cores, 1 to 4)
 
     model = config.model
     # A file of the network's own noise levels (descending), used instead of the geometric

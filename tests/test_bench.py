@@ -86,3 +86,28 @@ def test_checkpoint_bench_smoke():
     row = json.loads(proc.stdout[proc.stdout.index("{") :])
     assert row["state_mib"] == 4.0 and row["leaves"] == 9
     assert row["digest_s"] > 0 and row["save_s"] > 0 and row["verified_restore_s"] > 0
+
+
+def test_data_bench_smoke(tmp_path):
+    shared = pathlib.Path(os.environ.get("SCORESDE_SHARED", ROOT.parent / "shared"))
+    cifar = shared / "data" / "cifar10_partial" / "cifar10_partial_exact.npz"
+    sources = ["cifar10", "jpeg"] if cifar.exists() else ["jpeg"]
+    proc = run_bench(
+        "data.py",
+        *["--sources", *sources, "--workers", "1", "2", "--batch", "8", "--warmup", "1"],
+        *["--rounds", "2", "--round_s", "0.05", "--jpeg_images", "12", "--jpeg_size", "48"],
+        *["--jpeg_width", "64", "--jpeg_dir", str(tmp_path / "jpeg"), "--cifar", str(cifar)],
+    )
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert [(r["source"], r["workers"]) for r in rows] == [(s, w) for s in sources for w in (1, 2)]
+    assert len(list((tmp_path / "jpeg").glob("*.jpg"))) == 12
+    for row in rows:
+        size = 48 if row["source"] == "jpeg" else 32
+        assert row["resolution"] == size and row["image_shape"] == [size, size, 3]
+        assert row["global_batch"] == 8 and row["images_per_s"] > 0, row
+        assert len(row["images_per_s_rounds"]) == 2 and row["cpu_count"] >= 1
+        assert 0.0 <= row["value_range"][0] < row["value_range"][1] <= 1.0
+        assert row["stages_ms"]["read"] >= 0 and row["stages_ms"]["batch"] > 0
+    jpeg = rows[-1]["decode"]
+    assert jpeg["format"] == "folder" and jpeg["native_shape"] == [48, 64, 3]
+    assert "center crop" in jpeg["conversion"]

@@ -14,24 +14,60 @@ import numpy as np
 
 from scoresde_jax.data.formats.base import ImageSource
 
+_MAX_NOISE = np.float32(1 - 2**-16)
+
 
 def to_model_space(
     images: np.ndarray, *, centered: bool, dequantize_noise: np.ndarray | None = None
 ) -> np.ndarray:
     """uint8 images -> float32 ``images / 255`` (``[-1, 1]`` if ``centered``); with noise ``u`` in
     ``[0, 1)``, ``(images + u) / 256``: the paper's uniform dequantization."""
-    x = np.asarray(images).astype(np.float32)
-    if dequantize_noise is None:
-        x = x / np.float32(255.0)
-    else:
-        if dequantize_noise.shape != x.shape:
-            raise ValueError(f"dequantize_noise {dequantize_noise.shape} must match {x.shape}")
+    images = np.asarray(images)
+    if dequantize_noise is not None:
+        if dequantize_noise.shape != images.shape:
+            raise ValueError(f"dequantize_noise {dequantize_noise.shape} must match {images.shape}")
         # In float32, 255 + u rounds to 256 once u is within 2^-17 of 1 (and k + u to k + 1 for
         # smaller k), which would put a value on the upper bin edge; u <= 1 - 2^-16 keeps every
         # k + u below k + 1 exactly, so x stays strictly inside [k/256, (k+1)/256).
-        u = np.clip(dequantize_noise.astype(np.float32), 0.0, np.float32(1 - 2**-16))
-        x = (x + u) / np.float32(256.0)
-    return 2.0 * x - 1.0 if centered else x
+        dequantize_noise = np.clip(dequantize_noise.astype(np.float32), 0.0, _MAX_NOISE)
+    if images.dtype != np.uint8:
+        images = images.astype(np.float32)
+    out = np.empty(images.shape, np.float32)
+    # All of it as one flat example: any shape, whole-array operations.
+    noise = None if dequantize_noise is None else dequantize_noise.reshape(1, -1)
+    _convert(images.reshape(1, -1), out.reshape(1, -1), centered=centered, noise=noise)
+    return out
+
+
+def _convert(
+    images: np.ndarray,
+    out: np.ndarray,
+    *,
+    centered: bool,
+    noise: np.ndarray | None,
+    flip: np.ndarray | None = None,
+) -> None:
+    """:func:`to_model_space` of ``images`` (``flip[k]``: example ``k`` mirrored) written into the
+    float32 ``out``, ``noise`` already clipped: the same float32 operations in the same order, one
+    example at a time so that each stays in cache between them."""
+    mirrored = None
+    for k in range(len(images)):
+        x, o = images[k], out[k]
+        if flip is not None and flip[k]:
+            # A gather along the width copies whole pixels; reading x[:, ::-1] directly walks
+            # 3-byte pixels backwards, several times slower.
+            if mirrored is None:
+                mirrored = np.empty_like(x)
+                reverse = np.arange(x.shape[1] - 1, -1, -1)
+            x = np.take(x, reverse, axis=1, out=mirrored)
+        if noise is None:
+            np.divide(x, np.float32(255.0), out=o)  # uint8 -> float32 is exact
+        else:
+            np.add(x, noise[k], out=o)
+            np.divide(o, np.float32(256.0), out=o)
+        if centered:
+            np.multiply(o, np.float32(2.0), out=o)
+            np.subtract(o, np.float32(1.0), out=o)
 
 
 def _local_batch_size(global_batch_size: int, process_count: int, process_index: int) -> int:
@@ -95,6 +131,35 @@ def train_batch(
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """This process's part of batch ``step``: float32 ``[G / process_count, H, W, C]`` (and int32
     labels); flips and noise from ``default_rng([seed, step, process_index, 1])``."""
+    x, labels = _fill_train_batch(
+        None,
+        source,
+        step,
+        global_batch_size=global_batch_size,
+        seed=seed,
+        random_flip=random_flip,
+        centered=centered,
+        uniform_dequantization=uniform_dequantization,
+        process_index=process_index,
+        process_count=process_count,
+    )
+    return (x, np.asarray(labels, np.int32)) if return_labels else x
+
+
+def _fill_train_batch(
+    out: np.ndarray | None,
+    source: ImageSource,
+    step: int,
+    *,
+    global_batch_size: int,
+    seed: int,
+    random_flip: bool,
+    centered: bool,
+    uniform_dequantization: bool,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`train_batch` written into ``out`` (a new array if ``None``): ``(out, labels)``."""
     indices = train_example_indices(
         len(source),
         step,
@@ -104,13 +169,24 @@ def train_batch(
         process_count=process_count,
     )
     images, labels = source.get(indices)
+    images = np.asarray(images)
     rng = np.random.default_rng([seed, step, process_index, 1])
-    if random_flip:
-        flip = rng.random(len(images)) < 0.5
-        images = np.where(flip[:, None, None, None], images[:, :, ::-1], images)
-    noise = rng.random(images.shape, dtype=np.float32) if uniform_dequantization else None
-    x = to_model_space(images, centered=centered, dequantize_noise=noise)
-    return (x, np.asarray(labels, np.int32)) if return_labels else x
+    flip = rng.random(len(images)) < 0.5 if random_flip else None
+    noise = None
+    if uniform_dequantization:
+        noise = rng.random(images.shape, dtype=np.float32)
+        np.clip(noise, 0.0, _MAX_NOISE, out=noise)  # as to_model_space does
+    if out is None:
+        out = np.empty(images.shape, np.float32)
+    elif out.shape != images.shape:
+        raise ValueError(
+            f"{source.name}: a batch of images {images.shape} does not match its image_shape "
+            f"{tuple(source.image_shape)}"
+        )
+    if images.dtype != np.uint8:
+        images = images.astype(np.float32)
+    _convert(images, out, centered=centered, noise=noise, flip=flip)
+    return out, labels
 
 
 class _WorkerError:
@@ -120,8 +196,12 @@ class _WorkerError:
 
 class TrainIterator:
     """Yields ``(step, chunk)`` from ``start_step`` on, ``chunk[k] = train_batch(source, step + k,
-    **batch_options)`` built in a background thread (at most ``prefetch`` waiting; its errors are
-    raised by ``next``); :meth:`close` (or ``with``) stops it."""
+    **batch_options)`` built in ``workers`` background threads (worker ``w`` builds calls ``w``,
+    ``w + workers``, ...; at most ``prefetch`` finished chunks waiting, at least one per worker;
+    its errors are raised by ``next`` in step order); :meth:`close` (or ``with``) stops them.
+
+    Decoding (PIL) and the array operations release the GIL, so threads run in parallel; the
+    chunks, each a pure function of its step, are the same for any number of workers."""
 
     def __init__(
         self,
@@ -130,44 +210,65 @@ class TrainIterator:
         start_step: int,
         steps_per_call: int = 1,
         prefetch: int = 2,
+        workers: int = 1,
         **batch_options,
     ):
-        if steps_per_call < 1 or prefetch < 1:
-            raise ValueError(f"steps_per_call ({steps_per_call}) and prefetch ({prefetch}) >= 1")
-        # Fail here, not in the thread.
-        call = inspect.signature(train_batch).bind(source, start_step, **batch_options)
+        if steps_per_call < 1 or prefetch < 1 or workers < 1:
+            raise ValueError(
+                f"steps_per_call ({steps_per_call}), prefetch ({prefetch}) and workers "
+                f"({workers}) must be >= 1"
+            )
+        # Fail here, not in the threads.
+        call = inspect.signature(_fill_train_batch).bind(None, source, start_step, **batch_options)
         call.apply_defaults()
         a = call.arguments
-        _local_batch_size(a["global_batch_size"], a["process_count"], a["process_index"])
-        self._make = functools.partial(train_batch, source, **batch_options)
+        local = _local_batch_size(a["global_batch_size"], a["process_count"], a["process_index"])
+        self._chunk_shape = (steps_per_call, local, *source.image_shape)
+        self._make = functools.partial(_fill_train_batch, source=source, **batch_options)
         self._start_step = start_step
         self._steps_per_call = steps_per_call
-        self._queue: queue.Queue = queue.Queue(maxsize=prefetch)
+        self._workers = workers
+        self._calls = 0  # chunks handed out
+        per_worker = max(1, -(-prefetch // workers))
+        self._queues = [queue.Queue(maxsize=per_worker) for _ in range(workers)]
         self._stop = threading.Event()
         self._done = False
-        self._thread = threading.Thread(target=self._work, name="TrainIterator", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(
+                target=self._work,
+                args=(w,),
+                name="TrainIterator" if workers == 1 else f"TrainIterator-{w}",
+                daemon=True,
+            )
+            for w in range(workers)
+        ]
+        for thread in self._threads:
+            thread.start()
 
-    def _put(self, item) -> bool:
+    def _put(self, worker: int, item) -> bool:
         # Polls, so that close() can stop a thread waiting for room in a full queue.
         while not self._stop.is_set():
             try:
-                self._queue.put(item, timeout=0.1)
+                self._queues[worker].put(item, timeout=0.1)
                 return True
             except queue.Full:
                 continue
         return False
 
-    def _work(self) -> None:
-        step = self._start_step
+    def _work(self, worker: int) -> None:
+        n = self._steps_per_call
+        step = self._start_step + worker * n
         try:
             while not self._stop.is_set():
-                chunk = np.stack([self._make(step + k) for k in range(self._steps_per_call)])
-                if not self._put((step, chunk)):
+                # Written in place: no per-step arrays stacked into the chunk afterwards.
+                chunk = np.empty(self._chunk_shape, np.float32)
+                for k in range(n):
+                    self._make(chunk[k], step=step + k)
+                if not self._put(worker, (step, chunk)):
                     return
-                step += self._steps_per_call
+                step += self._workers * n
         except BaseException as e:  # handed to the consumer, which re-raises it
-            self._put(_WorkerError(e))
+            self._put(worker, _WorkerError(e))
 
     def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
         return self
@@ -175,22 +276,25 @@ class TrainIterator:
     def __next__(self) -> tuple[int, np.ndarray]:
         if self._done:
             raise StopIteration
-        item = self._queue.get()
+        item = self._queues[self._calls % self._workers].get()
         if isinstance(item, _WorkerError):
             self.close()
             raise item.error
+        self._calls += 1
         return item
 
     def close(self) -> None:
-        """Stops the thread (idempotent); ``next`` then raises ``StopIteration``."""
+        """Stops the threads (idempotent); ``next`` then raises ``StopIteration``."""
         self._done = True
         self._stop.set()
-        while True:  # free room so a blocked put() notices the stop
-            try:
-                self._queue.get_nowait()
-            except queue.Empty:
-                break
-        self._thread.join(timeout=10)
+        for q in self._queues:  # free room so a blocked put() notices the stop
+            while True:
+                try:
+                    q.get_nowait()
+                except queue.Empty:
+                    break
+        for thread in self._threads:
+            thread.join(timeout=10)
 
     def __enter__(self) -> TrainIterator:
         return self

@@ -221,6 +221,44 @@ def _toy_batches(train_data: np.ndarray, batch_size: int, n_steps: int, seed: in
     return train_data[rng.integers(0, train_data.shape[0], size=(n_steps, batch_size))]
 
 
+def input_workers(data_config) -> int:
+    """``config.data.num_workers``, else one input thread per two usable CPU cores (1 to 4): the
+    other half is left to the training step's own host threads (BENCHMARKS.md, Input pipeline)."""
+    workers = data_config.get("num_workers")
+    if workers is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        return max(1, min(4, (cores or 1) // 2))
+    if not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"config.data.num_workers={workers!r} must be a positive int (or None)")
+    return workers
+
+
+def train_batch_options(config) -> dict:
+    """The options of this process's training batches but the seed (see ``train_batch``)."""
+    d = config.data
+    return dict(
+        global_batch_size=config.training.batch_size,
+        random_flip=d.random_flip,
+        centered=d.centered,
+        uniform_dequantization=d.uniform_dequantization,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+    )
+
+
+def train_iterator(config, start_step: int) -> TrainIterator:
+    """The training batches of an image ``config`` from ``start_step`` on, as ``--mode train``
+    reads them (``n_jitted_steps`` batches per item)."""
+    return TrainIterator(
+        experiment.image_source_from_config(config.data, "train"),
+        start_step=start_step,
+        steps_per_call=config.training.n_jitted_steps,
+        workers=input_workers(config.data),
+        seed=config.seed,
+        **train_batch_options(config),
+    )
+
+
 class _Feed:
     """Training and held-out batches as global arrays, each a pure function of the step."""
 
@@ -240,22 +278,8 @@ class _Feed:
             self.eval_data = make_toy_dataset(d.dataset, d.get("n_test", 5_000), d.seed + 1)
             return
         self.eval_source = experiment.image_source_from_config(d, "test")
-        self.prep = dict(
-            global_batch_size=self.batch_size,
-            random_flip=d.random_flip,
-            centered=d.centered,
-            uniform_dequantization=d.uniform_dequantization,
-            process_index=jax.process_index(),
-            process_count=jax.process_count(),
-        )
-        train_source = experiment.image_source_from_config(d, "train")
-        self._iterator = TrainIterator(
-            train_source,
-            start_step=start_step,
-            steps_per_call=self.n_jit,
-            seed=config.seed,
-            **self.prep,
-        )
+        self.prep = train_batch_options(config)
+        self._iterator = train_iterator(config, start_step)
         self._next = iter(self._iterator)
 
     def train_batches(self, step: int) -> jax.Array:

@@ -25,7 +25,9 @@ def detect(path: Path) -> bool:
 def _decode(path: Path, label: int) -> tuple[np.ndarray, int]:
     with Image.open(path) as im:
         # Grayscale stays one channel (convert_channels widens it when asked); all else is RGB.
-        im = im.convert("L" if im.mode in ("1", "L", "LA", "I", "I;16", "F") else "RGB")
+        mode = "L" if im.mode in ("1", "L", "LA", "I", "I;16", "F") else "RGB"
+        if im.mode != mode:  # convert() copies even an image already in its mode
+            im = im.convert(mode)
         return np.asarray(im), label
 
 
