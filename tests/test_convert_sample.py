@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from train_utils import xla_flags
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SCORESDE_SHARED", REPO.parent / "shared"))
@@ -24,7 +25,7 @@ def test_convert_then_sample_with_repo_config(tmp_path):
     arch = ["--config.model.nf=32", "--config.model.num_res_blocks=1"]
     config = ["--config", str(REPO / "configs/ve/cifar10.py"), *arch]
     workdir = tmp_path / "run"
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    env = dict(os.environ, XLA_FLAGS=xla_flags(1))
     run = lambda args: subprocess.run(
         [sys.executable, *args], capture_output=True, text=True, env=env, cwd=REPO
     )

@@ -14,7 +14,7 @@ import sys
 
 import numpy as np
 import pytest
-from train_utils import override
+from train_utils import override, xla_flags
 
 from configs.mnist.ddpmpp_vp import get_config as mnist_config
 from configs.toy.gmm import get_config
@@ -136,7 +136,7 @@ def test_toy_figures_and_cli(workdir):
             "--config.latent.atol=1e-3",
         ],
         cwd=ROOT,
-        env=dict(os.environ, XLA_FLAGS=""),
+        env=dict(os.environ, XLA_FLAGS=xla_flags()),
         capture_output=True,
         text=True,
     )

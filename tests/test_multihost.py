@@ -17,7 +17,7 @@ import time
 import jax
 import numpy as np
 import pytest
-from train_utils import override
+from train_utils import override, xla_flags
 
 from configs.toy.gmm import get_config
 from scoresde_jax.run.checkpoint import Checkpointer
@@ -65,7 +65,7 @@ def _command(workdir, mode: str, *extra: str) -> list[str]:
 def _env(num_devices: int) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_COORDINATOR")}
     env.update(
-        XLA_FLAGS=f"--xla_force_host_platform_device_count={num_devices}",
+        XLA_FLAGS=xla_flags(num_devices),
         JAX_PLATFORMS="cpu",
     )
     return env

@@ -21,6 +21,7 @@ import ml_collections
 import numpy as np
 import pytest
 from flax import serialization
+from train_utils import xla_flags
 
 from scoresde_jax.io.state_dict import ConversionError
 from scoresde_jax.models import layers
@@ -360,7 +361,7 @@ def test_convert_cli_roundtrip(tmp_path):
         f"    return ml_collections.ConfigDict(json.load(open({str(path / 'config.json')!r})))\n"
     )
     workdir = tmp_path / "run"
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    env = dict(os.environ, XLA_FLAGS=xla_flags(1))
     cmd = [sys.executable, "-m", "scoresde_jax.convert", f"--config={config_file}"]
     cmd += ["--source=torch", f"--checkpoint={path / 'state_dict.npz'}", f"--workdir={workdir}"]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)

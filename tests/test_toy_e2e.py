@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+from train_utils import xla_flags
 
 from configs.toy.gmm import get_config
 from scoresde_jax.modes.evaluate import evaluate
@@ -65,7 +66,7 @@ def test_cli_train_then_eval(tmp_path):
         "--config.eval.num_samples=200",
         "--config.sampling.batch_size=100",
     ]
-    env = dict(os.environ, XLA_FLAGS="")
+    env = dict(os.environ, XLA_FLAGS=xla_flags())
     run = lambda mode: subprocess.run(
         [*common, f"--mode={mode}"], cwd=ROOT, env=env, capture_output=True, text=True
     )
