@@ -398,6 +398,10 @@ def worker_train(spec: dict) -> list[dict]:
         **_device_memory(jax),
         **info,
     }
+    if row["peak_tflops"] and flops_lowered:
+        # The count before XLA's optimizations (the program as written), in case the compiled
+        # program's library calls are counted differently on some backend.
+        row["mfu_from_unoptimized_flops"] = flops_lowered / step_s / (row["peak_tflops"] * 1e12)
     log(
         f"train {path} {dtype}: {row['images_per_s']:.1f} images/s, step {step_s * 1e3:.1f} ms, "
         f"MFU {row['mfu']}"
