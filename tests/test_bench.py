@@ -1,10 +1,14 @@
 """The benchmark scripts keep running and keep printing the JSON they document."""
 
+import importlib.util
 import json
+import math
 import os
 import pathlib
 import subprocess
 import sys
+
+import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -111,3 +115,82 @@ def test_data_bench_smoke(tmp_path):
     jpeg = rows[-1]["decode"]
     assert jpeg["format"] == "folder" and jpeg["native_shape"] == [48, 64, 3]
     assert "center crop" in jpeg["conversion"]
+
+
+def _gpu_bench():
+    spec = importlib.util.spec_from_file_location("gpu_bench", ROOT / "bench" / "gpu.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_bench_peak_table_and_mfu():
+    gpu = _gpu_bench()
+    kinds = {
+        "NVIDIA H100 80GB HBM3": "H100 SXM",
+        "NVIDIA H100 PCIe": "H100 PCIe",
+        "NVIDIA H100 NVL": "H100 NVL",
+        "NVIDIA H200": "H200 SXM",
+        "NVIDIA A100-SXM4-80GB": "A100",
+        "NVIDIA A100-PCIE-40GB": "A100",
+        "NVIDIA L4": "L4",
+        "NVIDIA A10G": "A10G",
+        "NVIDIA A10": "A10",
+        "Tesla V100-SXM2-16GB": "V100 SXM2",
+        "Tesla V100-PCIE-32GB": "V100 PCIe",
+        "Tesla T4": "T4",
+        "NVIDIA L40S": None,  # not an L4
+        "cpu": None,
+    }
+    for kind, name in kinds.items():
+        assert gpu.peak_entry(kind)[0] == name, kind
+    h100 = gpu.mfu_fields("NVIDIA H100 80GB HBM3", "bfloat16", 989.4e12, 2.0, None)
+    assert h100["mfu"] == pytest.approx(0.5) and h100["peak_tflops"] == 989.4
+    f32 = gpu.mfu_fields("NVIDIA A100-SXM4-80GB", "float32", 19.5e12, 1.0, None)
+    assert f32["mfu"] == pytest.approx(1.0) and f32["mfu_vs_tf32_peak"] == pytest.approx(0.125)
+    for kind, dtype in (("cpu", "float32"), ("Tesla V100-SXM2-16GB", "bfloat16")):
+        row = gpu.mfu_fields(kind, dtype, 1e12, 1.0, None)
+        assert row["mfu"] is None and "--peak_tflops" in row["mfu_reason"], row
+    assert gpu.mfu_fields("cpu", "float32", 3e12, 2.0, 3.0)["mfu"] == pytest.approx(0.5)
+    # cost_analysis(): a dict, or a list of dicts in older jax versions.
+    assert gpu.flops_of({"flops": 4.0}) == 4.0 and gpu.flops_of([{"flops": 1}, {"flops": 2}]) == 3
+
+
+def test_gpu_bench_tiny(tmp_path):
+    """``bash bench/gpu.sh --tiny`` on the CPU: every part prints its rows, the MFU comes from
+    ``--peak_tflops`` (a CPU has no entry in the peak table) and the reference is skipped with
+    the reason."""
+    out = tmp_path / "gpu.jsonl"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCORE_SDE_PYTORCH")}
+    # Generous limits: the run's own time guard must not skip parts on a slow machine.
+    env.update(PYTHON=sys.executable, XLA_FLAGS="", GPU_BENCH_TIMEOUT="3300")
+    cmd = ["bash", str(ROOT / "bench" / "gpu.sh"), "--tiny", "--configs", "ddpmpp"]
+    cmd += ["--dtypes", "float32", "--peak_tflops", "2", "--budget_s", "3000", "--out", str(out)]
+    cmd += ["--ref_repo", str(tmp_path)]  # torch is absent, or sees no CUDA device, here
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert rows == [json.loads(line) for line in out.read_text().splitlines()]
+    by_part = {}
+    for row in rows:
+        assert row["bench"] == "gpu"
+        by_part.setdefault(row["part"], []).append(row)
+    (train,) = by_part["train"]
+    assert train["dtype"] == "float32" and train["batch"] == 2 and train["loss_finite"]
+    assert math.isfinite(train["images_per_s"]) and train["images_per_s"] > 0
+    assert train["xla_flops_per_step"] > 0
+    assert train["xla_flops_per_image"] == pytest.approx(train["xla_flops_per_step"] / 2)
+    achieved = train["xla_flops_per_step"] / train["step_s_median"]
+    assert train["mfu"] == pytest.approx(achieved / 2e12) and train["mfu"] > 0
+    (ref,) = by_part["reference"]
+    assert "torch" in ref["skipped"], ref
+    samplers = {r["sampler"]: r for r in by_part["sample"]}
+    assert set(samplers) == {"dpm_solver_pp", "pc"}
+    for r in samplers.values():
+        assert r["num_steps_run"] == r["num_steps_requested"] and r["nfe"] >= r["num_steps_run"]
+        assert math.isfinite(r["images_per_s"]) and r["images_per_s"] > 0
+    (lik,) = by_part["likelihood"]
+    assert lik["nfe"] > 0 and lik["evaluations_per_s"] > 0 and lik["bpd_finite"]
+    assert math.isfinite(lik["bpd_mean"]) and lik["bpd_mean"] > 0
+    (summary,) = by_part["summary"]
+    assert summary["errors"] == [] and [s["part"] for s in summary["skipped"]] == ["reference"]
