@@ -261,22 +261,9 @@ def _setup_jax(spec: dict):
 
 
 def _config(spec: dict, path: str, dtype: str | None = None):
-    import ast
-
     from scoresde_jax.run.summary import load_config
 
-    config = load_config(os.path.join(ROOT, path))
-    for assignment in spec["overrides"]:
-        key, value = assignment.split("=", 1)
-        try:
-            value = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            pass
-        *sections, field = key.split(".")
-        target = config
-        for s in sections:
-            target = target[s]
-        target[field] = value
+    config = load_config(os.path.join(ROOT, path), spec["overrides"])
     if dtype:
         config.model.dtype = dtype
     config.seed = spec["seed"]

@@ -2,6 +2,13 @@
 
     python bench/model.py                                    # NCSN++ and DDPM++ cont., batch 8
     python bench/model.py --config configs/vp/cifar10_ddpm.py --batch 8 --repeats 5
+    python bench/model.py --ref_python $S/venv/bin/python --ref_repo $S/score_sde_pytorch
+
+With ``--ref_python`` and ``--ref_repo`` each config is also timed with the official PyTorch
+implementation (``reference_bench/ref_bench.py`` of the shared folder, or ``--ref_bench``; its
+training step and one ``score_fn`` forward, same batch, repeats, warm-ups and overrides, as many
+threads as this machine has cores) right after ours, and the row gains ``reference`` and the
+ratios ``forward_ratio`` / ``train_step_ratio`` (ours / PyTorch: below 1 is faster).
 
 Prints one JSON object per config: median wall times (after a warm-up that compiles), the
 parameter count, XLA's memory estimate of each compiled program and the process's peak RSS (on
@@ -19,6 +26,7 @@ import os
 import platform
 import resource
 import statistics
+import subprocess
 import sys
 import time
 
@@ -62,8 +70,10 @@ def _memory(compiled) -> dict:
         return {"unavailable": repr(e)}
 
 
-def bench_config(path: str, batch: int, repeats: int, warmup: int) -> dict:
-    config = load_config(path)
+def bench_config(
+    path: str, batch: int, repeats: int, warmup: int, overrides: list[str] = ()
+) -> dict:
+    config = load_config(path, overrides)
     sde = experiment.sde_from_config(config)
     model = experiment.model_from_config(config)
     optimizer = experiment.optimizer_from_config(config.optim)
@@ -138,15 +148,71 @@ def bench_config(path: str, batch: int, repeats: int, warmup: int) -> dict:
     return row
 
 
+def _ref_bench_path(given: str | None) -> str:
+    if given:
+        return given
+    shared = os.environ.get("SCORESDE_SHARED") or os.path.join(os.getcwd(), "..", "shared")
+    return os.path.join(shared, "reference_bench", "ref_bench.py")
+
+
+def bench_reference(args, path: str) -> dict:
+    """The PyTorch reference's training step and forward pass for ``path``: ref_bench's JSON."""
+    cmd = [
+        args.ref_python,
+        _ref_bench_path(args.ref_bench),
+        "--repo",
+        args.ref_repo,
+        "--config",
+        path,
+        "--batch",
+        str(args.batch),
+        "--what",
+        "train,sample_step",
+        "--threads",
+        str(os.cpu_count()),
+        "--repeats",
+        str(args.repeats),
+        "--warmup",
+        str(args.warmup),
+    ]
+    if args.override:
+        cmd += ["--override", *args.override]
+    print(f"[model] reference: {' '.join(cmd)}", file=sys.stderr, flush=True)
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if out.returncode:
+        raise SystemExit(f"ref_bench failed ({out.returncode}):\n{out.stderr[-3000:]}")
+    return json.loads([line for line in out.stdout.splitlines() if line.startswith("{")][-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", nargs="*", default=list(DEFAULT_CONFIGS))
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--override", nargs="*", default=[], help="config overrides a.b=value")
+    parser.add_argument("--ref_python", help="a Python with torch, to time the reference too")
+    parser.add_argument("--ref_repo", help="a score_sde_pytorch checkout (commit cb1f359)")
+    parser.add_argument("--ref_bench", help="ref_bench.py (default: the shared folder's)")
     args = parser.parse_args()
+    if bool(args.ref_python) != bool(args.ref_repo):
+        parser.error("--ref_python and --ref_repo go together")
     for path in args.config:
-        row = bench_config(path, args.batch, args.repeats, args.warmup)
+        row = bench_config(path, args.batch, args.repeats, args.warmup, args.override)
+        if args.override:
+            row["overrides"] = args.override
+        if args.ref_python:
+            ref = bench_reference(args, path)
+            row["reference"] = {
+                "forward_s": ref["sample_step"]["score_fn_forward"]["median_s"],
+                "train_step_s": ref["train"]["median_s"],
+                "parameters": ref["params"],
+                "threads": ref["threads"],
+                "torch": ref["host"]["torch"],
+            }
+            row["same_parameter_count"] = ref["params"] == row["parameters"]
+            row["forward_ratio"] = row["forward_s"] / row["reference"]["forward_s"]
+            row["train_step_ratio"] = row["train_step_s"] / row["reference"]["train_step_s"]
         row.update(
             jax=jax.__version__,
             backend=jax.default_backend(),

@@ -37,9 +37,10 @@ def _parse():
         "--host_devices", type=int, default=None, help="CPU only: split the host into N devices"
     )
     parser.add_argument(
-        "--conv_fusion_flag",
-        action="store_true",
-        help="CPU only: XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=-individual_convolution",
+        "--xla_defaults",
+        choices=("on", "off"),
+        default="on",
+        help="off: time XLA's own CPU defaults instead of the package's (SCORESDE_XLA_DEFAULTS)",
     )
     parser.add_argument("--override", nargs="*", default=[], help="config overrides a.b=value")
     return parser.parse_args()
@@ -49,11 +50,10 @@ ARGS = _parse()
 _flags = os.environ.get("XLA_FLAGS", "")
 if ARGS.host_devices:
     _flags += f" --xla_force_host_platform_device_count={ARGS.host_devices}"
-if ARGS.conv_fusion_flag:
-    _flags += " --xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
 os.environ["XLA_FLAGS"] = _flags.strip()
+if ARGS.xla_defaults == "off":
+    os.environ["SCORESDE_XLA_DEFAULTS"] = "off"
 
-import ast  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import resource  # noqa: E402
@@ -70,26 +70,10 @@ from scoresde_jax.run.summary import load_config  # noqa: E402
 from scoresde_jax.run.trainer import jitted_train_step  # noqa: E402
 
 
-def _override(config, assignment: str) -> None:
-    """``a.b=value`` with ``value`` a Python literal (or a bare string)."""
-    key, value = assignment.split("=", 1)
-    try:
-        value = ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-        pass
-    *sections, field = key.split(".")
-    target = config
-    for s in sections:
-        target = target[s]
-    target[field] = value
-
-
 def bench_config(path: str) -> dict:
-    config = load_config(path)
+    config = load_config(path, ARGS.override)
     config.training.batch_size = ARGS.batch
     config.training.n_jitted_steps = ARGS.n_jitted_steps
-    for a in ARGS.override:
-        _override(config, a)
     exp = build_experiment(config)
     state = exp.init_state()
     n_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(state.params))

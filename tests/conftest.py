@@ -1,23 +1,13 @@
-"""Test-wide JAX settings: strict rank promotion so shape bugs surface as errors, XLA flags for
-quick compiles, and one persistent compilation cache for the whole run (this process and the
-command-line runs it starts), so the many tests that compile the same tiny networks compile each
-only once."""
+"""Test-wide JAX settings: strict rank promotion so shape bugs surface as errors, and one
+persistent compilation cache for the whole run (this process and the command-line runs it
+starts), so the many tests that compile the same tiny networks compile each only once."""
 
 import atexit
 import os
 import shutil
 import tempfile
 
-# The programs tests compile are tiny and most run for a few steps, so compiling them is most of
-# the suite's time, and most of compiling is LLVM optimising the generated loops. Without those
-# optimisations XLA:CPU compiles them over twice as fast. The level keeps IEEE semantics (no
-# fast-math at any level: results agree to rounding), and convolutions and matrix products are
-# library calls that it does not touch. Command-line runs that tests start get the same
-# flags through ``train_utils.xla_flags``.
-FAST_COMPILE_FLAGS = "--xla_backend_optimization_level=0"
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
-if "--xla_backend_optimization_level" not in os.environ["XLA_FLAGS"]:
-    os.environ["XLA_FLAGS"] += " " + FAST_COMPILE_FLAGS
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 if not os.environ.get("SCORESDE_COMPILATION_CACHE"):
     _cache_dir = tempfile.mkdtemp(prefix="scoresde-test-jax-cache-")

@@ -24,8 +24,8 @@ def leaves(tree):
 
 
 def xla_flags(num_devices: int | None = None) -> str:
-    """``XLA_FLAGS`` for a command-line run a test starts: this run's flags (the compile settings
-    of conftest.py) with ``num_devices`` host devices, or XLA's default of one for ``None``."""
+    """``XLA_FLAGS`` for a command-line run a test starts: this run's flags (conftest.py's
+    and the package's defaults) with ``num_devices`` host devices (``None``: XLA's one)."""
     device_count = "--xla_force_host_platform_device_count"
     flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith(device_count)]
     if num_devices is not None:

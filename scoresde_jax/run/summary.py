@@ -8,10 +8,12 @@ Run from the repository root (config files import ``configs.*``).
 
 from __future__ import annotations
 
+import ast
 import json
 import math
 import os
 import sys
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -29,12 +31,25 @@ CIFAR10_CONFIGS = (
 )
 
 
-def load_config(path: str):
-    """Imports a config file and returns its ``get_config()``."""
+def load_config(path: str, overrides: Sequence[str] = ()):
+    """Imports a config file and returns its ``get_config()`` with ``overrides`` applied, each
+    ``a.b=value`` with ``value`` a Python literal (else the bare string)."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"config file {path} does not exist")
     sys.path.insert(0, os.getcwd())
-    return preflight.load_config(path)
+    config = preflight.load_config(path)
+    for assignment in overrides:
+        key, value = assignment.split("=", 1)
+        try:
+            value = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            pass
+        *sections, field = key.split(".")
+        target = config
+        for section in sections:
+            target = target[section]
+        target[field] = value
+    return config
 
 
 def count_parameters(config) -> int:
