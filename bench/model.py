@@ -181,7 +181,8 @@ def bench_reference(args, path: str) -> dict:
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if out.returncode:
         raise SystemExit(f"ref_bench failed ({out.returncode}):\n{out.stderr[-3000:]}")
-    return json.loads([line for line in out.stdout.splitlines() if line.startswith("{")][-1])
+    row = json.loads([line for line in out.stdout.splitlines() if line.startswith("{")][-1])
+    return dict(row, command=cmd[1:])
 
 
 def main() -> None:
@@ -209,6 +210,7 @@ def main() -> None:
                 "parameters": ref["params"],
                 "threads": ref["threads"],
                 "torch": ref["host"]["torch"],
+                "command": ref["command"],
             }
             row["same_parameter_count"] = ref["params"] == row["parameters"]
             row["forward_ratio"] = row["forward_s"] / row["reference"]["forward_s"]

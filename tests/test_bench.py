@@ -56,6 +56,47 @@ def test_train_bench_smoke():
     assert abs(row["images_per_s"] - 8 * row["steps_per_s"]) < 1e-9 * row["images_per_s"]
 
 
+_FAKE_REF_BENCH = """
+import json, sys
+args = sys.argv[1:]
+print("progress", file=sys.stderr)
+print(json.dumps({"params": 7, "threads": 2, "host": {"torch": "fake"}, "argv": args,
+                  "train": {"median_s": 2.0},
+                  "sample_step": {"score_fn_forward": {"median_s": 0.5}}}))
+"""
+
+
+def test_model_bench_runs_the_reference_beside_ours(tmp_path):
+    """``--ref_python``/``--ref_repo`` hand the same config, batch, repeats and overrides to
+    ref_bench.py (a stand-in here, as torch is not installed) and divide ours by its times."""
+    fake = tmp_path / "ref_bench.py"
+    fake.write_text(_FAKE_REF_BENCH)
+    overrides = ["model.nf=8", "model.ch_mult=(1,2)", "model.attn_resolutions=()"]
+    proc = run_bench(
+        "model.py",
+        *["--config", "configs/mnist/ddpmpp_vp.py", "--batch", "2", "--repeats", "1"],
+        *["--warmup", "0", "--override", *overrides, "--ref_python", sys.executable],
+        *["--ref_repo", str(tmp_path), "--ref_bench", str(fake)],
+    )
+    (row,) = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    command = row["reference"].pop("command")
+    assert row["reference"] == {
+        "forward_s": 0.5,
+        "train_step_s": 2.0,
+        "parameters": 7,
+        "threads": 2,
+        "torch": "fake",
+    }
+    assert command[0] == str(fake) and command[-4:] == ["--override", *overrides]
+    for flag, value in (("--config", "configs/mnist/ddpmpp_vp.py"), ("--batch", "2")):
+        assert command[command.index(flag) + 1] == value
+    assert command[command.index("--repo") + 1] == str(tmp_path)
+    assert row["forward_ratio"] == pytest.approx(row["forward_s"] / 0.5)
+    assert row["train_step_ratio"] == pytest.approx(row["train_step_s"] / 2.0)
+    assert row["same_parameter_count"] is False and row["overrides"] == overrides
+    assert row["loss_finite"] and row["forward_s"] > 0
+
+
 def test_samplers_bench_smoke(tmp_path):
     out = tmp_path / "samplers.json"
     proc = run_bench(
