@@ -71,10 +71,10 @@ def test_model_bench_runs_the_reference_beside_ours(tmp_path):
     ref_bench.py (a stand-in here, as torch is not installed) and divide ours by its times."""
     fake = tmp_path / "ref_bench.py"
     fake.write_text(_FAKE_REF_BENCH)
-    overrides = ["model.nf=8", "model.ch_mult=(1,2)", "model.attn_resolutions=()"]
+    overrides = ["model.ema_rate=0.99", "optim.lr=0.001"]
     proc = run_bench(
         "model.py",
-        *["--config", "configs/mnist/ddpmpp_vp.py", "--batch", "2", "--repeats", "1"],
+        *["--config", "configs/toy/gmm.py", "--batch", "2", "--repeats", "1"],
         *["--warmup", "0", "--override", *overrides, "--ref_python", sys.executable],
         *["--ref_repo", str(tmp_path), "--ref_bench", str(fake)],
     )
@@ -87,8 +87,8 @@ def test_model_bench_runs_the_reference_beside_ours(tmp_path):
         "threads": 2,
         "torch": "fake",
     }
-    assert command[0] == str(fake) and command[-4:] == ["--override", *overrides]
-    for flag, value in (("--config", "configs/mnist/ddpmpp_vp.py"), ("--batch", "2")):
+    assert command[0] == str(fake) and command[-3:] == ["--override", *overrides]
+    for flag, value in (("--config", "configs/toy/gmm.py"), ("--batch", "2")):
         assert command[command.index(flag) + 1] == value
     assert command[command.index("--repo") + 1] == str(tmp_path)
     assert row["forward_ratio"] == pytest.approx(row["forward_s"] / 0.5)
