@@ -46,7 +46,7 @@ def test_train_bench_smoke():
         "train.py",
         *["--config", "configs/mnist/ddpmpp_vp.py", "--batch", "8", "--steps", "1"],
         *["--warmup", "0", "--host_devices", "2", "--override", "model.nf=8"],
-        *["model.ch_mult=(1,2)", "model.attn_resolutions=()"],
+        *["model.ch_mult=(1,)", "model.attn_resolutions=()", "model.num_res_blocks=1"],
     )
     rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     assert len(rows) == 1
