@@ -38,7 +38,7 @@ def tiny_config():
         get_config(),
         {
             "model.nf": 8,
-            "model.ch_mult": (1, 2),
+            "model.ch_mult": (1,),
             "model.num_res_blocks": 1,
             "model.attn_resolutions": (),
             "model.dropout": 0.0,
