@@ -841,6 +841,21 @@ def test_train_iterator_matches_train_batch(workers):
         next(it)
 
 
+def test_train_batch_into_out_and_iterator_refuses_out_and_labels():
+    s = _index_source(23)
+    kw = dict(
+        global_batch_size=4, seed=2, random_flip=True, centered=False, uniform_dequantization=False
+    )
+    out = np.full((4, 2, 2, 1), np.nan, np.float32)
+    assert train_batch(s, 3, out=out, **kw) is out
+    np.testing.assert_array_equal(out, train_batch(s, 3, **kw))
+    with pytest.raises(ValueError, match="does not match"):
+        train_batch(s, 3, out=np.empty((3, 2, 2, 1), np.float32), **kw)
+    for extra in (dict(return_labels=True), dict(out=out)):
+        with pytest.raises(ValueError, match="images only"):
+            TrainIterator(s, start_step=0, **kw, **extra)
+
+
 class _FailingSource:
     name = "failing"
     image_shape = (2, 2, 1)

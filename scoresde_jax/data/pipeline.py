@@ -128,38 +128,11 @@ def train_batch(
     process_index: int = 0,
     process_count: int = 1,
     return_labels: bool = False,
+    out: np.ndarray | None = None,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """This process's part of batch ``step``: float32 ``[G / process_count, H, W, C]`` (and int32
-    labels); flips and noise from ``default_rng([seed, step, process_index, 1])``."""
-    x, labels = _fill_train_batch(
-        None,
-        source,
-        step,
-        global_batch_size=global_batch_size,
-        seed=seed,
-        random_flip=random_flip,
-        centered=centered,
-        uniform_dequantization=uniform_dequantization,
-        process_index=process_index,
-        process_count=process_count,
-    )
-    return (x, np.asarray(labels, np.int32)) if return_labels else x
-
-
-def _fill_train_batch(
-    out: np.ndarray | None,
-    source: ImageSource,
-    step: int,
-    *,
-    global_batch_size: int,
-    seed: int,
-    random_flip: bool,
-    centered: bool,
-    uniform_dequantization: bool,
-    process_index: int = 0,
-    process_count: int = 1,
-) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`train_batch` written into ``out`` (a new array if ``None``): ``(out, labels)``."""
+    labels); flips and noise from ``default_rng([seed, step, process_index, 1])``; written into
+    ``out`` when given."""
     indices = train_example_indices(
         len(source),
         step,
@@ -186,7 +159,7 @@ def _fill_train_batch(
     if images.dtype != np.uint8:
         images = images.astype(np.float32)
     _convert(images, out, centered=centered, noise=noise, flip=flip)
-    return out, labels
+    return (out, np.asarray(labels, np.int32)) if return_labels else out
 
 
 class _WorkerError:
@@ -218,13 +191,15 @@ class TrainIterator:
                 f"steps_per_call ({steps_per_call}), prefetch ({prefetch}) and workers "
                 f"({workers}) must be >= 1"
             )
+        if "out" in batch_options or batch_options.get("return_labels"):
+            raise ValueError("TrainIterator builds images only: no out= or return_labels=")
         # Fail here, not in the threads.
-        call = inspect.signature(_fill_train_batch).bind(None, source, start_step, **batch_options)
+        call = inspect.signature(train_batch).bind(source, start_step, **batch_options)
         call.apply_defaults()
         a = call.arguments
         local = _local_batch_size(a["global_batch_size"], a["process_count"], a["process_index"])
         self._chunk_shape = (steps_per_call, local, *source.image_shape)
-        self._make = functools.partial(_fill_train_batch, source=source, **batch_options)
+        self._make = functools.partial(train_batch, source, **batch_options)
         self._start_step = start_step
         self._steps_per_call = steps_per_call
         self._workers = workers
@@ -263,7 +238,7 @@ class TrainIterator:
                 # Written in place: no per-step arrays stacked into the chunk afterwards.
                 chunk = np.empty(self._chunk_shape, np.float32)
                 for k in range(n):
-                    self._make(chunk[k], step=step + k)
+                    self._make(step + k, out=chunk[k])
                 if not self._put(worker, (step, chunk)):
                     return
                 step += self._workers * n

@@ -44,7 +44,7 @@ from scoresde_jax.run.experiment import (
     to_host,
 )
 from scoresde_jax.run.state import TrainState, apply_gradients, make_optimizer
-from scoresde_jax.run.trainer import Job, fit
+from scoresde_jax.run.trainer import Job, fit, train_batch_options
 
 log = logging.getLogger(__name__)
 
@@ -217,16 +217,7 @@ def _train_classifier(config, out_dir: str, lock) -> dict:
         donate_argnums=0,
     )
     accuracy_at = _make_evaluator(config, setup, test_source, eval_times)
-    prep = dict(
-        global_batch_size=c.batch_size,
-        seed=config.seed,
-        random_flip=d.random_flip,
-        centered=d.centered,
-        uniform_dequantization=d.uniform_dequantization,
-        process_index=pindex,
-        process_count=pcount,
-        return_labels=True,
-    )
+    prep = dict(train_batch_options(config, c.batch_size), seed=config.seed, return_labels=True)
 
     def step(state, step: int):
         x, labels = train_batch(source, step, **prep)

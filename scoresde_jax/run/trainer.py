@@ -233,11 +233,14 @@ def input_workers(data_config) -> int:
     return workers
 
 
-def train_batch_options(config) -> dict:
-    """The options of this process's training batches but the seed (see ``train_batch``)."""
+def train_batch_options(config, global_batch_size: int | None = None) -> dict:
+    """The options of this process's training batches but the seed (see ``train_batch``), of
+    ``global_batch_size`` images (default ``config.training.batch_size``)."""
     d = config.data
     return dict(
-        global_batch_size=config.training.batch_size,
+        global_batch_size=(
+            config.training.batch_size if global_batch_size is None else global_batch_size
+        ),
         random_flip=d.random_flip,
         centered=d.centered,
         uniform_dequantization=d.uniform_dequantization,
