@@ -25,6 +25,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -37,7 +38,9 @@ import numpy as np
 import scipy
 import scipy.integrate
 
+from scoresde_jax import xla_flags
 from scoresde_jax.core.likelihood import (
+    LIKELIHOOD_ODE,
     bits_per_dim,
     dequantize,
     drift_and_divergence,
@@ -123,8 +126,10 @@ def run_config(args, dim: int, batch: int) -> dict:
     ode_options = dict(rtol=args.rtol, atol=args.atol, eps=args.eps)
     hutchinson = dict(num_probes=args.num_probes, noise=args.noise)
 
+    options = {"package": xla_flags.solve_compiler_options(), "xla": None}
+
     # --- (a) diffrax on the device, one jitted call -------------------------------------------
-    @jax.jit
+    @functools.partial(jax.jit, compiler_options=options[args.compile])
     def device_bpd(params, x01, key):
         score_fn = make_score_fn(sde, model, params)
         return bits_per_dim(
@@ -158,9 +163,12 @@ def run_config(args, dim: int, batch: int) -> dict:
         # Weights baked into the executable: XLA:CPU then prepares them once at compile time,
         # while weights passed as arguments are re-prepared on every call (~2-3x slower per
         # call at batch 4 for the 3072-D MLP). The faster variant makes the stronger baseline.
-        drift_div = jax.jit(lambda x, t: drift_div_fn(params, x, t, probes))
+        drift_div = jax.jit(
+            lambda x, t: drift_div_fn(params, x, t, probes),
+            compiler_options=options[args.host_compile],
+        )
     else:
-        jitted = jax.jit(drift_div_fn)
+        jitted = jax.jit(drift_div_fn, compiler_options=options[args.host_compile])
         drift_div = lambda x, t: jitted(params, x, t, probes)  # noqa: E731
 
     def rhs(t, state):
@@ -213,8 +221,10 @@ def run_config(args, dim: int, batch: int) -> dict:
         "rtol": args.rtol,
         "atol": args.atol,
         "repeats": args.repeats,
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "device": {
             "solver": f"diffrax.{args.solver}",
+            "compiler_options": options[args.compile],
             "wall_s": dev_s,
             "nfe": dev_nfe,
             "s_per_nfe": dev_s / dev_nfe,
@@ -224,6 +234,7 @@ def run_config(args, dim: int, batch: int) -> dict:
         "host": {
             "solver": "scipy.solve_ivp(RK45)",
             "params_passed_as": args.host_params,
+            "compiler_options": options[args.host_compile],
             "wall_s": host_s,
             "nfe": int(host_nfe),
             "s_per_nfe": host_s / host_nfe,
@@ -255,7 +266,11 @@ def main(argv=None):
     parser.add_argument("--eps", type=float, default=1e-5)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--sde", default="vpsde", choices=["vesde", "vpsde", "subvpsde"])
-    parser.add_argument("--solver", default="tsit5", help="diffrax solver of the device path")
+    parser.add_argument(
+        "--solver",
+        default=LIKELIHOOD_ODE.solver,
+        help=f"diffrax solver of the device path (the library's default: {LIKELIHOOD_ODE.solver})",
+    )
     parser.add_argument("--trace", default="auto", choices=["auto", "exact", "hutchinson"])
     parser.add_argument("--num-probes", type=int, default=1)
     parser.add_argument("--noise", default="rademacher", choices=["rademacher", "gaussian"])
@@ -270,6 +285,14 @@ def main(argv=None):
         choices=["constant", "argument"],
         help="host path: weights compiled into the jitted drift, or passed on every call",
     )
+    for flag, who in (("--compile", "device"), ("--host-compile", "host")):
+        parser.add_argument(
+            flag,
+            default="package",
+            choices=["package", "xla"],
+            help=f"{who} path's jax.jit compiler options: the package's for likelihood solves "
+            "(scoresde_jax.xla_flags.solve_compiler_options) or XLA's defaults",
+        )
     args = parser.parse_args(argv)
     if args.atol is None:
         args.atol = args.rtol

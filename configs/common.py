@@ -92,7 +92,7 @@ def defaults() -> ml_collections.ConfigDict:
     config.eval = evaluate = ml_collections.ConfigDict()
     evaluate.batch_size = 1024
     evaluate.num_samples = 50_000
-    evaluate.ode_solver = "tsit5"  # bits/dim: probability-flow ODE solver and tolerances
+    evaluate.ode_solver = "dopri5"  # bits/dim: probability-flow ODE solver and tolerances
     evaluate.rtol = 1e-5
     evaluate.atol = 1e-5
     evaluate.exact_trace = False  # Hutchinson estimate of the divergence

@@ -97,6 +97,69 @@ def test_model_bench_runs_the_reference_beside_ours(tmp_path):
     assert row["loss_finite"] and row["forward_s"] > 0
 
 
+_FAKE_REF_LIKELIHOOD = """
+import json, os, sys
+import numpy as np
+args = sys.argv[1:]
+value = lambda flag: args[args.index(flag) + 1]
+out = {"threads": 2, "host": {"torch": "fake"}}
+if "--save-weights" in args:  # the reference's initial weights: its output layer is all zeros
+    sd = dict(np.load(os.path.join(os.environ["FIXTURE"], "state_dict.npz")))
+    sd["all_modules.27.weight"] = np.zeros_like(sd["all_modules.27.weight"])
+    np.savez(value("--save-weights"), **{"module." + k: v for k, v in sd.items()})
+    out["train"] = {"median_s": 1.0}
+else:
+    sd = np.load(value("--load-weights"))
+    if not np.any(sd["module.all_modules.27.weight"]):
+        sys.exit("the likelihood run got the zero output layer")
+    rng = np.random.default_rng(0)
+    b = int(value("--batch"))
+    data = rng.uniform(-1, 1, (b, 3, 32, 32)).astype(np.float32)
+    probes = rng.choice([-1.0, 1.0], (b, 3, 32, 32)).astype(np.float32)
+    np.savez(value("--save-likelihood-inputs"), data=data, hutchinson=probes,
+             bpd=np.full(b, 5.0), nfev=np.array(10))
+    out["likelihood"] = {"method": "RK45", "median_s": 3.0, "times_s": [3.0], "nfev": [10],
+                         "params": 1771203}
+print(json.dumps(out))
+"""
+
+
+def test_likelihood_reference_bench_plumbing(tmp_path):
+    """bench/likelihood_reference.py with a stand-in ref_bench.py (torch is not installed): the
+    reference's near-zero layers are redrawn before its likelihood run, its weights, data and
+    probes reach our converted network, and the row compares bits/dim and times."""
+    shared = pathlib.Path(os.environ.get("SCORESDE_SHARED", ROOT.parent / "shared"))
+    fixture = shared / "fixtures" / "ddpmpp_vp_small"
+    if not (fixture / "state_dict.npz").exists():
+        pytest.skip(f"parity fixture {fixture} is absent; set SCORESDE_SHARED")
+    fake = tmp_path / "ref_bench.py"
+    fake.write_text(_FAKE_REF_LIKELIHOOD)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "likelihood_reference.py")]
+        + ["--ref_python", sys.executable, "--ref_repo", str(tmp_path)]
+        + ["--ref_bench", str(fake), "--batch", "1", "--repeats", "1"]
+        + ["--rtol", "1e-2", "--atol", "1e-2", "--workdir", str(tmp_path / "work")],
+        cwd=ROOT,
+        env=dict(os.environ, XLA_FLAGS="", FIXTURE=str(fixture)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (row,) = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert row["weights_redrawn"] == ["module.all_modules.27.weight"]
+    ours = row["ours"]
+    assert ours["nfe"] > 0 and ours["compiler_options"] == {
+        "xla_cpu_experimental_ynn_fusion_type": ""
+    }
+    (bpd,) = ours["bpd"]
+    assert math.isfinite(bpd) and row["bpd_max_abs_diff"] == pytest.approx(abs(bpd - 5.0))
+    assert row["reference"]["first_s"] == 3.0 and row["reference"]["first_nfev"] == 10
+    assert row["speedup"] == pytest.approx(3.0 / ours["median_s"])
+    command = row["reference"]["command"]
+    assert command[command.index("--override") + 1 :] == ["model.nf=32", "model.num_res_blocks=1"]
+
+
 def test_samplers_bench_smoke(tmp_path):
     out = tmp_path / "samplers.json"
     proc = run_bench(

@@ -224,9 +224,28 @@ def test_jit_matches_eager_and_nfe_counts_evaluations(solver, options):
         np.testing.assert_allclose(out.logp, MIX2.logpdf(x), rtol=0, atol=1e-2)
 
 
+@pytest.mark.parametrize("noise,num_probes", [("rademacher", 1), ("gaussian", 2)])
+def test_given_probes_replace_the_keyed_draw(noise, num_probes):
+    """``probes=`` (e.g. another implementation's draw) are used as given, and the key then
+    draws nothing: the keyed solve with the same draw gives the same numbers."""
+    sde = get_sde("vpsde")
+    x = jnp.repeat(_POINTS, 4, axis=0)
+    key = jax.random.key(5)
+    keyed = log_likelihood(sde, MIX2.score_fn(sde), x, key, noise=noise, num_probes=num_probes)
+    probes = sample_probes(key, x.shape, num_probes=num_probes, noise=noise)
+    given = log_likelihood(sde, MIX2.score_fn(sde), x, jax.random.key(99), probes=probes)
+    np.testing.assert_array_equal(given.logp, keyed.logp)
+    assert int(given.nfe) == int(keyed.nfe)
+    other = log_likelihood(sde, MIX2.score_fn(sde), x, key, probes=probes[:, ::-1])
+    assert not np.allclose(other.logp, keyed.logp)  # the given probes are really the ones used
+
+
 @pytest.mark.parametrize(
     "kwargs,match",
     [
+        (dict(probes=jnp.ones((2, 2))), "probes must have shape"),
+        (dict(probes=jnp.ones((1, 2, 3))), "probes must have shape"),
+        (dict(probes=jnp.ones((1, 2, 2)), exact_trace=True), "exact_trace"),
         (dict(noise="uniform"), "noise"),
         (dict(solver="euler"), "solver"),
         (dict(num_probes=0), "num_probes"),

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from scoresde_jax import xla_flags
@@ -71,3 +72,42 @@ def test_in_effect_in_a_fresh_process(setting):
         assert flags.strip() == "" and in_ynn.strip() == "True"
     else:
         assert FLAG in flags and in_ynn.strip() == "False"
+
+
+def test_solve_options_unless_off_or_the_user_chose():
+    ours = {"XLA_FLAGS": f"--xla_force_host_platform_device_count=2 {FLAG}"}  # as apply() left it
+    assert xla_flags.solve_compiler_options(ours) == {"xla_cpu_experimental_ynn_fusion_type": ""}
+    assert xla_flags.solve_compiler_options({}) == xla_flags.SOLVE_OPTIONS
+    given = {"XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type=dot"}
+    assert xla_flags.solve_compiler_options(given) is None
+    assert xla_flags.solve_compiler_options({**ours, xla_flags.ENV: "off"}) is None
+
+
+def test_likelihood_compiled_with_the_solve_options_leaves_ynnpack_same_numbers():
+    """The options reach XLA (no YNNPACK fusion is left in the compiled solve, where XLA's
+    default fuses the network's matrix products) and change no number beyond float rounding."""
+    import jax
+    import jax.numpy as jnp
+
+    from scoresde_jax.core.likelihood import log_likelihood
+    from scoresde_jax.core.sde import get_sde
+
+    sde = get_sde("vpsde")
+    w1 = jax.random.normal(jax.random.key(0), (16, 64)) / 4
+    w2 = jax.random.normal(jax.random.key(1), (64, 16)) / 8
+
+    def score_fn(x, t):
+        return jnp.tanh(x @ w1 + t[:, None]) @ w2 - x
+
+    def fn(x, key):
+        return log_likelihood(sde, score_fn, x, key, rtol=1e-4, atol=1e-4)
+
+    x = jax.random.normal(jax.random.key(2), (4, 16))
+    key = jax.random.key(3)
+    default = jax.jit(fn).lower(x, key).compile()
+    options = xla_flags.solve_compiler_options({})
+    solve = jax.jit(fn, compiler_options=options).lower(x, key).compile()
+    assert "ynn_fusion" in default.as_text() and "ynn_fusion" not in solve.as_text()
+    a, b = default(x, key), solve(x, key)
+    assert int(a.nfe) == int(b.nfe) > 10
+    np.testing.assert_allclose(b.logp, a.logp, rtol=1e-5)

@@ -89,10 +89,18 @@ def sharded_sampler(
     return run
 
 
-def sharded_batch_fn(mesh: Mesh, fn: Callable, num_batched: int, num_outputs: int) -> Callable:
+def sharded_batch_fn(
+    mesh: Mesh,
+    fn: Callable,
+    num_batched: int,
+    num_outputs: int,
+    *,
+    compiler_options: dict[str, str] | None = None,
+) -> Callable:
     """Jit-compiles ``fn(params, key, *batched) -> tuple of [b, ...] arrays`` per device:
     ``params`` and ``key`` replicated (device ``i`` uses ``fold_in(key, i)``), the
-    ``num_batched`` others and every output split along the first axis."""
+    ``num_batched`` others and every output split along the first axis; ``compiler_options``
+    go to ``jax.jit``."""
 
     def per_device(params, key, *batched):
         key = jax.random.fold_in(key, jax.lax.axis_index("data"))
@@ -105,7 +113,7 @@ def sharded_batch_fn(mesh: Mesh, fn: Callable, num_batched: int, num_outputs: in
         out_specs=tuple([PartitionSpec("data")] * num_outputs),
         check_vma=False,
     )
-    return jax.jit(mapped)
+    return jax.jit(mapped, compiler_options=compiler_options)
 
 
 def map_fixed_batches(

@@ -7,6 +7,7 @@ samples after every round), so a preempted ``--mode eval`` run again continues w
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import logging
 import math
@@ -20,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from scoresde_jax.core.likelihood import bits_per_dim, log_likelihood
+from scoresde_jax.core.likelihood import LIKELIHOOD_ODE, bits_per_dim, log_likelihood
 from scoresde_jax.core.mesh import (
     device_count,
     make_data_mesh,
@@ -37,6 +38,7 @@ from scoresde_jax.data import (
     to_model_space,
     toy_density,
 )
+from scoresde_jax import xla_flags
 from scoresde_jax.errors import ConfigError, MissingDataError
 from scoresde_jax.io import images as plotting
 from scoresde_jax.io.files import atomic_savez
@@ -335,7 +337,7 @@ def _ode_settings(ec) -> dict:
         eps=float(ec.get("eps", 1e-5)),
         rtol=float(ec.get("rtol", 1e-5)),
         atol=float(ec.get("atol", 1e-5)),
-        solver=str(ec.get("ode_solver", "tsit5")),
+        solver=str(ec.get("ode_solver", LIKELIHOOD_ODE.solver)),
     )
 
 
@@ -361,7 +363,9 @@ def _eval_bpd(ev: _ImageEval, split: str, split_i: int) -> None:
         )
         return res.bpd, jnp.broadcast_to(res.nfe, res.bpd.shape)
 
-    bpd_fn = sharded_batch_fn(exp.mesh, per_example_bpd, 1, 2)
+    bpd_fn = sharded_batch_fn(
+        exp.mesh, per_example_bpd, 1, 2, compiler_options=xla_flags.solve_compiler_options()
+    )
     num_repeats = int(ec.get("num_repeats", 1))
     n_batches = -(-n // batch_size)
     if ev.is_main:
@@ -499,7 +503,7 @@ def _evaluate_toy(config, workdir: str) -> dict:
     test_data = make_toy_dataset(name, config.data.n_test, config.data.seed + 1)
     ode = _ode_settings(ec)
 
-    @jax.jit
+    @functools.partial(jax.jit, compiler_options=xla_flags.solve_compiler_options())
     def nll_batch(params, x, key):
         res = log_likelihood(exp.sde, exp.score_fn(params), x, key, **ode)
         return -res.logp, res.nfe

@@ -15,10 +15,12 @@ from typing import Any
 
 import numpy as np
 
+from scoresde_jax.core import odeint
+
 # Bump a version when a result's definition changes, so older results are not reused.
 METRIC_VERSIONS = dict.fromkeys(
-    ("eval_loss", "bpd", "samples", "sample_metrics", "reference_stats", "toy_eval"), 1
-)
+    ("eval_loss", "samples", "sample_metrics", "reference_stats"), 1
+) | {"bpd": 2, "toy_eval": 2}  # 2: the ODE solver's first step by odeint.STEP_RULE 2
 
 # Sampling fields of other modes (--mode sample, controllable tasks): they do not change the
 # samples of --mode eval.
@@ -162,8 +164,12 @@ def data_settings(config) -> dict:
 
 
 def sampler_settings(config) -> dict:
-    """Every field of ``config.sampling`` that the unconditional sampler reads."""
-    return {k: v for k, v in config.sampling.items() if k not in _NOT_SAMPLER_FIELDS}
+    """Every field of ``config.sampling`` that the unconditional sampler reads (and, for the
+    probability-flow ODE sampler, the adaptive solver's step rule when it is not the first)."""
+    settings = {k: v for k, v in config.sampling.items() if k not in _NOT_SAMPLER_FIELDS}
+    if settings.get("method") == "ode" and odeint.STEP_RULE != 1:
+        settings["ode_step_rule"] = odeint.STEP_RULE
+    return settings
 
 
 def reuse_note(completed_at: float | None, what: str) -> dict:
