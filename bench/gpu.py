@@ -494,6 +494,7 @@ def worker_likelihood(spec: dict) -> list[dict]:
     jax, cache_dir, hits = _setup_jax(spec)
     import numpy as np
 
+    from scoresde_jax import xla_flags
     from scoresde_jax.core.likelihood import LIKELIHOOD_ODE, bits_per_dim
     from scoresde_jax.run.experiment import build_experiment
 
@@ -508,7 +509,10 @@ def worker_likelihood(spec: dict) -> list[dict]:
     x01 = rng.integers(0, 256, (batch, *exp.data_shape)).astype(np.float32) / 255.0
     key = jax.random.key(spec["seed"] + 2)
     centered = config.data.centered
-    fn = jax.jit(lambda p, x, k: bits_per_dim(exp.sde, exp.score_fn(p), x, k, centered=centered))
+    fn = jax.jit(
+        lambda p, x, k: bits_per_dim(exp.sde, exp.score_fn(p), x, k, centered=centered),
+        compiler_options=xla_flags.solve_compiler_options(),
+    )
     log(f"likelihood batch {batch}: compiling")
     t0, hits_before = time.perf_counter(), len(hits)
     compiled = fn.lower(params, x01, key).compile()

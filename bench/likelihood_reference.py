@@ -33,14 +33,13 @@ import math
 import os
 import platform
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from model import run_ref_bench  # bench/model.py, beside this script
 
 from scoresde_jax import xla_flags
 from scoresde_jax.core.likelihood import LIKELIHOOD_ODE, log_likelihood, logp_to_bpd
@@ -53,42 +52,15 @@ DEFAULT_CONFIG = "configs/vp/cifar10_ddpmpp_continuous.py"
 DEFAULT_OVERRIDES = ("model.nf=32", "model.num_res_blocks=1")
 
 
-def _ref_bench_path(given: str | None) -> str:
-    if given:
-        return given
-    shared = os.environ.get("SCORESDE_SHARED") or os.path.join(ROOT, "..", "shared")
-    return os.path.join(shared, "reference_bench", "ref_bench.py")
-
-
 def run_reference(args, *extra: str) -> dict:
     """ref_bench.py's JSON line for ``args.config`` with ``extra`` arguments."""
-    cmd = [
-        args.ref_python,
-        _ref_bench_path(args.ref_bench),
-        "--repo",
-        args.ref_repo,
-        "--config",
-        args.config,
-        "--batch",
-        str(args.batch),
-        "--threads",
-        str(os.cpu_count()),
-        "--rtol",
-        str(args.rtol),
-        "--atol",
-        str(args.atol),
-        "--seed",
-        str(args.seed),
-        *extra,
-    ]
+    extra = [*extra, "--batch", str(args.batch), "--seed", str(args.seed)]
+    extra += ["--rtol", str(args.rtol), "--atol", str(args.atol)]
     if args.override:
-        cmd += ["--override", *args.override]
-    print(f"[likelihood_reference] {' '.join(cmd)}", file=sys.stderr, flush=True)
-    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if out.returncode:
-        raise SystemExit(f"ref_bench failed ({out.returncode}):\n{out.stderr[-3000:]}")
-    row = json.loads([line for line in out.stdout.splitlines() if line.startswith("{")][-1])
-    return dict(row, command=cmd[1:])
+        extra += ["--override", *args.override]
+    return run_ref_bench(
+        args.ref_python, args.ref_bench, args.ref_repo, args.config, extra, "likelihood_reference"
+    )
 
 
 def redraw_near_zero(

@@ -155,34 +155,28 @@ def _ref_bench_path(given: str | None) -> str:
     return os.path.join(shared, "reference_bench", "ref_bench.py")
 
 
-def bench_reference(args, path: str) -> dict:
-    """The PyTorch reference's training step and forward pass for ``path``: ref_bench's JSON."""
-    cmd = [
-        args.ref_python,
-        _ref_bench_path(args.ref_bench),
-        "--repo",
-        args.ref_repo,
-        "--config",
-        path,
-        "--batch",
-        str(args.batch),
-        "--what",
-        "train,sample_step",
-        "--threads",
-        str(os.cpu_count()),
-        "--repeats",
-        str(args.repeats),
-        "--warmup",
-        str(args.warmup),
-    ]
-    if args.override:
-        cmd += ["--override", *args.override]
-    print(f"[model] reference: {' '.join(cmd)}", file=sys.stderr, flush=True)
+def run_ref_bench(
+    python: str, ref_bench: str | None, repo: str, config: str, extra: list[str], tag: str
+) -> dict:
+    """ref_bench.py's JSON line for ``config`` (``extra``: its other arguments) with as many
+    threads as this machine has cores, plus the ``command`` that made it."""
+    cmd = [python, _ref_bench_path(ref_bench), "--repo", repo, "--config", config]
+    cmd += ["--threads", str(os.cpu_count()), *extra]
+    print(f"[{tag}] reference: {' '.join(cmd)}", file=sys.stderr, flush=True)
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if out.returncode:
         raise SystemExit(f"ref_bench failed ({out.returncode}):\n{out.stderr[-3000:]}")
     row = json.loads([line for line in out.stdout.splitlines() if line.startswith("{")][-1])
     return dict(row, command=cmd[1:])
+
+
+def bench_reference(args, path: str) -> dict:
+    """The PyTorch reference's training step and forward pass for ``path``: ref_bench's JSON."""
+    extra = ["--batch", str(args.batch), "--what", "train,sample_step"]
+    extra += ["--repeats", str(args.repeats), "--warmup", str(args.warmup)]
+    if args.override:
+        extra += ["--override", *args.override]
+    return run_ref_bench(args.ref_python, args.ref_bench, args.ref_repo, path, extra, "model")
 
 
 def main() -> None:

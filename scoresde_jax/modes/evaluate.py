@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from scoresde_jax import xla_flags
 from scoresde_jax.core.likelihood import LIKELIHOOD_ODE, bits_per_dim, log_likelihood
 from scoresde_jax.core.mesh import (
     device_count,
@@ -38,7 +39,6 @@ from scoresde_jax.data import (
     to_model_space,
     toy_density,
 )
-from scoresde_jax import xla_flags
 from scoresde_jax.errors import ConfigError, MissingDataError
 from scoresde_jax.io import images as plotting
 from scoresde_jax.io.files import atomic_savez
