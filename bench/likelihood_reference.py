@@ -96,7 +96,6 @@ def ours(args, state_dict: dict[str, np.ndarray], inputs: dict[str, np.ndarray])
     x = jnp.asarray(nchw_to_nhwc(inputs["data"]))
     probes = jnp.asarray(nchw_to_nhwc(inputs["hutchinson"]))[None]
     compiler_options = xla_flags.solve_compiler_options()
-    solve = {} if args.solver is None else {"solver": args.solver}
 
     @functools.partial(jax.jit, compiler_options=compiler_options)
     def bpd_fn(variables, x, probes):
@@ -108,7 +107,7 @@ def ours(args, state_dict: dict[str, np.ndarray], inputs: dict[str, np.ndarray])
             probes=probes,
             rtol=args.rtol,
             atol=args.atol,
-            **solve,
+            solver=args.solver,
         )
         width = 2.0 if config.data.centered else 1.0
         return logp_to_bpd(res.logp, math.prod(x.shape[1:]), data_width=width), res.nfe
@@ -122,7 +121,7 @@ def ours(args, state_dict: dict[str, np.ndarray], inputs: dict[str, np.ndarray])
         bpd, nfe = jax.block_until_ready(compiled(variables, x, probes))
         times.append(time.perf_counter() - start)
     return {
-        "solver": args.solver or LIKELIHOOD_ODE.solver,
+        "solver": args.solver,
         "compiler_options": compiler_options,
         "compile_s": compile_s,
         "median_s": statistics.median(times),
@@ -143,7 +142,7 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed solves on each side")
     parser.add_argument("--rtol", type=float, default=1e-5)
     parser.add_argument("--atol", type=float, default=1e-5)
-    parser.add_argument("--solver", default=None, help="our solver (default: the library's)")
+    parser.add_argument("--solver", default=LIKELIHOOD_ODE.solver, help="our ODE solver")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--redraw",

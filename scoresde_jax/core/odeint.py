@@ -81,11 +81,10 @@ def solve(
         stages = solver_obj.tableau.num_stages
         f0 = vector_field(t0, y0, args)
         dt0 = _first_step(vector_field, t0, t1, y0, f0, args, order, rtol, atol)
+        evals_at_start, evals_per_step = 2, stages  # f0 and the first-step probe are ours
         if solver_obj.tableau.fsal:
             solver_state = _fsal_state(solver_obj, term, t0, t1, y0, f0, args)
-            evals_at_start, evals_per_step = 2, stages - 1
-        else:
-            evals_at_start, evals_per_step = 2, stages
+            evals_per_step = stages - 1
     else:
         if fixed_steps is None or fixed_steps < 1:
             raise ValueError(f"solver {solver!r} needs a positive number of fixed steps")
